@@ -1,0 +1,154 @@
+"""The Hydra application behind `nnrun train`: config location, output-dir resolvers, and the task function.
+
+The `@hydra.main` function is a thin wrapper around `run_task`, a plain package function, so launchers that
+pickle the task (joblib, submitit) can carry it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sys
+from datetime import datetime
+from pathlib import Path
+
+import hydra
+from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, OmegaConf
+
+from nnrun.config import ConfigError
+
+
+def config_dir() -> Path:
+    """conf/ inside the installed wheel, else the repository's top-level conf/ (an editable install)."""
+    packaged = Path(__file__).resolve().parent / "conf"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "conf"
+
+
+def unique_run_dir(exp_name: str) -> str:
+    """experiments/<exp>/runs/<YYYY-MM-DD_HH-MM-SS>, or ..._1, _2 ... when another run took that second.
+
+    The dir is created here (mkdir is atomic), so two runs started in the same second never share it.
+    """
+    parent = Path("experiments") / str(exp_name) / "runs"
+    parent.mkdir(parents=True, exist_ok=True)
+    stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    for n in range(10_000):
+        candidate = parent / (stamp if n == 0 else f"{stamp}_{n}")
+        try:
+            candidate.mkdir()
+            return str(candidate)
+        except FileExistsError:
+            continue
+    raise RuntimeError(f"no free run dir under {parent} for {stamp}")
+
+
+_UNSAFE = re.compile(r"[^\w.,=+\-\[\]]")
+
+
+def job_dir_name(num: int, override_dirname: str) -> str:
+    """A sweep job's dir: '<num>_<overrides>' (e.g. 3_optimizer.lr=0.1,seed=0), safe as one path part."""
+    name = _UNSAFE.sub("_", override_dirname)
+    if len(name) > 200:  # file names stop at 255 bytes; keep it unique with a hash of the whole
+        name = name[:180] + "_" + hashlib.sha1(name.encode()).hexdigest()[:8]
+    return f"{num}_{name}" if name else str(num)
+
+
+def register_resolvers() -> None:
+    if not OmegaConf.has_resolver("nnrun_run_dir"):
+        OmegaConf.register_new_resolver("nnrun_run_dir", unique_run_dir)
+    if not OmegaConf.has_resolver("nnrun_job_dir"):
+        OmegaConf.register_new_resolver(
+            "nnrun_job_dir",
+            lambda *, _root_: job_dir_name(_root_.hydra.job.num, _root_.hydra.job.override_dirname))
+
+
+TRAIN_HELP = """\
+nnrun train: train one network (or, with -m, a sweep of them) on a lecture dataset.
+
+Usage: nnrun train [-m] [--cfg job] [key=value ...] [group=choice ...]
+
+Config groups (pick one with group=choice):
+{groups}
+
+Composed config (any key can be overridden as key=value):
+
+{config}
+Examples:
+  nnrun train +exp=xor_relu
+  nnrun train dataset=spirals model.hidden=[32,32] optimizer=sgd optimizer.lr=0.1
+  nnrun train -m optimizer.lr=0.001,0.01,0.1 seed=0,1,2
+  nnrun train --cfg job            (print the composed config)
+  nnrun train --hydra-help         (Hydra's own flags: -m, --cfg, -sc, hydra/launcher=...)
+Runs land in experiments/<exp_name>/; view them with: tensorboard --logdir experiments
+"""
+
+
+def train_help(overrides: list[str]) -> str:
+    """`nnrun train --help`: the groups read off conf/ and the config composed with `overrides`.
+
+    Hydra's own --help lists groups by composing each one (about a second); listing files is instant.
+    """
+    from hydra import compose, initialize_config_dir
+
+    root = config_dir()
+    groups = "\n".join(
+        f"  {group.name}: {', '.join(sorted(p.stem for p in group.glob('*.yaml')))}"
+        for group in sorted(root.iterdir()) if group.is_dir())
+    with initialize_config_dir(version_base="1.3", config_dir=str(root), job_name="train"):
+        cfg = compose("train", overrides=overrides)
+    return TRAIN_HELP.format(groups=groups, config=OmegaConf.to_yaml(cfg))
+
+
+def fail(message: str, code: int = 2) -> None:
+    """One clear line on stderr, then exit (2 = bad input). HYDRA_FULL_ERROR=1 keeps the traceback."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1" and sys.exc_info()[0] is not None:
+        raise
+    print(f"nnrun: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+def run_task(cfg: DictConfig) -> float:
+    """Validate the composed config, train, print the result; return the monitored metric for sweepers."""
+    from nnrun import config as schema
+
+    hydra_cfg = HydraConfig.get()
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+    overrides = list(hydra_cfg.overrides.task)
+    try:
+        parsed = schema.parse(cfg)
+    except ConfigError as exc:
+        fail(str(exc))
+
+    import torch
+
+    from nnrun import engine, console
+
+    torch.set_num_threads(parsed.threads)
+    try:
+        result = engine.train(parsed, run_dir, overrides=overrides,
+                              config_yaml=OmegaConf.to_yaml(cfg, resolve=True))
+    except ConfigError as exc:
+        fail(str(exc))
+    except engine.RunInterrupted as exc:
+        print(f"nnrun: {exc}", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:
+        if not multirun:
+            raise
+        # In a sweep, one faulty job is a result (status failed in its metrics.json); the others go on.
+        print(f"nnrun: job {hydra_cfg.job.num} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return float("nan")
+    console.print_run(result, parsed)
+    return result.objective
+
+
+register_resolvers()
+
+
+@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
+def train_task(cfg: DictConfig) -> float:
+    return run_task(cfg)

@@ -1,0 +1,48 @@
+"""checkpoint.pt: weights, optimizer state, epoch and what `predict` and resume need, loaded safely.
+
+Saved atomically; loaded with `torch.load(weights_only=True)`, which refuses pickled code, so a checkpoint
+from elsewhere cannot run anything on load.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+CHECKPOINT_FILE = "checkpoint.pt"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that is missing, unreadable or not nnrun's."""
+
+
+def save(run_dir: Path, payload: dict[str, Any]) -> Path:
+    import torch
+
+    from nnrun.metrics import atomic_write
+
+    path = Path(run_dir) / CHECKPOINT_FILE
+    atomic_write(path, lambda f: torch.save(payload, f), mode="wb")
+    return path
+
+
+def load(path: Path) -> dict[str, Any]:
+    import pickle
+
+    import torch
+
+    path = Path(path)
+    if path.is_dir():
+        path = path / CHECKPOINT_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no checkpoint (is this a run dir of nnrun?)")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
+        raise CheckpointError(f"{path}: refused to load, it holds more than weights ({first})") from None
+    except (OSError, RuntimeError, EOFError) as exc:
+        raise CheckpointError(f"{path}: not a readable checkpoint ({exc})") from None
+    if not isinstance(payload, dict) or "model" not in payload or "spec" not in payload:
+        raise CheckpointError(f"{path}: not an nnrun checkpoint")
+    return payload

@@ -1,0 +1,97 @@
+"""The `nnrun` command: dispatches to `train` (Hydra), `predict` and `report`; help without importing torch."""
+
+from __future__ import annotations
+
+import difflib
+import os
+import sys
+
+USAGE = """\
+usage: nnrun <command> [args...]
+
+Train small neural networks the way an introductory deep-learning lecture teaches them.
+
+commands:
+  train [overrides...]        train one network; Hydra overrides pick dataset, model, activation, loss, optimizer
+  train -m [overrides...]     a sweep: one run per combination (e.g. optimizer.lr=0.001,0.01,0.1 seed=0,1,2)
+  report DIR                  a table (and plot) of every run under DIR, seeds grouped as mean ± std
+  predict RUN_DIR x1 x2 ...   predictions of a trained run for one point (or --csv FILE for many)
+
+examples:
+  nnrun train +exp=xor_relu
+  nnrun train dataset=spirals model.hidden=[32,32] optimizer=sgd optimizer.lr=0.1
+  nnrun train -m optimizer.lr=0.001,0.01,0.1 seed=0,1,2
+  nnrun train --help          config groups and the composed config
+  nnrun train --cfg job       print the composed config without training
+  eval "$(nnrun -sc install=bash)"   tab completion for bash
+
+Runs land in experiments/<exp_name>/; see them with: tensorboard --logdir experiments
+"""
+
+COMMANDS = ("train", "report", "predict")
+COMPLETION_FLAGS = ("-sc", "--shell-completion")
+
+
+def _usage_error(message: str) -> int:
+    print(f"nnrun: error: {message}", file=sys.stderr)
+    print("run 'nnrun --help' for usage", file=sys.stderr)
+    return 2
+
+
+def _run_train(args: list[str]) -> int:
+    if "--help" in args or "-h" in args:
+        from nnrun.app import train_help
+
+        print(train_help([a for a in args if a not in ("--help", "-h", "-m", "--multirun")]), end="")
+        return 0
+    # Hydra reads sys.argv; keep argv[0] (the program name, used by its completion script).
+    sys.argv = [sys.argv[0], *args]
+    from nnrun.app import train_task
+
+    train_task()
+    return 0
+
+
+def _completion(args: list[str]) -> int:
+    """`nnrun -sc install=bash` and the queries its script sends: completion is for `nnrun train`'s keys."""
+    line = os.environ.get("COMP_LINE", "")
+    words = line.split()
+    if any(a.startswith("query=") for a in args) and words:
+        rest = words[1:]
+        if not rest or (len(rest) == 1 and not line.endswith(" ")):
+            # Still typing the command itself.
+            prefix = rest[0] if rest else ""
+            print(" ".join(c for c in COMMANDS if c.startswith(prefix)))
+            return 0
+        if rest[0] != "train":
+            return 0
+        os.environ["COMP_LINE"] = line.replace(" train", "", 1)
+    return _run_train(args)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if not args or args[0] in ("-h", "--help", "help"):
+        print(USAGE, end="")
+        return 0 if args else 2
+    if args[0] in ("-V", "--version"):
+        from nnrun import __version__
+
+        print(f"nnrun {__version__}")
+        return 0
+    if args[0] in COMPLETION_FLAGS:
+        return _completion(args)
+    command, rest = args[0], args[1:]
+    if command == "train":
+        return _run_train(rest)
+    if command == "predict":
+        from nnrun.predict import main as predict_main
+
+        return predict_main(rest)
+    if command == "report":
+        from nnrun.report import main as report_main
+
+        return report_main(rest)
+    match = difflib.get_close_matches(command, COMMANDS, n=1)
+    hint = f"; did you mean {match[0]!r}?" if match else ""
+    return _usage_error(f"unknown command {command!r}: choose one of {', '.join(COMMANDS)}{hint}")

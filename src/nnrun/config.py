@@ -1,0 +1,331 @@
+"""The config schema: typed dataclasses, validated once at the edge from Hydra's composed DictConfig.
+
+Everything past `parse()` works with these objects, never with raw `DictConfig` keys. A bad value raises
+`ConfigError`, which the CLI prints as one line (key, value, what is allowed) and exits 2.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any, Mapping
+
+DATASETS = ("xor", "pass_fail", "spirals", "circles", "gaussians", "csv")
+ACTIVATIONS = ("sigmoid", "tanh", "relu", "linear", "leaky_relu", "elu", "gelu", "softplus")
+LOSSES = ("bce", "mse", "cross_entropy")
+DEVICES = ("auto", "cpu", "cuda")
+MONITORS = ("loss/val", "loss/train", "accuracy/val", "accuracy/train")
+
+
+class ConfigError(ValueError):
+    """A config value that nnrun cannot use; its message is the one line the user sees."""
+
+    def __init__(self, key: str, value: Any, allowed: str):
+        self.key, self.value, self.allowed = key, value, allowed
+        super().__init__(f"{key}={_show(value)} is not allowed: {allowed}")
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, str):
+        return repr(value)
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join(_show(v) for v in value) + "]"
+    return str(value)
+
+
+def closest(word: str, choices: tuple[str, ...] | list[str]) -> str:
+    """'; did you mean X?' for the nearest choice, or '' when nothing is near."""
+    match = difflib.get_close_matches(str(word), list(choices), n=1)
+    return f"; did you mean {match[0]!r}?" if match else ""
+
+
+def one_of(key: str, value: Any, choices: tuple[str, ...]) -> str:
+    if value not in choices:
+        raise ConfigError(key, value, f"one of {', '.join(choices)}{closest(value, choices)}")
+    return value
+
+
+def _number(key: str, value: Any, kind: type) -> Any:
+    # bool is an int subclass; `epochs=true` is a mistake, not 1.
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(key, value, f"a{'n integer' if kind is int else ' number'}")
+    if kind is int:
+        if isinstance(value, float) and not value.is_integer():
+            raise ConfigError(key, value, "an integer")
+        return int(value)
+    if not math.isfinite(value):
+        raise ConfigError(key, value, "a finite number")
+    return float(value)
+
+
+def integer(key: str, value: Any, *, minimum: int | None = None) -> int:
+    value = _number(key, value, int)
+    if minimum is not None and value < minimum:
+        raise ConfigError(key, value, f"an integer >= {minimum}")
+    return value
+
+
+def real(key: str, value: Any, *, low: float | None = None, high: float | None = None,
+         low_open: bool = False, high_open: bool = False) -> float:
+    value = _number(key, value, float)
+    too_low = low is not None and (value <= low if low_open else value < low)
+    too_high = high is not None and (value >= high if high_open else value > high)
+    if too_low or too_high:
+        lo = "" if low is None else f"{'(' if low_open else '['}{low:g}"
+        hi = "" if high is None else f"{high:g}{')' if high_open else ']'}"
+        if low is not None and high is not None:
+            what = f"a number in {lo}, {hi}"
+        elif low is not None:
+            what = f"a number {'>' if low_open else '>='} {low:g}"
+        else:
+            what = f"a number {'<' if high_open else '<='} {high:g}"
+        raise ConfigError(key, value, what)
+    return value
+
+
+def boolean(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(key, value, "true or false")
+    return value
+
+
+def _no_unknown(prefix: str, section: Mapping[str, Any], known: set[str]) -> None:
+    for key in section:
+        if key not in known:
+            raise ConfigError(f"{prefix}.{key}", section[key],
+                              f"not a key of {prefix}; known keys: {', '.join(sorted(known))}"
+                              f"{closest(key, sorted(known))}")
+
+
+@dataclass(frozen=True)
+class DatasetConfig:
+    name: str = "xor"
+    n_samples: int = 4
+    noise: float = 0.0
+    val_fraction: float = 0.0
+    test_fraction: float = 0.0
+    classes: int = 2
+    seed: int = 0
+    path: str | None = None
+    target: str | None = None
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    hidden: tuple[int, ...] = (4,)
+    dropout: float = 0.0
+    init_std: float | None = None
+
+
+@dataclass(frozen=True)
+class OptimizerConfig:
+    """`name` picks the update rule; `params` holds that rule's own fields (lr, betas, momentum, ...)."""
+
+    name: str = "adam"
+    lr: float = 0.01
+    params: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class EarlyStoppingConfig:
+    patience: int | None = None
+    min_delta: float = 0.0
+    monitor: str = "loss/val"
+    restore_best: bool = True
+
+    @property
+    def maximize(self) -> bool:
+        return self.monitor.startswith("accuracy/")
+
+
+@dataclass(frozen=True)
+class TrainLoopConfig:
+    epochs: int = 200
+    batch_size: int | None = None
+    log_every: int = 10
+    image_every: int | None = None
+    log_steps: bool = False
+    landscape: bool = False
+    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    exp_name: str
+    seed: int
+    device: str
+    threads: int
+    dataset: DatasetConfig
+    model: ModelConfig
+    activation: str
+    loss: str
+    optimizer: OptimizerConfig
+    train: TrainLoopConfig
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+# Each optimizer's own fields, with how to check them. `lr` and `weight_decay` are common to all.
+OPTIMIZER_FIELDS: dict[str, dict[str, Any]] = {
+    "sgd": {},
+    "momentum": {"momentum": lambda k, v: real(k, v, low=0, high=1, high_open=True),
+                 "nesterov": boolean},
+    "adagrad": {"lr_decay": lambda k, v: real(k, v, low=0),
+                "initial_accumulator_value": lambda k, v: real(k, v, low=0),
+                "eps": lambda k, v: real(k, v, low=0, low_open=True)},
+    "adadelta": {"rho": lambda k, v: real(k, v, low=0, high=1, high_open=True),
+                 "eps": lambda k, v: real(k, v, low=0, low_open=True)},
+    "adam": {"betas": lambda k, v: _betas(k, v),
+             "eps": lambda k, v: real(k, v, low=0, low_open=True)},
+    "rmsprop": {"alpha": lambda k, v: real(k, v, low=0, high=1, high_open=True),
+                "eps": lambda k, v: real(k, v, low=0, low_open=True),
+                "momentum": lambda k, v: real(k, v, low=0, high=1, high_open=True)},
+}
+OPTIMIZERS = tuple(OPTIMIZER_FIELDS)
+
+
+def _betas(key: str, value: Any) -> tuple[float, float]:
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ConfigError(key, value, "a pair [beta1, beta2], each in [0, 1)")
+    return tuple(real(f"{key}[{i}]", b, low=0, high=1, high_open=True) for i, b in enumerate(value))
+
+
+def _section(cfg: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    value = cfg.get(key)
+    if not isinstance(value, Mapping):
+        raise ConfigError(key, value, "a config group (choose one with " f"{key}=<choice>)")
+    return value
+
+
+def parse_dataset(d: Mapping[str, Any]) -> DatasetConfig:
+    _no_unknown("dataset", d, {f.name for f in fields(DatasetConfig)})
+    name = one_of("dataset.name", d.get("name"), DATASETS)
+    defaults = DatasetConfig()
+    val = real("dataset.val_fraction", d.get("val_fraction", 0.0), low=0, high=1, high_open=True)
+    test = real("dataset.test_fraction", d.get("test_fraction", 0.0), low=0, high=1, high_open=True)
+    if val + test >= 1:
+        raise ConfigError("dataset.val_fraction", val,
+                          f"val_fraction + test_fraction must stay below 1 (test_fraction={test:g}),"
+                          " or no training data is left")
+    path = d.get("path")
+    if name == "csv" and not isinstance(path, str):
+        raise ConfigError("dataset.path", path, "the path of a CSV file (dataset.path=my.csv)")
+    target = d.get("target")
+    if target is not None and not isinstance(target, str):
+        target = str(target)
+    return DatasetConfig(
+        name=name,
+        n_samples=integer("dataset.n_samples", d.get("n_samples", defaults.n_samples),
+                          minimum=4 if name == "xor" else 2),
+        noise=real("dataset.noise", d.get("noise", 0.0), low=0),
+        val_fraction=val,
+        test_fraction=test,
+        classes=integer("dataset.classes", d.get("classes", 2), minimum=2),
+        seed=integer("dataset.seed", d.get("seed", 0), minimum=0),
+        path=path,
+        target=target,
+    )
+
+
+def parse_model(m: Mapping[str, Any]) -> ModelConfig:
+    _no_unknown("model", m, {f.name for f in fields(ModelConfig)})
+    hidden = m.get("hidden", [])
+    if isinstance(hidden, int) and not isinstance(hidden, bool):
+        hidden = [hidden]
+    if not isinstance(hidden, (list, tuple)):
+        raise ConfigError("model.hidden", hidden, "a list of layer widths, e.g. [4] or [32,32] ([] = perceptron)")
+    widths = tuple(integer(f"model.hidden[{i}]", w, minimum=1) for i, w in enumerate(hidden))
+    init_std = m.get("init_std")
+    return ModelConfig(
+        hidden=widths,
+        dropout=real("model.dropout", m.get("dropout", 0.0), low=0, high=1, high_open=True),
+        init_std=None if init_std is None else real("model.init_std", init_std, low=0),
+    )
+
+
+def parse_optimizer(o: Mapping[str, Any]) -> OptimizerConfig:
+    name = one_of("optimizer.name", o.get("name"), OPTIMIZERS)
+    own = OPTIMIZER_FIELDS[name]
+    _no_unknown("optimizer", o, {"name", "lr", "weight_decay", *own})
+    params: dict[str, Any] = {
+        "weight_decay": real("optimizer.weight_decay", o.get("weight_decay", 0.0), low=0)}
+    for key, check in own.items():
+        if key in o:
+            params[key] = check(f"optimizer.{key}", o[key])
+    return OptimizerConfig(name=name, lr=real("optimizer.lr", o.get("lr"), low=0, low_open=True),
+                           params=params)
+
+
+def parse_train(t: Mapping[str, Any]) -> TrainLoopConfig:
+    _no_unknown("train", t, {f.name for f in fields(TrainLoopConfig)})
+    es = t.get("early_stopping") or {}
+    _no_unknown("train.early_stopping", es, {f.name for f in fields(EarlyStoppingConfig)})
+    patience = es.get("patience")
+    batch_size = t.get("batch_size")
+    image_every = t.get("image_every")
+    return TrainLoopConfig(
+        epochs=integer("train.epochs", t.get("epochs", 200), minimum=1),
+        batch_size=None if batch_size is None else integer("train.batch_size", batch_size, minimum=1),
+        log_every=integer("train.log_every", t.get("log_every", 10), minimum=1),
+        image_every=None if image_every is None else integer("train.image_every", image_every, minimum=0),
+        log_steps=boolean("train.log_steps", t.get("log_steps", False)),
+        landscape=boolean("train.landscape", t.get("landscape", False)),
+        early_stopping=EarlyStoppingConfig(
+            patience=None if patience is None else integer("train.early_stopping.patience", patience,
+                                                           minimum=1),
+            min_delta=real("train.early_stopping.min_delta", es.get("min_delta", 0.0), low=0),
+            monitor=one_of("train.early_stopping.monitor", es.get("monitor", "loss/val"), MONITORS),
+            restore_best=boolean("train.early_stopping.restore_best", es.get("restore_best", True)),
+        ),
+    )
+
+
+def parse(cfg: Mapping[str, Any]) -> TrainConfig:
+    """Validate a composed config (a DictConfig or plain dict) into a `TrainConfig`, or raise ConfigError."""
+    from omegaconf import DictConfig, OmegaConf
+
+    if isinstance(cfg, DictConfig):
+        cfg = OmegaConf.to_container(cfg, resolve=True)
+    activation = _section(cfg, "activation")
+    loss = _section(cfg, "loss")
+    exp_name = cfg.get("exp_name", "default")
+    if not isinstance(exp_name, str) or not exp_name or "/" in exp_name or exp_name.startswith("."):
+        raise ConfigError("exp_name", exp_name, "a non-empty name without '/'")
+    parsed = TrainConfig(
+        exp_name=exp_name,
+        seed=integer("seed", cfg.get("seed", 0), minimum=0),
+        device=one_of("device", cfg.get("device", "auto"), DEVICES),
+        threads=integer("threads", cfg.get("threads", 1), minimum=1),
+        dataset=parse_dataset(_section(cfg, "dataset")),
+        model=parse_model(_section(cfg, "model")),
+        activation=one_of("activation.name", activation.get("name"), ACTIVATIONS),
+        loss=one_of("loss.name", loss.get("name"), LOSSES),
+        optimizer=parse_optimizer(_section(cfg, "optimizer")),
+        train=parse_train(_section(cfg, "train")),
+    )
+    n_classes = parsed.dataset.classes if parsed.dataset.name in ("spirals", "gaussians") else 2
+    check_loss_fits(parsed.loss, n_classes)
+    return parsed
+
+
+def check_loss_fits(loss: str, n_classes: int) -> None:
+    """One logit + bce, one output + mse, K logits + cross_entropy: a mismatch is a config error."""
+    if loss in ("bce", "mse") and n_classes != 2:
+        raise ConfigError("loss", loss, f"bce and mse need 2 classes, the data has {n_classes};"
+                                        " use loss=cross_entropy")
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{'a': {'b': 1}} -> {'a.b': 1}; lists become strings (HParams takes scalars only)."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{name}."))
+        elif isinstance(value, (list, tuple)):
+            out[name] = str(list(value))
+        else:
+            out[name] = value
+    return out

@@ -1,0 +1,188 @@
+"""Datasets: the lecture's toy problems generated in code with a seed, or a user's CSV; splits and scaling.
+
+Every generator returns raw features (N, F) float32 and integer labels (N,). `load()` splits them into
+train / val / test by fraction and standardises with the training split's mean and std only.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from nnrun.config import ConfigError, DatasetConfig
+
+
+class DataError(ConfigError):
+    """A data file nnrun cannot use (missing, empty, non-numeric, ...); exit 2 like any bad input."""
+
+    def __init__(self, message: str):
+        self.key, self.value, self.allowed = "dataset.path", None, message
+        ValueError.__init__(self, message)
+
+
+@dataclass
+class Split:
+    x: torch.Tensor  # (N, F) float32, standardised
+    y: torch.Tensor  # (N,) int64 class index
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    def to(self, device: torch.device) -> "Split":
+        return Split(self.x.to(device), self.y.to(device))
+
+
+@dataclass
+class Dataset:
+    train: Split
+    val: Split
+    test: Split
+    n_classes: int
+    feature_names: list[str]
+    class_names: list[str]
+    mean: torch.Tensor  # (F,) training-split mean, applied to new inputs at predict time
+    std: torch.Tensor   # (F,)
+
+    @property
+    def n_features(self) -> int:
+        return self.train.x.shape[1]
+
+    def to(self, device: torch.device) -> "Dataset":
+        return Dataset(self.train.to(device), self.val.to(device), self.test.to(device), self.n_classes,
+                       self.feature_names, self.class_names, self.mean, self.std)
+
+    def standardise(self, raw: torch.Tensor) -> torch.Tensor:
+        return (raw - self.mean.to(raw.device)) / self.std.to(raw.device)
+
+
+Generated = tuple[torch.Tensor, torch.Tensor, list[str], list[str]]
+
+
+def xor(cfg: DatasetConfig, g: torch.Generator) -> Generated:
+    corners = torch.tensor([[0.0, 0.0], [0.0, 1.0], [1.0, 0.0], [1.0, 1.0]])
+    labels = torch.tensor([0, 1, 1, 0])
+    if cfg.n_samples == 4:
+        x, y = corners, labels
+    else:
+        which = torch.arange(cfg.n_samples) % 4
+        x = corners[which] + cfg.noise * torch.randn(cfg.n_samples, 2, generator=g)
+        y = labels[which]
+    return x, y, ["x1", "x2"], ["0", "1"]
+
+
+def pass_fail(cfg: DatasetConfig, g: torch.Generator) -> Generated:
+    # The hidden rule: lectures count a little more than project hours; 0.6 L + 0.4 H > 5 passes.
+    # `noise` blurs the rule near the boundary (some diligent students fail, some lucky ones pass).
+    lectures = torch.randint(0, 13, (cfg.n_samples,), generator=g).float()
+    hours = 12.0 * torch.rand(cfg.n_samples, generator=g)
+    score = 0.6 * lectures + 0.4 * hours + cfg.noise * torch.randn(cfg.n_samples, generator=g)
+    x = torch.stack([lectures, hours], dim=1)
+    return x, (score > 5.0).long(), ["lectures", "hours"], ["fail", "pass"]
+
+
+def spirals(cfg: DatasetConfig, g: torch.Generator) -> Generated:
+    k = cfg.classes
+    per_class = cfg.n_samples // k
+    t = torch.linspace(0.0, 1.0, per_class + 1)[1:]  # skip the centre, where all arms meet
+    xs, ys = [], []
+    for c in range(k):
+        # Each arm turns once around the centre, rotated by 2 pi c / K from the previous one.
+        theta = 2 * math.pi * (t + c / k) + 0.0
+        radius = t
+        arm = torch.stack([radius * torch.cos(theta), radius * torch.sin(theta)], dim=1)
+        xs.append(arm + cfg.noise * torch.randn(per_class, 2, generator=g))
+        ys.append(torch.full((per_class,), c))
+    return torch.cat(xs), torch.cat(ys), ["x1", "x2"], [str(c) for c in range(k)]
+
+
+def circles(cfg: DatasetConfig, g: torch.Generator) -> Generated:
+    n_inner = cfg.n_samples // 2
+    n_outer = cfg.n_samples - n_inner
+    angle = 2 * math.pi * torch.rand(cfg.n_samples, generator=g)
+    radius = torch.cat([0.5 * torch.rand(n_inner, generator=g), 0.8 + 0.2 * torch.rand(n_outer, generator=g)])
+    x = torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], dim=1)
+    x = x + cfg.noise * torch.randn(cfg.n_samples, 2, generator=g)
+    y = torch.cat([torch.ones(n_inner), torch.zeros(n_outer)]).long()
+    return x, y, ["x1", "x2"], ["outer", "inner"]
+
+
+def gaussians(cfg: DatasetConfig, g: torch.Generator) -> Generated:
+    k = cfg.classes
+    which = torch.arange(cfg.n_samples) % k
+    angle = 2 * math.pi * which.float() / k
+    centres = 1.5 * torch.stack([torch.cos(angle), torch.sin(angle)], dim=1)
+    x = centres + cfg.noise * torch.randn(cfg.n_samples, 2, generator=g)
+    return x, which, ["x1", "x2"], [str(c) for c in range(k)]
+
+
+def read_csv(cfg: DatasetConfig, g: torch.Generator) -> Generated:
+    path = Path(cfg.path).expanduser()
+    if not path.is_file():
+        raise DataError(f"dataset.path={cfg.path}: no such file")
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
+    if len(rows) < 2:
+        raise DataError(f"{path}: empty; need a header row and at least one data row")
+    header = [name.strip() for name in rows[0]]
+    target = cfg.target if cfg.target is not None else header[-1]
+    if target not in header:
+        raise DataError(f"{path}: no target column {target!r}; columns are {', '.join(header)}")
+    t = header.index(target)
+    features, labels = [], []
+    for line, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise DataError(f"{path}: row {line} has {len(row)} cells, the header has {len(header)}")
+        values = []
+        for name, cell in zip(header, row):
+            try:
+                value = float(cell)
+            except ValueError:
+                raise DataError(f"{path}: row {line}, column {name!r}: {cell.strip()!r} is not a number") from None
+            if not math.isfinite(value):
+                raise DataError(f"{path}: row {line}, column {name!r}: {cell.strip()} is not a finite number")
+            values.append(value)
+        labels.append(values.pop(t))
+        features.append(values)
+    if not features[0]:
+        raise DataError(f"{path}: no feature columns besides the target {target!r}")
+    classes = sorted(set(labels))
+    if len(classes) < 2:
+        raise DataError(f"{path}: target column {target!r} has one class only ({classes[0]:g}); need two or more")
+    index = {c: i for i, c in enumerate(classes)}
+    names = [f"{c:g}" for c in classes]
+    y = torch.tensor([index[v] for v in labels])
+    return torch.tensor(features, dtype=torch.float32), y, [h for h in header if h != target], names
+
+
+GENERATORS: dict[str, Callable[[DatasetConfig, torch.Generator], Generated]] = {
+    "xor": xor, "pass_fail": pass_fail, "spirals": spirals, "circles": circles, "gaussians": gaussians,
+    "csv": read_csv,
+}
+
+
+def load(cfg: DatasetConfig) -> Dataset:
+    """Generate (or read) the data, split it by fraction with `cfg.seed`, standardise from train."""
+    g = torch.Generator().manual_seed(cfg.seed)
+    x, y, feature_names, class_names = GENERATORS[cfg.name](cfg, g)
+    x = x.float()
+    n = x.shape[0]
+    order = torch.randperm(n, generator=g)
+    n_test = round(n * cfg.test_fraction)
+    n_val = round(n * cfg.val_fraction)
+    if n - n_val - n_test < 1:
+        raise ConfigError("dataset.val_fraction", cfg.val_fraction,
+                          f"fractions that leave training data (n={n}, test_fraction={cfg.test_fraction:g})")
+    test_idx, val_idx, train_idx = order[:n_test], order[n_test:n_test + n_val], order[n_test + n_val:]
+    mean = x[train_idx].mean(0)
+    std = x[train_idx].std(0, unbiased=False).clamp_min(1e-8) if len(train_idx) > 1 else torch.ones(x.shape[1])
+    xs = (x - mean) / std
+    train = Split(xs[train_idx], y[train_idx])
+    # A split of fraction 0 has nothing held out; it reports on the training points (the XOR truth table).
+    val = Split(xs[val_idx], y[val_idx]) if n_val else train
+    test = Split(xs[test_idx], y[test_idx]) if n_test else train
+    return Dataset(train, val, test, len(class_names), feature_names, class_names, mean, std)

@@ -1,0 +1,317 @@
+"""The training loop: setup, loop over epochs and batches, evaluate, log, early-stop, checkpoint.
+
+Readable top to bottom. Data stays as tensors on the device (no DataLoader: the lecture's data fits in
+memory many times over). Per-step work is only the forward pass, `loss.backward()` and `optimizer.step()`;
+evaluation and logging happen every `train.log_every` epochs (every epoch when early stopping is on).
+"""
+
+from __future__ import annotations
+
+import math
+import signal
+import threading
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import torch
+
+from nnrun import checkpoint, losses, metrics, models, optim
+from nnrun.config import ConfigError, EarlyStoppingConfig, TrainConfig, check_loss_fits
+from nnrun.data import Dataset, Split, load
+
+
+class RunInterrupted(Exception):
+    """Ctrl-C or SIGTERM stopped the run; metrics.json and checkpoint.pt are written already."""
+
+    def __init__(self, run_dir: Path, signum: int):
+        self.run_dir, self.signum = run_dir, signum
+        super().__init__(f"interrupted by {signal.Signals(signum).name}; results saved in {run_dir}")
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    status: str
+    epochs_run: int
+    best_epoch: int
+    monitor: str
+    best_value: float | None
+    final: dict[str, float | None]
+    metrics: dict[str, Any] = field(repr=False)
+
+    @property
+    def objective(self) -> float:
+        """What a sweeper optimises: the best monitored value (NaN when there is none)."""
+        return float("nan") if self.best_value is None else self.best_value
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "cpu":
+        return torch.device("cpu")
+    available = torch.cuda.is_available()
+    if name == "cuda" and not available:
+        raise ConfigError("device", "cuda", "CUDA is not available on this machine; use device=auto or device=cpu")
+    return torch.device("cuda:0" if available else "cpu")
+
+
+class EarlyStopping:
+    """Tracks the best value of `monitor`; says stop after `patience` evaluations without improvement."""
+
+    def __init__(self, cfg: EarlyStoppingConfig):
+        self.cfg = cfg
+        self.sign = -1.0 if cfg.maximize else 1.0  # compare as "smaller is better"
+        self.best_value: float | None = None
+        self.best_epoch = 0
+        self.bad_epochs = 0
+
+    def update(self, epoch: int, value: float) -> bool:
+        """Record one evaluation; True when it is a new best (by more than min_delta)."""
+        if not math.isfinite(value):
+            self.bad_epochs += 1
+            return False
+        if self.best_value is None or self.sign * value < self.sign * self.best_value - self.cfg.min_delta:
+            self.best_value, self.best_epoch, self.bad_epochs = value, epoch, 0
+            return True
+        self.bad_epochs += 1
+        return False
+
+    @property
+    def should_stop(self) -> bool:
+        return self.cfg.patience is not None and self.bad_epochs >= self.cfg.patience
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best_value": self.best_value, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best_value, self.best_epoch, self.bad_epochs = (state["best_value"], state["best_epoch"],
+                                                             state["bad_epochs"])
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loss: losses.Loss, split: Split) -> tuple[float, float]:
+    """(mean loss, accuracy) of `model` in eval mode (dropout off) on a whole split."""
+    was_training = model.training
+    model.eval()
+    logits = model(split.x)
+    value = loss.fn(logits, split.y).item()
+    accuracy = (loss.predict(logits) == split.y).float().mean().item()
+    model.train(was_training)
+    return value, accuracy
+
+
+def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+@contextmanager
+def stop_signals() -> Iterator[list[int]]:
+    """While training, Ctrl-C and SIGTERM only raise a flag: the loop finishes its step and saves."""
+    received: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield received
+        return
+
+    def handler(signum, _frame):
+        received.append(signum)
+
+    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield received
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
+
+
+def _images_due(cfg: TrainConfig, data: Dataset, epoch: int) -> bool:
+    every = cfg.train.image_every
+    if every == 0 or data.n_features != 2:
+        return False
+    if every is None:
+        return epoch in (1, cfg.train.epochs)
+    return epoch == 1 or epoch % every == 0 or epoch == cfg.train.epochs
+
+
+def train(cfg: TrainConfig, run_dir: Path, *, overrides: list[str] | tuple[str, ...] = (),
+          config_yaml: str = "", show_progress: bool = True, console=None) -> RunResult:
+    """Train one network as `cfg` says; write TensorBoard events, checkpoint.pt and metrics.json to run_dir."""
+    started = time.perf_counter()
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    # --- setup: device, data, model, optimizer, loggers ---------------------------------------------
+    device = resolve_device(cfg.device)
+    data = load(cfg.dataset)
+    check_loss_fits(cfg.loss, data.n_classes)
+    data = data.to(device)
+    loss = losses.LOSSES[cfg.loss]
+    model = models.build(data.n_features, cfg.model.hidden, loss.n_outputs(data.n_classes), cfg.activation,
+                         cfg.model.dropout, cfg.model.init_std, cfg.seed).to(device)
+    # One generator drives batch order and dropout masks: the run depends on its seed alone.
+    rng = torch.Generator(device=device).manual_seed(cfg.seed)
+    model.set_dropout_generator(rng)
+    optimizer = optim.build(model.parameters(), cfg.optimizer)
+    lr = cfg.optimizer.lr
+
+    from nnrun.logging import RunLogger  # tensorboard is imported only when a run starts
+
+    logger = RunLogger(run_dir, config_yaml)
+    stopper = EarlyStopping(cfg.train.early_stopping)
+    monitor = cfg.train.early_stopping.monitor
+    evaluate_every_epoch = cfg.train.early_stopping.patience is not None
+    x, y, n = data.train.x, data.train.y, len(data.train)
+    batch_size = min(cfg.train.batch_size or n, n)
+    full_batch = batch_size == n
+    epochs, log_every = cfg.train.epochs, cfg.train.log_every
+    best_weights: dict[str, torch.Tensor] | None = None
+    last_good = snapshot(model)  # the newest finite weights: a diverged run never saves NaNs
+    status, epochs_run, step, interrupted_by = "completed", 0, 0, None
+    log_steps = cfg.train.log_steps
+    progress = _Progress(show_progress, epochs, cfg.exp_name, console)
+
+    try:
+        with stop_signals() as received, progress:
+            # --- the loop ---------------------------------------------------------------------------
+            for epoch in range(1, epochs + 1):
+                model.train()
+                if full_batch:
+                    optimizer.zero_grad(set_to_none=True)
+                    batch_loss = loss.fn(model(x), y)
+                    batch_loss.backward()
+                    optimizer.step()
+                    step += 1
+                    if log_steps:
+                        logger.scalars(step, {"loss/step": batch_loss.item()})
+                else:
+                    order = torch.randperm(n, generator=rng, device=device)
+                    for start in range(0, n, batch_size):
+                        idx = order[start:start + batch_size]
+                        optimizer.zero_grad(set_to_none=True)
+                        batch_loss = loss.fn(model(x[idx]), y[idx])
+                        batch_loss.backward()
+                        optimizer.step()
+                        step += 1
+                        if log_steps:
+                            logger.scalars(step, {"loss/step": batch_loss.item()})
+                        if received:
+                            break
+                epochs_run = epoch
+
+                # --- evaluate and log ---------------------------------------------------------------
+                log_now = epoch % log_every == 0 or epoch == epochs or epoch == 1
+                if log_now or evaluate_every_epoch or received:
+                    train_loss, train_acc = evaluate(model, loss, data.train)
+                    val_loss, val_acc = evaluate(model, loss, data.val)
+                    values = {"loss/train": train_loss, "loss/val": val_loss,
+                              "accuracy/train": train_acc, "accuracy/val": val_acc}
+                    if log_now:
+                        logger.scalars(epoch, {**values, "lr": lr})
+                        progress.update(epoch, train_loss, val_loss)
+                    if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
+                        status = "diverged"
+                        break
+                    last_good = snapshot(model) if log_now or received else last_good
+                    if stopper.update(epoch, values[monitor]) and cfg.train.early_stopping.restore_best:
+                        best_weights = snapshot(model)
+                    if _images_due(cfg, data, epoch):
+                        from nnrun import pictures
+
+                        pictures.log_epoch(logger, model, data, loss, epoch)
+                    if stopper.should_stop:
+                        status = "stopped_early"
+                        break
+                if received:
+                    status, interrupted_by = "interrupted", received[0]
+                    break
+    except Exception:
+        # A fault: keep what is known (status failed), then let the caller report it.
+        _finish(cfg, run_dir, logger, model, optimizer, rng, stopper, data, loss, "failed", epochs_run,
+                last_good, None, overrides, started, device)
+        raise
+
+    # --- finish: restore, final metrics, checkpoint, metrics.json ---------------------------------------
+    if status == "diverged":
+        model.load_state_dict(last_good)
+    elif best_weights is not None and status != "interrupted":
+        model.load_state_dict(best_weights)
+    result = _finish(cfg, run_dir, logger, model, optimizer, rng, stopper, data, loss, status, epochs_run,
+                     last_good, best_weights, overrides, started, device)
+    if interrupted_by is not None:
+        raise RunInterrupted(run_dir, interrupted_by)
+    return result
+
+
+def _finish(cfg: TrainConfig, run_dir: Path, logger, model, optimizer, rng, stopper: EarlyStopping,
+            data: Dataset, loss: losses.Loss, status: str, epochs_run: int, last_good, best_weights,
+            overrides, started: float, device: torch.device) -> RunResult:
+    """Final evaluation, then checkpoint.pt and metrics.json (both atomic), then HParams; close the writer."""
+    final: dict[str, float | None] = {}
+    if status not in ("diverged", "failed"):
+        final["loss/train"], final["accuracy/train"] = evaluate(model, loss, data.train)
+        final["loss/val"], final["accuracy/val"] = evaluate(model, loss, data.val)
+        final["accuracy/test"] = evaluate(model, loss, data.test)[1]
+    else:
+        final = {key: None for key in metrics.FINAL_KEYS}
+    checkpoint.save(run_dir, {
+        "model": model.state_dict(),
+        "spec": model.spec,
+        "loss": loss.name,
+        "epoch": stopper.best_epoch if best_weights is not None else epochs_run,
+        "mean": data.mean, "std": data.std,
+        "feature_names": list(data.feature_names), "class_names": list(data.class_names),
+        "config": cfg.to_dict(),
+        "status": status,
+        # What resuming needs: the state at the last step, not the restored best weights.
+        "resume": {"epoch": epochs_run, "model": last_good, "optimizer": optimizer.state_dict(),
+                   "rng": {"torch": torch.get_rng_state(), "train": rng.get_state()},
+                   "early_stopping": stopper.state_dict()},
+    })
+    monitor = cfg.train.early_stopping.monitor
+    result_metrics = metrics.build_metrics(
+        status=status, epochs_run=epochs_run, best_epoch=stopper.best_epoch, best_value=stopper.best_value,
+        monitor=monitor, final=final, wall_time_s=time.perf_counter() - started,
+        device=str(device) if device.type == "cuda" else "cpu", seed=cfg.seed, overrides=list(overrides))
+    metrics.write_metrics(run_dir, result_metrics)
+    if cfg.train.landscape and status not in ("diverged", "failed"):
+        from nnrun import landscape
+
+        landscape.log(logger, model, loss, data.train, epochs_run)
+    if final.get("accuracy/test") is not None:
+        logger.scalars(epochs_run, {"accuracy/test": final["accuracy/test"]})
+    from nnrun.config import flatten
+
+    logger.hparams(flatten(cfg.to_dict()), final)
+    logger.close()
+    return RunResult(run_dir, status, epochs_run, stopper.best_epoch, monitor,
+                     metrics.finite_or_none(stopper.best_value), result_metrics["final"], result_metrics)
+
+
+class _Progress:
+    """A rich progress bar, updated at log epochs only (a redraw per epoch would cost more than the step)."""
+
+    def __init__(self, enabled: bool, epochs: int, name: str, console=None):
+        self.enabled, self.epochs, self.name, self.console = enabled, epochs, name, console
+        self._progress = None
+
+    def __enter__(self):
+        if self.enabled:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                      TextColumn("{task.fields[losses]}"), TimeElapsedColumn(),
+                                      console=self.console, refresh_per_second=4)
+            self._progress.__enter__()
+            self._task = self._progress.add_task(self.name, total=self.epochs, losses="")
+        return self
+
+    def update(self, epoch: int, train_loss: float, val_loss: float) -> None:
+        if self._progress is not None:
+            self._progress.update(self._task, completed=epoch,
+                                  losses=f"loss/train {train_loss:.4f}  loss/val {val_loss:.4f}")
+
+    def __exit__(self, *exc):
+        if self._progress is not None:
+            self._progress.__exit__(*exc)
+        return False

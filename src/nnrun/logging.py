@@ -1,0 +1,74 @@
+"""TensorBoard output of one run: scalars, the loss chart layout, HParams, images and the config text.
+
+Everything goes into the run's own directory (one event file), so `tensorboard --logdir <sweep>` shows one
+run per job and the HParams table one row per job, with no stray sub-runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Mapping
+
+SCALAR_TAGS = ("loss/train", "loss/val", "accuracy/train", "accuracy/val", "lr")
+HPARAM_METRICS = ("loss/train", "loss/val", "accuracy/train", "accuracy/val", "accuracy/test")
+
+
+def custom_scalars_layout() -> dict:
+    # One chart with both losses: where loss/val turns up while loss/train goes on down is where
+    # early stopping should stop.
+    return {
+        "training": {
+            "loss (train vs val)": ["Multiline", ["loss/train", "loss/val"]],
+            "accuracy (train vs val)": ["Multiline", ["accuracy/train", "accuracy/val"]],
+        }
+    }
+
+
+def hparam_value(value: Any) -> Any:
+    """HParams accept bool, int, float and str only."""
+    if value is None:
+        return "null"
+    if isinstance(value, (bool, int, float, str)):
+        return value
+    return str(value)
+
+
+class RunLogger:
+    """A SummaryWriter on the run dir, with the few calls the engine needs."""
+
+    def __init__(self, run_dir: Path, config_yaml: str):
+        from torch.utils.tensorboard import SummaryWriter
+        from tensorboard.compat.proto.summary_pb2 import Summary
+
+        self._Summary = Summary
+        self.writer = SummaryWriter(log_dir=str(run_dir), flush_secs=30)
+        self._file_writer = self.writer._get_file_writer()
+        self.writer.add_custom_scalars(custom_scalars_layout())
+        self.writer.add_text("config", "```yaml\n" + config_yaml + "\n```", 0)
+
+    def scalars(self, step: int, values: Mapping[str, float]) -> None:
+        """All of one epoch's scalars in one event: one protobuf and one queue put instead of five."""
+        summary = self._Summary(value=[self._Summary.Value(tag=tag, simple_value=float(v))
+                                       for tag, v in values.items()])
+        self._file_writer.add_summary(summary, step)
+
+    def image(self, tag: str, chw_uint8, step: int) -> None:
+        self.writer.add_image(tag, chw_uint8, step, dataformats="CHW")
+
+    def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float | None]) -> None:
+        """The HParams plugin's session start/end, in this run's own event file.
+
+        No experiment summary: TensorBoard then builds the table's columns from every run's session,
+        so runs of a sweep that vary different keys still share one table.
+        """
+        from torch.utils.tensorboard.summary import hparams as hparams_summaries
+
+        clean = {k: hparam_value(v) for k, v in hparams.items()}
+        final = {k: (float("nan") if v is None else float(v)) for k, v in metrics.items()}
+        _, session_start, session_end = hparams_summaries(clean, final)
+        self._file_writer.add_summary(session_start)
+        self._file_writer.add_summary(session_end)
+
+    def close(self) -> None:
+        self.writer.flush()
+        self.writer.close()

@@ -1,0 +1,95 @@
+"""`nnrun predict`: load a run's checkpoint (safely) and print class probabilities for new points."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="nnrun predict",
+        description="Predict with a trained run: raw feature values in, class probabilities out.")
+    parser.add_argument("run_dir", type=Path, help="a run dir (holding checkpoint.pt) or the checkpoint file")
+    parser.add_argument("features", nargs="*", help="one point's feature values, in the training data's order")
+    parser.add_argument("--csv", type=Path, help="a CSV file of points, header row of feature names")
+    return parser
+
+
+def _read_points(path: Path, names: list[str]) -> list[list[float]]:
+    import csv
+
+    from nnrun.data import DataError
+
+    if not path.is_file():
+        raise DataError(f"--csv {path}: no such file")
+    with path.open(newline="", encoding="utf-8") as handle:
+        rows = [r for r in csv.reader(handle) if r and any(c.strip() for c in r)]
+    if len(rows) < 2:
+        raise DataError(f"{path}: empty; need a header row and at least one data row")
+    header = [h.strip() for h in rows[0]]
+    missing = [n for n in names if n not in header]
+    if missing:
+        raise DataError(f"{path}: missing feature column(s) {', '.join(missing)}; the run was trained on "
+                        f"{', '.join(names)}")
+    cols = [header.index(n) for n in names]
+    points = []
+    for line, row in enumerate(rows[1:], start=2):
+        try:
+            points.append([float(row[c]) for c in cols])
+        except (ValueError, IndexError):
+            raise DataError(f"{path}: row {line}: feature values must be numbers") from None
+    return points
+
+
+def main(argv: list[str]) -> int:
+    args = _parser().parse_args(argv)
+    from nnrun.checkpoint import CheckpointError, load
+    from nnrun.config import ConfigError
+
+    try:
+        payload = load(args.run_dir)
+        names = list(payload["feature_names"])
+        if args.csv is not None:
+            points = _read_points(args.csv, names)
+        else:
+            if len(args.features) != len(names):
+                raise ConfigError("features", " ".join(args.features) or "(none)",
+                                  f"{len(names)} numbers, one per feature: {', '.join(names)}")
+            try:
+                points = [[float(v) for v in args.features]]
+            except ValueError:
+                raise ConfigError("features", " ".join(args.features), "numbers") from None
+    except (CheckpointError, ConfigError) as exc:
+        print(f"nnrun: error: {exc}", file=sys.stderr)
+        return 2
+    for point, proba in zip(points, predict(payload, points)):
+        print(format_prediction(names, point, payload["class_names"], proba))
+    return 0
+
+
+def predict(payload: dict, points: list[list[float]]) -> list[list[float]]:
+    """Class probabilities for raw (unstandardised) points, with the run's own scaling and weights."""
+    import torch
+
+    from nnrun.losses import LOSSES
+    from nnrun.models import MLP
+
+    spec = payload["spec"]
+    model = MLP(spec["n_inputs"], spec["hidden"], spec["n_outputs"], spec["activation"], spec["dropout"])
+    model.load_state_dict(payload["model"])
+    model.eval()
+    raw = torch.tensor(points, dtype=torch.float32)
+    x = (raw - payload["mean"]) / payload["std"]
+    with torch.no_grad():
+        return LOSSES[payload["loss"]].proba(model(x)).tolist()
+
+
+def format_prediction(names: list[str], point: list[float], classes: list[str], proba: list[float]) -> str:
+    inputs = ", ".join(f"{n}={v:g}" for n, v in zip(names, point))
+    best = max(range(len(proba)), key=proba.__getitem__)
+    if len(proba) == 2:
+        return f"{inputs}: P({classes[1]}) = {proba[1]:.4f} -> {classes[best]}"
+    spread = ", ".join(f"P({c}) = {p:.4f}" for c, p in zip(classes, proba))
+    return f"{inputs}: {spread} -> {classes[best]}"

@@ -1,0 +1,70 @@
+"""Shared test helpers: compose configs through Hydra's compose API, train in-process, run the real CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SRC = REPO / "src"
+
+
+def compose(overrides: list[str] | tuple[str, ...] = ()):
+    """The composed DictConfig of `nnrun train <overrides>` (no run)."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    from nnrun.app import config_dir, register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir()), job_name="train"):
+        return hydra_compose("train", overrides=list(overrides))
+
+
+def parsed(overrides: list[str] | tuple[str, ...] = ()):
+    """The validated TrainConfig of `nnrun train <overrides>`."""
+    from nnrun.config import parse
+
+    return parse(compose(overrides))
+
+
+def train(overrides, run_dir: Path):
+    """Train in this process (fast: no interpreter start-up); returns the engine's RunResult."""
+    import torch
+
+    from nnrun import engine
+
+    cfg = parsed(overrides)
+    torch.set_num_threads(cfg.threads)
+    return engine.train(cfg, run_dir, overrides=list(overrides), show_progress=False)
+
+
+def run_nnrun(args: list[str], cwd: Path, env: dict | None = None, timeout: float = 300,
+              **kwargs) -> subprocess.CompletedProcess:
+    """`python -m nnrun <args>` in `cwd`, with this checkout's src/ first on the path."""
+    full_env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")]),
+                "COLUMNS": "200", **(env or {})}
+    full_env.pop("HYDRA_FULL_ERROR", None) if not (env and "HYDRA_FULL_ERROR" in env) else None
+    return subprocess.run([sys.executable, "-m", "nnrun", *args], cwd=cwd, env=full_env, capture_output=True,
+                          text=True, timeout=timeout, **kwargs)
+
+
+def run_dirs(root: Path) -> list[Path]:
+    """Every run dir (a dir holding .hydra/) under root, sorted."""
+    return sorted(p.parent for p in Path(root).rglob(".hydra") if p.is_dir())
+
+
+def read_metrics(run_dir: Path) -> dict:
+    return json.loads((Path(run_dir) / "metrics.json").read_text())
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_thread():
+    import torch
+
+    torch.set_num_threads(1)
