@@ -91,19 +91,30 @@ class EarlyStopping:
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, loss: losses.Loss, split: Split) -> tuple[float, float]:
-    """(mean loss, accuracy) of `model` in eval mode (dropout off) on a whole split."""
-    was_training = model.training
-    model.eval()
-    logits = model(split.x)
-    value = loss.fn(logits, split.y).item()
-    accuracy = (loss.predict(logits) == split.y).float().mean().item()
-    model.train(was_training)
-    return value, accuracy
+def evaluate(model: models.MLP, loss: losses.Loss, *splits: Split) -> list[tuple[float, float]]:
+    """(mean loss, accuracy) on each whole split, in eval mode (dropout off)."""
+    # Switching modes walks every submodule; only dropout cares, so skip it when there is none.
+    toggle = model.has_dropout and model.training
+    if toggle:
+        model.eval()
+    results = []
+    for split in splits:
+        logits = model(split.x)
+        results.append((loss.fn(logits, split.y).item(),
+                        (loss.predict(logits) == split.y).float().mean().item()))
+    if toggle:
+        model.train()
+    return results
 
 
 def snapshot(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def copy_weights(model: torch.nn.Module, into: dict[str, torch.Tensor]) -> None:
+    """Refresh a snapshot in place: one foreach copy instead of a clone per tensor."""
+    with torch.no_grad():
+        torch._foreach_copy_(list(into.values()), [v.detach() for v in model.state_dict().values()])
 
 
 @contextmanager
@@ -174,8 +185,8 @@ def train(cfg: TrainConfig, run_dir: Path, *, overrides: list[str] | tuple[str, 
     try:
         with stop_signals() as received, progress:
             # --- the loop ---------------------------------------------------------------------------
+            model.train()
             for epoch in range(1, epochs + 1):
-                model.train()
                 if full_batch:
                     optimizer.zero_grad(set_to_none=True)
                     batch_loss = loss.fn(model(x), y)
@@ -202,8 +213,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, overrides: list[str] | tuple[str, 
                 # --- evaluate and log ---------------------------------------------------------------
                 log_now = epoch % log_every == 0 or epoch == epochs or epoch == 1
                 if log_now or evaluate_every_epoch or received:
-                    train_loss, train_acc = evaluate(model, loss, data.train)
-                    val_loss, val_acc = evaluate(model, loss, data.val)
+                    (train_loss, train_acc), (val_loss, val_acc) = evaluate(model, loss, data.train, data.val)
                     values = {"loss/train": train_loss, "loss/val": val_loss,
                               "accuracy/train": train_acc, "accuracy/val": val_acc}
                     if log_now:
@@ -212,9 +222,13 @@ def train(cfg: TrainConfig, run_dir: Path, *, overrides: list[str] | tuple[str, 
                     if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
                         status = "diverged"
                         break
-                    last_good = snapshot(model) if log_now or received else last_good
+                    if log_now or received:
+                        copy_weights(model, last_good)
                     if stopper.update(epoch, values[monitor]) and cfg.train.early_stopping.restore_best:
-                        best_weights = snapshot(model)
+                        if best_weights is None:
+                            best_weights = snapshot(model)
+                        else:
+                            copy_weights(model, best_weights)
                     if _images_due(cfg, data, epoch):
                         from nnrun import pictures
 
@@ -249,9 +263,9 @@ def _finish(cfg: TrainConfig, run_dir: Path, logger, model, optimizer, rng, stop
     """Final evaluation, then checkpoint.pt and metrics.json (both atomic), then HParams; close the writer."""
     final: dict[str, float | None] = {}
     if status not in ("diverged", "failed"):
-        final["loss/train"], final["accuracy/train"] = evaluate(model, loss, data.train)
-        final["loss/val"], final["accuracy/val"] = evaluate(model, loss, data.val)
-        final["accuracy/test"] = evaluate(model, loss, data.test)[1]
+        model.eval()
+        (final["loss/train"], final["accuracy/train"]), (final["loss/val"], final["accuracy/val"]), \
+            (_, final["accuracy/test"]) = evaluate(model, loss, data.train, data.val, data.test)
     else:
         final = {key: None for key in metrics.FINAL_KEYS}
     checkpoint.save(run_dir, {

@@ -58,6 +58,7 @@ class MLP(nn.Module):
             width = h
         self.hidden = nn.Sequential(*layers)
         self.output = nn.Linear(width, n_outputs)
+        self.has_dropout = dropout > 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.output(self.hidden(x))
