@@ -1,0 +1,116 @@
+"""The real command line, as a new user runs it (subprocesses)."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import SRC, run_dirs, run_nnrun
+
+
+def test_help_is_instant_and_imports_no_torch():
+    code = ("import sys; from nnrun.cli import main; main(['--help']); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(SRC)},
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "nnrun train +exp=xor_relu" in out.stdout
+
+
+def test_train_help_lists_groups_without_torch(tmp_path):
+    code = ("import sys; from nnrun.cli import main; main(['train', '--help']); "
+            "assert 'torch' not in sys.modules, 'torch imported'")
+    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(SRC)},
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "optimizer: adadelta, adagrad, adam, momentum, rmsprop, sgd" in out.stdout
+    assert "exp_name: default" in out.stdout
+
+
+@pytest.mark.slow
+def test_xor_relu_end_to_end(tmp_path):
+    out = run_nnrun(["train", "+exp=xor_relu"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    (run_dir,) = run_dirs(tmp_path / "experiments")
+    assert run_dir.parent == tmp_path / "experiments" / "xor_relu" / "runs"
+    assert {".hydra", "metrics.json", "checkpoint.pt", "train.log"} <= {p.name for p in run_dir.iterdir()}
+    assert {"config.yaml", "overrides.yaml", "hydra.yaml"} <= {p.name for p in (run_dir / ".hydra").iterdir()}
+    assert any(p.name.startswith("events.out.tfevents") for p in run_dir.iterdir())
+    m = json.loads((run_dir / "metrics.json").read_text())
+    assert m["status"] == "completed" and m["final"]["accuracy/train"] == 1.0
+    assert m["overrides"] == ["+exp=xor_relu"]
+    assert "completed" in out.stdout and "accuracy" in out.stdout
+    pred = run_nnrun(["predict", str(run_dir), "1", "0"], tmp_path)
+    assert pred.returncode == 0, pred.stderr
+    assert "-> 1" in pred.stdout
+
+
+@pytest.mark.slow
+def test_cfg_job_prints_the_composed_config(tmp_path):
+    out = run_nnrun(["train", "+exp=xor_relu", "--cfg", "job"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "exp_name: xor_relu" in out.stdout
+    assert not (tmp_path / "experiments").exists()
+
+
+@pytest.mark.slow
+def test_bad_value_is_one_line_and_exit_2(tmp_path):
+    out = run_nnrun(["train", "optimizer.lr=-1"], tmp_path)
+    assert out.returncode == 2
+    assert out.stderr.strip() == "nnrun: error: optimizer.lr=-1.0 is not allowed: a number > 0"
+    assert "Traceback" not in out.stderr
+
+
+def test_unknown_command_suggests_the_closest(tmp_path):
+    out = run_nnrun(["trian"], tmp_path)
+    assert out.returncode == 2
+    assert "did you mean 'train'" in out.stderr
+
+
+@pytest.mark.slow
+def test_bash_completion_installs_and_completes_train_keys(tmp_path):
+    install = run_nnrun(["-sc", "install=bash"], tmp_path)
+    assert install.returncode == 0, install.stderr
+    assert "hydra_bash_completion" in install.stdout
+    query = run_nnrun(["-sc", "query=bash"], tmp_path, env={"COMP_LINE": "nnrun train optimizer=ad"})
+    assert query.returncode == 0, query.stderr
+    assert "optimizer=adam" in query.stdout.split() and "optimizer=adagrad" in query.stdout.split()
+    commands = run_nnrun(["-sc", "query=bash"], tmp_path, env={"COMP_LINE": "nnrun tr"})
+    assert commands.stdout.split() == ["train"]
+
+
+@pytest.mark.slow
+def test_multirun_names_job_dirs_from_overrides(tmp_path):
+    out = run_nnrun(["train", "-m", "optimizer.lr=0.01,0.1", "train.epochs=3"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    jobs = run_dirs(tmp_path / "experiments" / "default" / "multirun")
+    assert [j.name for j in jobs] == ["0_optimizer.lr=0.01,train.epochs=3", "1_optimizer.lr=0.1,train.epochs=3"]
+    assert "completed" in out.stdout and "2 jobs" in out.stdout
+
+
+@pytest.mark.slow
+def test_two_runs_in_the_same_second_get_their_own_dirs(tmp_path):
+    procs = [subprocess.Popen([sys.executable, "-m", "nnrun", "train", "train.epochs=2"], cwd=tmp_path,
+                              env={**os.environ, "PYTHONPATH": str(SRC)}, stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL) for _ in range(3)]
+    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+    dirs = run_dirs(tmp_path / "experiments")
+    assert len(dirs) == 3 and len({d.name for d in dirs}) == 3
+
+
+def test_run_dir_of_the_same_second_gets_a_suffix(tmp_path, monkeypatch):
+    from datetime import datetime
+
+    from nnrun import app
+
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return datetime(2026, 1, 2, 3, 4, 5)
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(app, "datetime", Frozen)
+    names = [os.path.basename(app.unique_run_dir("x")) for _ in range(3)]
+    assert names == ["2026-01-02_03-04-05", "2026-01-02_03-04-05_1", "2026-01-02_03-04-05_2"]

@@ -1,0 +1,62 @@
+"""The schema: defaults compose into typed config; each bad value is one ConfigError naming key and value."""
+
+import pytest
+
+from conftest import parsed
+from nnrun.config import ConfigError, flatten
+
+
+def test_defaults_compose_into_a_typed_config():
+    cfg = parsed()
+    assert cfg.dataset.name == "xor" and cfg.model.hidden == (4,) and cfg.activation == "relu"
+    assert cfg.loss == "bce" and cfg.optimizer.name == "adam" and cfg.optimizer.params["betas"] == (0.9, 0.999)
+    assert cfg.train.batch_size is None and cfg.train.early_stopping.patience is None
+
+
+def test_experiment_file_sets_groups_and_name():
+    cfg = parsed(["+exp=xor_relu"])
+    assert cfg.exp_name == "xor_relu" and cfg.activation == "relu" and cfg.dataset.name == "xor"
+
+
+@pytest.mark.parametrize("override,key,allowed", [
+    ("optimizer.lr=0", "optimizer.lr", "> 0"),
+    ("optimizer.lr=-1", "optimizer.lr", "> 0"),
+    ("model.dropout=1.0", "model.dropout", "[0, 1)"),
+    ("model.hidden=[4,0]", "model.hidden[1]", ">= 1"),
+    ("train.epochs=0", "train.epochs", ">= 1"),
+    ("train.batch_size=0", "train.batch_size", ">= 1"),
+    ("model.init_std=-0.1", "model.init_std", ">= 0"),
+    ("dataset=spirals", None, None),
+    ("dataset.val_fraction=0.6", None, None),
+    ("device=gpu", "device", "one of auto, cpu, cuda"),
+    ("train.early_stopping.monitor=loss", "train.early_stopping.monitor", "loss/val"),
+])
+def test_out_of_range_values_name_key_and_what_is_allowed(override, key, allowed):
+    if key is None:
+        parsed([override])  # valid on its own
+        return
+    with pytest.raises(ConfigError) as err:
+        parsed([override])
+    assert err.value.key == key
+    assert allowed in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_fractions_leaving_no_training_data_are_refused():
+    with pytest.raises(ConfigError, match="no training data"):
+        parsed(["dataset=spirals", "dataset.val_fraction=0.5", "dataset.test_fraction=0.5"])
+
+
+def test_wrong_type_is_named():
+    with pytest.raises(ConfigError, match=r"optimizer.lr='fast' is not allowed: a number"):
+        parsed(["optimizer.lr=fast"])
+
+
+def test_bce_with_three_classes_is_a_config_error_not_a_shape_traceback():
+    with pytest.raises(ConfigError, match="cross_entropy"):
+        parsed(["dataset=spirals", "dataset.classes=3", "loss=bce"])
+    assert parsed(["dataset=spirals", "dataset.classes=3", "loss=cross_entropy"]).loss == "cross_entropy"
+
+
+def test_flatten_makes_hparams_scalars():
+    assert flatten({"a": {"b": 1, "c": [1, 2]}, "d": None}) == {"a.b": 1, "a.c": "[1, 2]", "d": None}

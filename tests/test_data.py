@@ -1,0 +1,80 @@
+"""Datasets: generated with a seed, split by fraction, standardised from the training split only."""
+
+import pytest
+import torch
+
+from nnrun import data
+from nnrun.config import ConfigError, DatasetConfig
+
+
+def test_xor_is_the_truth_table_and_evaluates_on_it():
+    d = data.load(DatasetConfig(name="xor"))
+    assert len(d.train) == 4
+    raw = d.train.x * d.std + d.mean
+    truth = {tuple(map(round, p.tolist())): int(label) for p, label in zip(raw, d.train.y)}
+    assert truth == {(0, 0): 0, (0, 1): 1, (1, 0): 1, (1, 1): 0}
+    assert d.val is d.train and d.test is d.train
+
+
+def test_noisy_xor_clusters_around_the_corners():
+    d = data.load(DatasetConfig(name="xor", n_samples=400, noise=0.1, val_fraction=0.25))
+    assert (len(d.train), len(d.val), len(d.test)) == (300, 100, 300)
+    assert d.train.y.float().mean().item() == pytest.approx(0.5, abs=0.1)
+
+
+@pytest.mark.parametrize("name,classes", [("pass_fail", 2), ("spirals", 2), ("spirals", 3), ("circles", 2),
+                                          ("gaussians", 4)])
+def test_generated_datasets_split_and_standardise(name, classes):
+    cfg = DatasetConfig(name=name, n_samples=600, noise=0.1, classes=classes, val_fraction=0.2, test_fraction=0.1)
+    d = data.load(cfg)
+    assert (len(d.train), len(d.val), len(d.test)) == (420, 120, 60)
+    assert d.n_classes == classes and d.n_features == 2
+    assert torch.allclose(d.train.x.mean(0), torch.zeros(2), atol=1e-5)
+    assert torch.allclose(d.train.x.std(0, unbiased=False), torch.ones(2), atol=1e-4)
+    assert set(torch.cat([d.train.y, d.val.y, d.test.y]).tolist()) == set(range(classes))
+    again = data.load(cfg)
+    assert torch.equal(d.train.x, again.train.x)
+    other = data.load(DatasetConfig(**{**cfg.__dict__, "seed": 1}))
+    assert not torch.equal(d.train.x, other.train.x)
+
+
+def test_pass_fail_rule_favours_lectures_and_hours():
+    d = data.load(DatasetConfig(name="pass_fail", n_samples=2000, noise=0.0))
+    raw = d.train.x * d.std + d.mean
+    assert d.feature_names == ["lectures", "hours"] and d.class_names == ["fail", "pass"]
+    passed = d.train.y == 1
+    assert raw[passed].mean(0)[0] > raw[~passed].mean(0)[0]
+    assert raw[passed].mean(0)[1] > raw[~passed].mean(0)[1]
+
+
+def test_csv_reads_features_and_maps_labels(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("a,b,label\n" + "".join(f"{i},{-i},{i % 2 * 5}\n" for i in range(20)))
+    d = data.load(DatasetConfig(name="csv", path=str(path), val_fraction=0.2, test_fraction=0.0))
+    assert d.feature_names == ["a", "b"] and d.class_names == ["0", "5"]
+    assert (len(d.train), len(d.val)) == (16, 4)
+
+
+@pytest.mark.parametrize("content,fragment", [
+    ("", "empty"),
+    ("a,b,y\n1,x,0\n2,3,1\n", "row 2, column 'b'"),
+    ("a,b,y\n1,nan,0\n2,3,1\n", "not a finite number"),
+    ("a,b,y\n1,2,0\n2,3,0\n", "one class only"),
+    ("a,b,c\n1,2,0\n2,3,1\n", "no target column 'y'"),
+])
+def test_csv_errors_name_file_row_and_column(tmp_path, content, fragment):
+    path = tmp_path / "bad.csv"
+    path.write_text(content)
+    with pytest.raises(data.DataError, match="bad.csv") as err:
+        data.load(DatasetConfig(name="csv", path=str(path), target="y"))
+    assert fragment in str(err.value)
+
+
+def test_missing_csv_is_a_data_error(tmp_path):
+    with pytest.raises(data.DataError, match="no such file"):
+        data.load(DatasetConfig(name="csv", path=str(tmp_path / "nope.csv")))
+
+
+def test_fractions_that_leave_no_training_data_are_refused():
+    with pytest.raises(ConfigError, match="leave training data"):
+        data.load(DatasetConfig(name="gaussians", n_samples=4, val_fraction=0.5, test_fraction=0.4))

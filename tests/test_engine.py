@@ -1,0 +1,137 @@
+"""The training loop: learning, determinism, early stopping, divergence, outputs on disk."""
+
+import json
+import math
+
+import pytest
+import torch
+
+from conftest import train
+from nnrun import checkpoint
+from nnrun.predict import predict
+
+SEPARABLE = ["dataset=gaussians", "dataset.n_samples=200", "dataset.noise=0.4", "model.hidden=[8]",
+             "train.epochs=60", "train.log_every=1"]
+
+
+def _curve(run_dir, tag="loss/train"):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
+    acc.Reload()
+    return [e.value for e in acc.Scalars(tag)]
+
+
+@pytest.mark.parametrize("optimizer,lr", [("sgd", 0.5), ("momentum", 0.1), ("adagrad", 0.1), ("adadelta", 1.0),
+                                          ("adam", 0.01), ("rmsprop", 0.01)])
+def test_each_optimizer_reduces_the_loss(tmp_path, optimizer, lr):
+    result = train([*SEPARABLE, f"optimizer={optimizer}", f"optimizer.lr={lr}"], tmp_path)
+    curve = _curve(tmp_path)
+    assert result.status == "completed"
+    assert curve[-1] < 0.7 * curve[0], (curve[0], curve[-1])
+    assert result.final["accuracy/val"] >= 0.9
+
+
+@pytest.mark.parametrize("loss", ["bce", "mse", "cross_entropy"])
+def test_each_loss_reduces_the_loss(tmp_path, loss):
+    result = train([*SEPARABLE, f"loss={loss}"], tmp_path)
+    curve = _curve(tmp_path)
+    assert curve[-1] < 0.7 * curve[0]
+    assert result.final["accuracy/val"] >= 0.9
+
+
+def test_same_seed_same_metrics_different_seed_different(tmp_path):
+    overrides = ["dataset=spirals", "dataset.n_samples=200", "model.hidden=[8]", "model.dropout=0.2",
+                 "train.epochs=20", "train.batch_size=16"]
+    a = train([*overrides, "seed=3"], tmp_path / "a").metrics
+    b = train([*overrides, "seed=3"], tmp_path / "b").metrics
+    c = train([*overrides, "seed=4"], tmp_path / "c").metrics
+    for m in (a, b, c):
+        m.pop("wall_time_s"), m.pop("overrides")
+    assert a == b
+    assert a["final"] != c["final"]
+
+
+def test_metrics_json_follows_the_contract(tmp_path):
+    result = train(["train.epochs=5"], tmp_path)
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(m) == {"status", "epochs_run", "best", "final", "wall_time_s", "device", "seed", "overrides"}
+    assert m["status"] == "completed" and m["epochs_run"] == 5 and m["device"] == "cpu" and m["seed"] == 0
+    assert set(m["best"]) == {"epoch", "loss/val"}
+    assert set(m["final"]) == {"loss/train", "loss/val", "accuracy/train", "accuracy/val", "accuracy/test"}
+    assert m["overrides"] == ["train.epochs=5"]
+    assert result.objective == m["best"]["loss/val"]
+
+
+def test_tensorboard_has_the_contract_tags(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    train(["dataset=circles", "train.epochs=30", "train.log_every=10"], tmp_path)
+    acc = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
+    acc.Reload()
+    tags = acc.Tags()
+    assert {"loss/train", "loss/val", "accuracy/train", "accuracy/val", "lr"} <= set(tags["scalars"])
+    assert [e.step for e in acc.Scalars("loss/val")] == [1, 10, 20, 30]
+    assert "decision_boundary" in tags["images"]
+    assert "config/text_summary" in tags["tensors"]
+    assert "custom_scalars__config__" in tags["tensors"]
+    hparams = acc.PluginTagToContent("hparams")
+    assert {"_hparams_/session_start_info", "_hparams_/session_end_info"} <= set(hparams)
+    # Everything lives in the run's own dir: no timestamped sub-runs.
+    assert [p for p in tmp_path.iterdir() if p.is_dir()] == []
+
+
+def test_early_stopping_stops_and_restores_the_best_weights(tmp_path):
+    # Few noisy points and a wide net: val loss turns up while train loss goes on down.
+    result = train(["dataset=gaussians", "dataset.n_samples=60", "dataset.noise=1.2", "model.hidden=[128,128]",
+                    "optimizer.lr=0.01", "train.epochs=400", "train.early_stopping.patience=20"], tmp_path)
+    assert result.status == "stopped_early"
+    assert result.best_epoch < result.epochs_run < 400
+    assert result.epochs_run == result.best_epoch + 20
+    # The restored weights are the best epoch's: their val loss is the best one recorded.
+    assert result.final["loss/val"] == pytest.approx(result.best_value, rel=1e-6)
+    assert checkpoint.load(tmp_path)["epoch"] == result.best_epoch
+
+
+def test_divergence_is_a_result_with_null_losses_and_finite_checkpoint(tmp_path):
+    result = train(["optimizer=sgd", "optimizer.lr=1e30", "loss=mse", "train.epochs=50", "train.log_every=1",
+                    "dataset=gaussians", "dataset.n_samples=50"], tmp_path)
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert result.status == "diverged" and m["status"] == "diverged"
+    assert m["final"]["loss/train"] is None and m["final"]["loss/val"] is None
+    assert m["epochs_run"] < 50
+    weights = checkpoint.load(tmp_path)["model"]
+    assert all(torch.isfinite(w).all() for w in weights.values())
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 1000])
+def test_mini_batches_and_single_points_train(tmp_path, batch_size):
+    result = train([*SEPARABLE[:-2], "train.epochs=10", f"train.batch_size={batch_size}"], tmp_path)
+    assert result.final["accuracy/val"] >= 0.9
+
+
+def test_checkpoint_predicts_like_the_trained_model(tmp_path):
+    train(["+exp=xor_relu"], tmp_path)
+    payload = checkpoint.load(tmp_path)
+    proba = predict(payload, [[0, 0], [0, 1], [1, 0], [1, 1]])
+    assert [round(p[1]) for p in proba] == [0, 1, 1, 0]
+    assert {"optimizer", "epoch", "rng", "early_stopping"} <= set(payload["resume"])
+
+
+def test_interrupt_flag_saves_and_raises(tmp_path, monkeypatch):
+    from nnrun import engine
+
+    class FakeSignals:
+        def __enter__(self):
+            return [2]  # as if Ctrl-C arrived before the first epoch ended
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(engine, "stop_signals", FakeSignals)
+    with pytest.raises(engine.RunInterrupted):
+        train(["train.epochs=100"], tmp_path)
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["status"] == "interrupted" and m["epochs_run"] == 1
+    assert checkpoint.load(tmp_path)["resume"]["epoch"] == 1
+    assert math.isfinite(m["final"]["loss/train"])

@@ -1,0 +1,70 @@
+"""The network: the lecture's worked perceptron, seeded initialisation, outputs that follow the loss."""
+
+import math
+
+import pytest
+import torch
+
+from nnrun import losses, models
+
+
+def test_lecture_worked_perceptron_gives_sigma_of_minus_six():
+    # w0 = 1, W = [3, -2], X = [-1, 2]: z = 1 + 3*(-1) + (-2)*2 = -6, y_hat = sigma(-6).
+    perceptron = models.MLP(2, [], 1, "sigmoid")
+    with torch.no_grad():
+        perceptron.output.weight.copy_(torch.tensor([[3.0, -2.0]]))
+        perceptron.output.bias.fill_(1.0)
+    y_hat = losses.LOSSES["bce"].proba(perceptron(torch.tensor([[-1.0, 2.0]])))[0, 1].item()
+    assert y_hat == pytest.approx(1 / (1 + math.exp(6)), rel=1e-6)
+    assert y_hat == pytest.approx(0.00247, abs=5e-6)
+
+
+def test_perceptron_has_no_hidden_layer():
+    assert len(models.MLP(2, [], 1).linear_layers()) == 1
+    assert [l.out_features for l in models.MLP(2, [8, 3], 1).linear_layers()] == [8, 3, 1]
+
+
+def test_same_seed_same_weights_different_seed_different():
+    a = models.build(2, [4], 1, "relu", 0.0, None, seed=7)
+    b = models.build(2, [4], 1, "relu", 0.0, None, seed=7)
+    c = models.build(2, [4], 1, "relu", 0.0, None, seed=8)
+    for pa, pb, pc in zip(a.parameters(), b.parameters(), c.parameters()):
+        assert torch.equal(pa, pb)
+        assert not torch.equal(pa, pc)
+
+
+def test_init_std_draws_normal_weights_and_zero_biases():
+    model = models.build(200, [500], 1, "relu", 0.0, 0.1, seed=0)
+    w = model.linear_layers()[0].weight
+    assert w.std().item() == pytest.approx(0.1, rel=0.02)
+    assert w.mean().item() == pytest.approx(0.0, abs=0.002)
+    assert torch.count_nonzero(model.linear_layers()[0].bias) == 0
+
+
+def test_default_init_is_uniform_within_one_over_sqrt_fan_in():
+    w = models.build(16, [300], 1, "relu", 0.0, None, seed=0).linear_layers()[0].weight
+    assert w.abs().max().item() <= 0.25
+    assert w.abs().max().item() > 0.24  # fills the range
+
+
+def test_dropout_follows_its_generator_and_is_off_in_eval():
+    layer = models.Dropout(0.5)
+    x = torch.ones(1000)
+    layer.generator = torch.Generator().manual_seed(3)
+    first = layer(x)
+    layer.generator = torch.Generator().manual_seed(3)
+    assert torch.equal(first, layer(x))
+    assert set(first.unique().tolist()) == {0.0, 2.0}  # inverted dropout keeps the expectation
+    assert first.mean().item() == pytest.approx(1.0, abs=0.1)
+    layer.eval()
+    assert torch.equal(layer(x), x)
+
+
+@pytest.mark.parametrize("loss,classes,outputs", [("bce", 2, 1), ("mse", 2, 1), ("cross_entropy", 3, 3)])
+def test_output_width_follows_the_loss(loss, classes, outputs):
+    assert losses.LOSSES[loss].n_outputs(classes) == outputs
+
+
+def test_mse_is_on_the_sigmoid_output():
+    logits = torch.tensor([[0.0], [0.0]])
+    assert losses.LOSSES["mse"].fn(logits, torch.tensor([1, 0])).item() == pytest.approx(0.25)
