@@ -44,6 +44,18 @@ def _run_train(args: list[str]) -> int:
 
         print(train_help([a for a in args if a not in ("--help", "-h", "-m", "--multirun")]), end="")
         return 0
+    if not {"-sc", "--shell-completion", "--hydra-help", "--info", "-i", "--version"} & {
+            a.split("=", 1)[0] for a in args}:
+        from nnrun.config import ConfigError
+        from nnrun.preflight import check
+
+        try:
+            check(args)
+        except ConfigError as exc:
+            if os.environ.get("HYDRA_FULL_ERROR") == "1":
+                raise
+            print(f"nnrun: error: {exc}", file=sys.stderr)
+            return 2
     # Hydra reads sys.argv; keep argv[0] (the program name, used by its completion script).
     sys.argv = [sys.argv[0], *args]
     from nnrun.app import train_task

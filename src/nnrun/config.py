@@ -210,7 +210,7 @@ def parse_dataset(d: Mapping[str, Any]) -> DatasetConfig:
                           f"val_fraction + test_fraction must stay below 1 (test_fraction={test:g}),"
                           " or no training data is left")
     path = d.get("path")
-    if name == "csv" and not isinstance(path, str):
+    if name == "csv" and (not isinstance(path, str) or path == "???"):
         raise ConfigError("dataset.path", path, "the path of a CSV file (dataset.path=my.csv)")
     target = d.get("target")
     if target is not None and not isinstance(target, str):
@@ -287,7 +287,7 @@ def parse(cfg: Mapping[str, Any]) -> TrainConfig:
     from omegaconf import DictConfig, OmegaConf
 
     if isinstance(cfg, DictConfig):
-        cfg = OmegaConf.to_container(cfg, resolve=True)
+        cfg = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
     activation = _section(cfg, "activation")
     loss = _section(cfg, "loss")
     exp_name = cfg.get("exp_name", "default")

@@ -1,0 +1,183 @@
+"""Pre-flight checks of `nnrun train`'s command line: every job's config is valid before any job starts.
+
+Hydra would report an unknown key or group choice as a multi-line error with exit code 1, and a sweep over a
+bad value only when its job runs. Here each override is checked against conf/ and the composed config, and
+each value of each sweep is validated through the schema, so bad input is one line and exit 2, up front.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from nnrun.config import ConfigError, closest
+
+# Hydra's own flags that take a value, and those that stand alone (see `nnrun train --hydra-help`).
+FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--shell-completion", "-sc", "--config-path", "-cp",
+                    "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun", "--info", "-i"}
+FLAGS = {"--multirun", "-m", "--resolve", "--run", "-r", "--hydra-help", "--version", "--help", "-h"}
+
+
+class UsageError(ConfigError):
+    """A command line nnrun cannot use, with its own one-line message."""
+
+    def __init__(self, message: str):
+        self.key, self.value, self.allowed = "", None, message
+        ValueError.__init__(self, message)
+
+
+def split_args(args: list[str]) -> tuple[set[str], list[str]]:
+    """(Hydra flags present, overrides)."""
+    flags: set[str] = set()
+    overrides: list[str] = []
+    i = 0
+    while i < len(args):
+        arg = args[i]
+        name = arg.split("=", 1)[0] if arg.startswith("--") else arg
+        if name in FLAGS_WITH_VALUE:
+            flags.add(name)
+            i += 1 if "=" in arg or name in ("--info", "-i") else 2
+            continue
+        if arg in FLAGS:
+            flags.add(arg)
+        else:
+            overrides.append(arg)
+        i += 1
+    return flags, overrides
+
+
+def _compose(overrides: list[str]):
+    from hydra import compose, initialize_config_dir
+
+    from nnrun.app import config_dir, register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir()), job_name="train"):
+        try:
+            return compose("train", overrides=overrides, return_hydra_config=True)
+        except Exception as exc:  # Hydra's composition errors: keep the first line, or the choices
+            raise _composition_error(exc, overrides) from None
+
+
+def _composition_error(exc: Exception, overrides: list[str]) -> ConfigError:
+    from hydra.errors import MissingConfigException
+
+    if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and exc.options:
+        group, _, choice = exc.missing_cfg_file.rpartition("/")
+        options = tuple(sorted(exc.options))
+        return ConfigError(group, choice, f"one of {', '.join(options)}{closest(choice, options)}")
+    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+    return UsageError(first)
+
+
+def _groups() -> dict[str, tuple[str, ...]]:
+    from nnrun.app import config_dir
+
+    return {g.name: tuple(sorted(p.stem for p in g.glob("*.yaml")))
+            for g in config_dir().iterdir() if g.is_dir()}
+
+
+def _check_key(cfg, key: str, value: str) -> None:
+    """An override of a key that the composed config lacks: name the closest key at that level."""
+    from omegaconf import OmegaConf
+
+    parent, _, leaf = key.rpartition(".")
+    node = OmegaConf.select(cfg, parent) if parent else cfg
+    # keys(), not `in`: a key whose value is still ??? (mandatory, unset) is not "in" a DictConfig.
+    if node is None or not OmegaConf.is_dict(node) or leaf not in node.keys():
+        known = sorted(map(str, node.keys())) if OmegaConf.is_dict(node) else []
+        where = f"{parent}" if parent else "the config"
+        raise ConfigError(key, value, f"no such key in {where} (known: {', '.join(known)})"
+                                      f"{closest(leaf, known)} (a new key needs a plus: +{key}=...)")
+
+
+def check(args: list[str]) -> None:
+    """Validate `nnrun train <args>`; raise ConfigError (one line) on the first problem found."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import OverrideParseException
+    from omegaconf import OmegaConf
+
+    from nnrun.config import parse
+
+    flags, raw = split_args(args)
+    if flags & {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"}:
+        return  # another config tree: Hydra's own checks apply
+    parser = OverridesParser.create()
+    overrides = []
+    for line in raw:
+        try:
+            overrides += parser.parse_overrides([line])
+        except OverrideParseException:
+            raise UsageError(f"cannot read override {line!r}: write key=value, group=choice, +key=value"
+                             " or a sweep key=a,b,c") from None
+    multirun = bool(flags & {"-m", "--multirun"})
+    sweeps = [o for o in overrides if o.is_sweep_override()]
+    if sweeps and not multirun:
+        o = sweeps[0]
+        raise UsageError(f"{o.input_line} is a sweep: add -m to run one job per value "
+                         f"(nnrun train -m {' '.join(raw)})")
+
+    groups = _groups()
+    for o in overrides:
+        key = o.key_or_group
+        if o.is_hydra_override() or o.is_delete() or key not in groups or o.is_sweep_override():
+            continue
+        value = o.value()
+        if isinstance(value, str) and value not in groups[key]:
+            raise ConfigError(key, value, f"one of {', '.join(groups[key])}{closest(value, groups[key])}")
+
+    base = [o.input_line for o in overrides if not o.is_sweep_override()]
+    plain_keys = [o for o in overrides if not (o.is_hydra_override() or o.is_add() or o.is_force_add()
+                                               or o.is_delete() or o.key_or_group in groups)]
+    # Groups first, then each plain key against what they compose to (Hydra's own error is less helpful).
+    cfg = _compose([line for line in base if line not in {o.input_line for o in plain_keys}])
+    for o in plain_keys:
+        _check_key(cfg, o.key_or_group, o.input_line.split("=", 1)[-1])
+    cfg = _compose(base)
+    job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
+    parse(job)
+
+    if not multirun:
+        return
+    # Sweeps from the command line and from the config (hydra.sweeper.params, as experiment files set).
+    sweep_lines = [o.input_line for o in sweeps]
+    params = OmegaConf.select(cfg, "hydra.sweeper.params", default=None)
+    if params:
+        given = {o.key_or_group for o in overrides}
+        sweep_lines += [f"{k}={v}" for k, v in params.items() if k not in given]
+    for line in sweep_lines:
+        _check_sweep(parser, line, base, job, groups)
+
+
+def _check_sweep(parser, line: str, base: list[str], job, groups: dict[str, tuple[str, ...]]) -> None:
+    """Each value of one sweep, on top of the base config: a group choice recomposes, a key is set in place."""
+    from omegaconf import OmegaConf
+
+    from nnrun.config import parse
+
+    (o,) = parser.parse_overrides([line])
+    if o.is_hydra_override() or not o.is_discrete_sweep() and o.is_sweep_override():
+        return  # interval sweeps (optuna) are bounded by the sweeper, not enumerable here
+    values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [line.split("=", 1)[1]]
+    key = o.key_or_group
+    for value in values:
+        if key in groups:
+            if value not in groups[key]:
+                raise ConfigError(key, value, f"one of {', '.join(groups[key])}{closest(value, groups[key])}")
+            cfg = _compose([*base, f"{o.get_key_element()}={value}"])
+            parse(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
+            continue
+        if not (o.is_add() or o.is_force_add()):
+            _check_key(job, key, value)
+        (single,) = parser.parse_overrides([f"{key}={value}"])
+        trial = OmegaConf.create(OmegaConf.to_container(job, resolve=False))
+        OmegaConf.update(trial, key, _plain(single.value()), merge=False, force_add=True)
+        parse(trial)
+
+
+def _plain(value: Any) -> Any:
+    """Hydra's parsed override values as plain Python (lists and dicts as such)."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
