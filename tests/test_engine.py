@@ -115,23 +115,116 @@ def test_checkpoint_predicts_like_the_trained_model(tmp_path):
     payload = checkpoint.load(tmp_path)
     proba = predict(payload, [[0, 0], [0, 1], [1, 0], [1, 1]])
     assert [round(p[1]) for p in proba] == [0, 1, 1, 0]
-    assert {"optimizer", "epoch", "rng", "early_stopping"} <= set(payload["resume"])
+    assert {"optimizer", "epochs_done", "rng", "early_stopping"} <= set(payload["resume"])
 
 
-def test_interrupt_flag_saves_and_raises(tmp_path, monkeypatch):
+class SignalAfter(list):
+    """A stand-in for the engine's received-signals list: empty until `steps` checks have passed."""
+
+    def __init__(self, steps: int):
+        super().__init__()
+        self.left = steps
+
+    def __bool__(self):
+        self.left -= 1
+        if self.left < 0 and not len(self):
+            self.append(2)  # SIGINT
+        return len(self) > 0
+
+
+def _fake_signals(monkeypatch, steps):
+    from contextlib import contextmanager
+
     from nnrun import engine
 
-    class FakeSignals:
-        def __enter__(self):
-            return [2]  # as if Ctrl-C arrived before the first epoch ended
+    @contextmanager
+    def fake():
+        yield SignalAfter(steps)
 
-        def __exit__(self, *exc):
-            return False
+    monkeypatch.setattr(engine, "stop_signals", fake)
 
-    monkeypatch.setattr(engine, "stop_signals", FakeSignals)
+
+def test_interrupt_saves_checkpoint_and_metrics_then_raises(tmp_path, monkeypatch):
+    from nnrun import engine
+
+    _fake_signals(monkeypatch, 0)  # Ctrl-C during the first step
     with pytest.raises(engine.RunInterrupted):
         train(["train.epochs=100"], tmp_path)
     m = json.loads((tmp_path / "metrics.json").read_text())
-    assert m["status"] == "interrupted" and m["epochs_run"] == 1
-    assert checkpoint.load(tmp_path)["resume"]["epoch"] == 1
+    assert m["status"] == "interrupted" and m["epochs_run"] == 0
+    saved = checkpoint.load(tmp_path)["resume"]
+    assert saved["partial"]["epoch"] == 1 and saved["step"] == 1
     assert math.isfinite(m["final"]["loss/train"])
+
+
+@pytest.mark.parametrize("batch,checks", [("train.batch_size=16", 137), ("train.batch_size=null", 37),
+                                          ("train.batch_size=null", 38)])
+def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path, monkeypatch, batch, checks):
+    overrides = ["dataset=spirals", "dataset.n_samples=200", "model.hidden=[16]", "model.dropout=0.2",
+                 "train.epochs=30", "train.early_stopping.patience=50", batch, "seed=5"]
+    whole = train(overrides, tmp_path / "whole")
+    # Stop inside an epoch (mini-batch), after a full-batch step, or at an epoch boundary.
+    _fake_signals(monkeypatch, checks)
+    from nnrun import engine
+
+    with pytest.raises(engine.RunInterrupted):
+        train(overrides, tmp_path / "first")
+    assert json.loads((tmp_path / "first" / "metrics.json").read_text())["status"] == "interrupted"
+    monkeypatch.undo()
+    resumed = train([*overrides, f"train.resume={tmp_path / 'first'}"], tmp_path / "second")
+    a, b = checkpoint.load(tmp_path / "whole"), checkpoint.load(tmp_path / "second")
+    for key in a["model"]:
+        assert torch.equal(a["model"][key], b["model"][key]), key
+        assert torch.equal(a["resume"]["model"][key], b["resume"]["model"][key]), key
+    assert resumed.metrics["final"] == whole.metrics["final"]
+    assert resumed.best_epoch == whole.best_epoch and resumed.epochs_run == whole.epochs_run == 30
+
+
+def test_resume_refuses_another_architecture(tmp_path):
+    from nnrun.config import ConfigError
+
+    train(["train.epochs=2"], tmp_path / "a")
+    with pytest.raises(ConfigError, match="same model"):
+        train(["train.epochs=2", "model.hidden=[8]", f"train.resume={tmp_path / 'a'}"], tmp_path / "b")
+
+
+def test_periodic_checkpoints_during_training(tmp_path, monkeypatch):
+    from nnrun import checkpoint as ckpt
+
+    saved = []
+    real = ckpt.save
+    monkeypatch.setattr(ckpt, "save", lambda d, p: saved.append(p["status"]) or real(d, p))
+    train(["train.epochs=10", "train.checkpoint_every=4"], tmp_path)
+    assert saved == ["running", "running", "completed"]
+
+
+def test_a_crash_mid_write_leaves_the_old_metrics(tmp_path, monkeypatch):
+    from nnrun import metrics
+
+    metrics.write_metrics(tmp_path, {"status": "completed"})
+
+    def broken(handle):
+        handle.write('{"status": "fail')
+        raise OSError("disk full")
+
+    with pytest.raises(OSError):
+        metrics.atomic_write(tmp_path / "metrics.json", broken)
+    assert json.loads((tmp_path / "metrics.json").read_text()) == {"status": "completed"}
+    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]  # no temp file left behind
+
+
+def test_unwritable_or_full_output_fails_before_training(tmp_path, monkeypatch):
+    import shutil
+    from collections import namedtuple
+
+    from nnrun.config import ConfigError
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(ConfigError, match="writable"):
+        train(["train.epochs=2"], blocker / "run")
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(10 << 30, 10 << 30, 1 << 20))
+    with pytest.raises(ConfigError, match="MiB free"):
+        train(["train.epochs=2"], tmp_path / "full")
+    assert not (tmp_path / "full" / "metrics.json").exists()

@@ -147,6 +147,8 @@ class TrainLoopConfig:
     image_every: int | None = None
     log_steps: bool = False
     landscape: bool = False
+    checkpoint_every: int | None = None
+    resume: str | None = None
     early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
 
 
@@ -272,6 +274,9 @@ def parse_train(t: Mapping[str, Any]) -> TrainLoopConfig:
         image_every=None if image_every is None else integer("train.image_every", image_every, minimum=0),
         log_steps=boolean("train.log_steps", t.get("log_steps", False)),
         landscape=boolean("train.landscape", t.get("landscape", False)),
+        checkpoint_every=None if t.get("checkpoint_every") is None else integer(
+            "train.checkpoint_every", t["checkpoint_every"], minimum=1),
+        resume=None if t.get("resume") is None else str(t["resume"]),
         early_stopping=EarlyStoppingConfig(
             patience=None if patience is None else integer("train.early_stopping.patience", patience,
                                                            minimum=1),
@@ -285,9 +290,15 @@ def parse_train(t: Mapping[str, Any]) -> TrainLoopConfig:
 def parse(cfg: Mapping[str, Any]) -> TrainConfig:
     """Validate a composed config (a DictConfig or plain dict) into a `TrainConfig`, or raise ConfigError."""
     from omegaconf import DictConfig, OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
 
     if isinstance(cfg, DictConfig):
-        cfg = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+        try:
+            cfg = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+        except OmegaConfBaseException as exc:  # e.g. seed=${oops}: an interpolation that resolves to nothing
+            key = getattr(exc, "full_key", None) or "config"
+            raise ConfigError(key, getattr(exc, "value", None) or "${...}",
+                              f"a value that resolves ({str(exc).splitlines()[0]})") from None
     activation = _section(cfg, "activation")
     loss = _section(cfg, "loss")
     exp_name = cfg.get("exp_name", "default")

@@ -145,12 +145,24 @@ def _images_due(cfg: TrainConfig, data: Dataset, epoch: int) -> bool:
     return epoch == 1 or epoch % every == 0 or epoch == cfg.train.epochs
 
 
+@dataclass
+class Progress:
+    """Where a run stands: all that a checkpoint must hold for a resumed run to match an uninterrupted one."""
+
+    epochs_done: int = 0  # last epoch whose steps and evaluation are complete
+    step: int = 0
+    # Set when training stopped inside an epoch: that epoch, the next batch's start, the epoch's batch order.
+    partial: dict[str, Any] | None = None
+    best_weights: dict[str, torch.Tensor] | None = None
+    last_good: dict[str, torch.Tensor] | None = None  # newest finite weights: a diverged run never saves NaNs
+
+
 def train(cfg: TrainConfig, run_dir: Path, *, overrides: list[str] | tuple[str, ...] = (),
           config_yaml: str = "", show_progress: bool = True, console=None) -> RunResult:
     """Train one network as `cfg` says; write TensorBoard events, checkpoint.pt and metrics.json to run_dir."""
     started = time.perf_counter()
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    check_writable(run_dir)
 
     # --- setup: device, data, model, optimizer, loggers ---------------------------------------------
     device = resolve_device(cfg.device)
@@ -164,55 +176,56 @@ def train(cfg: TrainConfig, run_dir: Path, *, overrides: list[str] | tuple[str, 
     rng = torch.Generator(device=device).manual_seed(cfg.seed)
     model.set_dropout_generator(rng)
     optimizer = optim.build(model.parameters(), cfg.optimizer)
-    lr = cfg.optimizer.lr
+    stopper = EarlyStopping(cfg.train.early_stopping)
+    state = Progress(last_good=snapshot(model))
+    if cfg.train.resume is not None:
+        state = resume(cfg, run_dir, model, optimizer, rng, stopper)
 
     from nnrun.logging import RunLogger  # tensorboard is imported only when a run starts
 
     logger = RunLogger(run_dir, config_yaml)
-    stopper = EarlyStopping(cfg.train.early_stopping)
     monitor = cfg.train.early_stopping.monitor
     evaluate_every_epoch = cfg.train.early_stopping.patience is not None
     x, y, n = data.train.x, data.train.y, len(data.train)
     batch_size = min(cfg.train.batch_size or n, n)
-    full_batch = batch_size == n
-    epochs, log_every = cfg.train.epochs, cfg.train.log_every
-    best_weights: dict[str, torch.Tensor] | None = None
-    last_good = snapshot(model)  # the newest finite weights: a diverged run never saves NaNs
-    status, epochs_run, step, interrupted_by = "completed", 0, 0, None
-    log_steps = cfg.train.log_steps
-    progress = _Progress(show_progress, epochs, cfg.exp_name, console)
+    epochs, log_every, lr = cfg.train.epochs, cfg.train.log_every, cfg.optimizer.lr
+    checkpoint_every = cfg.train.checkpoint_every
+    status, interrupted_by = "completed", None
+    progress = _Progress(show_progress, epochs, cfg.exp_name, console, done=state.epochs_done)
+    finish = lambda status: _finish(cfg, run_dir, logger, model, optimizer, rng, stopper, data, loss,  # noqa: E731
+                                    status, state, overrides, started, device)
 
     try:
         with stop_signals() as received, progress:
             # --- the loop ---------------------------------------------------------------------------
             model.train()
-            for epoch in range(1, epochs + 1):
-                if full_batch:
+            for epoch in range(state.epochs_done + 1, epochs + 1):
+                if state.partial is not None:  # resuming inside an epoch: its batch order and position
+                    order, first = state.partial["order"], state.partial["next_start"]
+                    state.partial = None
+                else:
+                    order = None if batch_size == n else torch.randperm(n, generator=rng, device=device)
+                    first = 0
+                for start in range(first, n, batch_size):
+                    idx = None if order is None else order[start:start + batch_size]
+                    xb, yb = (x, y) if idx is None else (x[idx], y[idx])
                     optimizer.zero_grad(set_to_none=True)
-                    batch_loss = loss.fn(model(x), y)
+                    batch_loss = loss.fn(model(xb), yb)
                     batch_loss.backward()
                     optimizer.step()
-                    step += 1
-                    if log_steps:
-                        logger.scalars(step, {"loss/step": batch_loss.item()})
-                else:
-                    order = torch.randperm(n, generator=rng, device=device)
-                    for start in range(0, n, batch_size):
-                        idx = order[start:start + batch_size]
-                        optimizer.zero_grad(set_to_none=True)
-                        batch_loss = loss.fn(model(x[idx]), y[idx])
-                        batch_loss.backward()
-                        optimizer.step()
-                        step += 1
-                        if log_steps:
-                            logger.scalars(step, {"loss/step": batch_loss.item()})
-                        if received:
-                            break
-                epochs_run = epoch
+                    state.step += 1
+                    if cfg.train.log_steps:
+                        logger.scalars(state.step, {"loss/step": batch_loss.item()})
+                    if received:  # finish this step, then stop where a resume can pick up exactly
+                        state.partial = {"epoch": epoch, "next_start": start + batch_size, "order": order}
+                        break
+                if state.partial is not None:
+                    status, interrupted_by = "interrupted", received[0]
+                    break
 
                 # --- evaluate and log ---------------------------------------------------------------
                 log_now = epoch % log_every == 0 or epoch == epochs or epoch == 1
-                if log_now or evaluate_every_epoch or received:
+                if log_now or evaluate_every_epoch:
                     (train_loss, train_acc), (val_loss, val_acc) = evaluate(model, loss, data.train, data.val)
                     values = {"loss/train": train_loss, "loss/val": val_loss,
                               "accuracy/train": train_acc, "accuracy/val": val_acc}
@@ -222,91 +235,166 @@ def train(cfg: TrainConfig, run_dir: Path, *, overrides: list[str] | tuple[str, 
                     if not (math.isfinite(train_loss) and math.isfinite(val_loss)):
                         status = "diverged"
                         break
-                    if log_now or received:
-                        copy_weights(model, last_good)
+                    if log_now:
+                        copy_weights(model, state.last_good)
                     if stopper.update(epoch, values[monitor]) and cfg.train.early_stopping.restore_best:
-                        if best_weights is None:
-                            best_weights = snapshot(model)
+                        if state.best_weights is None:
+                            state.best_weights = snapshot(model)
                         else:
-                            copy_weights(model, best_weights)
+                            copy_weights(model, state.best_weights)
                     if _images_due(cfg, data, epoch):
                         from nnrun import pictures
 
                         pictures.log_epoch(logger, model, data, loss, epoch)
-                    if stopper.should_stop:
-                        status = "stopped_early"
-                        break
+                state.epochs_done = epoch
+                if stopper.should_stop:
+                    status = "stopped_early"
+                    break
                 if received:
                     status, interrupted_by = "interrupted", received[0]
                     break
+                if checkpoint_every and epoch % checkpoint_every == 0:
+                    checkpoint.save(run_dir, checkpoint_payload(cfg, model, optimizer, rng, stopper, data, loss,
+                                                                "running", state))
     except Exception:
         # A fault: keep what is known (status failed), then let the caller report it.
-        _finish(cfg, run_dir, logger, model, optimizer, rng, stopper, data, loss, "failed", epochs_run,
-                last_good, None, overrides, started, device)
+        finish("failed")
         raise
 
-    # --- finish: restore, final metrics, checkpoint, metrics.json ---------------------------------------
-    if status == "diverged":
-        model.load_state_dict(last_good)
-    elif best_weights is not None and status != "interrupted":
-        model.load_state_dict(best_weights)
-    result = _finish(cfg, run_dir, logger, model, optimizer, rng, stopper, data, loss, status, epochs_run,
-                     last_good, best_weights, overrides, started, device)
+    # --- finish: final metrics, checkpoint, metrics.json ------------------------------------------------
+    result = finish(status)
     if interrupted_by is not None:
         raise RunInterrupted(run_dir, interrupted_by)
     return result
 
 
-def _finish(cfg: TrainConfig, run_dir: Path, logger, model, optimizer, rng, stopper: EarlyStopping,
-            data: Dataset, loss: losses.Loss, status: str, epochs_run: int, last_good, best_weights,
-            overrides, started: float, device: torch.device) -> RunResult:
-    """Final evaluation, then checkpoint.pt and metrics.json (both atomic), then HParams; close the writer."""
-    final: dict[str, float | None] = {}
-    if status not in ("diverged", "failed"):
-        model.eval()
-        (final["loss/train"], final["accuracy/train"]), (final["loss/val"], final["accuracy/val"]), \
-            (_, final["accuracy/test"]) = evaluate(model, loss, data.train, data.val, data.test)
-    else:
-        final = {key: None for key in metrics.FINAL_KEYS}
-    checkpoint.save(run_dir, {
-        "model": model.state_dict(),
+def check_writable(run_dir: Path) -> None:
+    """Fail before training, not after, when results could not be saved: unwritable dir or a full disk."""
+    import shutil
+    import tempfile
+
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=run_dir):
+            pass
+    except OSError as exc:
+        raise ConfigError("hydra.run.dir", str(run_dir), f"a writable directory ({exc.strerror})") from None
+    free = shutil.disk_usage(run_dir).free
+    if free < MIN_FREE_BYTES:
+        raise ConfigError("hydra.run.dir", str(run_dir),
+                          f"a disk with at least {MIN_FREE_BYTES >> 20} MiB free ({free >> 20} MiB left)")
+
+
+MIN_FREE_BYTES = 16 << 20  # a run writes a few MiB at most; less than this free and it would fail midway
+
+
+def find_resume_dir(cfg: TrainConfig, run_dir: Path) -> Path:
+    """`train.resume`: a run dir (or its checkpoint.pt), or `latest` = the newest earlier run of this exp_name."""
+    if cfg.train.resume != "latest":
+        path = Path(cfg.train.resume).expanduser()
+        return path.parent if path.name == checkpoint.CHECKPOINT_FILE else path
+    runs = Path("experiments") / cfg.exp_name / "runs"
+    candidates = sorted((p for p in runs.glob("*/" + checkpoint.CHECKPOINT_FILE)
+                         if p.parent.resolve() != run_dir.resolve()), key=lambda p: p.stat().st_mtime)
+    if not candidates:
+        raise ConfigError("train.resume", "latest", f"a run to resume; no checkpoint under {runs}")
+    return candidates[-1].parent
+
+
+def resume(cfg: TrainConfig, run_dir: Path, model: models.MLP, optimizer, rng: torch.Generator,
+           stopper: EarlyStopping) -> Progress:
+    """Load weights, optimizer, RNG, early-stopping state and position from a run's checkpoint."""
+    source = find_resume_dir(cfg, run_dir)
+    try:
+        payload = checkpoint.load(source)
+    except checkpoint.CheckpointError as exc:
+        raise ConfigError("train.resume", cfg.train.resume, str(exc)) from None
+    if payload["spec"] != model.spec or payload["config"]["optimizer"]["name"] != cfg.optimizer.name:
+        raise ConfigError("train.resume", str(source), "a run of the same model and optimizer "
+                          f"(it has {payload['spec']} with {payload['config']['optimizer']['name']})")
+    saved = payload["resume"]
+    device = next(model.parameters()).device
+    model.load_state_dict(saved["model"])
+    optimizer.load_state_dict(saved["optimizer"])
+    rng.set_state(saved["rng"]["train"])
+    stopper.load_state_dict(saved["early_stopping"])
+    on = lambda w: None if w is None else {k: v.to(device) for k, v in w.items()}  # noqa: E731
+    partial = saved["partial"]
+    if partial is not None and partial["order"] is not None:
+        partial = {**partial, "order": partial["order"].to(device)}
+    print(f"nnrun: resuming {source} after epoch {saved['epochs_done']}"
+          + (f" (inside epoch {partial['epoch']})" if partial else ""))
+    return Progress(epochs_done=saved["epochs_done"], step=saved["step"], partial=partial,
+                    best_weights=on(saved["best_weights"]), last_good=on(saved["last_good"]))
+
+
+def checkpoint_payload(cfg: TrainConfig, model: models.MLP, optimizer, rng: torch.Generator,
+                       stopper: EarlyStopping, data: Dataset, loss: losses.Loss, status: str,
+                       state: Progress, weights: dict[str, torch.Tensor] | None = None,
+                       weights_epoch: int | None = None) -> dict[str, Any]:
+    """What checkpoint.pt holds: the weights to use (`model`), what predict needs, and what resume needs."""
+    current = model.state_dict()
+    return {
+        "model": current if weights is None else weights,
+        "epoch": state.epochs_done if weights_epoch is None else weights_epoch,
         "spec": model.spec,
         "loss": loss.name,
-        "epoch": stopper.best_epoch if best_weights is not None else epochs_run,
         "mean": data.mean, "std": data.std,
         "feature_names": list(data.feature_names), "class_names": list(data.class_names),
         "config": cfg.to_dict(),
         "status": status,
-        # What resuming needs: the state at the last step, not the restored best weights.
-        "resume": {"epoch": epochs_run, "model": last_good, "optimizer": optimizer.state_dict(),
-                   "rng": {"torch": torch.get_rng_state(), "train": rng.get_state()},
-                   "early_stopping": stopper.state_dict()},
-    })
+        # The state at the last step (not restored best weights), so a resumed run continues exactly.
+        "resume": {"epochs_done": state.epochs_done, "step": state.step, "partial": state.partial,
+                   "model": current, "optimizer": optimizer.state_dict(),
+                   "rng": {"train": rng.get_state()}, "early_stopping": stopper.state_dict(),
+                   "best_weights": state.best_weights, "last_good": state.last_good},
+    }
+
+
+def _finish(cfg: TrainConfig, run_dir: Path, logger, model, optimizer, rng, stopper: EarlyStopping,
+            data: Dataset, loss: losses.Loss, status: str, state: Progress, overrides, started: float,
+            device: torch.device) -> RunResult:
+    """Pick the weights to keep, evaluate them, write checkpoint.pt and metrics.json (atomic), then HParams."""
+    weights, weights_epoch = None, None
+    if status == "diverged":
+        weights, weights_epoch = state.last_good, state.epochs_done
+    elif state.best_weights is not None and status in ("completed", "stopped_early"):
+        weights, weights_epoch = state.best_weights, stopper.best_epoch
+    payload = checkpoint_payload(cfg, model, optimizer, rng, stopper, data, loss, status, state,
+                                 {k: v.clone() for k, v in weights.items()} if weights else None, weights_epoch)
+    if weights is not None:
+        model.load_state_dict(weights)
+    final: dict[str, float | None] = {key: None for key in metrics.FINAL_KEYS}
+    if status not in ("diverged", "failed"):
+        model.eval()
+        (final["loss/train"], final["accuracy/train"]), (final["loss/val"], final["accuracy/val"]), \
+            (_, final["accuracy/test"]) = evaluate(model, loss, data.train, data.val, data.test)
+    checkpoint.save(run_dir, payload)
     monitor = cfg.train.early_stopping.monitor
     result_metrics = metrics.build_metrics(
-        status=status, epochs_run=epochs_run, best_epoch=stopper.best_epoch, best_value=stopper.best_value,
+        status=status, epochs_run=state.epochs_done, best_epoch=stopper.best_epoch, best_value=stopper.best_value,
         monitor=monitor, final=final, wall_time_s=time.perf_counter() - started,
         device=str(device) if device.type == "cuda" else "cpu", seed=cfg.seed, overrides=list(overrides))
     metrics.write_metrics(run_dir, result_metrics)
     if cfg.train.landscape and status not in ("diverged", "failed"):
         from nnrun import landscape
 
-        landscape.log(logger, model, loss, data.train, epochs_run)
+        landscape.log(logger, model, loss, data.train, state.epochs_done)
     if final.get("accuracy/test") is not None:
-        logger.scalars(epochs_run, {"accuracy/test": final["accuracy/test"]})
+        logger.scalars(state.epochs_done, {"accuracy/test": final["accuracy/test"]})
     from nnrun.config import flatten
 
     logger.hparams(flatten(cfg.to_dict()), final)
     logger.close()
-    return RunResult(run_dir, status, epochs_run, stopper.best_epoch, monitor,
+    return RunResult(run_dir, status, state.epochs_done, stopper.best_epoch, monitor,
                      metrics.finite_or_none(stopper.best_value), result_metrics["final"], result_metrics)
 
 
 class _Progress:
     """A rich progress bar, updated at log epochs only (a redraw per epoch would cost more than the step)."""
 
-    def __init__(self, enabled: bool, epochs: int, name: str, console=None):
-        self.enabled, self.epochs, self.name, self.console = enabled, epochs, name, console
+    def __init__(self, enabled: bool, epochs: int, name: str, console=None, done: int = 0):
+        self.enabled, self.epochs, self.name, self.console, self.done = enabled, epochs, name, console, done
         self._progress = None
 
     def __enter__(self):
@@ -317,7 +405,7 @@ class _Progress:
                                       TextColumn("{task.fields[losses]}"), TimeElapsedColumn(),
                                       console=self.console, refresh_per_second=4)
             self._progress.__enter__()
-            self._task = self._progress.add_task(self.name, total=self.epochs, losses="")
+            self._task = self._progress.add_task(self.name, total=self.epochs, completed=self.done, losses="")
         return self
 
     def update(self, epoch: int, train_loss: float, val_loss: float) -> None:
