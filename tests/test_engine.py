@@ -228,3 +228,29 @@ def test_unwritable_or_full_output_fails_before_training(tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="MiB free"):
         train(["train.epochs=2"], tmp_path / "full")
     assert not (tmp_path / "full" / "metrics.json").exists()
+
+
+@pytest.mark.cuda
+def test_cuda_run_trains_on_the_gpu_and_is_deterministic(tmp_path):
+    overrides = ["+exp=xor_relu", "device=cuda", "model.dropout=0.1", "train.batch_size=2"]
+    a = train(overrides, tmp_path / "a")
+    b = train(overrides, tmp_path / "b")
+    assert a.metrics["device"] == "cuda:0" and a.status == "completed"
+    assert a.final["accuracy/train"] == 1.0
+    assert a.final == b.final
+    assert predict(checkpoint.load(tmp_path / "a"), [[1, 0]])[0][1] > 0.5
+
+
+@pytest.mark.cuda
+def test_cuda_resume_matches_an_uninterrupted_run(tmp_path, monkeypatch):
+    from nnrun import engine
+
+    overrides = ["dataset=spirals", "dataset.n_samples=200", "model.hidden=[16]", "model.dropout=0.2",
+                 "train.epochs=20", "train.batch_size=16", "device=cuda"]
+    whole = train(overrides, tmp_path / "whole")
+    _fake_signals(monkeypatch, 101)
+    with pytest.raises(engine.RunInterrupted):
+        train(overrides, tmp_path / "first")
+    monkeypatch.undo()
+    resumed = train([*overrides, f"train.resume={tmp_path / 'first'}"], tmp_path / "second")
+    assert resumed.final == whole.final
