@@ -254,3 +254,18 @@ def test_cuda_resume_matches_an_uninterrupted_run(tmp_path, monkeypatch):
     monkeypatch.undo()
     resumed = train([*overrides, f"train.resume={tmp_path / 'first'}"], tmp_path / "second")
     assert resumed.final == whole.final
+
+
+def test_predict_reads_points_from_a_csv(tmp_path, capsys):
+    from nnrun.predict import main as predict_main
+
+    train(["+exp=xor_relu"], tmp_path / "run")
+    points = tmp_path / "points.csv"
+    points.write_text("x2,x1\n0,1\n1,1\n")
+    assert predict_main([str(tmp_path / "run"), "--csv", str(points)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("x1=1, x2=0: P(1) = ") and lines[0].endswith("-> 1")
+    assert lines[1].endswith("-> 0")
+    assert predict_main([str(tmp_path / "run"), "--csv", str(tmp_path / "none.csv")]) == 2
+    assert predict_main([str(tmp_path / "run"), "1"]) == 2
+    assert "2 numbers, one per feature: x1, x2" in capsys.readouterr().err

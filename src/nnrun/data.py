@@ -120,21 +120,28 @@ def gaussians(cfg: DatasetConfig, g: torch.Generator) -> Generated:
     return x, which, ["x1", "x2"], [str(c) for c in range(k)]
 
 
-def read_csv(cfg: DatasetConfig, g: torch.Generator) -> Generated:
-    path = Path(cfg.path).expanduser()
+def read_table(path: Path, named_as: str) -> tuple[list[str], list[list[str]]]:
+    """(header, data rows) of a CSV file with a header row; blank lines skipped. `named_as` is how the user
+    gave the path (e.g. 'dataset.path=x.csv'), for the error when it is missing."""
+    path = Path(path).expanduser()
     if not path.is_file():
-        raise DataError(f"dataset.path={cfg.path}: no such file")
+        raise DataError(f"{named_as}: no such file")
     with path.open(newline="", encoding="utf-8") as handle:
         rows = [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
     if len(rows) < 2:
         raise DataError(f"{path}: empty; need a header row and at least one data row")
-    header = [name.strip() for name in rows[0]]
+    return [name.strip() for name in rows[0]], rows[1:]
+
+
+def read_csv(cfg: DatasetConfig, g: torch.Generator) -> Generated:
+    path = Path(cfg.path).expanduser()
+    header, rows = read_table(path, f"dataset.path={cfg.path}")
     target = cfg.target if cfg.target is not None else header[-1]
     if target not in header:
         raise DataError(f"{path}: no target column {target!r}; columns are {', '.join(header)}")
     t = header.index(target)
     features, labels = [], []
-    for line, row in enumerate(rows[1:], start=2):
+    for line, row in enumerate(rows, start=2):
         if len(row) != len(header):
             raise DataError(f"{path}: row {line} has {len(row)} cells, the header has {len(header)}")
         values = []

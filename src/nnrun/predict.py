@@ -18,24 +18,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _read_points(path: Path, names: list[str]) -> list[list[float]]:
-    import csv
+    from nnrun.data import DataError, read_table
 
-    from nnrun.data import DataError
-
-    if not path.is_file():
-        raise DataError(f"--csv {path}: no such file")
-    with path.open(newline="", encoding="utf-8") as handle:
-        rows = [r for r in csv.reader(handle) if r and any(c.strip() for c in r)]
-    if len(rows) < 2:
-        raise DataError(f"{path}: empty; need a header row and at least one data row")
-    header = [h.strip() for h in rows[0]]
+    header, rows = read_table(path, f"--csv {path}")
     missing = [n for n in names if n not in header]
     if missing:
         raise DataError(f"{path}: missing feature column(s) {', '.join(missing)}; the run was trained on "
                         f"{', '.join(names)}")
     cols = [header.index(n) for n in names]
     points = []
-    for line, row in enumerate(rows[1:], start=2):
+    for line, row in enumerate(rows, start=2):
         try:
             points.append([float(row[c]) for c in cols])
         except (ValueError, IndexError):
