@@ -188,6 +188,8 @@ def train(cfg: TrainConfig, run_dir: Path, *, overrides: list[str] | tuple[str, 
     logger = RunLogger(run_dir, config_yaml)
     monitor = cfg.train.early_stopping.monitor
     evaluate_every_epoch = cfg.train.early_stopping.patience is not None
+    # Restoring the best weights is part of early stopping: without it, a run ends with its last weights.
+    restore_best = evaluate_every_epoch and cfg.train.early_stopping.restore_best
     x, y, n = data.train.x, data.train.y, len(data.train)
     batch_size = min(cfg.train.batch_size or n, n)
     epochs, log_every, lr = cfg.train.epochs, cfg.train.log_every, cfg.optimizer.lr
@@ -239,15 +241,15 @@ def train(cfg: TrainConfig, run_dir: Path, *, overrides: list[str] | tuple[str, 
                         break
                     if log_now:
                         copy_weights(model, state.last_good)
-                    if stopper.update(epoch, values[monitor]) and cfg.train.early_stopping.restore_best:
+                    if stopper.update(epoch, values[monitor]) and restore_best:
                         if state.best_weights is None:
                             state.best_weights = snapshot(model)
                         else:
                             copy_weights(model, state.best_weights)
-                    if _images_due(cfg, data, epoch):
-                        from nnrun import pictures
+                if _images_due(cfg, data, epoch):
+                    from nnrun import pictures
 
-                        pictures.log_epoch(logger, model, data, loss, epoch)
+                    pictures.log_epoch(logger, model, data, loss, epoch)
                 state.epochs_done = epoch
                 if stopper.should_stop:
                     status = "stopped_early"
