@@ -8,6 +8,8 @@ classification the output layer does there). Imported only by runs that draw, so
 
 from __future__ import annotations
 
+import weakref
+
 import torch
 
 from nnrun.data import Dataset
@@ -152,36 +154,55 @@ def hidden_plane(weight: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, t
     return torch.stack(axes), centre
 
 
-@torch.no_grad()
-def xor_panels(model: torch.nn.Module, loss: Loss, points: torch.Tensor, labels: torch.Tensor,
-               size: int = SIZE) -> dict[str, torch.Tensor]:
-    """The lecture's three panels, each (3, size, size) uint8, keyed by their TensorBoard tags.
+ORIGINAL, HIDDEN, CLASSIFIED = ("xor_panels/1_original_data", "xor_panels/2_hidden_space",
+                                "xor_panels/3_linear_classification")
+# Runs whose original-data panel is logged already: the data never change, so one picture per run is enough.
+_original_logged: "weakref.WeakSet" = weakref.WeakSet()
 
-    1 the original data in the input plane; 2 the same points after the non-linear transformation (the last
-    hidden layer's activations); 3 there, the output layer's linear classification: a straight boundary.
-    """
-    device = next(model.parameters()).device
+
+def original_data(points: torch.Tensor, labels: torch.Tensor, size: int = SIZE) -> torch.Tensor:
+    """Panel 1, (3, size, size) uint8: the training points in the input plane, nothing else."""
     points, labels = points.cpu(), labels.cpu()
+    lo, hi = plane(points, size)[1:]
+    return to_uint8(draw_points(torch.ones(3, size, size), points, labels, lo, hi))
+
+
+@torch.no_grad()
+def hidden_space(model: torch.nn.Module, loss: Loss, points: torch.Tensor, labels: torch.Tensor,
+                 size: int = SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+    """Panels 2 and 3, each (3, size, size) uint8: the points after the non-linear transformation (the last
+    hidden layer's activations), then there the output layer's linear classification: a straight boundary."""
+    device = next(model.parameters()).device
+    labels = labels.cpu()
     h = hidden_activations(model, points.to(device)).float().cpu()
     basis, centre = hidden_plane(model.output.weight.detach().float().cpu(), h)
     projected = (h - centre) @ basis.T  # (N, 2) coordinates in the panel's plane
-
-    lo, hi = plane(points, size)[1:]
-    original = draw_points(torch.ones(3, size, size), points, labels, lo, hi)
-    grid, lo_h, hi_h = plane(projected, GRID)
-    hidden = draw_points(torch.ones(3, size, size), projected, labels, lo_h, hi_h)
+    grid, lo, hi = plane(projected, GRID)
+    hidden = draw_points(torch.ones(3, size, size), projected, labels, lo, hi)
     # The output layer is linear and needs no mode switch: dropout sits before it, inside `hidden`.
     proba = loss.proba(model.output((centre + grid @ basis).to(device))).float().cpu()
-    classified = draw_points(heatmap(proba, size), projected, labels, lo_h, hi_h)
-    return {"xor_panels/1_original_data": to_uint8(original),
-            "xor_panels/2_hidden_space": to_uint8(hidden),
-            "xor_panels/3_linear_classification": to_uint8(classified)}
+    classified = draw_points(heatmap(proba, size), projected, labels, lo, hi)
+    return to_uint8(hidden), to_uint8(classified)
+
+
+def xor_panels(model: torch.nn.Module, loss: Loss, points: torch.Tensor, labels: torch.Tensor,
+               size: int = SIZE) -> dict[str, torch.Tensor]:
+    """The lecture's three panels, keyed by their TensorBoard tags."""
+    hidden, classified = hidden_space(model, loss, points, labels, size)
+    return {ORIGINAL: original_data(points, labels, size), HIDDEN: hidden, CLASSIFIED: classified}
 
 
 def log_epoch(logger, model: torch.nn.Module, data: Dataset, loss: Loss, epoch: int) -> None:
     """The pictures of one epoch: the decision boundary with the training points; for a net with a hidden
-    layer also the three panels of the lecture's XOR story (drawn for any 2-D data: they cost a few ms)."""
-    logger.image("decision_boundary", decision_boundary(model, loss, data.train.x, data.train.y), epoch)
-    if getattr(model, "spec", {}).get("hidden"):
-        for tag, image in xor_panels(model, loss, data.train.x, data.train.y).items():
-            logger.image(tag, image, epoch)
+    layer also the lecture's XOR panels (for any 2-D data: the hidden space of spirals tells the same story).
+    The original-data panel is logged once per run, the other two at every image epoch."""
+    x, y = data.train.x, data.train.y
+    logger.image("decision_boundary", decision_boundary(model, loss, x, y), epoch)
+    if not getattr(model, "spec", {}).get("hidden"):
+        return
+    if logger not in _original_logged:
+        logger.image(ORIGINAL, original_data(x, y), epoch)
+        _original_logged.add(logger)
+    hidden, classified = hidden_space(model, loss, x, y)
+    logger.image(HIDDEN, hidden, epoch)
+    logger.image(CLASSIFIED, classified, epoch)
