@@ -1,10 +1,14 @@
-"""Pictures for TensorBoard: the decision boundary over the input plane, drawn with plain tensors.
+"""Pictures for TensorBoard: the decision boundary and the lecture's XOR panels, drawn with plain tensors.
 
 The look of the TensorFlow Playground: each pixel coloured by the predicted class probabilities, the
-training points on top. Imported only by runs that draw, so others pay nothing.
+training points on top. A net with a hidden layer also gets the lecture's three panels (original data,
+the data after the non-linear transformation = the last hidden layer's activations, and the linear
+classification the output layer does there). Imported only by runs that draw, so others pay nothing.
 """
 
 from __future__ import annotations
+
+import weakref
 
 import torch
 
@@ -17,6 +21,10 @@ PALETTE = torch.tensor([
     [0.58, 0.40, 0.74], [0.55, 0.34, 0.29], [0.89, 0.47, 0.76], [0.50, 0.50, 0.50],
 ])
 SIZE = 200  # pixels per side
+# The net is evaluated on GRID x GRID points of the plane and the colours upsampled to SIZE: a quarter of the
+# forward passes of one per pixel, and no visible difference (the boundary is smooth at this scale).
+GRID = 100
+POINT_SHADE = 0.8  # points a little darker than their class's region, so they show on top of it
 
 
 def plane(points: torch.Tensor, size: int = SIZE, margin: float = 0.25) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -40,17 +48,40 @@ def colour_by_proba(proba: torch.Tensor, size: int) -> torch.Tensor:
     return rgb.T.reshape(3, size, size)
 
 
+def heatmap(proba: torch.Tensor, size: int = SIZE) -> torch.Tensor:
+    """(GRID², K) probabilities over the plane -> (3, size, size) background, smoothly upsampled."""
+    import torch.nn.functional as F
+
+    image = colour_by_proba(proba, GRID)
+    return F.interpolate(image[None], size=(size, size), mode="bilinear", align_corners=True)[0]
+
+
+def point_radius(n_points: int) -> int:
+    """Big markers for the four XOR points, small ones for hundreds of points."""
+    return 6 if n_points <= 16 else 3 if n_points <= 100 else 2
+
+
 def draw_points(image: torch.Tensor, points: torch.Tensor, labels: torch.Tensor, lo: torch.Tensor,
-                hi: torch.Tensor, radius: int = 2) -> torch.Tensor:
-    """Each point a square of its class colour with a white rim, in place on a (3, H, W) image."""
+                hi: torch.Tensor, radius: int | None = None) -> torch.Tensor:
+    """Each point a square of its class colour with a white rim, in place on a (3, H, W) image.
+
+    All points at once (a Python loop over hundreds of points would cost more than the net's forward pass):
+    first every rim, then every fill, so a rim never hides a neighbour's colour.
+    """
     _, h, w = image.shape
+    radius = point_radius(len(points)) if radius is None else radius
     col = ((points[:, 0] - lo[0]) / (hi[0] - lo[0]) * (w - 1)).round().long()
     row = ((hi[1] - points[:, 1]) / (hi[1] - lo[1]) * (h - 1)).round().long()
-    for r, c, label in zip(row.tolist(), col.tolist(), labels.tolist()):
-        r0, r1, c0, c1 = max(r - radius - 1, 0), min(r + radius + 2, h), max(c - radius - 1, 0), min(c + radius + 2, w)
-        image[:, r0:r1, c0:c1] = 1.0
-        image[:, max(r - radius, 0):min(r + radius + 1, h), max(c - radius, 0):min(c + radius + 1, w)] = \
-            PALETTE[label % len(PALETTE)].view(3, 1, 1)
+    offsets = torch.arange(-radius - 1, radius + 2)
+    dr, dc = torch.meshgrid(offsets, offsets, indexing="ij")  # one square's pixels, rim included
+    rows, cols = row.view(-1, 1, 1) + dr, col.view(-1, 1, 1) + dc  # (N, k, k)
+    inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
+    fill = inside & (dr.abs() <= radius) & (dc.abs() <= radius)
+    pixel = rows * w + cols
+    flat = image.view(3, -1)
+    flat[:, pixel[inside]] = 1.0
+    colours = (POINT_SHADE * PALETTE[labels % len(PALETTE)]).view(-1, 1, 1, 3).expand(*pixel.shape, 3)
+    flat[:, pixel[fill]] = colours[fill].T
     return image
 
 
@@ -61,13 +92,117 @@ def decision_boundary(model: torch.nn.Module, loss: Loss, points: torch.Tensor, 
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    grid, lo, hi = plane(points.cpu(), size)
+    grid, lo, hi = plane(points.cpu(), GRID)
     proba = loss.proba(model(grid.to(device))).float().cpu()
     model.train(was_training)
-    image = draw_points(colour_by_proba(proba, size), points.cpu(), labels.cpu(), lo, hi)
+    image = draw_points(heatmap(proba, size), points.cpu(), labels.cpu(), lo, hi)
+    return to_uint8(image)
+
+
+def to_uint8(image: torch.Tensor) -> torch.Tensor:
     return (image.clamp(0, 1) * 255).to(torch.uint8)
 
 
+@torch.no_grad()
+def hidden_activations(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """(N, H): what the last hidden layer makes of the inputs (eval mode: dropout off)."""
+    was_training = model.training
+    model.eval()
+    h = model.hidden(x)
+    model.train(was_training)
+    return h
+
+
+def _orthonormal_to(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """v with its component along the unit vector u removed, normalised (any unit vector ⊥ u if v ∥ u)."""
+    v = v - (v @ u) * u
+    if v.norm() > 1e-6:
+        return v / v.norm()
+    e = torch.zeros_like(u)
+    e[u.abs().argmin()] = 1.0
+    return _orthonormal_to(u, e)
+
+
+def hidden_plane(weight: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(basis (2, H), centre (H,)): the plane of hidden space that the panels show, for the output layer's
+    `weight` (outputs, H) and the hidden activations `h` (N, H).
+
+    Width 2 (the lecture's XOR net): the two hidden units themselves. Wider: the plane that holds the
+    directions the output layer reads (its weight row for one logit, the differences of its rows for
+    several), filled up with the activations' main direction of spread. A point's projection then
+    gets the same output as the point itself, so the linear classification drawn in the plane is the
+    one the net applies (exactly for one logit or up to three classes; approximately beyond).
+    """
+    width = h.shape[1]
+    centre = h.mean(0)
+    if width <= 2:
+        return torch.eye(2, width), centre
+    read = weight if weight.shape[0] == 1 else weight - weight.mean(0)
+    _, sv, vt = torch.linalg.svd(read, full_matrices=False)
+    axes = [row for s, row in zip(sv.tolist(), vt) if s > 1e-6 * max(sv[0].item(), 1e-12)][:2]
+    if not axes:  # an output layer of zeros reads nothing: show the activations' spread instead
+        axes = [torch.linalg.svd(h - centre, full_matrices=False)[2][0]]
+    if len(axes) == 1:
+        u = axes[0] / axes[0].norm()
+        spread = h - centre
+        spread = spread - (spread @ u).unsqueeze(1) * u
+        v = torch.linalg.svd(spread, full_matrices=False)[2][0]
+        axes = [u, _orthonormal_to(u, v)]
+    else:
+        u = axes[0] / axes[0].norm()
+        axes = [u, _orthonormal_to(u, axes[1])]
+    return torch.stack(axes), centre
+
+
+ORIGINAL, HIDDEN, CLASSIFIED = ("xor_panels/1_original_data", "xor_panels/2_hidden_space",
+                                "xor_panels/3_linear_classification")
+# Runs whose original-data panel is logged already: the data never change, so one picture per run is enough.
+_original_logged: "weakref.WeakSet" = weakref.WeakSet()
+
+
+def original_data(points: torch.Tensor, labels: torch.Tensor, size: int = SIZE) -> torch.Tensor:
+    """Panel 1, (3, size, size) uint8: the training points in the input plane, nothing else."""
+    points, labels = points.cpu(), labels.cpu()
+    lo, hi = plane(points, size)[1:]
+    return to_uint8(draw_points(torch.ones(3, size, size), points, labels, lo, hi))
+
+
+@torch.no_grad()
+def hidden_space(model: torch.nn.Module, loss: Loss, points: torch.Tensor, labels: torch.Tensor,
+                 size: int = SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+    """Panels 2 and 3, each (3, size, size) uint8: the points after the non-linear transformation (the last
+    hidden layer's activations), then there the output layer's linear classification: a straight boundary."""
+    device = next(model.parameters()).device
+    labels = labels.cpu()
+    h = hidden_activations(model, points.to(device)).float().cpu()
+    basis, centre = hidden_plane(model.output.weight.detach().float().cpu(), h)
+    projected = (h - centre) @ basis.T  # (N, 2) coordinates in the panel's plane
+    grid, lo, hi = plane(projected, GRID)
+    hidden = draw_points(torch.ones(3, size, size), projected, labels, lo, hi)
+    # The output layer is linear and needs no mode switch: dropout sits before it, inside `hidden`.
+    proba = loss.proba(model.output((centre + grid @ basis).to(device))).float().cpu()
+    classified = draw_points(heatmap(proba, size), projected, labels, lo, hi)
+    return to_uint8(hidden), to_uint8(classified)
+
+
+def xor_panels(model: torch.nn.Module, loss: Loss, points: torch.Tensor, labels: torch.Tensor,
+               size: int = SIZE) -> dict[str, torch.Tensor]:
+    """The lecture's three panels, keyed by their TensorBoard tags."""
+    hidden, classified = hidden_space(model, loss, points, labels, size)
+    return {ORIGINAL: original_data(points, labels, size), HIDDEN: hidden, CLASSIFIED: classified}
+
+
 def log_epoch(logger, model: torch.nn.Module, data: Dataset, loss: Loss, epoch: int) -> None:
-    """The pictures of one epoch: the decision boundary with the training points."""
-    logger.image("decision_boundary", decision_boundary(model, loss, data.train.x, data.train.y), epoch)
+    """The pictures of one epoch: the decision boundary with the training points; for a net with a hidden
+    layer also the lecture's XOR panels (for any 2-D data: the hidden space of spirals tells the same story).
+    The original-data panel is logged once per run, the other two at every image epoch."""
+    x, y = data.train.x, data.train.y
+    logger.image("decision_boundary", decision_boundary(model, loss, x, y), epoch)
+    if not getattr(model, "spec", {}).get("hidden"):
+        return
+    if logger not in _original_logged:
+        logger.image(ORIGINAL, original_data(x, y), epoch)
+        _original_logged.add(logger)
+    hidden, classified = hidden_space(model, loss, x, y)
+    logger.image(HIDDEN, hidden, epoch)
+    logger.image(CLASSIFIED, classified, epoch)

@@ -1,0 +1,109 @@
+"""The loss landscape around the trained weights (Li et al. 2017, "Visualizing the Loss Landscape of Neural Nets").
+
+Two random directions in weight space, each filter-normalised: for every layer, each row of the random
+direction (the weights into one unit) is scaled to the norm of that unit's trained weights, so a step of 1
+along it changes every unit by as much as its own size, whatever the scale of the layer. Biases get no
+direction (as in the paper). The loss is evaluated on a grid θ* + a·d1 + b·d2 and drawn as a heatmap with
+contour lines, the trained weights (a = b = 0) marked in the centre. Drawn once, at the end of a run with
+`train.landscape=true`; imported only then.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from nnrun.data import Split
+from nnrun.losses import Loss
+
+STEPS = 41  # grid points per axis (odd, so the trained weights sit on the centre point)
+SPAN = 1.0  # the grid covers a, b in [-SPAN, SPAN]
+SIZE = 200  # pixels per side of the picture
+LEVELS = 12  # contour lines
+SEED = 0  # the directions are random but the same for every run: pictures of two runs compare
+
+# Viridis at a few stops (dark blue = low loss, yellow = high), interpolated linearly.
+VIRIDIS = torch.tensor([
+    [0.267, 0.005, 0.329], [0.283, 0.141, 0.458], [0.254, 0.265, 0.530], [0.207, 0.372, 0.553],
+    [0.164, 0.471, 0.558], [0.128, 0.567, 0.551], [0.135, 0.659, 0.518], [0.267, 0.749, 0.441],
+    [0.478, 0.821, 0.318], [0.741, 0.873, 0.150], [0.993, 0.906, 0.144],
+])
+
+
+def filter_normalised_direction(params: dict[str, torch.Tensor], generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """A random direction shaped like `params`: each weight row scaled to its trained row's norm, biases zero."""
+    direction = {}
+    for name, p in params.items():
+        if p.dim() <= 1:
+            direction[name] = torch.zeros_like(p)
+            continue
+        d = torch.randn(p.shape, generator=generator).to(p.device, p.dtype)
+        rows, trained = d.reshape(d.shape[0], -1), p.reshape(p.shape[0], -1)
+        scale = trained.norm(dim=1, keepdim=True) / rows.norm(dim=1, keepdim=True).clamp_min(1e-10)
+        direction[name] = (rows * scale).reshape(p.shape)
+    return direction
+
+
+@torch.no_grad()
+def surface(model: torch.nn.Module, loss: Loss, split: Split, steps: int = STEPS, span: float = SPAN,
+            seed: int = SEED) -> torch.Tensor:
+    """(steps, steps) loss values; row i is b = +span .. -span (top to bottom), column j is a = -span .. +span."""
+    from torch.func import functional_call, vmap
+
+    was_training = model.training
+    model.eval()
+    generator = torch.Generator().manual_seed(seed)
+    trained = {name: p.detach() for name, p in model.named_parameters()}
+    d1 = filter_normalised_direction(trained, generator)
+    d2 = filter_normalised_direction(trained, generator)
+    device = next(model.parameters()).device
+    alphas = torch.linspace(-span, span, steps, device=device)
+    betas = torch.linspace(span, -span, steps, device=device)
+
+    def loss_at(params: dict[str, torch.Tensor]) -> torch.Tensor:
+        return loss.fn(functional_call(model, params, (split.x,)), split.y)
+
+    rows = []
+    for b in betas:  # one row of the grid at a time: all its weight sets in one batched forward pass
+        params = {name: trained[name] + alphas.view(-1, *[1] * p.dim()) * d1[name] + b * d2[name]
+                  for name, p in trained.items()}
+        rows.append(vmap(loss_at)(params))
+    model.train(was_training)
+    return torch.stack(rows).float().cpu()
+
+
+def colour(values: torch.Tensor) -> torch.Tensor:
+    """(H, W) values in [0, 1] -> (3, H, W) viridis."""
+    position = values.clamp(0, 1) * (len(VIRIDIS) - 1)
+    low = position.floor().long().clamp(max=len(VIRIDIS) - 2)
+    frac = (position - low).unsqueeze(-1)
+    rgb = VIRIDIS[low] * (1 - frac) + VIRIDIS[low + 1] * frac
+    return rgb.permute(2, 0, 1)
+
+
+def picture(losses: torch.Tensor, size: int = SIZE, levels: int = LEVELS) -> torch.Tensor:
+    """(3, size, size) uint8: log-loss heatmap, white contour lines, a red cross on the trained weights."""
+    import torch.nn.functional as F
+
+    finite = torch.where(torch.isfinite(losses), losses, torch.full_like(losses, float("inf")))
+    top = finite[torch.isfinite(finite)].max() if torch.isfinite(finite).any() else torch.tensor(1.0)
+    log_loss = torch.log(finite.clamp(min=1e-8, max=float(top)))  # log: the basin and the walls both show
+    lo, hi = log_loss.min(), log_loss.max()
+    scaled = (log_loss - lo) / (hi - lo).clamp_min(1e-8)
+    smooth = F.interpolate(scaled[None, None], size=(size, size), mode="bilinear", align_corners=True)[0, 0]
+    image = colour(smooth)
+    # Contour lines: where the band index (the level a pixel lies in) changes from its neighbour.
+    band = (smooth * levels).floor()
+    edge = torch.zeros_like(band, dtype=torch.bool)
+    edge[:, 1:] |= band[:, 1:] != band[:, :-1]
+    edge[1:, :] |= band[1:, :] != band[:-1, :]
+    image = torch.where(edge, image * 0.3 + 0.7, image)
+    c, arm = size // 2, max(size // 40, 2)
+    red = torch.tensor([0.86, 0.15, 0.15]).view(3, 1)
+    image[:, c - 1:c + 2, c - arm:c + arm + 1] = red.unsqueeze(-1)
+    image[:, c - arm:c + arm + 1, c - 1:c + 2] = red.unsqueeze(-1)
+    return (image.clamp(0, 1) * 255).to(torch.uint8)
+
+
+def log(logger, model: torch.nn.Module, loss: Loss, split: Split, epoch: int) -> None:
+    """Log the loss landscape of `model` on `split` as the image `loss_landscape` at step `epoch`."""
+    logger.image("loss_landscape", picture(surface(model, loss, split)), epoch)

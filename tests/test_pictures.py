@@ -1,0 +1,99 @@
+"""Pictures in TensorBoard: decision boundaries, the XOR panels and the loss landscape exist, have their size,
+show what they claim, and cost a small share of a run's time."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import parsed, train
+
+
+def images(run_dir: Path) -> dict[str, list]:
+    """{tag: [image events]} read back from a run's TensorBoard event file."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(run_dir), size_guidance={"images": 0})
+    events.Reload()
+    return {tag: events.Images(tag) for tag in events.Tags()["images"]}
+
+
+def test_decision_boundary_images_every_image_epoch(tmp_path):
+    train(["dataset=circles", "model.hidden=[8]", "train.epochs=20", "train.image_every=5",
+           "train.log_every=5"], tmp_path)
+    found = images(tmp_path)
+    assert [(e.step, e.width, e.height) for e in found["decision_boundary"]] == \
+        [(s, 200, 200) for s in (1, 5, 10, 15, 20)]
+
+
+def test_perceptron_draws_no_hidden_space_panels(tmp_path):
+    train(["+exp=xor_perceptron", "train.epochs=5"], tmp_path)
+    assert set(images(tmp_path)) == {"decision_boundary"}
+
+
+def test_hidden_space_panel_classifies_each_point_as_the_net_does():
+    """In a wide net the panels show a plane of hidden space; the linear classification drawn there must put
+    every projected point on the side the net puts the point itself."""
+    from nnrun import losses, models, pictures
+
+    torch.manual_seed(0)
+    for loss_name, outputs in (("bce", 1), ("cross_entropy", 3)):
+        loss = losses.LOSSES[loss_name]
+        model = models.build(2, [16, 8], outputs, "tanh", 0.0, None, seed=3)
+        x = torch.randn(50, 2)
+        h = pictures.hidden_activations(model, x)
+        basis, centre = pictures.hidden_plane(model.output.weight.detach(), h)
+        assert torch.allclose(basis @ basis.T, torch.eye(2), atol=1e-5)
+        in_plane = centre + ((h - centre) @ basis.T) @ basis
+        assert torch.equal(loss.predict(model.output(in_plane)), loss.predict(model(x)))
+
+
+def test_loss_landscape_image_and_centre_on_the_trained_weights(tmp_path):
+    from nnrun import checkpoint, landscape, losses, models
+    from nnrun.data import load
+
+    result = train(["+exp=xor_relu", "train.landscape=true"], tmp_path)
+    (event,) = images(tmp_path)["loss_landscape"]
+    assert (event.step, event.width, event.height) == (result.epochs_run, 200, 200)
+
+    # The grid's centre is the trained weights themselves; filter-normalised steps away only raise the loss.
+    payload = checkpoint.load(tmp_path)
+    spec = payload["spec"]
+    model = models.MLP(spec["n_inputs"], spec["hidden"], spec["n_outputs"], spec["activation"], spec["dropout"])
+    model.load_state_dict(payload["model"])
+    data = load(parsed(["+exp=xor_relu"]).dataset)
+    values = landscape.surface(model, losses.LOSSES["bce"], data.train, steps=11)
+    assert values.shape == (11, 11)
+    assert values[5, 5].item() == pytest.approx(result.final["loss/train"], rel=1e-3, abs=1e-6)
+    assert values[5, 5] <= values.min() + 1e-6
+
+
+def test_filter_normalised_direction_matches_each_units_norm():
+    from nnrun import landscape
+
+    params = {"w": torch.randn(4, 3) * torch.tensor([[1.0], [10.0], [0.1], [2.0]]), "b": torch.randn(4)}
+    d = landscape.filter_normalised_direction(params, torch.Generator().manual_seed(0))
+    assert torch.allclose(d["w"].norm(dim=1), params["w"].norm(dim=1), rtol=1e-5)
+    assert torch.count_nonzero(d["b"]) == 0
+
+
+def test_drawing_is_a_small_share_of_the_run(tmp_path, monkeypatch):
+    """spirals draws 6 image epochs (1, then every 100 of 500) of 3 images each; they cost about a fifth of its
+    training time here (1.5 ms per epoch: about as fast as training gets), and must stay under 30 %."""
+    from nnrun import pictures
+
+    spent = defaultdict(float)
+    original = pictures.log_epoch
+
+    def timed(*args, **kwargs):
+        started = time.perf_counter()
+        original(*args, **kwargs)
+        spent["draw"] += time.perf_counter() - started
+
+    monkeypatch.setattr(pictures, "log_epoch", timed)
+    result = train(["+exp=spirals"], tmp_path)
+    assert len(images(tmp_path)["decision_boundary"]) == 6
+    assert spent["draw"] < 0.3 * result.metrics["wall_time_s"], (spent["draw"], result.metrics["wall_time_s"])
