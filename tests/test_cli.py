@@ -114,3 +114,16 @@ def test_run_dir_of_the_same_second_gets_a_suffix(tmp_path, monkeypatch):
     monkeypatch.setattr(app, "datetime", Frozen)
     names = [os.path.basename(app.unique_run_dir("x")) for _ in range(3)]
     assert names == ["2026-01-02_03-04-05", "2026-01-02_03-04-05_1", "2026-01-02_03-04-05_2"]
+
+
+@pytest.mark.slow
+def test_a_job_that_cannot_read_its_data_fails_alone(tmp_path):
+    good = tmp_path / "good.csv"
+    good.write_text("a,b,y\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(40)))
+    out = run_nnrun(["train", "-m", "dataset=csv", f"dataset.path={good},{tmp_path / 'missing.csv'}",
+                     "train.epochs=3"], tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert "job 1 failed" in out.stderr and "no such file" in out.stderr
+    statuses = [json.loads(p.read_text())["status"] for p in (tmp_path / "experiments").rglob("metrics.json")]
+    assert statuses == ["completed"]
+    assert "failed" in out.stdout and "completed" in out.stdout

@@ -118,21 +118,21 @@ def run_task(cfg: DictConfig) -> float:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     overrides = list(hydra_cfg.overrides.task)
-    try:
-        parsed = schema.parse(cfg)
-    except ConfigError as exc:
-        fail(str(exc))
-
     import torch
 
-    from nnrun import engine, console
+    from nnrun import console, engine
 
-    torch.set_num_threads(parsed.threads)
     try:
+        parsed = schema.parse(cfg)
+        torch.set_num_threads(parsed.threads)
         result = engine.train(parsed, run_dir, overrides=overrides,
                               config_yaml=OmegaConf.to_yaml(cfg, resolve=True))
     except ConfigError as exc:
-        fail(str(exc))
+        if not multirun:
+            fail(str(exc))
+        # Pre-flight checked every sweep value; what is left (a data file one job cannot read) fails that job.
+        print(f"nnrun: job {hydra_cfg.job.num} failed: {exc}", file=sys.stderr)
+        return float("nan")
     except engine.RunInterrupted as exc:
         print(f"nnrun: {exc}", file=sys.stderr)
         sys.exit(130)

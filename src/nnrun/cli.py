@@ -39,23 +39,23 @@ def _usage_error(message: str) -> int:
 
 
 def _run_train(args: list[str]) -> int:
-    if "--help" in args or "-h" in args:
+    from nnrun.config import ConfigError
+    from nnrun.preflight import check, split_args
+
+    try:
+        flags, overrides = split_args(args)
+        if not {"-sc", "--shell-completion", "--hydra-help", "--info", "-i", "--version"} & flags:
+            check([a for a in args if a not in ("--help", "-h")])
+    except ConfigError as exc:
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"nnrun: error: {exc}", file=sys.stderr)
+        return 2
+    if {"--help", "-h"} & flags:
         from nnrun.app import train_help
 
-        print(train_help([a for a in args if a not in ("--help", "-h", "-m", "--multirun")]), end="")
+        print(train_help(overrides), end="")
         return 0
-    if not {"-sc", "--shell-completion", "--hydra-help", "--info", "-i", "--version"} & {
-            a.split("=", 1)[0] for a in args}:
-        from nnrun.config import ConfigError
-        from nnrun.preflight import check
-
-        try:
-            check(args)
-        except ConfigError as exc:
-            if os.environ.get("HYDRA_FULL_ERROR") == "1":
-                raise
-            print(f"nnrun: error: {exc}", file=sys.stderr)
-            return 2
     # Hydra reads sys.argv; keep argv[0] (the program name, used by its completion script).
     sys.argv = [sys.argv[0], *args]
     from nnrun.app import train_task

@@ -25,8 +25,12 @@ class UsageError(ConfigError):
         ValueError.__init__(self, message)
 
 
+# Hydra runs one of these per call.
+MODES = (("--run", "-r"), ("--multirun", "-m"), ("--cfg", "-c"), ("--info", "-i"), ("--shell-completion", "-sc"))
+
+
 def split_args(args: list[str]) -> tuple[set[str], list[str]]:
-    """(Hydra flags present, overrides)."""
+    """(Hydra flags present, overrides); an unknown option or a flag without its value is a UsageError."""
     flags: set[str] = set()
     overrides: list[str] = []
     i = 0
@@ -35,13 +39,26 @@ def split_args(args: list[str]) -> tuple[set[str], list[str]]:
         name = arg.split("=", 1)[0] if arg.startswith("--") else arg
         if name in FLAGS_WITH_VALUE:
             flags.add(name)
-            i += 1 if "=" in arg or name in ("--info", "-i") else 2
+            if "=" in arg or name in ("--info", "-i"):
+                i += 1
+                continue
+            if i + 1 >= len(args):
+                raise UsageError(f"{arg} needs a value (see nnrun train --hydra-help)")
+            if name in ("--cfg", "-c") and args[i + 1] not in ("job", "hydra", "all"):
+                raise ConfigError(arg, args[i + 1], "one of job, hydra, all")
+            i += 2
             continue
         if arg in FLAGS:
             flags.add(arg)
+        elif arg.startswith("-"):
+            raise UsageError(f"unknown option {arg!r}: nnrun train takes key=value overrides and Hydra's flags"
+                             " (see nnrun train --hydra-help)")
         else:
             overrides.append(arg)
         i += 1
+    modes = [long for long, short in MODES if {long, short} & flags]
+    if len(modes) > 1:
+        raise UsageError(f"{' and '.join(modes)} cannot be used together: pick one")
     return flags, overrides
 
 
@@ -125,11 +142,15 @@ def check(args: list[str]) -> None:
         if isinstance(value, str) and value not in groups[key]:
             raise ConfigError(key, value, f"one of {', '.join(groups[key])}{closest(value, groups[key])}")
 
-    base = [o.input_line for o in overrides if not o.is_sweep_override()]
+    # The base job: fixed overrides plus the first value of each enumerable sweep (a real job of the sweep).
+    pairs = [(o, o.input_line if not o.is_sweep_override()
+              else f"{o.get_key_element()}={next(o.sweep_string_iterator())}")
+             for o in overrides if not o.is_sweep_override() or o.is_discrete_sweep()]
+    base = [line for _, line in pairs]
     plain_keys = [o for o in overrides if not (o.is_hydra_override() or o.is_add() or o.is_force_add()
                                                or o.is_delete() or o.key_or_group in groups)]
     # Groups first, then each plain key against what they compose to (Hydra's own error is less helpful).
-    cfg = _compose([line for line in base if line not in {o.input_line for o in plain_keys}])
+    cfg = _compose([line for o, line in pairs if o not in plain_keys])
     for o in plain_keys:
         _check_key(cfg, o.key_or_group, o.input_line.split("=", 1)[-1])
     cfg = _compose(base)
@@ -145,7 +166,9 @@ def check(args: list[str]) -> None:
         given = {o.key_or_group for o in overrides}
         sweep_lines += [f"{k}={v}" for k, v in params.items() if k not in given]
     for line in sweep_lines:
-        _check_sweep(parser, line, base, job, groups)
+        (o,) = parser.parse_overrides([line])
+        others = [b for b in base if not b.lstrip("+~").startswith(o.key_or_group + "=")]
+        _check_sweep(parser, line, others, job, groups)
 
 
 def _check_sweep(parser, line: str, base: list[str], job, groups: dict[str, tuple[str, ...]]) -> None:
