@@ -32,15 +32,20 @@ def print_run(result, cfg, console: Console | None = None) -> None:
     console.print(f"run dir: {result.run_dir}")
 
 
-def print_sweep_summary(sweep_dir: str, statuses: Iterable[str], n_jobs: int, console: Console | None = None) -> None:
+def print_sweep_summary(sweep_dir: str, statuses: Iterable[str], n_jobs: int, console: Console | None = None,
+                        best_trial: str | None = None) -> None:
+    """Jobs by status (diverged is a result, failed a fault), then where to look next."""
     console = console or Console()
     counts = Counter(statuses)
     table = Table(title=f"sweep: {n_jobs} jobs")
     table.add_column("status")
     table.add_column("jobs", justify="right")
     for status in ("completed", "stopped_early", "diverged", "interrupted", "failed"):
-        if counts.get(status):
+        # completed, diverged and failed always show (a 0 there is news too); the rest when they happen.
+        if counts.get(status) or status in ("completed", "diverged", "failed"):
             table.add_row(f"[{STATUS_STYLE[status]}]{status}[/]", str(counts[status]))
     console.print(table)
+    if best_trial:
+        console.print(f"optuna: {best_trial}")
     console.print(f"sweep dir: {sweep_dir}   compare: tensorboard --logdir {sweep_dir}   "
                   f"table: nnrun report {sweep_dir}")
