@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import read_metrics, run_nnrun, train
+from conftest import read_metrics, train
 from nnrun import report
 
 BASE = ["dataset=xor", "model.hidden=[4]", "train.epochs=20", "train.log_every=5"]
@@ -126,16 +126,4 @@ def test_report_on_a_missing_dir_exits_2(tmp_path, capsys, monkeypatch):
     code, _, err = run_report([tmp_path / "nope"], capsys, monkeypatch)
     assert code == 2 and "is not a directory" in err
 
-
-@pytest.mark.slow
-def test_report_through_the_cli_after_a_real_sweep(tmp_path):
-    """The whole path a user takes: `nnrun train -m ...` then `nnrun report <sweep dir>`."""
-    swept = run_nnrun(["train", "-m", *BASE, "exp_name=rep", "optimizer.lr=0.01,0.1"], cwd=tmp_path)
-    assert swept.returncode == 0, swept.stderr
-    (sweep_dir,) = (tmp_path / "experiments" / "rep" / "multirun").iterdir()
-    shown = run_nnrun(["report", str(sweep_dir)], cwd=tmp_path)
-    assert shown.returncode == 0, shown.stderr
-    assert "2 runs" in shown.stdout and "optimizer.lr" in shown.stdout
-    assert (sweep_dir / "report.csv").exists() and (sweep_dir / "report.png").exists()
-    whole = run_nnrun(["report", "experiments", "--no-plot"], cwd=tmp_path)
-    assert whole.returncode == 0 and "2 runs" in whole.stdout  # any dir above the runs works
+# The CLI path after a real `nnrun train -m` is checked in test_sweeps.py (one sweep serves both).

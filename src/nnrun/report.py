@@ -319,7 +319,7 @@ def main(argv: list[str] | None = None) -> int:
     keys = varying_keys(runs)
     monitor = Counter(r.monitor for r in runs).most_common(1)[0][0]
     groups = sort_groups(group_by_seed(runs, keys), monitor)
-    print_table(groups, keys, monitor, title=f"{root}: {len(runs)} runs, sorted by best {monitor}")
+    print_table(groups, keys, monitor, title=f"{len(runs)} runs, sorted by best {monitor}")
     out = args.out or root
     out.mkdir(parents=True, exist_ok=True)
     ordered = [run for group in groups for run in group.runs]
