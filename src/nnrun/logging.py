@@ -25,10 +25,12 @@ def custom_scalars_layout() -> dict:
 
 
 def hparam_value(value: Any) -> Any:
-    """HParams accept bool, int, float and str only."""
+    """HParams accept int, float and str (torch writes a bool as the number 0 or 1, so it goes as text)."""
     if value is None:
         return "null"
-    if isinstance(value, (bool, int, float, str)):
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float, str)):
         return value
     return str(value)
 
@@ -43,11 +45,14 @@ class RunLogger:
         self._Summary = Summary
         self.writer = SummaryWriter(log_dir=str(run_dir), flush_secs=30)
         self._file_writer = self.writer._get_file_writer()
+        self._last_epoch = 0  # where the final metrics go on the step axis
         self.writer.add_custom_scalars(custom_scalars_layout())
         self.writer.add_text("config", "```yaml\n" + config_yaml + "\n```", 0)
 
     def scalars(self, step: int, values: Mapping[str, float]) -> None:
         """All of one epoch's scalars in one event: one protobuf and one queue put instead of five."""
+        if "loss/step" not in values:  # per-step losses count optimisation steps, not epochs
+            self._last_epoch = max(self._last_epoch, step)
         summary = self._Summary(value=[self._Summary.Value(tag=tag, simple_value=float(v))
                                        for tag, v in values.items()])
         self._file_writer.add_summary(summary, step)
@@ -56,15 +61,21 @@ class RunLogger:
         self.writer.add_image(tag, chw_uint8, step, dataformats="CHW")
 
     def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float | None]) -> None:
-        """The HParams plugin's session start/end, in this run's own event file.
+        """The HParams plugin's session start/end, in this run's own event file, and the final metrics.
 
-        No experiment summary: TensorBoard then builds the table's columns from every run's session,
-        so runs of a sweep that vary different keys still share one table.
+        No experiment summary: TensorBoard then builds the table's columns from every run's session
+        (so runs of a sweep that vary different keys still share one table) and its metric columns from
+        the run's scalar tags, each at its last value. The per-epoch tags end at the last logged epoch,
+        before restore_best puts the best weights back; the `final/<metric>` scalars hold what
+        metrics.json calls final, so the table shows those too. A metric that is None (diverged, failed)
+        is left out rather than written as NaN.
         """
         from torch.utils.tensorboard.summary import hparams as hparams_summaries
 
         clean = {k: hparam_value(v) for k, v in hparams.items()}
-        final = {k: (float("nan") if v is None else float(v)) for k, v in metrics.items()}
+        final = {f"final/{k}": float(v) for k, v in metrics.items() if v is not None}
+        if final:
+            self.scalars(self._last_epoch, final)
         _, session_start, session_end = hparams_summaries(clean, final)
         self._file_writer.add_summary(session_start)
         self._file_writer.add_summary(session_end)

@@ -1,0 +1,104 @@
+"""A real `tensorboard` server over a small sweep serves what the contract promises: one run per job, the
+scalar tags, and one HParams session group per job with its flattened config and final metrics."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from conftest import read_metrics, run_dirs, run_nnrun
+
+READY_TIMEOUT_S = 90
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def get_json(url: str, body: dict | None = None):
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as response:
+        return json.loads(response.read())
+
+
+@pytest.fixture
+def sweep_dir(tmp_path) -> Path:
+    proc = run_nnrun(["train", "-m", "dataset=xor", "model.hidden=[4]", "train.epochs=10", "train.log_every=5",
+                      "exp_name=tb", "optimizer.lr=0.01,0.1"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    (found,) = (tmp_path / "experiments" / "tb" / "multirun").iterdir()
+    return found
+
+
+@pytest.fixture
+def tensorboard_url(sweep_dir, tmp_path):
+    """`tensorboard --logdir <sweep>` on 127.0.0.1 and a free port; the URL once it lists both runs."""
+    port = free_port()
+    log = (tmp_path / "tensorboard.log").open("w")
+    server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(sweep_dir),
+                               "--host", "127.0.0.1", "--port", str(port), "--reload_interval", "1"],
+                              stdout=log, stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while True:
+            assert server.poll() is None, (tmp_path / "tensorboard.log").read_text()
+            try:
+                if len(get_json(f"{url}/data/runs")) == 2:
+                    break
+            except (urllib.error.URLError, ConnectionError, TimeoutError):
+                pass  # not listening yet
+            assert time.monotonic() < deadline, f"tensorboard not ready in {READY_TIMEOUT_S} s"
+            time.sleep(0.5)
+        yield url
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+        log.close()
+
+
+@pytest.mark.slow
+def test_tensorboard_serves_runs_scalars_and_one_hparams_row_per_job(sweep_dir, tensorboard_url):
+    jobs = {job.name: job for job in run_dirs(sweep_dir)}
+    assert sorted(get_json(f"{tensorboard_url}/data/runs")) == sorted(jobs)  # no stray timestamp sub-runs
+
+    tags = get_json(f"{tensorboard_url}/data/plugin/scalars/tags")
+    for name in jobs:
+        assert {"loss/train", "loss/val", "accuracy/train", "accuracy/val", "lr", "accuracy/test",
+                "final/loss/val", "final/accuracy/val"} <= set(tags[name])
+
+    experiment = get_json(f"{tensorboard_url}/data/plugin/hparams/experiment", {"experimentName": ""})
+    hparams = {info["name"]: info for info in experiment["hparamInfos"]}
+    assert hparams["optimizer.lr"]["differs"] is True
+    assert {"seed", "model.hidden", "activation", "train.early_stopping.restore_best"} <= set(hparams)
+    metrics = {info["name"]["tag"] for info in experiment["metricInfos"]}
+    assert {"final/loss/val", "final/accuracy/val", "final/accuracy/test"} <= metrics
+
+    groups = get_json(f"{tensorboard_url}/data/plugin/hparams/session_groups", {
+        "experimentName": "", "startIndex": 0, "sliceSize": 100, "colParams": [],
+        "allowedStatuses": ["STATUS_UNKNOWN", "STATUS_SUCCESS", "STATUS_FAILURE", "STATUS_RUNNING"]})
+    rows = {group["name"]: group for group in groups["sessionGroups"]}
+    assert sorted(rows) == sorted(jobs)  # one row per job, named as its run
+    for name, job in jobs.items():
+        row = rows[name]
+        assert row["hparams"]["optimizer.lr"] == pytest.approx(0.01 if "lr=0.01" in name else 0.1)
+        assert row["hparams"]["train.early_stopping.restore_best"] == "true"
+        served = {m["name"]["tag"]: m["value"] for m in row["metricValues"]}
+        final = read_metrics(job)["final"]
+        assert served["final/loss/val"] == pytest.approx(final["loss/val"], rel=1e-6)
+        assert served["final/accuracy/test"] == pytest.approx(final["accuracy/test"], rel=1e-6)
