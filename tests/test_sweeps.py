@@ -144,7 +144,6 @@ def test_optuna_search_maximises_val_accuracy_and_resumes_from_sqlite(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="pre-validation of every sweep combination is being built on main")
 def test_sweep_over_an_unknown_key_fails_before_any_job_with_one_line(tmp_path):
     proc = run_nnrun(["train", "-m", *TINY, "exp_name=bad", "optimizer.lrr=0.1,0.2"], cwd=tmp_path)
     assert proc.returncode == 2
@@ -153,7 +152,6 @@ def test_sweep_over_an_unknown_key_fails_before_any_job_with_one_line(tmp_path):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="pre-validation of every sweep combination is being built on main")
 def test_sweep_over_a_value_of_the_wrong_type_fails_before_any_job_with_one_line(tmp_path):
     proc = run_nnrun(["train", "-m", *TINY, "exp_name=bad", "seed=0,1", "train.epochs=10,ten"], cwd=tmp_path)
     assert proc.returncode == 2
