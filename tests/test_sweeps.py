@@ -157,3 +157,18 @@ def test_sweep_over_a_value_of_the_wrong_type_fails_before_any_job_with_one_line
     assert proc.returncode == 2
     assert len(proc.stderr.strip().splitlines()) == 1 and "train.epochs" in proc.stderr
     assert run_dirs(tmp_path) == []
+
+
+def test_submitit_slurm_launcher_config_composes():
+    """No SLURM here to run on; at least `hydra/launcher=submitit_slurm` resolves with nnrun's config."""
+    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    from hydra import compose, initialize_config_dir
+
+    from nnrun.app import config_dir, register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir()), job_name="train"):
+        cfg = compose("train", overrides=["hydra/launcher=submitit_slurm", "hydra.launcher.partition=gpu"],
+                      return_hydra_config=True)
+    assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
+    assert cfg.hydra.launcher.partition == "gpu"
