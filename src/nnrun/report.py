@@ -182,6 +182,12 @@ def _fmt(mean: float | None, std: float | None = None, n: int = 1) -> str:
     return f"{mean:.4f}±{std:.4f}" if n > 1 and std is not None else f"{mean:.4f}"
 
 
+def _short(value: str) -> str:
+    """An Optuna-proposed 0.0044303752452182690 shows as 0.00443 (report.csv keeps every digit)."""
+    number = _number(value)
+    return f"{number:.4g}" if number is not None and len(value) > 8 else value
+
+
 def _status_cell(runs: list[Run]) -> str:
     from nnrun.console import STATUS_STYLE
 
@@ -207,7 +213,7 @@ def print_table(groups: list[Group], keys: list[str], monitor: str, title: str, 
                          min_width=min(8, max(len(line) for line in header.split("\n"))))
     for group in groups:
         n = len(group.runs)
-        cells = [dict(group.key).get(k, group.runs[0].overrides.get(k, "")) for k in shown_keys]
+        cells = [_short(dict(group.key).get(k, group.runs[0].overrides.get(k, ""))) for k in shown_keys]
         if grouped:
             cells.append(str(n))
         cells.append(_status_cell(group.runs))
