@@ -3,6 +3,7 @@ and Hydra's real launchers and sweeper (joblib, submitit_local, optuna), each ru
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 
@@ -172,3 +173,25 @@ def test_submitit_slurm_launcher_config_composes():
                       return_hydra_config=True)
     assert cfg.hydra.launcher._target_.endswith("SlurmLauncher")
     assert cfg.hydra.launcher.partition == "gpu"
+
+
+@pytest.mark.parametrize("direction, worst", [("maximize", float("-inf")), ("minimize", float("inf")),
+                                              ("Direction.maximize", float("-inf"))])
+def test_a_failed_trial_scores_the_worst_value_so_an_optuna_search_goes_on(direction, worst):
+    """Optuna's tell() raises on NaN (what a failed job returns), which would end the whole search."""
+    from hydra.core.utils import JobReturn, JobStatus
+    from omegaconf import OmegaConf
+
+    from nnrun.sweep import SweepSummary
+
+    config = OmegaConf.create({"hydra": {"sweeper": {"direction": direction}}})
+    failed, fine = JobReturn(status=JobStatus.COMPLETED), JobReturn(status=JobStatus.COMPLETED)
+    failed.return_value, fine.return_value = float("nan"), 0.75
+    for job in (failed, fine):
+        SweepSummary().on_job_end(config=config, job_return=job)
+    assert failed.return_value == worst and fine.return_value == 0.75
+
+    basic = JobReturn(status=JobStatus.COMPLETED)
+    basic.return_value = float("nan")
+    SweepSummary().on_job_end(config=OmegaConf.create({"hydra": {"sweeper": {}}}), job_return=basic)
+    assert math.isnan(basic.return_value)  # the basic sweeper keeps NaN: nothing optimises over it

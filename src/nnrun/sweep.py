@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
+from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 SQLITE_PREFIX = "sqlite:///"
+
+
+def worst_value(direction: str) -> float:
+    """What a failed trial scores: below every result when maximising, above every one when minimising."""
+    return float("-inf") if direction.lower().endswith("maximize") else float("inf")
 
 
 def sqlite_path(storage: Any) -> Path | None:
@@ -28,7 +35,8 @@ def job_statuses(sweep_dir: Path) -> list[str]:
 
 
 class SweepSummary(Callback):
-    """Before a sweep, make the dir of an SQLite study; after it, one table of how the jobs ended."""
+    """Before a sweep, make the dir of an SQLite study; after each job, keep a failure from ending an Optuna
+    search; after the sweep, one table of how the jobs ended."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # SQLite creates the file but not its dir, and Optuna opens the study before the first job
@@ -36,6 +44,16 @@ class SweepSummary(Callback):
         path = sqlite_path(config.hydra.sweeper.get("storage"))
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        # A failed job returns NaN. Optuna's tell() rejects NaN, and Hydra's Optuna sweeper then ends the
+        # whole search; the worst value for the study's direction lets the search go on past that trial.
+        # Runs in the job's own process (joblib, submitit), before the return value travels back.
+        direction = config.hydra.sweeper.get("direction")  # only a sweeper that optimises has one
+        if isinstance(direction, str) and job_return.status == JobStatus.COMPLETED:
+            value = job_return.return_value
+            if isinstance(value, float) and math.isnan(value):
+                job_return.return_value = worst_value(direction)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from nnrun.console import print_sweep_summary
