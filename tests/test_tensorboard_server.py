@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import read_metrics, run_dirs, run_nnrun
+from conftest import read_metrics, run_dirs
 
 READY_TIMEOUT_S = 90
 
@@ -33,10 +33,15 @@ def get_json(url: str, body: dict | None = None):
 
 
 @pytest.fixture
-def sweep_dir(tmp_path) -> Path:
-    proc = run_nnrun(["train", "-m", "dataset=xor", "model.hidden=[4]", "train.epochs=10", "train.log_every=5",
-                      "exp_name=tb", "optimizer.lr=0.01,0.1"], cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
+def sweep_dir(tmp_path, monkeypatch) -> Path:
+    """A two-job `nnrun train -m`, run in this process (the CLI path is covered in test_sweeps.py)."""
+    from nnrun import cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr("sys.argv", ["nnrun"])
+    assert cli.main(["train", "-m", "dataset=xor", "model.hidden=[4]", "train.epochs=10", "train.log_every=5",
+                     "exp_name=tb", "hydra/job_logging=none", "hydra/hydra_logging=none",
+                     "optimizer.lr=0.01,0.1"]) == 0
     (found,) = (tmp_path / "experiments" / "tb" / "multirun").iterdir()
     return found
 
