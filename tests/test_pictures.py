@@ -81,8 +81,9 @@ def test_filter_normalised_direction_matches_each_units_norm():
 
 
 def test_drawing_is_a_small_share_of_the_run(tmp_path, monkeypatch):
-    """spirals draws 6 image epochs (1, then every 100 of 500) of 3 images each; they cost about a fifth of its
-    training time here (1.5 ms per epoch: about as fast as training gets), and must stay under 30 %."""
+    """spirals draws an image epoch at 1, every 100, and where early stopping ends it (3 images each); they cost
+    about a fifth of its training time here (1.5 ms per epoch: about as fast as training gets), and must stay
+    under 30 %."""
     from nnrun import pictures
 
     spent = defaultdict(float)
@@ -95,5 +96,7 @@ def test_drawing_is_a_small_share_of_the_run(tmp_path, monkeypatch):
 
     monkeypatch.setattr(pictures, "log_epoch", timed)
     result = train(["+exp=spirals"], tmp_path)
-    assert len(images(tmp_path)["decision_boundary"]) == 6
+    assert result.status == "stopped_early"
+    steps = [e.step for e in images(tmp_path)["decision_boundary"]]
+    assert steps == [1, *range(100, result.epochs_run + 1, 100), result.epochs_run]
     assert spent["draw"] < 0.3 * result.metrics["wall_time_s"], (spent["draw"], result.metrics["wall_time_s"])

@@ -380,6 +380,11 @@ def _finish(cfg: TrainConfig, run_dir: Path, logger, model, optimizer, rng, stop
         monitor=monitor, final=final, wall_time_s=time.perf_counter() - started,
         device=str(device) if device.type == "cuda" else "cpu", seed=cfg.seed, overrides=list(overrides))
     metrics.write_metrics(run_dir, result_metrics)
+    if status == "stopped_early" and _images_due(cfg, data, cfg.train.epochs):
+        from nnrun import pictures
+
+        # The slider's last picture: where training ended (with the restored weights), not epoch `epochs`.
+        pictures.log_epoch(logger, model, data, loss, state.epochs_done)
     if cfg.train.landscape and status not in ("diverged", "failed"):
         from nnrun import landscape
 
