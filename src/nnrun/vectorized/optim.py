@@ -27,11 +27,17 @@ class StackedOptimizer:
 
     # Hyperparameters read from each model's torch.optim param group (see `read`).
     hyper_keys: tuple[str, ...] = ("lr", "weight_decay")
+    # Hyperparameters whose complement 1 - value the rule uses (as h("1-" + key)).
+    complements: tuple[str, ...] = ()
     def __init__(self, params: Sequence[torch.Tensor], groups: Sequence[dict]):
         self.params = list(params)
         device = self.params[0].device
         self.hyper = {key: torch.tensor([float(self.read(g, key)) for g in groups], dtype=torch.float64,
                                         device=device) for key in self.hyper_keys}
+        # Numbers the rules use every step, computed once (in float64, as torch.optim's Python scalars).
+        self.hyper["-lr"] = -self.hyper["lr"]
+        for key in self.complements:
+            self.hyper["1-" + key] = 1 - self.hyper[key]
         self.steps = 0
         self.state: list[dict[str, torch.Tensor]] = [self.init_state(p, groups) for p in self.params]
         self._views: dict[tuple[str, int], torch.Tensor] = {}
@@ -85,16 +91,27 @@ class StackedOptimizer:
     # torch.optim keeps a "step" count in every rule's state but SGD's.
     counts_steps = True
 
-    def load_into(self, row: int, optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
-        """Put model `row`'s state into its own torch.optim optimizer (same parameter order), for checkpoint.pt."""
+    def load_into(self, row: int, optimizer: torch.optim.Optimizer, split=None) -> torch.optim.Optimizer:
+        """Put model `row`'s state into its own torch.optim optimizer, for checkpoint.pt.
+
+        `split` maps one model's row of a stacked tensor to its per-parameter tensors, in the optimizer's
+        parameter order (StackedMLP.split_row); None when the stacked tensors are one per parameter already.
+        """
         if self.steps == 0:
             return optimizer
         params = [p for group in optimizer.param_groups for p in group["params"]]
-        for p, state in zip(params, self.state):
-            entry = {k: v[row].detach().clone() for k, v in state.items()}
+        entries: list[dict[str, torch.Tensor]] = []
+        for p, state in zip(self.params, self.state):
+            n_pieces = len(split(p[row])) if split else 1
+            pieces = [{} for _ in range(n_pieces)]
+            for key, value in state.items():
+                for entry, piece in zip(pieces, split(value[row]) if split else [value[row]]):
+                    entry[key] = piece.detach().clone()
+            entries += pieces
+        for p, entry in zip(params, entries):
             if self.counts_steps:
                 entry["step"] = torch.tensor(float(self.steps))
-            optimizer.state[p] = entry
+            optimizer.state[p] = {k: v.to(p.device) for k, v in entry.items()}
         return optimizer
 
 
@@ -120,7 +137,7 @@ class SGD(StackedOptimizer):
             else:
                 buf = state["momentum_buffer"].mul_(momentum).add_(grad)
             grad = grad.addcmul(buf, momentum) if self.nesterov else buf
-        p.addcmul_(grad, -self.h("lr", p))
+        p.addcmul_(grad, self.h("-lr", p))
 
 
 class Adagrad(StackedOptimizer):
@@ -153,20 +170,20 @@ class Adadelta(StackedOptimizer):
     """
 
     hyper_keys = ("lr", "weight_decay", "rho", "eps")
+    complements = ("rho",)
 
     def init_state(self, p, groups):
         return {"square_avg": torch.zeros_like(p), "acc_delta": torch.zeros_like(p)}
 
     def update(self, p, grad, state):
         rho, eps = self.h("rho", p), self.h("eps", p)
-        one_minus_rho = 1 - self.hyper["rho"]
         square_avg, acc_delta = state["square_avg"], state["acc_delta"]
-        square_avg.mul_(rho).addcmul_(grad * self.per_model(one_minus_rho, p), grad)
+        square_avg.mul_(rho).addcmul_(grad * self.h("1-rho", p), grad)
         std = square_avg.add(eps).sqrt_()
         delta = acc_delta.add(eps).sqrt_()
         delta.div_(std).mul_(grad)
-        acc_delta.mul_(rho).addcmul_(delta * self.per_model(one_minus_rho, p), delta)
-        p.addcmul_(delta, -self.h("lr", p))
+        acc_delta.mul_(rho).addcmul_(delta * self.h("1-rho", p), delta)
+        p.addcmul_(delta, self.h("-lr", p))
 
 
 class Adam(StackedOptimizer):
@@ -175,6 +192,7 @@ class Adam(StackedOptimizer):
     """
 
     hyper_keys = ("lr", "weight_decay", "beta1", "beta2", "eps")
+    complements = ("beta1", "beta2")
 
     @staticmethod
     def read(group, key):
@@ -194,8 +212,8 @@ class Adam(StackedOptimizer):
 
     def update(self, p, grad, state):
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        exp_avg.lerp_(grad, self.per_model(1 - self.hyper["beta1"], p))
-        exp_avg_sq.mul_(self.h("beta2", p)).addcmul_(grad * self.per_model(1 - self.hyper["beta2"], p), grad)
+        exp_avg.lerp_(grad, self.h("1-beta1", p))
+        exp_avg_sq.mul_(self.h("beta2", p)).addcmul_(grad * self.h("1-beta2", p), grad)
         denom = (exp_avg_sq.sqrt() / self.per_model(self._bias_correction2_sqrt, p)).add_(self.h("eps", p))
         p.addcdiv_(exp_avg * -self.per_model(self._step_size, p), denom)
 
@@ -207,6 +225,7 @@ class RMSprop(StackedOptimizer):
     """
 
     hyper_keys = ("lr", "weight_decay", "alpha", "eps", "momentum")
+    complements = ("alpha",)
 
     def init_state(self, p, groups):
         state = {"square_avg": torch.zeros_like(p)}
@@ -218,14 +237,14 @@ class RMSprop(StackedOptimizer):
 
     def update(self, p, grad, state):
         square_avg = state["square_avg"]
-        square_avg.mul_(self.h("alpha", p)).addcmul_(grad * self.per_model(1 - self.hyper["alpha"], p), grad)
+        square_avg.mul_(self.h("alpha", p)).addcmul_(grad * self.h("1-alpha", p), grad)
         avg = square_avg.sqrt().add_(self.h("eps", p))
         if self.with_momentum:
             buf = state["momentum_buffer"]
             buf.mul_(self.h("momentum", p)).addcdiv_(grad, avg)
-            p.addcmul_(buf, -self.h("lr", p))
+            p.addcmul_(buf, self.h("-lr", p))
         else:
-            p.addcdiv_(grad * -self.h("lr", p), avg)
+            p.addcdiv_(grad * self.h("-lr", p), avg)
 
 
 # One stacked rule per name of conf/optimizer/ (momentum is SGD with a momentum buffer, as in nnrun.optim).

@@ -135,13 +135,13 @@ def train_stack(jobs: list[Job]) -> list[engine.RunResult]:
             elif m.has_best and status != "interrupted":
                 chosen = best
             else:
-                chosen = net.params
-            stacked_model.load_into(m.module, chosen, r)
-            optimizer.load_into(r, m.optimizer)
+                chosen = net.flat
+            stacked_model.load_into(m.module, net, chosen, r)
+            optimizer.load_into(r, m.optimizer, net.split_row)
             m.result = engine._finish(
                 m.job.cfg, m.job.run_dir, m.logger, m.module, m.optimizer, m.rng, m.stopper, data, loss, status,
-                epochs_run, stacked_model.state_dict_of(m.module, last_good, r),
-                stacked_model.state_dict_of(m.module, best, r) if m.has_best else None, m.job.overrides,
+                epochs_run, stacked_model.state_dict_of(m.module, net, last_good, r),
+                stacked_model.state_dict_of(m.module, net, best, r) if m.has_best else None, m.job.overrides,
                 started, device)
 
     def leave(rows_out: list[int]) -> None:
@@ -154,8 +154,8 @@ def train_stack(jobs: list[Job]) -> list[engine.RunResult]:
         index = torch.tensor(rows, device=device)
         net.keep(index)
         optimizer.keep(index, net.params)
-        last_good = [t[index] for t in last_good]
-        best = [t[index] for t in best] if best is not None else None
+        last_good = last_good[index]
+        best = best[index] if best is not None else None
         alive = [alive[r] for r in rows]
 
     try:
@@ -204,7 +204,7 @@ def train_stack(jobs: list[Job]) -> list[engine.RunResult]:
                     if engine._images_due(m.job.cfg, data, epoch):
                         from nnrun import pictures
 
-                        pictures.log_epoch(m.logger, stacked_model.load_into(m.module, net.params, r), data,
+                        pictures.log_epoch(m.logger, stacked_model.load_into(m.module, net, net.flat, r), data,
                                            loss, epoch)
                     if m.stopper.should_stop:
                         ended[r] = "stopped_early"
@@ -216,8 +216,9 @@ def train_stack(jobs: list[Job]) -> list[engine.RunResult]:
                 if log_now or received:
                     last_good = net.snapshot()
                 if improved:
-                    mask = _rows_mask(improved, len(alive), net.params[0])
-                    best = [torch.where(_fit(mask, p), p.detach(), b) for p, b in zip(net.params, best)]
+                    mask = torch.zeros(len(alive), 1, dtype=torch.bool, device=device)
+                    mask[improved] = True
+                    best = torch.where(mask, net.flat.detach(), best)
                 others = [r for r in ended if r not in diverged]
                 finish(others, [ended[r] for r in others])
                 leave(list(ended))
@@ -236,12 +237,3 @@ def train_stack(jobs: list[Job]) -> list[engine.RunResult]:
         raise engine.RunInterrupted(jobs[0].run_dir.parent, received[0])
     return [m.result for m in members]
 
-
-def _rows_mask(rows: list[int], k: int, like: torch.Tensor) -> torch.Tensor:
-    mask = torch.zeros(k, dtype=torch.bool, device=like.device)
-    mask[rows] = True
-    return _fit(mask, like)
-
-
-def _fit(mask: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return mask.view(-1, *([1] * (like.dim() - 1)))
