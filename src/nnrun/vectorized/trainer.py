@@ -50,6 +50,32 @@ class _Model:
     result: engine.RunResult | None = None
 
 
+class _RecordedLogger:
+    """Stands in for a job's RunLogger while the stack trains: records its calls, replays them on close.
+
+    K open RunLoggers would run K TensorBoard writer threads fighting the training loop for the GIL; this way
+    one writer is open at a time, and each job's event file holds the same events as its separate run's.
+    """
+
+    def __init__(self, run_dir: Path, config_yaml: str):
+        self.run_dir, self.config_yaml = run_dir, config_yaml
+        self.calls: list[tuple[str, tuple, dict]] = []
+
+    def __getattr__(self, name: str):
+        def record(*args, **kwargs):
+            self.calls.append((name, args, kwargs))
+        return record
+
+    def close(self) -> None:
+        from nnrun.logging import RunLogger
+
+        # A queue as long as the record: the writes never wait for the writer thread.
+        logger = RunLogger(self.run_dir, self.config_yaml, max_queue=len(self.calls) + 16)
+        for name, args, kwargs in self.calls:
+            getattr(logger, name)(*args, **kwargs)
+        logger.close()
+
+
 @torch.no_grad()
 def evaluate(net: stacked_model.StackedMLP, fn, loss: losses.Loss, split: Split) -> tuple[list, list]:
     """Per model (mean loss, accuracy) on a whole split, dropout off: two lists of K floats."""
@@ -72,8 +98,6 @@ def train_stack(jobs: list[Job]) -> list[engine.RunResult]:
     loss = losses.LOSSES[cfg.loss]
     loss_fn = stacked_model.STACKED_LOSSES[cfg.loss]
 
-    from nnrun.logging import RunLogger
-
     members: list[_Model] = []
     for job in jobs:
         Path(job.run_dir).mkdir(parents=True, exist_ok=True)
@@ -83,7 +107,7 @@ def train_stack(jobs: list[Job]) -> list[engine.RunResult]:
         rng = torch.Generator(device=device).manual_seed(job.cfg.seed)
         module.set_dropout_generator(rng)
         members.append(_Model(job, module, rng, optim.build(module.parameters(), job.cfg.optimizer),
-                              RunLogger(job.run_dir, job.config_yaml),
+                              _RecordedLogger(job.run_dir, job.config_yaml),
                               engine.EarlyStopping(job.cfg.train.early_stopping)))
     net = stacked_model.StackedMLP([m.module for m in members], cfg.activation)
     optimizer = stacked_optim.build(cfg.optimizer.name, net.params, [m.optimizer for m in members])
