@@ -62,6 +62,10 @@ class VectorizedLauncher(Launcher):
         if sweeper not in SERVED_SWEEPERS:
             _bad_input(f"hydra/launcher=vectorized cannot serve the sweeper {sweeper}: it serves Hydra's basic "
                        "sweeper and hydra/sweeper=optuna")
+        # One full composition per distinct set of group choices, for this launcher and the sweeper's checks.
+        from hydra_plugins.nnrun_vectorized_launcher import sweep_configs
+
+        sweep_configs.install(hydra_context.config_loader)
         if not isinstance(self.max_models, int) or self.max_models < 1:
             _bad_input(f"hydra.launcher.max_models={self.max_models} is not allowed: an integer >= 1")
 
