@@ -1,27 +1,27 @@
 """A Hydra launcher that trains a sweep's jobs as stacked models (nnrun.vectorized), K jobs per stack.
 
-Each job still gets its own run dir exactly as Hydra's basic launcher makes it: the launcher runs Hydra's own
-`run_job` for every job with a task that only validates the config and notes where the job goes (so `.hydra/`,
-the job's log and Hydra's callbacks are Hydra's), then trains the jobs that can share a stack together and
+Each job still gets its own run dir exactly as Hydra's basic launcher makes it (`_set_up_job` does what
+Hydra's `run_job` does around a task: output dir, `.hydra/`, the job's log, callbacks), then trains the jobs that can share a stack together and
 writes each job's TensorBoard events, metrics.json and checkpoint.pt through the engine's own code.
 """
 
 import logging
 import math
+import os
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Sequence
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 # No `from __future__ import annotations`: Hydra imports plugins outside sys.modules, where dataclass
 # cannot resolve string annotations.
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.utils import JobReturn, JobStatus, configure_log, run_job, setup_globals
+from hydra.core.utils import JobReturn, JobStatus, _save_config, configure_log, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
-from omegaconf import DictConfig, OmegaConf, open_dict
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 log = logging.getLogger(__name__)
 
@@ -82,17 +82,10 @@ class VectorizedLauncher(Launcher):
             with open_dict(sweep_config):
                 sweep_config.hydra.job.id = idx
                 sweep_config.hydra.job.num = idx
-            ret = run_job(hydra_context=self.hydra_context, task_function=_prepare, config=sweep_config,
-                          job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
-            configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-            if ret.status == JobStatus.FAILED:
-                from nnrun.config import ConfigError
-
-                if isinstance(ret.return_value, ConfigError):
-                    _bad_input(str(ret.return_value))
-                raise ret.return_value
+            ret, job = _set_up_job(self.hydra_context, sweep_config)
             returns.append(ret)
-            jobs.append(ret.return_value)
+            jobs.append(job)
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
 
         objectives = self.train(jobs)
         for ret, job in zip(returns, jobs):
@@ -150,11 +143,42 @@ class VectorizedLauncher(Launcher):
         return batching.models_per_stack(per_model, self.memory_budget_mb * 2**20, self.max_models)
 
 
-def _prepare(cfg: DictConfig) -> Any:
-    """The task `run_job` runs for each job here: validate its config and note its run dir (no training)."""
+def _set_up_job(hydra_context: HydraContext, config: DictConfig) -> Tuple[JobReturn, Any]:
+    """What Hydra's `run_job` does for a job before and after its task, without running a task: the job's
+    output dir, `.hydra/` (config.yaml, hydra.yaml, overrides.yaml), its log, the callbacks; then the job's
+    validated config and run dir for training. (`run_job` copies the whole config three times per job; one
+    copy is enough here, and on a sweep of small networks that difference is most of the launcher's time.)"""
     from nnrun import config as schema
+    from nnrun.config import ConfigError
     from nnrun.vectorized.trainer import Job
 
-    hydra_cfg = HydraConfig.get()
-    return Job(schema.parse(cfg), Path(hydra_cfg.runtime.output_dir), list(hydra_cfg.overrides.task),
-               OmegaConf.to_yaml(cfg, resolve=True))
+    output_dir = Path(str(OmegaConf.select(config, "hydra.sweep.dir"))) / str(
+        OmegaConf.select(config, "hydra.sweep.subdir"))
+    with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
+        config.hydra.runtime.output_dir = os.path.abspath(output_dir)
+    saved = HydraConfig.instance().cfg
+    HydraConfig.instance().set_config(config)
+    try:
+        hydra_cfg = HydraConfig.instance().cfg
+        task_cfg = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])
+        ret = JobReturn(overrides=list(config.hydra.overrides.task), cfg=task_cfg, hydra_cfg=hydra_cfg,
+                        working_dir=os.getcwd(), task_name=str(config.hydra.job.name))
+        output_dir.mkdir(parents=True, exist_ok=True)
+        configure_log(config.hydra.job_logging, config.hydra.verbose)
+        if config.hydra.output_subdir is not None:
+            hydra_output = output_dir / str(config.hydra.output_subdir)
+            _save_config(task_cfg, "config.yaml", hydra_output)
+            _save_config(hydra_cfg, "hydra.yaml", hydra_output)
+            _save_config(config.hydra.overrides.task, "overrides.yaml", hydra_output)
+        try:
+            parsed = schema.parse(task_cfg)
+        except ConfigError as exc:
+            _bad_input(str(exc))
+        job = Job(parsed, Path(config.hydra.runtime.output_dir), list(ret.overrides),
+                  OmegaConf.to_yaml(task_cfg, resolve=True))
+        hydra_context.callbacks.on_job_start(config=config, task_function=None)
+        ret.status = JobStatus.COMPLETED
+        hydra_context.callbacks.on_job_end(config=config, job_return=ret)
+        return ret, job
+    finally:
+        HydraConfig.instance().cfg = saved
