@@ -32,7 +32,7 @@ CASES = {
         [["optimizer.lr=1.0", "seed=0", "model.dropout=0.3"], ["optimizer.lr=0.5", "seed=1", "optimizer.rho=0.5"]]),
     "adam-ce-gaussians-batch": (
         ["optimizer=adam", "loss=cross_entropy", "dataset=gaussians", "dataset.n_samples=120", "model.hidden=[5]",
-         "train.batch_size=16"],
+         "train.batch_size=16", "train.log_steps=true"],
         [["optimizer.lr=0.01", "seed=0", "optimizer.weight_decay=0.01"], ["optimizer.lr=0.05", "seed=1"],
          ["optimizer.lr=0.02", "seed=2", "optimizer.betas=[0.5,0.9]"]]),
     "rmsprop-momentum-mse-xor-full": (
