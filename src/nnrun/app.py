@@ -118,6 +118,10 @@ def run_task(cfg: DictConfig) -> float:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     overrides = list(hydra_cfg.overrides.task)
+    if not multirun and hydra_cfg.runtime.choices.get("hydra/launcher") == "vectorized":
+        fail("hydra/launcher=vectorized trains the jobs of a sweep together; add -m "
+             "(nnrun train -m hydra/launcher=vectorized optimizer.lr=0.01,0.1 seed=0,1)")
+
     import torch
 
     from nnrun import console, engine

@@ -317,6 +317,8 @@ def resume(cfg: TrainConfig, run_dir: Path, model: models.MLP, optimizer, rng: t
         raise ConfigError("train.resume", str(source), "a run of the same model and optimizer "
                           f"(it has {payload['spec']} with {payload['config']['optimizer']['name']})")
     saved = payload["resume"]
+    if saved is None:
+        raise ConfigError("train.resume", str(source), f"a run that can go on; this one {payload['status']}")
     device = next(model.parameters()).device
     model.load_state_dict(saved["model"])
     optimizer.load_state_dict(saved["optimizer"])
@@ -338,6 +340,12 @@ def checkpoint_payload(cfg: TrainConfig, model: models.MLP, optimizer, rng: torc
                        weights_epoch: int | None = None) -> dict[str, Any]:
     """What checkpoint.pt holds: the weights to use (`model`), what predict needs, and what resume needs."""
     current = model.state_dict()
+    # A diverged run's last state holds NaNs: it is not saved, and such a run cannot be resumed.
+    resume_state = None if status == "diverged" else {
+        "epochs_done": state.epochs_done, "step": state.step, "partial": state.partial,
+        "model": current, "optimizer": optimizer.state_dict(),
+        "rng": {"train": rng.get_state()}, "early_stopping": stopper.state_dict(),
+        "best_weights": state.best_weights, "last_good": state.last_good}
     return {
         "model": current if weights is None else weights,
         "epoch": state.epochs_done if weights_epoch is None else weights_epoch,
@@ -348,10 +356,7 @@ def checkpoint_payload(cfg: TrainConfig, model: models.MLP, optimizer, rng: torc
         "config": cfg.to_dict(),
         "status": status,
         # The state at the last step (not restored best weights), so a resumed run continues exactly.
-        "resume": {"epochs_done": state.epochs_done, "step": state.step, "partial": state.partial,
-                   "model": current, "optimizer": optimizer.state_dict(),
-                   "rng": {"train": rng.get_state()}, "early_stopping": stopper.state_dict(),
-                   "best_weights": state.best_weights, "last_good": state.last_good},
+        "resume": resume_state,
     }
 
 

@@ -38,12 +38,13 @@ def hparam_value(value: Any) -> Any:
 class RunLogger:
     """A SummaryWriter on the run dir, with the few calls the engine needs."""
 
-    def __init__(self, run_dir: Path, config_yaml: str):
+    def __init__(self, run_dir: Path, config_yaml: str, max_queue: int = 10):
+        """`max_queue`: events the writer thread may have pending before a write waits for it."""
         from torch.utils.tensorboard import SummaryWriter
         from tensorboard.compat.proto.summary_pb2 import Summary
 
         self._Summary = Summary
-        self.writer = SummaryWriter(log_dir=str(run_dir), flush_secs=30)
+        self.writer = SummaryWriter(log_dir=str(run_dir), flush_secs=30, max_queue=max_queue)
         self._file_writer = self.writer._get_file_writer()
         self._last_epoch = 0  # where the final metrics go on the step axis
         self.writer.add_custom_scalars(custom_scalars_layout())

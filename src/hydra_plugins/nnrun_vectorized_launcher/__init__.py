@@ -1,0 +1,1 @@
+"""nnrun's vectorized launcher for Hydra: `nnrun train -m hydra/launcher=vectorized ...`."""

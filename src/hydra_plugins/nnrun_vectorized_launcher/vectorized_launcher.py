@@ -1,0 +1,184 @@
+"""A Hydra launcher that trains a sweep's jobs as stacked models (nnrun.vectorized), K jobs per stack.
+
+Each job still gets its own run dir exactly as Hydra's basic launcher makes it (`_set_up_job` does what
+Hydra's `run_job` does around a task: output dir, `.hydra/`, the job's log, callbacks), then trains the jobs that can share a stack together and
+writes each job's TensorBoard events, metrics.json and checkpoint.pt through the engine's own code.
+"""
+
+import logging
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+# No `from __future__ import annotations`: Hydra imports plugins outside sys.modules, where dataclass
+# cannot resolve string annotations.
+from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.utils import JobReturn, JobStatus, _save_config, configure_log, setup_globals
+from hydra.plugins.launcher import Launcher
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+
+log = logging.getLogger(__name__)
+
+# Sweepers that hand their jobs to `launch` as lists of overrides (grid sweeps, Optuna's batches of trials).
+SERVED_SWEEPERS = ("hydra._internal.core_plugins.basic_sweeper.BasicSweeper",
+                   "hydra_plugins.hydra_optuna_sweeper.optuna_sweeper.OptunaSweeper")
+
+
+@dataclass
+class VectorizedLauncherConf:
+    _target_: str = "hydra_plugins.nnrun_vectorized_launcher.vectorized_launcher.VectorizedLauncher"
+    # The most models in one stack; a bigger sweep runs in chunks.
+    max_models: int = 256
+    # Memory one stack may use (parameters, gradients, optimizer state, activations); caps models per stack.
+    memory_budget_mb: int = 1024
+
+
+ConfigStore.instance().store(group="hydra/launcher", name="vectorized", node=VectorizedLauncherConf,
+                             provider="nnrun")
+
+
+def _bad_input(message: str) -> None:
+    from nnrun.app import fail
+
+    fail(message)
+
+
+class VectorizedLauncher(Launcher):
+    def __init__(self, max_models: int = 256, memory_budget_mb: int = 1024) -> None:
+        self.max_models, self.memory_budget_mb = max_models, memory_budget_mb
+        self.config: Optional[DictConfig] = None
+        self.hydra_context: Optional[HydraContext] = None
+        self.task_function: Optional[TaskFunction] = None
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
+        sweeper = OmegaConf.select(config, "hydra.sweeper._target_")
+        if sweeper not in SERVED_SWEEPERS:
+            _bad_input(f"hydra/launcher=vectorized cannot serve the sweeper {sweeper}: it serves Hydra's basic "
+                       "sweeper and hydra/sweeper=optuna")
+        # One full composition per distinct set of group choices, for this launcher and the sweeper's checks.
+        from hydra_plugins.nnrun_vectorized_launcher import sweep_configs
+
+        sweep_configs.install(hydra_context.config_loader)
+        if not isinstance(self.max_models, int) or self.max_models < 1:
+            _bad_input(f"hydra.launcher.max_models={self.max_models} is not allowed: an integer >= 1")
+
+    def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        setup_globals()
+        assert self.config is not None and self.hydra_context is not None
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+
+        # --- every job's run dir, as the basic launcher makes it; configs validated before any training ---
+        returns, jobs = [], []
+        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
+            sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            with open_dict(sweep_config):
+                sweep_config.hydra.job.id = idx
+                sweep_config.hydra.job.num = idx
+            ret, job = _set_up_job(self.hydra_context, sweep_config)
+            returns.append(ret)
+            jobs.append(job)
+        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+
+        objectives = self.train(jobs)
+        for ret, job in zip(returns, jobs):
+            ret.return_value = objectives.get(id(job), math.nan)
+        return returns
+
+    def train(self, jobs: List[Any]) -> Dict[int, float]:
+        """Train the jobs in stacks; the objective (best monitored value, NaN if none) per job by id()."""
+        import torch
+
+        from nnrun import engine
+        from nnrun.config import ConfigError
+        from nnrun.vectorized import batching
+        from nnrun.vectorized.trainer import train_stack
+
+        groups = batching.group(jobs, lambda job: batching.batch_key(job.cfg))
+        if len(groups) > 1:
+            print(f"nnrun: these {len(jobs)} jobs differ in more than per-model values (data, architecture, "
+                  f"loss, batch size, ...): {len(groups)} separate stacks", file=sys.stderr)
+        objectives: Dict[int, float] = {}
+        for stack in groups:
+            for chunk in batching.chunks(stack, self.stack_size(stack[0].cfg)):
+                torch.set_num_threads(chunk[0].cfg.threads)
+                started = time.perf_counter()
+                try:
+                    results = train_stack(chunk)
+                except ConfigError as exc:
+                    _bad_input(str(exc))
+                except engine.RunInterrupted as exc:
+                    print(f"nnrun: {exc}", file=sys.stderr)
+                    sys.exit(130)
+                except Exception as exc:
+                    # One faulty stack is a result (status failed in its jobs' metrics.json); the others go on.
+                    print(f"nnrun: a stack of {len(chunk)} jobs failed: {type(exc).__name__}: {exc}",
+                          file=sys.stderr)
+                    continue
+                for job, result in zip(chunk, results):
+                    objectives[id(job)] = result.objective
+                statuses = [r.status for r in results]
+                print(f"nnrun: trained {len(chunk)} jobs as one stacked model in "
+                      f"{time.perf_counter() - started:.2f} s ("
+                      + ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses)) + ")")
+        return objectives
+
+    def stack_size(self, cfg) -> int:
+        """Models per stack: hydra.launcher.max_models, and what the memory budget holds for this data."""
+        from nnrun.data import load
+        from nnrun.losses import LOSSES
+        from nnrun.vectorized import batching
+
+        data = load(cfg.dataset)
+        rows = max(len(data.train), len(data.val), len(data.test))
+        per_model = batching.bytes_per_model(cfg, data.n_features, LOSSES[cfg.loss].n_outputs(data.n_classes),
+                                             rows, min(cfg.train.batch_size or rows, rows))
+        return batching.models_per_stack(per_model, self.memory_budget_mb * 2**20, self.max_models)
+
+
+def _set_up_job(hydra_context: HydraContext, config: DictConfig) -> Tuple[JobReturn, Any]:
+    """What Hydra's `run_job` does for a job before and after its task, without running a task: the job's
+    output dir, `.hydra/` (config.yaml, hydra.yaml, overrides.yaml), its log, the callbacks; then the job's
+    validated config and run dir for training. (`run_job` copies the whole config three times per job; one
+    copy is enough here, and on a sweep of small networks that difference is most of the launcher's time.)"""
+    from nnrun import config as schema
+    from nnrun.config import ConfigError
+    from nnrun.vectorized.trainer import Job
+
+    output_dir = Path(str(OmegaConf.select(config, "hydra.sweep.dir"))) / str(
+        OmegaConf.select(config, "hydra.sweep.subdir"))
+    with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
+        config.hydra.runtime.output_dir = os.path.abspath(output_dir)
+    saved = HydraConfig.instance().cfg
+    HydraConfig.instance().set_config(config)
+    try:
+        hydra_cfg = HydraConfig.instance().cfg
+        task_cfg = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])
+        ret = JobReturn(overrides=list(config.hydra.overrides.task), cfg=task_cfg, hydra_cfg=hydra_cfg,
+                        working_dir=os.getcwd(), task_name=str(config.hydra.job.name))
+        output_dir.mkdir(parents=True, exist_ok=True)
+        configure_log(config.hydra.job_logging, config.hydra.verbose)
+        if config.hydra.output_subdir is not None:
+            hydra_output = output_dir / str(config.hydra.output_subdir)
+            _save_config(task_cfg, "config.yaml", hydra_output)
+            _save_config(hydra_cfg, "hydra.yaml", hydra_output)
+            _save_config(config.hydra.overrides.task, "overrides.yaml", hydra_output)
+        try:
+            parsed = schema.parse(task_cfg)
+        except ConfigError as exc:
+            _bad_input(str(exc))
+        job = Job(parsed, Path(config.hydra.runtime.output_dir), list(ret.overrides),
+                  OmegaConf.to_yaml(task_cfg, resolve=True))
+        hydra_context.callbacks.on_job_start(config=config, task_function=None)
+        ret.status = JobStatus.COMPLETED
+        hydra_context.callbacks.on_job_end(config=config, job_return=ret)
+        return ret, job
+    finally:
+        HydraConfig.instance().cfg = saved

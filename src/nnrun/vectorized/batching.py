@@ -1,0 +1,61 @@
+"""Which sweep jobs can share one stacked model, and how many models one stack may hold.
+
+Jobs share a stack when their configs are equal but for per-model values: the seed (initial weights, batch
+order, dropout masks), init_std, dropout p and the optimizer's numbers (lr, weight decay, betas, ...). The
+optimizer's name and code path (Nesterov or not, momentum on or off) are shared by the stack.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Sequence, TypeVar
+
+from nnrun.config import TrainConfig
+from nnrun.vectorized.optim import structure
+
+T = TypeVar("T")
+
+# Keys that may differ between the models of one stack.
+PER_MODEL = ("seed", "model.dropout", "model.init_std", "optimizer.lr", "optimizer.params", "exp_name")
+
+
+def batch_key(cfg: TrainConfig) -> str:
+    """Equal for two configs exactly when their jobs can be trained in one stack."""
+    tree = cfg.to_dict()
+    for dotted in PER_MODEL:
+        *parents, last = dotted.split(".")
+        node = tree
+        for part in parents:
+            node = node[part]
+        node.pop(last)
+    tree["optimizer_structure"] = structure(cfg.optimizer.name, dict(cfg.optimizer.params))
+    return json.dumps(tree, sort_keys=True, default=str)
+
+
+def group(items: Sequence[T], key) -> list[list[T]]:
+    """Items grouped by key, groups in order of first appearance, items in their order."""
+    groups: dict[str, list[T]] = {}
+    for item in items:
+        groups.setdefault(key(item), []).append(item)
+    return list(groups.values())
+
+
+def bytes_per_model(cfg: TrainConfig, n_features: int, n_outputs: int, n_rows: int, batch_rows: int) -> int:
+    """A generous estimate of one model's memory in the stack, float32.
+
+    Parameters, their gradients, up to three optimizer state tensors and two snapshots (last good, best); the
+    activations of a training step (forward, backward, dropout masks) and of evaluating a whole split.
+    """
+    widths = [n_features, *cfg.model.hidden, n_outputs]
+    n_params = sum((a + 1) * b for a, b in zip(widths, widths[1:]))
+    activations = sum(widths)
+    return 4 * (7 * n_params + 4 * batch_rows * activations + 2 * n_rows * activations)
+
+
+def models_per_stack(per_model_bytes: int, budget_bytes: int, max_models: int) -> int:
+    """At most `max_models`, and as many as fit `budget_bytes` (always at least one)."""
+    return max(1, min(max_models, budget_bytes // max(per_model_bytes, 1)))
+
+
+def chunks(items: Sequence[T], size: int) -> list[list[T]]:
+    return [list(items[i:i + size]) for i in range(0, len(items), size)]

@@ -1,0 +1,264 @@
+"""The lecture's update rules over stacked parameters: K models in one (K, ...) tensor, each with its own numbers.
+
+`torch.optim` takes one learning rate per parameter group, so K models with K learning rates would need K
+optimizers and K kernel launches per rule. Here each rule is written once over the stacked tensors, with every
+per-model hyperparameter a (K, 1, ...) tensor that broadcasts over its model's slice. The arithmetic follows
+`torch.optim`'s single-tensor code line by line (same order of operations), so model k's trajectory matches
+the separate run's; `tests/test_vectorized_optim.py` checks each rule against `torch.optim`.
+
+The hyperparameters are read from the param group of the `torch.optim` optimizer that `nnrun.optim.build`
+makes for each model, so the defaults live in one place. State tensors use `torch.optim`'s names, so
+`load_into(k, ...)` hands model k's state to its own `torch.optim` optimizer (for checkpoint.pt).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+
+class StackedOptimizer:
+    """Base: per-model hyperparameters as (K,) float64 tensors, state as stacked tensors, one shared step count.
+
+    Models leave the stack together with their state (`keep`), so every model in it has taken the same number
+    of steps and the step count is one integer.
+    """
+
+    # Hyperparameters read from each model's torch.optim param group (see `read`).
+    hyper_keys: tuple[str, ...] = ("lr", "weight_decay")
+    # Hyperparameters whose complement 1 - value the rule uses (as h("1-" + key)).
+    complements: tuple[str, ...] = ()
+    def __init__(self, params: Sequence[torch.Tensor], groups: Sequence[dict]):
+        self.params = list(params)
+        device = self.params[0].device
+        self.hyper = {key: torch.tensor([float(self.read(g, key)) for g in groups], dtype=torch.float64,
+                                        device=device) for key in self.hyper_keys}
+        # Numbers the rules use every step, computed once (in float64, as torch.optim's Python scalars).
+        self.hyper["-lr"] = -self.hyper["lr"]
+        for key in self.complements:
+            self.hyper["1-" + key] = 1 - self.hyper[key]
+        self.steps = 0
+        self.state: list[dict[str, torch.Tensor]] = [self.init_state(p, groups) for p in self.params]
+        self._views: dict[tuple[str, int], torch.Tensor] = {}
+        self.any_weight_decay = bool((self.hyper["weight_decay"] != 0).any())
+
+    @staticmethod
+    def read(group: dict, key: str) -> float:
+        return group[key]
+
+    def init_state(self, p: torch.Tensor, groups: Sequence[dict]) -> dict[str, torch.Tensor]:
+        return {}
+
+    def h(self, key: str, p: torch.Tensor) -> torch.Tensor:
+        """Hyperparameter `key` as a (K, 1, ...) tensor of p's dtype, broadcasting over each model's slice."""
+        view = self._views.get((key, p.dim()))
+        if view is None:
+            view = self.hyper[key].to(p.dtype).view(-1, *([1] * (p.dim() - 1)))
+            self._views[(key, p.dim())] = view
+        return view
+
+    def per_model(self, values: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
+        """A (K,) float64 tensor computed this step (bias corrections, ...) as p's dtype, broadcastable."""
+        return values.to(p.dtype).view(-1, *([1] * (p.dim() - 1)))
+
+    def decayed_grad(self, p: torch.Tensor) -> torch.Tensor:
+        """grad + weight_decay * param (L2 penalty), as torch.optim adds it before the rule."""
+        if not self.any_weight_decay:
+            return p.grad
+        return p.grad.addcmul(p, self.h("weight_decay", p))
+
+    def zero_grad(self) -> None:
+        for p in self.params:
+            p.grad = None
+
+    @torch.no_grad()
+    def step(self) -> None:
+        self.steps += 1
+        for p, state in zip(self.params, self.state):
+            self.update(p, self.decayed_grad(p), state)
+
+    def update(self, p: torch.Tensor, grad: torch.Tensor, state: dict[str, torch.Tensor]) -> None:
+        raise NotImplementedError
+
+    def keep(self, rows: torch.Tensor, params: Sequence[torch.Tensor]) -> None:
+        """Keep only the models at `rows` (their params now `params`); the others leave with their state."""
+        self.params = list(params)
+        self.hyper = {k: v[rows] for k, v in self.hyper.items()}
+        self.state = [{k: v[rows] for k, v in s.items()} for s in self.state]
+        self._views.clear()
+
+    # torch.optim keeps a "step" count in every rule's state but SGD's.
+    counts_steps = True
+
+    def load_into(self, row: int, optimizer: torch.optim.Optimizer, split=None) -> torch.optim.Optimizer:
+        """Put model `row`'s state into its own torch.optim optimizer, for checkpoint.pt.
+
+        `split` maps one model's row of a stacked tensor to its per-parameter tensors, in the optimizer's
+        parameter order (StackedMLP.split_row); None when the stacked tensors are one per parameter already.
+        """
+        if self.steps == 0:
+            return optimizer
+        params = [p for group in optimizer.param_groups for p in group["params"]]
+        entries: list[dict[str, torch.Tensor]] = []
+        for p, state in zip(self.params, self.state):
+            n_pieces = len(split(p[row])) if split else 1
+            pieces = [{} for _ in range(n_pieces)]
+            for key, value in state.items():
+                for entry, piece in zip(pieces, split(value[row]) if split else [value[row]]):
+                    entry[key] = piece.detach().clone()
+            entries += pieces
+        for p, entry in zip(params, entries):
+            if self.counts_steps:
+                entry["step"] = torch.tensor(float(self.steps))
+            optimizer.state[p] = {k: v.to(p.device) for k, v in entry.items()}
+        return optimizer
+
+
+class SGD(StackedOptimizer):
+    """Gradient descent, w <- w - lr * grad; with momentum (Polyak 1964) v <- mu * v + grad, w <- w - lr * v;
+    Nesterov's variant (Sutskever et al. 2013) steps along grad + mu * v. Same as torch.optim.SGD, dampening 0.
+    """
+
+    hyper_keys = ("lr", "weight_decay", "momentum")
+    counts_steps = False
+
+    def __init__(self, params, groups):
+        super().__init__(params, groups)
+        self.nesterov = bool(groups[0]["nesterov"])
+        # Momentum on or off is a code path shared by the whole stack (see `structure`).
+        self.with_momentum = float(groups[0]["momentum"]) != 0
+
+    def update(self, p, grad, state):
+        if self.with_momentum:
+            momentum = self.h("momentum", p)
+            if "momentum_buffer" not in state:
+                buf = state["momentum_buffer"] = grad.clone()
+            else:
+                buf = state["momentum_buffer"].mul_(momentum).add_(grad)
+            grad = grad.addcmul(buf, momentum) if self.nesterov else buf
+        p.addcmul_(grad, self.h("-lr", p))
+
+
+class Adagrad(StackedOptimizer):
+    """Adagrad (Duchi, Hazan & Singer 2011): each weight's step shrinks with the sum of its squared gradients.
+    sum <- sum + grad^2;  w <- w - clr * grad / (sqrt(sum) + eps),  clr = lr / (1 + (t - 1) * lr_decay).
+    """
+
+    hyper_keys = ("lr", "weight_decay", "lr_decay", "initial_accumulator_value", "eps")
+
+    def init_state(self, p, groups):
+        init = torch.tensor([float(g["initial_accumulator_value"]) for g in groups], dtype=p.dtype,
+                            device=p.device).view(-1, *([1] * (p.dim() - 1)))
+        return {"sum": torch.zeros_like(p).add_(init)}
+
+    def step(self):
+        lr = self.hyper["lr"] / (1 + (self.steps) * self.hyper["lr_decay"])  # t - 1 = steps before this one
+        self._clr = lr
+        super().step()
+
+    def update(self, p, grad, state):
+        state["sum"].addcmul_(grad, grad)
+        std = state["sum"].sqrt().add_(self.h("eps", p))
+        p.addcdiv_(grad * -self.per_model(self._clr, p), std)
+
+
+class Adadelta(StackedOptimizer):
+    """Adadelta (Zeiler 2012): running averages of squared gradients and of squared updates set the step.
+    E[g^2] <- rho E[g^2] + (1-rho) g^2;  d = sqrt(E[dx^2] + eps) / sqrt(E[g^2] + eps) * g;
+    E[dx^2] <- rho E[dx^2] + (1-rho) d^2;  w <- w - lr * d.
+    """
+
+    hyper_keys = ("lr", "weight_decay", "rho", "eps")
+    complements = ("rho",)
+
+    def init_state(self, p, groups):
+        return {"square_avg": torch.zeros_like(p), "acc_delta": torch.zeros_like(p)}
+
+    def update(self, p, grad, state):
+        rho, eps = self.h("rho", p), self.h("eps", p)
+        square_avg, acc_delta = state["square_avg"], state["acc_delta"]
+        square_avg.mul_(rho).addcmul_(grad * self.h("1-rho", p), grad)
+        std = square_avg.add(eps).sqrt_()
+        delta = acc_delta.add(eps).sqrt_()
+        delta.div_(std).mul_(grad)
+        acc_delta.mul_(rho).addcmul_(delta * self.h("1-rho", p), delta)
+        p.addcmul_(delta, self.h("-lr", p))
+
+
+class Adam(StackedOptimizer):
+    """Adam (Kingma & Ba 2015): momentum on the gradient (m) and on its square (v), both bias-corrected.
+    m <- b1 m + (1-b1) g;  v <- b2 v + (1-b2) g^2;  w <- w - lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps).
+    """
+
+    hyper_keys = ("lr", "weight_decay", "beta1", "beta2", "eps")
+    complements = ("beta1", "beta2")
+
+    @staticmethod
+    def read(group, key):
+        if key in ("beta1", "beta2"):
+            return group["betas"][0 if key == "beta1" else 1]
+        return group[key]
+
+    def init_state(self, p, groups):
+        return {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
+
+    def step(self):
+        t = self.steps + 1
+        # In float64, as torch.optim computes these Python scalars.
+        self._step_size = self.hyper["lr"] / (1 - self.hyper["beta1"] ** t)
+        self._bias_correction2_sqrt = (1 - self.hyper["beta2"] ** t) ** 0.5
+        super().step()
+
+    def update(self, p, grad, state):
+        exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        exp_avg.lerp_(grad, self.h("1-beta1", p))
+        exp_avg_sq.mul_(self.h("beta2", p)).addcmul_(grad * self.h("1-beta2", p), grad)
+        denom = (exp_avg_sq.sqrt() / self.per_model(self._bias_correction2_sqrt, p)).add_(self.h("eps", p))
+        p.addcdiv_(exp_avg * -self.per_model(self._step_size, p), denom)
+
+
+class RMSprop(StackedOptimizer):
+    """RMSProp (Hinton 2012, lecture 6e): divide the step by a running root-mean-square of recent gradients.
+    E[g^2] <- a E[g^2] + (1-a) g^2;  w <- w - lr * g / (sqrt(E[g^2]) + eps);  with momentum mu:
+    v <- mu v + g / (sqrt(E[g^2]) + eps),  w <- w - lr * v.
+    """
+
+    hyper_keys = ("lr", "weight_decay", "alpha", "eps", "momentum")
+    complements = ("alpha",)
+
+    def init_state(self, p, groups):
+        state = {"square_avg": torch.zeros_like(p)}
+        # Momentum on or off is a code path shared by the whole stack (see `structure`).
+        self.with_momentum = float(groups[0]["momentum"]) > 0
+        if self.with_momentum:
+            state["momentum_buffer"] = torch.zeros_like(p)
+        return state
+
+    def update(self, p, grad, state):
+        square_avg = state["square_avg"]
+        square_avg.mul_(self.h("alpha", p)).addcmul_(grad * self.h("1-alpha", p), grad)
+        avg = square_avg.sqrt().add_(self.h("eps", p))
+        if self.with_momentum:
+            buf = state["momentum_buffer"]
+            buf.mul_(self.h("momentum", p)).addcdiv_(grad, avg)
+            p.addcmul_(buf, self.h("-lr", p))
+        else:
+            p.addcdiv_(grad * self.h("-lr", p), avg)
+
+
+# One stacked rule per name of conf/optimizer/ (momentum is SGD with a momentum buffer, as in nnrun.optim).
+RULES: dict[str, type[StackedOptimizer]] = {
+    "sgd": SGD, "momentum": SGD, "adagrad": Adagrad, "adadelta": Adadelta, "adam": Adam, "rmsprop": RMSprop,
+}
+
+
+def structure(name: str, params: dict) -> tuple:
+    """What must be equal for two models to share one stacked optimizer: the rule and its code path."""
+    return (name, bool(params.get("nesterov", False)), float(params.get("momentum", 0.0)) > 0)
+
+
+def build(name: str, params: Sequence[torch.Tensor], optimizers: Sequence[torch.optim.Optimizer]
+          ) -> StackedOptimizer:
+    """The stacked rule `name` over `params`, with model k's numbers read from `optimizers[k]`."""
+    return RULES[name](params, [opt.param_groups[0] for opt in optimizers])

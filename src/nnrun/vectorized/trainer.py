@@ -1,0 +1,267 @@
+"""The engine's training loop for K models at once: same data, batch order per model, evaluation, early
+stopping, divergence, checkpoints and metrics, each model exactly as its separate `engine.train` run.
+
+Read it beside `nnrun.engine.train`: the loop has the same parts in the same order. What differs:
+- each model k has its own generator (seeded like its run) for its batch order and dropout masks, drawn in the
+  run's order (per epoch the permutation, then per step the masks layer by layer);
+- losses are per model and summed for one backward (models share no weights, so each gets its own gradient);
+- a model that stops early, diverges or is interrupted leaves the stack with its weights and optimizer state
+  (so it is frozen, and a NaN in it can reach no other model), and is finished by the engine's own `_finish`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nnrun import engine, losses, models, optim
+from nnrun.config import TrainConfig, check_loss_fits
+from nnrun.data import Split, load
+from nnrun.vectorized import model as stacked_model
+from nnrun.vectorized import optim as stacked_optim
+
+
+@dataclass
+class Job:
+    """One sweep job: its validated config and where its run dir is."""
+
+    cfg: TrainConfig
+    run_dir: Path
+    overrides: list[str] = field(default_factory=list)
+    config_yaml: str = ""
+
+
+@dataclass
+class _Model:
+    """One model's own pieces: its plain MLP (for finishing), generator, optimizer, logger and early stopping."""
+
+    job: Job
+    module: models.MLP
+    rng: torch.Generator
+    optimizer: torch.optim.Optimizer
+    logger: Any
+    stopper: engine.EarlyStopping
+    has_best: bool = False
+    result: engine.RunResult | None = None
+
+
+class _RecordedLogger:
+    """Stands in for a job's RunLogger while the stack trains: records its calls, replays them on close.
+
+    K open RunLoggers would run K TensorBoard writer threads fighting the training loop for the GIL; this way
+    one writer is open at a time, and each job's event file holds the same events as its separate run's.
+    """
+
+    def __init__(self, run_dir: Path, config_yaml: str):
+        self.run_dir, self.config_yaml = run_dir, config_yaml
+        self.calls: list[tuple[str, tuple, dict]] = []
+
+    def __getattr__(self, name: str):
+        def record(*args, **kwargs):
+            self.calls.append((name, args, kwargs))
+        return record
+
+    def close(self) -> None:
+        from nnrun.logging import RunLogger
+
+        # A queue as long as the record: the writes never wait for the writer thread.
+        logger = RunLogger(self.run_dir, self.config_yaml, max_queue=len(self.calls) + 16)
+        for name, args, kwargs in self.calls:
+            getattr(logger, name)(*args, **kwargs)
+        logger.close()
+
+
+@torch.no_grad()
+def evaluate(net: stacked_model.StackedMLP, fn, loss: losses.Loss, split: Split) -> tuple[list, list]:
+    """Per model (mean loss, accuracy) on a whole split, dropout off: two lists of K floats."""
+    logits = net(split.x.expand(net.n_models, *split.x.shape))
+    values = fn(logits, split.y)
+    accuracy = (stacked_model.predict(loss, logits) == split.y).float().mean(1)
+    return values.tolist(), accuracy.tolist()
+
+
+def train_stack(jobs: list[Job]) -> list[engine.RunResult]:
+    """Train `jobs` (configs equal but for per-model values, see batching.batch_key) as one stacked model."""
+    started = time.perf_counter()
+    cfg = jobs[0].cfg  # what all jobs share: data, architecture, loss, optimizer rule, loop settings
+
+    # --- setup: device, data, one plain model + generator + optimizer + logger per job, then the stack ------
+    device = engine.resolve_device(cfg.device)
+    data = load(cfg.dataset)
+    check_loss_fits(cfg.loss, data.n_classes)
+    data = data.to(device)
+    loss = losses.LOSSES[cfg.loss]
+    loss_fn = stacked_model.STACKED_LOSSES[cfg.loss]
+
+    members: list[_Model] = []
+    for job in jobs:
+        Path(job.run_dir).mkdir(parents=True, exist_ok=True)
+        module = models.build(data.n_features, job.cfg.model.hidden, loss.n_outputs(data.n_classes),
+                              job.cfg.activation, job.cfg.model.dropout, job.cfg.model.init_std,
+                              job.cfg.seed).to(device)
+        rng = torch.Generator(device=device).manual_seed(job.cfg.seed)
+        module.set_dropout_generator(rng)
+        members.append(_Model(job, module, rng, optim.build(module.parameters(), job.cfg.optimizer),
+                              _RecordedLogger(job.run_dir, job.config_yaml),
+                              engine.EarlyStopping(job.cfg.train.early_stopping)))
+    net = stacked_model.StackedMLP([m.module for m in members], cfg.activation)
+    optimizer = stacked_optim.build(cfg.optimizer.name, net.params, [m.optimizer for m in members])
+    alive = list(range(len(members)))  # row r of the stack is members[alive[r]]
+
+    monitor = cfg.train.early_stopping.monitor
+    evaluate_every_epoch = cfg.train.early_stopping.patience is not None
+    # As in the engine: restoring the best weights is part of early stopping.
+    restore_best = evaluate_every_epoch and cfg.train.early_stopping.restore_best
+    x, y, n = data.train.x, data.train.y, len(data.train)
+    batch_size = min(cfg.train.batch_size or n, n)
+    full_batch = batch_size == n
+    epochs, log_every = cfg.train.epochs, cfg.train.log_every
+    widths = list(cfg.model.hidden)
+    last_good = net.snapshot()  # per row: the newest finite weights
+    best = net.snapshot() if restore_best else None
+    epochs_done, step = 0, 0
+
+    def draw_masks(rows_batch: int) -> list[torch.Tensor] | None:
+        """Each model's dropout masks for one step, from its own generator, layer by layer (as models.Dropout)."""
+        if not bool((net.dropout > 0).any()):
+            return None
+        masks = []
+        for width in widths:
+            per_model = []
+            for r, j in enumerate(alive):
+                p = float(net.dropout[r])
+                per_model.append(torch.rand((rows_batch, width), generator=members[j].rng, device=device) >= p
+                                 if p > 0 else torch.ones((rows_batch, width), dtype=torch.bool, device=device))
+            masks.append(torch.stack(per_model))
+        return masks
+
+    def train_step(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+        optimizer.zero_grad()
+        per_model = loss_fn(net(xb, draw_masks(xb.shape[1])), yb)
+        per_model.sum().backward()
+        optimizer.step()
+        return per_model
+
+    def log_steps(per_model: torch.Tensor) -> None:
+        for j, value in zip(alive, per_model.tolist()):
+            members[j].logger.scalars(step, {"loss/step": value})
+
+    def finish(rows: list[int], statuses: list[str], partial: dict | None = None) -> None:
+        """Models at `rows` end with `statuses`: their state into their own MLP and optimizer, then the engine's
+        `_finish`, which picks the weights to keep (last finite when diverged, best when restored) as for a run."""
+        for r, status in zip(rows, statuses):
+            m = members[alive[r]]
+            stacked_model.load_into(m.module, net, net.flat, r)
+            optimizer.load_into(r, m.optimizer, net.split_row)
+            row_partial = None if partial is None else {
+                **partial, "order": None if partial["order"] is None else partial["order"][r]}
+            state = engine.Progress(
+                epochs_done=epochs_done, step=step, partial=row_partial,
+                best_weights=stacked_model.state_dict_of(m.module, net, best, r) if m.has_best else None,
+                last_good=stacked_model.state_dict_of(m.module, net, last_good, r))
+            m.result = engine._finish(m.job.cfg, m.job.run_dir, m.logger, m.module, m.optimizer, m.rng,
+                                      m.stopper, data, loss, status, state, m.job.overrides, started, device)
+
+    def leave(rows_out: list[int]) -> None:
+        """Take the finished models out of the stack (weights, optimizer state, snapshots)."""
+        nonlocal alive, last_good, best
+        rows = [r for r in range(len(alive)) if r not in set(rows_out)]
+        if not rows:
+            alive = []
+            return
+        index = torch.tensor(rows, device=device)
+        net.keep(index)
+        optimizer.keep(index, net.params)
+        last_good = last_good[index]
+        best = best[index] if best is not None else None
+        alive = [alive[r] for r in rows]
+
+    interrupted_inside: dict | None = None  # where a signal stopped the stack inside an epoch
+    try:
+        with engine.stop_signals() as received:
+            # --- the loop ---------------------------------------------------------------------------------
+            for epoch in range(1, epochs + 1):
+                k = len(alive)
+                order = None if full_batch else torch.stack(
+                    [torch.randperm(n, generator=members[j].rng, device=device) for j in alive])
+                for start in range(0, n, batch_size):
+                    if order is None:
+                        per_model = train_step(x.expand(k, *x.shape), y)
+                    else:
+                        idx = order[:, start:start + batch_size]
+                        per_model = train_step(x[idx], y[idx])
+                    step += 1
+                    if cfg.train.log_steps:
+                        log_steps(per_model)
+                    if received:  # as the engine: finish the step, stop where each run could resume
+                        interrupted_inside = {"epoch": epoch, "next_start": start + batch_size, "order": order}
+                        break
+                if interrupted_inside is not None:
+                    break
+
+                # --- evaluate and log, per model ----------------------------------------------------------
+                log_now = epoch % log_every == 0 or epoch == epochs or epoch == 1
+                ended: dict[int, str] = {}
+                if log_now or evaluate_every_epoch:
+                    train_loss, train_acc = evaluate(net, loss_fn, loss, data.train)
+                    val_loss, val_acc = evaluate(net, loss_fn, loss, data.val)
+                    improved: list[int] = []
+                    for r, j in enumerate(alive):
+                        m = members[j]
+                        values = {"loss/train": train_loss[r], "loss/val": val_loss[r],
+                                  "accuracy/train": train_acc[r], "accuracy/val": val_acc[r]}
+                        if log_now:
+                            m.logger.scalars(epoch, {**values, "lr": m.job.cfg.optimizer.lr})
+                        if not (math.isfinite(train_loss[r]) and math.isfinite(val_loss[r])):
+                            ended[r] = "diverged"
+                            continue
+                        if m.stopper.update(epoch, values[monitor]) and restore_best:
+                            improved.append(r)
+                            m.has_best = True
+                    # Diverged models keep their previous finite weights: finish them before the snapshot moves.
+                    diverged = [r for r, status in ended.items() if status == "diverged"]
+                    finish(diverged, ["diverged"] * len(diverged))
+                    if log_now:
+                        last_good = net.snapshot()
+                    if improved:
+                        mask = torch.zeros(len(alive), 1, dtype=torch.bool, device=device)
+                        mask[improved] = True
+                        best = torch.where(mask, net.flat.detach(), best)
+                epochs_done = epoch
+                for r, j in enumerate(alive):
+                    m = members[j]
+                    if r in ended:
+                        continue
+                    if engine._images_due(m.job.cfg, data, epoch):
+                        from nnrun import pictures
+
+                        pictures.log_epoch(m.logger, stacked_model.load_into(m.module, net, net.flat, r), data,
+                                           loss, epoch)
+                    if m.stopper.should_stop:
+                        ended[r] = "stopped_early"
+                    elif received:
+                        ended[r] = "interrupted"
+                others = [r for r in ended if ended[r] != "diverged"]
+                finish(others, [ended[r] for r in others])
+                leave(list(ended))
+                if not alive or received:
+                    break
+    except Exception:
+        # A fault ends every model still training, as the engine's own: status failed, then re-raise.
+        finish(list(range(len(alive))), ["failed"] * len(alive))
+        raise
+
+    # --- finish: the models still in the stack --------------------------------------------------------------
+    if interrupted_inside is not None:
+        finish(list(range(len(alive))), ["interrupted"] * len(alive), interrupted_inside)
+    else:
+        finish(list(range(len(alive))), ["completed"] * len(alive))
+    if received:
+        raise engine.RunInterrupted(jobs[0].run_dir.parent, received[0])
+    return [m.result for m in members]
+

@@ -1,0 +1,79 @@
+"""The stacked update rules step each model exactly as torch.optim steps it alone (per-model numbers, state)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from nnrun import optim
+from nnrun.config import OptimizerConfig
+from nnrun.vectorized import optim as stacked_optim
+
+# Three models per rule, each with its own numbers (the weight decay of one of them 0).
+CASES = {
+    "sgd": [{"weight_decay": 0.0}, {"weight_decay": 0.01}, {"weight_decay": 0.1}],
+    "momentum": [{"momentum": 0.9, "weight_decay": 0.0}, {"momentum": 0.5, "weight_decay": 0.01},
+                 {"momentum": 0.99, "weight_decay": 0.0}],
+    "momentum-nesterov": [{"momentum": 0.9, "nesterov": True, "weight_decay": 0.0},
+                          {"momentum": 0.5, "nesterov": True, "weight_decay": 0.01},
+                          {"momentum": 0.7, "nesterov": True, "weight_decay": 0.0}],
+    "adagrad": [{"lr_decay": 0.0, "weight_decay": 0.0},
+                {"lr_decay": 0.1, "initial_accumulator_value": 0.5, "weight_decay": 0.01},
+                {"lr_decay": 0.01, "eps": 1e-3, "weight_decay": 0.0}],
+    "adadelta": [{"rho": 0.9, "weight_decay": 0.0}, {"rho": 0.5, "eps": 1e-4, "weight_decay": 0.01},
+                 {"rho": 0.99, "weight_decay": 0.0}],
+    "adam": [{"betas": (0.9, 0.999), "weight_decay": 0.0}, {"betas": (0.5, 0.9), "eps": 1e-4, "weight_decay": 0.01},
+             {"betas": (0.0, 0.99), "weight_decay": 0.0}],
+    "rmsprop": [{"alpha": 0.99, "weight_decay": 0.0}, {"alpha": 0.5, "eps": 1e-4, "weight_decay": 0.01},
+                {"alpha": 0.9, "weight_decay": 0.0}],
+    "rmsprop-momentum": [{"alpha": 0.99, "momentum": 0.9, "weight_decay": 0.0},
+                         {"alpha": 0.5, "momentum": 0.5, "weight_decay": 0.01},
+                         {"alpha": 0.9, "momentum": 0.1, "weight_decay": 0.0}],
+}
+LRS = (0.1, 0.03, 0.5)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_stacked_rule_steps_each_model_like_torch_optim(case):
+    name = case.split("-")[0]
+    configs = [OptimizerConfig(name=name, lr=lr, params=p) for lr, p in zip(LRS, CASES[case])]
+    g = torch.Generator().manual_seed(0)
+    shapes = [(4, 2), (4,), (1, 4), (1,)]  # an MLP 2-4-1: weight, bias, weight, bias
+    singles = [[torch.randn(s, generator=g).requires_grad_() for s in shapes] for _ in configs]
+    torch_opts = [optim.build(params, cfg) for params, cfg in zip(singles, configs)]
+    stacked = [torch.stack([m[i].detach() for m in singles]).requires_grad_() for i in range(len(shapes))]
+    rule = stacked_optim.build(name, stacked, torch_opts)
+
+    for _ in range(6):
+        grads = [[torch.randn(s, generator=g) for s in shapes] for _ in configs]
+        for params, opt, model_grads in zip(singles, torch_opts, grads):
+            for p, grad in zip(params, model_grads):
+                p.grad = grad.clone()
+            opt.step()
+        for i, p in enumerate(stacked):
+            p.grad = torch.stack([model_grads[i] for model_grads in grads])
+        rule.step()
+
+    for k, params in enumerate(singles):
+        for p, s in zip(params, stacked):
+            torch.testing.assert_close(s[k], p.detach(), rtol=1e-6, atol=1e-6)
+    # Model k's state, handed to its own torch.optim optimizer, is torch.optim's state.
+    for k, opt in enumerate(torch_opts):
+        fresh = rule.load_into(k, optim.build(singles[k], configs[k])).state_dict()["state"]
+        for i, expected in opt.state_dict()["state"].items():
+            assert set(fresh[i]) == {key for key, v in expected.items() if v is not None}
+            for key, v in fresh[i].items():
+                torch.testing.assert_close(v, expected[key], rtol=1e-6, atol=1e-6)
+
+
+def test_models_leaving_the_stack_take_their_numbers_and_state_with_them():
+    configs = [OptimizerConfig(name="adam", lr=lr, params={"weight_decay": 0.0}) for lr in LRS]
+    params = [torch.zeros(3, 2, requires_grad=True)]
+    rule = stacked_optim.build("adam", params, [optim.build([torch.zeros(2, requires_grad=True)], c)
+                                                for c in configs])
+    params[0].grad = torch.ones(3, 2)
+    rule.step()
+    kept = [params[0].detach()[[0, 2]].clone().requires_grad_()]
+    rule.keep(torch.tensor([0, 2]), kept)
+    assert rule.hyper["lr"].tolist() == [LRS[0], LRS[2]]
+    assert rule.state[0]["exp_avg"].shape == (2, 2)
