@@ -415,9 +415,11 @@ class _Progress:
         if self.enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+            # No refresh thread: it would take the GIL from the training loop; update() redraws, throttled.
             self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                                       TextColumn("{task.fields[losses]}"), TimeElapsedColumn(),
-                                      console=self.console, refresh_per_second=4)
+                                      console=self.console, auto_refresh=False)
+            self._drawn_at = 0.0
             self._progress.__enter__()
             self._task = self._progress.add_task(self.name, total=self.epochs, completed=self.done, losses="")
         return self
@@ -426,6 +428,10 @@ class _Progress:
         if self._progress is not None:
             self._progress.update(self._task, completed=epoch,
                                   losses=f"loss/train {train_loss:.4f}  loss/val {val_loss:.4f}")
+            now = time.monotonic()
+            if now - self._drawn_at > 0.25 or epoch == self.epochs:
+                self._progress.refresh()
+                self._drawn_at = now
 
     def __exit__(self, *exc):
         if self._progress is not None:
