@@ -233,11 +233,16 @@ def train_stack(jobs: list[Job]) -> list[engine.RunResult]:
                         mask[improved] = True
                         best = torch.where(mask, net.flat.detach(), best)
                 epochs_done = epoch
+                # Stopping can only change on an evaluated epoch, pictures only on an image epoch (the stack
+                # shares train.*): on other epochs there is nothing to do per model.
+                images_due = engine._images_due(cfg, data, epoch)
+                if not (log_now or evaluate_every_epoch or images_due or received):
+                    continue
                 for r, j in enumerate(alive):
                     m = members[j]
                     if r in ended:
                         continue
-                    if engine._images_due(m.job.cfg, data, epoch):
+                    if images_due:
                         from nnrun import pictures
 
                         pictures.log_epoch(m.logger, stacked_model.load_into(m.module, net, net.flat, r), data,
