@@ -269,3 +269,19 @@ def test_predict_reads_points_from_a_csv(tmp_path, capsys):
     assert predict_main([str(tmp_path / "run"), "--csv", str(tmp_path / "none.csv")]) == 2
     assert predict_main([str(tmp_path / "run"), "1"]) == 2
     assert "2 numbers, one per feature: x1, x2" in capsys.readouterr().err
+
+
+def test_resuming_a_run_that_restored_its_best_weights_continues_from_its_last_step(tmp_path):
+    # Early stopping on but never triggered: the run ends restoring its best (early) epoch, yet going on
+    # from it must continue from the last step, as an uninterrupted longer run does.
+    overrides = ["dataset=gaussians", "dataset.n_samples=60", "dataset.noise=1.2", "model.hidden=[128,128]",
+                 "optimizer.lr=0.01", "train.early_stopping.patience=1000"]
+    first = train([*overrides, "train.epochs=40"], tmp_path / "first")
+    assert first.best_epoch < first.epochs_run == 40
+    saved = checkpoint.load(tmp_path / "first")
+    assert any(not torch.equal(saved["model"][k], saved["resume"]["model"][k]) for k in saved["model"])
+    train([*overrides, "train.epochs=50", f"train.resume={tmp_path / 'first'}"], tmp_path / "resumed")
+    train([*overrides, "train.epochs=50"], tmp_path / "whole")
+    a, b = checkpoint.load(tmp_path / "resumed"), checkpoint.load(tmp_path / "whole")
+    for key in a["resume"]["model"]:
+        assert torch.equal(a["resume"]["model"][key], b["resume"]["model"][key]), key

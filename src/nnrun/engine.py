@@ -369,8 +369,10 @@ def _finish(cfg: TrainConfig, run_dir: Path, logger, model, optimizer, rng, stop
         weights, weights_epoch = state.last_good, state.epochs_done
     elif state.best_weights is not None and status in ("completed", "stopped_early"):
         weights, weights_epoch = state.best_weights, stopper.best_epoch
-    payload = checkpoint_payload(cfg, model, optimizer, rng, stopper, data, loss, status, state,
-                                 {k: v.clone() for k, v in weights.items()} if weights else None, weights_epoch)
+    # Saved before the kept weights are loaded: state_dict() shares the parameters' storage, and the resume
+    # state must hold the last step's weights, not the restored ones.
+    checkpoint.save(run_dir, checkpoint_payload(cfg, model, optimizer, rng, stopper, data, loss, status, state,
+                                                weights, weights_epoch))
     if weights is not None:
         model.load_state_dict(weights)
     final: dict[str, float | None] = {key: None for key in metrics.FINAL_KEYS}
@@ -378,7 +380,6 @@ def _finish(cfg: TrainConfig, run_dir: Path, logger, model, optimizer, rng, stop
         model.eval()
         (final["loss/train"], final["accuracy/train"]), (final["loss/val"], final["accuracy/val"]), \
             (_, final["accuracy/test"]) = evaluate(model, loss, data.train, data.val, data.test)
-    checkpoint.save(run_dir, payload)
     monitor = cfg.train.early_stopping.monitor
     result_metrics = metrics.build_metrics(
         status=status, epochs_run=state.epochs_done, best_epoch=stopper.best_epoch, best_value=stopper.best_value,
