@@ -13,9 +13,6 @@ from typing import Any, Mapping
 # Seconds between batches of scalars handed to TensorBoard's writer: curves stay live, the loop stays fast.
 FLUSH_SECONDS = 2.0
 
-SCALAR_TAGS = ("loss/train", "loss/val", "accuracy/train", "accuracy/val", "lr")
-HPARAM_METRICS = ("loss/train", "loss/val", "accuracy/train", "accuracy/val", "accuracy/test")
-
 
 def custom_scalars_layout() -> dict:
     # One chart with both losses: where loss/val turns up while loss/train goes on down is where
