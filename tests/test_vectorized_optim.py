@@ -42,7 +42,10 @@ def test_stacked_rule_steps_each_model_like_torch_optim(case):
     singles = [[torch.randn(s, generator=g).requires_grad_() for s in shapes] for _ in configs]
     torch_opts = [optim.build(params, cfg) for params, cfg in zip(singles, configs)]
     stacked = [torch.stack([m[i].detach() for m in singles]).requires_grad_() for i in range(len(shapes))]
-    rule = stacked_optim.build(name, stacked, torch_opts)
+    rule = stacked_optim.build(name, stacked, [optim.param_group(cfg) for cfg in configs])
+    # Before any step, as after, model k's saved optimizer is its torch.optim optimizer's state_dict().
+    for k, opt in enumerate(torch_opts):
+        _assert_state_dicts_equal(rule.state_dict_of(k, optim.param_group(configs[k])), opt.state_dict())
 
     for _ in range(6):
         grads = [[torch.randn(s, generator=g) for s in shapes] for _ in configs]
@@ -57,20 +60,34 @@ def test_stacked_rule_steps_each_model_like_torch_optim(case):
     for k, params in enumerate(singles):
         for p, s in zip(params, stacked):
             torch.testing.assert_close(s[k], p.detach(), rtol=1e-6, atol=1e-6)
-    # Model k's state, handed to its own torch.optim optimizer, is torch.optim's state.
     for k, opt in enumerate(torch_opts):
-        fresh = rule.load_into(k, optim.build(singles[k], configs[k])).state_dict()["state"]
-        for i, expected in opt.state_dict()["state"].items():
-            assert set(fresh[i]) == {key for key, v in expected.items() if v is not None}
-            for key, v in fresh[i].items():
-                torch.testing.assert_close(v, expected[key], rtol=1e-6, atol=1e-6)
+        _assert_state_dicts_equal(rule.state_dict_of(k, optim.param_group(configs[k])), opt.state_dict())
+
+
+def _assert_state_dicts_equal(ours: dict, expected: dict) -> None:
+    """Equal as checkpoint.pt holds them: param groups, and per parameter the same state (values to 1e-6)."""
+    assert ours["param_groups"] == expected["param_groups"]
+    assert set(ours["state"]) == set(expected["state"])
+    for i, entry in expected["state"].items():
+        assert set(ours["state"][i]) == {key for key, v in entry.items() if v is not None}
+        for key, v in ours["state"][i].items():
+            assert v.dtype == entry[key].dtype and v.device == entry[key].device, key
+            torch.testing.assert_close(v, entry[key], rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_param_group_is_the_built_optimizers_without_building_one(case):
+    name = case.split("-")[0]
+    for lr, params in zip(LRS, CASES[case]):
+        cfg = OptimizerConfig(name=name, lr=lr, params=params)
+        built = optim.build([torch.zeros(2, requires_grad=True)], cfg).param_groups[0]
+        assert optim.param_group(cfg) == {key: value for key, value in built.items() if key != "params"}
 
 
 def test_models_leaving_the_stack_take_their_numbers_and_state_with_them():
     configs = [OptimizerConfig(name="adam", lr=lr, params={"weight_decay": 0.0}) for lr in LRS]
     params = [torch.zeros(3, 2, requires_grad=True)]
-    rule = stacked_optim.build("adam", params, [optim.build([torch.zeros(2, requires_grad=True)], c)
-                                                for c in configs])
+    rule = stacked_optim.build("adam", params, [optim.param_group(c) for c in configs])
     params[0].grad = torch.ones(3, 2)
     rule.step()
     kept = [params[0].detach()[[0, 2]].clone().requires_grad_()]

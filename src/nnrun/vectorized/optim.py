@@ -6,9 +6,9 @@ per-model hyperparameter a (K, 1, ...) tensor that broadcasts over its model's s
 `torch.optim`'s single-tensor code line by line (same order of operations), so model k's trajectory matches
 the separate run's; `tests/test_vectorized_optim.py` checks each rule against `torch.optim`.
 
-The hyperparameters are read from the param group of the `torch.optim` optimizer that `nnrun.optim.build`
-makes for each model, so the defaults live in one place. State tensors use `torch.optim`'s names, so
-`load_into(k, ...)` hands model k's state to its own `torch.optim` optimizer (for checkpoint.pt).
+The hyperparameters are read from the param group `torch.optim` would make for each model
+(`nnrun.optim.param_group`), so the defaults live in one place. State tensors use `torch.optim`'s names, so
+`state_dict_of(k, ...)` is model k's optimizer exactly as its separate run saves it in checkpoint.pt.
 """
 
 from __future__ import annotations
@@ -90,29 +90,32 @@ class StackedOptimizer:
 
     # torch.optim keeps a "step" count in every rule's state but SGD's.
     counts_steps = True
+    # Whether torch.optim makes a parameter's state when the optimizer is built (Adagrad) or at its first step.
+    eager_state = False
 
-    def load_into(self, row: int, optimizer: torch.optim.Optimizer, split=None) -> torch.optim.Optimizer:
-        """Put model `row`'s state into its own torch.optim optimizer, for checkpoint.pt.
+    def state_dict_of(self, row: int, group: dict, split=None) -> dict:
+        """Model `row`'s optimizer as `torch.optim`'s `state_dict()` holds it (checkpoint.pt's format): its state
+        per parameter index, and `group` (its param group, nnrun.optim.param_group) with the indices.
 
-        `split` maps one model's row of a stacked tensor to its per-parameter tensors, in the optimizer's
-        parameter order (StackedMLP.split_row); None when the stacked tensors are one per parameter already.
+        `split` maps one model's row of a stacked tensor to its per-parameter tensors, in the model's parameter
+        order (StackedMLP.split_row); None when the stacked tensors are one per parameter already.
         """
-        if self.steps == 0:
-            return optimizer
-        params = [p for group in optimizer.param_groups for p in group["params"]]
         entries: list[dict[str, torch.Tensor]] = []
         for p, state in zip(self.params, self.state):
             n_pieces = len(split(p[row])) if split else 1
-            pieces = [{} for _ in range(n_pieces)]
+            pieces: list[dict[str, torch.Tensor]] = [{} for _ in range(n_pieces)]
             for key, value in state.items():
                 for entry, piece in zip(pieces, split(value[row]) if split else [value[row]]):
                     entry[key] = piece.detach().clone()
             entries += pieces
-        for p, entry in zip(params, entries):
-            if self.counts_steps:
-                entry["step"] = torch.tensor(float(self.steps))
-            optimizer.state[p] = {k: v.to(p.device) for k, v in entry.items()}
-        return optimizer
+        state_by_index = {}
+        if self.steps or self.eager_state:
+            for index, entry in enumerate(entries):
+                if self.counts_steps:  # a CPU float32 scalar tensor, as torch.optim keeps it
+                    entry = {"step": torch.tensor(float(self.steps)), **entry}
+                if entry:  # plain SGD keeps no state
+                    state_by_index[index] = entry
+        return {"state": state_by_index, "param_groups": [{**group, "params": list(range(len(entries)))}]}
 
 
 class SGD(StackedOptimizer):
@@ -146,6 +149,7 @@ class Adagrad(StackedOptimizer):
     """
 
     hyper_keys = ("lr", "weight_decay", "lr_decay", "initial_accumulator_value", "eps")
+    eager_state = True
 
     def init_state(self, p, groups):
         init = torch.tensor([float(g["initial_accumulator_value"]) for g in groups], dtype=p.dtype,
@@ -258,7 +262,7 @@ def structure(name: str, params: dict) -> tuple:
     return (name, bool(params.get("nesterov", False)), float(params.get("momentum", 0.0)) > 0)
 
 
-def build(name: str, params: Sequence[torch.Tensor], optimizers: Sequence[torch.optim.Optimizer]
-          ) -> StackedOptimizer:
-    """The stacked rule `name` over `params`, with model k's numbers read from `optimizers[k]`."""
-    return RULES[name](params, [opt.param_groups[0] for opt in optimizers])
+def build(name: str, params: Sequence[torch.Tensor], groups: Sequence[dict]) -> StackedOptimizer:
+    """The stacked rule `name` over `params`, with model k's numbers read from `groups[k]`, its torch.optim
+    param group (nnrun.optim.param_group)."""
+    return RULES[name](params, groups)
