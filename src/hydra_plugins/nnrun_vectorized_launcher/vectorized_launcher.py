@@ -18,7 +18,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 # cannot resolve string annotations.
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
-from hydra.core.utils import JobReturn, JobStatus, _save_config, configure_log, setup_globals
+from hydra.core.utils import JobReturn, JobStatus, configure_log, setup_globals
 from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
@@ -70,26 +70,40 @@ class VectorizedLauncher(Launcher):
             _bad_input(f"hydra.launcher.max_models={self.max_models} is not allowed: an integer >= 1")
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
+        from hydra_plugins.nnrun_vectorized_launcher.sweep_configs import YamlSections
+
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
 
         # --- every job's run dir, as the basic launcher makes it; configs validated before any training ---
-        returns, jobs = [], []
+        loader = self.hydra_context.config_loader
+        # The config composed for the sweeper's check of this job, when the cached loader kept it.
+        compose = getattr(loader.load_sweep_config, "take", loader.load_sweep_config)
+        yamls = YamlSections()
+        returns, jobs, configs = [], [], []
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
-            sweep_config = self.hydra_context.config_loader.load_sweep_config(self.config, list(overrides))
+            sweep_config = compose(self.config, list(overrides))
             with open_dict(sweep_config):
                 sweep_config.hydra.job.id = idx
                 sweep_config.hydra.job.num = idx
-            ret, job = _set_up_job(self.hydra_context, sweep_config)
+            ret, job = _set_up_job(self.hydra_context, sweep_config, yamls)
             returns.append(ret)
             jobs.append(job)
+            configs.append(sweep_config)
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
 
         objectives = self.train(jobs)
-        for ret, job in zip(returns, jobs):
-            ret.return_value = objectives.get(id(job), math.nan)
+        # Each job ends (its callbacks' on_job_end) once its result is known, as in Hydra's run_job.
+        saved = HydraConfig.instance().cfg
+        try:
+            for ret, job, sweep_config in zip(returns, jobs, configs):
+                ret.return_value = objectives.get(id(job), math.nan)
+                HydraConfig.instance().cfg = ret.hydra_cfg
+                self.hydra_context.callbacks.on_job_end(config=sweep_config, job_return=ret)
+        finally:
+            HydraConfig.instance().cfg = saved
         return returns
 
     def train(self, jobs: List[Any]) -> Dict[int, float]:
@@ -143,11 +157,12 @@ class VectorizedLauncher(Launcher):
         return batching.models_per_stack(per_model, self.memory_budget_mb * 2**20, self.max_models)
 
 
-def _set_up_job(hydra_context: HydraContext, config: DictConfig) -> Tuple[JobReturn, Any]:
-    """What Hydra's `run_job` does for a job before and after its task, without running a task: the job's
-    output dir, `.hydra/` (config.yaml, hydra.yaml, overrides.yaml), its log, the callbacks; then the job's
-    validated config and run dir for training. (`run_job` copies the whole config three times per job; one
-    copy is enough here, and on a sweep of small networks that difference is most of the launcher's time.)"""
+def _set_up_job(hydra_context: HydraContext, config: DictConfig, yamls: Any) -> Tuple[JobReturn, Any]:
+    """What Hydra's `run_job` does for a job before its task, without running a task: the job's output dir,
+    `.hydra/` (config.yaml, hydra.yaml, overrides.yaml, the same text as Hydra's `_save_config` writes, through
+    `yamls`, a sweep_configs.YamlSections), its log, the callbacks' on_job_start; then the job's validated
+    config and run dir for training. (`run_job` copies the whole config three times per job; one copy is
+    enough here, and on a sweep of small networks that difference is most of the launcher's time.)"""
     from nnrun import config as schema
     from nnrun.config import ConfigError
     from nnrun.vectorized.trainer import Job
@@ -167,18 +182,19 @@ def _set_up_job(hydra_context: HydraContext, config: DictConfig) -> Tuple[JobRet
         configure_log(config.hydra.job_logging, config.hydra.verbose)
         if config.hydra.output_subdir is not None:
             hydra_output = output_dir / str(config.hydra.output_subdir)
-            _save_config(task_cfg, "config.yaml", hydra_output)
-            _save_config(hydra_cfg, "hydra.yaml", hydra_output)
-            _save_config(config.hydra.overrides.task, "overrides.yaml", hydra_output)
+            hydra_output.mkdir(parents=True, exist_ok=True)
+            for name, node in (("config.yaml", task_cfg), ("hydra.yaml", hydra_cfg),
+                               ("overrides.yaml", config.hydra.overrides.task)):
+                with open(hydra_output / name, "w", encoding="utf-8") as file:
+                    file.write(yamls.dump(node))
         try:
             parsed = schema.parse(task_cfg)
         except ConfigError as exc:
             _bad_input(str(exc))
         job = Job(parsed, Path(config.hydra.runtime.output_dir), list(ret.overrides),
-                  OmegaConf.to_yaml(task_cfg, resolve=True))
+                  yamls.dump(task_cfg, resolve=True))
         hydra_context.callbacks.on_job_start(config=config, task_function=None)
         ret.status = JobStatus.COMPLETED
-        hydra_context.callbacks.on_job_end(config=config, job_return=ret)
         return ret, job
     finally:
         HydraConfig.instance().cfg = saved
