@@ -149,11 +149,15 @@ def check(args: list[str]) -> None:
     base = [line for _, line in pairs]
     plain_keys = [o for o in overrides if not (o.is_hydra_override() or o.is_add() or o.is_force_add()
                                                or o.is_delete() or o.key_or_group in groups)]
-    # Groups first, then each plain key against what they compose to (Hydra's own error is less helpful).
-    cfg = _compose([line for o, line in pairs if o not in plain_keys])
-    for o in plain_keys:
-        _check_key(cfg, o.key_or_group, o.input_line.split("=", 1)[-1])
-    cfg = _compose(base)
+    try:
+        cfg = _compose(base)
+    except ConfigError:
+        # Which key is unknown: each plain key against what the groups alone compose to (Hydra's own error is
+        # less helpful). Only when composing failed: a plain key the config lacks always fails it.
+        groups_only = _compose([line for o, line in pairs if o not in plain_keys])
+        for o in plain_keys:
+            _check_key(groups_only, o.key_or_group, o.input_line.split("=", 1)[-1])
+        raise
     job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     parse(job)
 
