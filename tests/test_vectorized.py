@@ -51,7 +51,7 @@ def curves(monkeypatch):
 
     def record(self, step, values):
         for tag, value in values.items():
-            seen.setdefault(self.writer.log_dir, {}).setdefault(tag, {})[step] = float(value)
+            seen.setdefault(str(self.run_dir), {}).setdefault(tag, {})[step] = float(value)
         original(self, step, values)
 
     monkeypatch.setattr(RunLogger, "scalars", record)

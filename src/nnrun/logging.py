@@ -205,6 +205,7 @@ class RunLogger:
         from tensorboard.compat.proto.event_pb2 import Event
 
         self._Event = Event
+        self.run_dir = Path(run_dir)
         self.file = EventFile(run_dir)
         self._last_epoch = 0  # where the final metrics go on the step axis
         self._pending: list[tuple[int, float, dict[str, float]]] = []
