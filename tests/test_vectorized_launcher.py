@@ -14,7 +14,7 @@ def test_cached_sweep_configs_equal_hydras_own():
     from hydra import initialize_config_dir
     from hydra.core.global_hydra import GlobalHydra
     from hydra.types import RunMode
-    from omegaconf import OmegaConf
+    from omegaconf import OmegaConf, read_write
 
     from hydra_plugins.nnrun_vectorized_launcher.sweep_configs import CachedSweepConfigs, YamlSections
     from nnrun.app import config_dir, register_resolvers
@@ -43,8 +43,15 @@ def test_cached_sweep_configs_equal_hydras_own():
             for node in (task, OmegaConf.masked_copy(expected, "hydra"), expected.hydra.overrides.task):
                 assert yamls.dump(node) == OmegaConf.to_yaml(node), overrides
             assert yamls.dump(task, resolve=True) == OmegaConf.to_yaml(task, resolve=True), overrides
-            # The sweeper's check composes the job; the launcher takes that config rather than composing again.
-            assert cached.take(master, overrides) is got and cached.take(master, overrides) is not got
+            # The sweeper's check composes the job; the launcher takes that config rather than composing again,
+            # with the copies of its parts that running a job makes.
+            taken = cached.take(master, overrides)
+            assert taken.config is got and cached.take(master, overrides).config is not got
+            with read_write(taken.hydra):
+                taken.hydra.hydra.runtime.cwd = ""  # as above
+            for part, keys in ((taken.task, [key for key in expected if key != "hydra"]), (taken.hydra, "hydra")):
+                assert OmegaConf.to_yaml(part) == OmegaConf.to_yaml(OmegaConf.masked_copy(expected, keys))
+            assert OmegaConf.get_type(taken.hydra, "hydra") is OmegaConf.get_type(expected, "hydra")
         assert len(cached.templates) == 3  # one full composition per set of group choices
         # 6 jobs of about 38 sections each (config.yaml twice, hydra.yaml, overrides.yaml): only 48 differ.
         assert len(yamls.texts) <= 60
@@ -66,6 +73,10 @@ def test_vectorized_sweep_writes_the_run_dirs_of_the_basic_launcher_with_the_sam
     assert len(basic) == 8
     for b, v in zip(basic, vectorized):
         assert sorted(p.name for p in (v / ".hydra").iterdir()) == ["config.yaml", "hydra.yaml", "overrides.yaml"]
+        for name in ("config.yaml", "overrides.yaml"):  # the same text, but for the launcher's own words
+            text = (v / ".hydra" / name).read_text().replace("- hydra.launcher.max_models=3\n", "")
+            assert text.replace("vectorized", "basic") == (b / ".hydra" / name).read_text(), name
+        assert (v / "train.log").is_file()  # the job's log, as Hydra's job_logging makes it
         assert (v / "checkpoint.pt").is_file() and list(v.glob("events.out.tfevents.*"))
         mb, mv = read_metrics(b), read_metrics(v)
         assert mv.keys() == mb.keys() and mv["status"] == mb["status"] and mv["best"] == pytest.approx(mb["best"])

@@ -10,7 +10,9 @@ a package override, a Hydra override, value keys that differ from the composed j
 `tests/test_vectorized_launcher.py` checks the configs equal Hydra's own.
 
 Hydra's sweepers compose each job once to check it (`validate_batch_is_legal`) and the launcher composes it
-again; the checked config is kept and handed to the launcher (`take`), so each job is composed once.
+again; the checked config is kept and handed to the launcher (`take`), so each job is composed once. With it
+come the two parts of it that running a job copies out (`JobConfigs`: the task's config and the hydra node),
+made from the same template rather than copied per job.
 
 `YamlSections` writes a job's `.hydra/*.yaml` as `OmegaConf.to_yaml` does, re-emitting only the top-level
 sections that differ from a job seen before (PyYAML's emitter is pure Python: the whole hydra.yaml costs
@@ -18,7 +20,7 @@ several milliseconds a job, most of it the same text every time).
 """
 
 import pickle
-from typing import Any, Callable, Dict, List, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Tuple
 
 import yaml
 from omegaconf._utils import get_omega_conf_dumper
@@ -28,6 +30,20 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
 
 
+class JobConfigs(NamedTuple):
+    """A job's config, and the copies of its parts that Hydra's `run_job` makes: the task's config (all keys but
+    `hydra`) and HydraConfig's (only `hydra`)."""
+
+    config: DictConfig
+    task: DictConfig
+    hydra: DictConfig
+
+    @classmethod
+    def of(cls, config: DictConfig) -> "JobConfigs":
+        return cls(config, OmegaConf.masked_copy(config, [key for key in config if key != "hydra"]),
+                   OmegaConf.masked_copy(config, "hydra"))
+
+
 class CachedSweepConfigs:
     """A drop-in for `config_loader.load_sweep_config(master, overrides)` that composes once per group choice."""
 
@@ -35,52 +51,60 @@ class CachedSweepConfigs:
         self.full = full
         self.groups = set(config_loader.list_groups(""))
         self.parser = OverridesParser.create()
-        # Per set of group choices: the composed config, pickled (a copy by pickle.loads is about 4x faster
-        # than copy.deepcopy of a DictConfig), and the keys of its value overrides.
+        # Per set of group choices: the composed JobConfigs, pickled (a copy by pickle.loads is about 4x faster
+        # than copy.deepcopy or masked_copy of a DictConfig), and the keys of its value overrides.
         self.templates: Dict[Tuple, Tuple[bytes, Tuple[str, ...]]] = {}
-        self.checked: Dict[Tuple, DictConfig] = {}  # composed to be checked, not yet taken by the launcher
+        self.checked: Dict[Tuple, JobConfigs] = {}  # composed to be checked, not yet taken by the launcher
 
     def __call__(self, master_config: DictConfig, sweep_overrides: List[str]) -> DictConfig:
         """Compose a job's config (the sweeper's check); the launcher's `take` then gets this very config."""
-        cfg = self.compose(master_config, sweep_overrides)
-        self.checked[(id(master_config), tuple(sweep_overrides))] = cfg
-        return cfg
+        job = self.compose(master_config, sweep_overrides)
+        self.checked[(id(master_config), tuple(sweep_overrides))] = job
+        return job.config
 
-    def take(self, master_config: DictConfig, sweep_overrides: List[str]) -> DictConfig:
-        """The job's config for the launcher: the one composed for the sweeper's check, or a new one."""
+    def take(self, master_config: DictConfig, sweep_overrides: List[str]) -> JobConfigs:
+        """The job's configs for the launcher: those composed for the sweeper's check, or new ones."""
         checked = self.checked.pop((id(master_config), tuple(sweep_overrides)), None)
         return checked if checked is not None else self.compose(master_config, sweep_overrides)
 
-    def compose(self, master_config: DictConfig, sweep_overrides: List[str]) -> DictConfig:
+    def compose(self, master_config: DictConfig, sweep_overrides: List[str]) -> JobConfigs:
         parsed = self.parser.parse_overrides(list(sweep_overrides))
         plain = all(o.package is None and not o.is_delete() and not o.is_hydra_override()
                     and not o.is_sweep_override() for o in parsed)
         if not plain:
-            return self.full(master_config, list(sweep_overrides))
+            return JobConfigs.of(self.full(master_config, list(sweep_overrides)))
         choices = tuple(o.input_line for o in parsed if self._is_group(o.key_or_group))
         values = [o for o in parsed if not self._is_group(o.key_or_group)]
         value_keys = tuple(sorted(o.key_or_group for o in values))
         key = (id(master_config), choices)
         if key not in self.templates:
-            cfg = self.full(master_config, list(sweep_overrides))
-            self.templates[key] = (pickle.dumps(cfg, protocol=pickle.HIGHEST_PROTOCOL), value_keys)
-            return cfg
+            job = JobConfigs.of(self.full(master_config, list(sweep_overrides)))
+            self.templates[key] = (pickle.dumps(tuple(job), protocol=pickle.HIGHEST_PROTOCOL), value_keys)
+            return job
         template, template_keys = self.templates[key]
         if value_keys != template_keys:
-            return self.full(master_config, list(sweep_overrides))
-        cfg = pickle.loads(template)
-        ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
-        with read_write(cfg.hydra), open_dict(cfg.hydra):
-            cfg.hydra.overrides.task = [o.input_line for o in parsed]
-            cfg.hydra.job.override_dirname = get_overrides_dirname(
-                overrides=parsed, kv_sep=cfg.hydra.job.config.override_dirname.kv_sep,
-                item_sep=cfg.hydra.job.config.override_dirname.item_sep,
-                exclude_keys=cfg.hydra.job.config.override_dirname.exclude_keys)
-        OmegaConf.copy_cache(from_config=master_config, to_config=cfg)
-        return cfg
+            return JobConfigs.of(self.full(master_config, list(sweep_overrides)))
+        job = JobConfigs(*pickle.loads(template))
+        for cfg in (job.config, job.task):
+            ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
+        hydra = job.config.hydra
+        dirname = get_overrides_dirname(overrides=parsed, kv_sep=hydra.job.config.override_dirname.kv_sep,
+                                        item_sep=hydra.job.config.override_dirname.item_sep,
+                                        exclude_keys=hydra.job.config.override_dirname.exclude_keys)
+        set_hydra(job, {"overrides.task": [o.input_line for o in parsed], "job.override_dirname": dirname})
+        OmegaConf.copy_cache(from_config=master_config, to_config=job.config)
+        return job
 
     def _is_group(self, key: str) -> bool:
         return key.split("/")[0] in self.groups or key.lstrip("+~") in self.groups
+
+
+def set_hydra(job: JobConfigs, values: Dict[str, Any]) -> None:
+    """Set `hydra.<key>` to each value in the job's config and in its hydra part alike."""
+    for hydra in (job.config.hydra, job.hydra.hydra):
+        with read_write(hydra), open_dict(hydra):
+            for key, value in values.items():
+                OmegaConf.update(hydra, key, value, merge=False)
 
 
 def install(config_loader: Any) -> CachedSweepConfigs:

@@ -55,6 +55,7 @@ class VectorizedLauncher(Launcher):
         self.config: Optional[DictConfig] = None
         self.hydra_context: Optional[HydraContext] = None
         self.task_function: Optional[TaskFunction] = None
+        self.configs: Any = None  # sweep_configs.CachedSweepConfigs
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.config, self.hydra_context, self.task_function = config, hydra_context, task_function
@@ -65,7 +66,7 @@ class VectorizedLauncher(Launcher):
         # One full composition per distinct set of group choices, for this launcher and the sweeper's checks.
         from hydra_plugins.nnrun_vectorized_launcher import sweep_configs
 
-        sweep_configs.install(hydra_context.config_loader)
+        self.configs = sweep_configs.install(hydra_context.config_loader)
         if not isinstance(self.max_models, int) or self.max_models < 1:
             _bad_input(f"hydra.launcher.max_models={self.max_models} is not allowed: an integer >= 1")
 
@@ -78,20 +79,15 @@ class VectorizedLauncher(Launcher):
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
 
         # --- every job's run dir, as the basic launcher makes it; configs validated before any training ---
-        loader = self.hydra_context.config_loader
-        # The config composed for the sweeper's check of this job, when the cached loader kept it.
-        compose = getattr(loader.load_sweep_config, "take", loader.load_sweep_config)
         yamls = YamlSections()
         returns, jobs, configs = [], [], []
         for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
-            sweep_config = compose(self.config, list(overrides))
-            with open_dict(sweep_config):
-                sweep_config.hydra.job.id = idx
-                sweep_config.hydra.job.num = idx
-            ret, job = _set_up_job(self.hydra_context, sweep_config, yamls)
+            # The configs composed for the sweeper's check of this job.
+            job_configs = self.configs.take(self.config, list(overrides))
+            ret, job = _set_up_job(self.hydra_context, job_configs, idx, yamls)
             returns.append(ret)
             jobs.append(job)
-            configs.append(sweep_config)
+            configs.append(job_configs.config)
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
 
         objectives = self.train(jobs)
@@ -157,25 +153,31 @@ class VectorizedLauncher(Launcher):
         return batching.models_per_stack(per_model, self.memory_budget_mb * 2**20, self.max_models)
 
 
-def _set_up_job(hydra_context: HydraContext, config: DictConfig, yamls: Any) -> Tuple[JobReturn, Any]:
-    """What Hydra's `run_job` does for a job before its task, without running a task: the job's output dir,
-    `.hydra/` (config.yaml, hydra.yaml, overrides.yaml, the same text as Hydra's `_save_config` writes, through
-    `yamls`, a sweep_configs.YamlSections), its log, the callbacks' on_job_start; then the job's validated
-    config and run dir for training. (`run_job` copies the whole config three times per job; one copy is
-    enough here, and on a sweep of small networks that difference is most of the launcher's time.)"""
+def _set_up_job(hydra_context: HydraContext, job_configs: Any, idx: int, yamls: Any) -> Tuple[JobReturn, Any]:
+    """What Hydra's launcher and `run_job` do for job number `idx` before its task, without running a task: the
+    job's numbers and output dir in its config, HydraConfig set to it, `.hydra/` (config.yaml, hydra.yaml,
+    overrides.yaml, the same text as Hydra's `_save_config` writes, through `yamls`, a
+    sweep_configs.YamlSections), its log, the callbacks' on_job_start; then the job's validated config and run
+    dir for training. (`run_job` copies the whole config three times per job; `job_configs`, a
+    sweep_configs.JobConfigs, holds those copies already, and on a sweep of small networks that difference is
+    most of the launcher's time.)"""
+    from hydra_plugins.nnrun_vectorized_launcher.sweep_configs import set_hydra
     from nnrun import config as schema
     from nnrun.config import ConfigError
     from nnrun.vectorized.trainer import Job
 
+    config, task_cfg, hydra_cfg = job_configs
+    set_hydra(job_configs, {"job.id": idx, "job.num": idx})
     output_dir = Path(str(OmegaConf.select(config, "hydra.sweep.dir"))) / str(
         OmegaConf.select(config, "hydra.sweep.subdir"))
-    with read_write(config.hydra.runtime), open_dict(config.hydra.runtime):
-        config.hydra.runtime.output_dir = os.path.abspath(output_dir)
+    set_hydra(job_configs, {"runtime.output_dir": os.path.abspath(output_dir)})
     saved = HydraConfig.instance().cfg
-    HydraConfig.instance().set_config(config)
+    # HydraConfig.set_config(config), with the copy of the hydra node it would make at hand.
+    OmegaConf.set_readonly(config.hydra, True)
+    OmegaConf.set_readonly(hydra_cfg.hydra, True)
+    hydra_cfg.hydra._set_parent(config)
+    HydraConfig.instance().cfg = hydra_cfg
     try:
-        hydra_cfg = HydraConfig.instance().cfg
-        task_cfg = OmegaConf.masked_copy(config, [key for key in config if key != "hydra"])
         ret = JobReturn(overrides=list(config.hydra.overrides.task), cfg=task_cfg, hydra_cfg=hydra_cfg,
                         working_dir=os.getcwd(), task_name=str(config.hydra.job.name))
         output_dir.mkdir(parents=True, exist_ok=True)
