@@ -55,6 +55,7 @@ class CachedSweepConfigs:
         # than copy.deepcopy or masked_copy of a DictConfig), and the keys of its value overrides.
         self.templates: Dict[Tuple, Tuple[bytes, Tuple[str, ...]]] = {}
         self.checked: Dict[Tuple, JobConfigs] = {}  # composed to be checked, not yet taken by the launcher
+        self.parsed: Dict[str, Any] = {}  # override line -> Hydra's Override
 
     def __call__(self, master_config: DictConfig, sweep_overrides: List[str]) -> DictConfig:
         """Compose a job's config (the sweeper's check); the launcher's `take` then gets this very config."""
@@ -68,7 +69,7 @@ class CachedSweepConfigs:
         return checked if checked is not None else self.compose(master_config, sweep_overrides)
 
     def compose(self, master_config: DictConfig, sweep_overrides: List[str]) -> JobConfigs:
-        parsed = self.parser.parse_overrides(list(sweep_overrides))
+        parsed = [self._parse(line) for line in sweep_overrides]
         plain = all(o.package is None and not o.is_delete() and not o.is_hydra_override()
                     and not o.is_sweep_override() for o in parsed)
         if not plain:
@@ -95,6 +96,13 @@ class CachedSweepConfigs:
         OmegaConf.copy_cache(from_config=master_config, to_config=job.config)
         return job
 
+    def _parse(self, line: str) -> Any:
+        """One override, parsed once per sweep: jobs share most of theirs (ANTLR parsing is ~1 ms each)."""
+        parsed = self.parsed.get(line)
+        if parsed is None:
+            parsed = self.parsed[line] = self.parser.parse_overrides([line])[0]
+        return parsed
+
     def _is_group(self, key: str) -> bool:
         return key.split("/")[0] in self.groups or key.lstrip("+~") in self.groups
 
@@ -104,7 +112,11 @@ def set_hydra(job: JobConfigs, values: Dict[str, Any]) -> None:
     for hydra in (job.config.hydra, job.hydra.hydra):
         with read_write(hydra), open_dict(hydra):
             for key, value in values.items():
-                OmegaConf.update(hydra, key, value, merge=False)
+                *parents, name = key.split(".")
+                node = hydra
+                for parent in parents:
+                    node = node[parent]
+                node[name] = value
 
 
 def install(config_loader: Any) -> CachedSweepConfigs:
