@@ -21,8 +21,9 @@ from typing import Any, Mapping
 # Seconds between batches of scalars written and flushed to the event file: curves stay live, the loop stays fast.
 FLUSH_SECONDS = 2.0
 
-# PNG at zlib level 1: an XOR run's seven 200x200 pictures take 8 ms to encode and write instead of 14 ms at
-# PIL's default level 6, in 32 KB instead of 21 KB; level 0 is no faster, its 840 KB costing what it saves.
+# PNG rows unfiltered, deflated at zlib level 1 (encode_png): a 200x200 picture in 0.5 ms, against 1.4 ms with
+# PIL at level 1 (which tries every row filter) and 2.3 ms at PIL's default; the files are as small as PIL's at
+# level 1 (the pictures are flat colour regions, which deflate well without filters).
 PNG_COMPRESS_LEVEL = 1
 
 # The HParams plugin's names (tensorboard.plugins.hparams.metadata, whose import pulls in gfile and boto3).
@@ -174,13 +175,29 @@ def session_summaries(hparams: Mapping[str, int | float | str]):
     return summary(SESSION_START_TAG, session_start_info=start), summary(SESSION_END_TAG, session_end_info=end)
 
 
+def encode_png(hwc) -> bytes:
+    """A (H, W, C) uint8 numpy array (C 3: RGB, 4: RGBA) as PNG bytes: 8-bit, rows unfiltered, one IDAT chunk."""
+    import zlib
+
+    import numpy as np
+
+    height, width, channels = hwc.shape
+    colour_type = {3: 2, 4: 6}[channels]
+    rows = np.zeros((height, 1 + width * channels), dtype=np.uint8)  # each row: filter byte 0 (none), pixels
+    rows[:, 1:] = hwc.reshape(height, width * channels)
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    return b"".join((b"\x89PNG\r\n\x1a\n",
+                     chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, colour_type, 0, 0, 0)),
+                     chunk(b"IDAT", zlib.compress(rows.tobytes(), PNG_COMPRESS_LEVEL)), chunk(b"IEND", b"")))
+
+
 def image_summary(tag: str, chw):
     """A (C, H, W) image (torch tensor or numpy array; C 1, 3 or 4) as a PNG, as torch's SummaryWriter.add_image
     writes it: uint8 as it is, any other dtype taken as [0, 1] and scaled to 0..255, one channel as grey RGB."""
-    import io
-
     import numpy as np
-    from PIL import Image
     from tensorboard.compat.proto.summary_pb2 import Summary
 
     array = chw.detach().cpu().numpy() if hasattr(chw, "detach") else np.asarray(chw)
@@ -189,10 +206,8 @@ def image_summary(tag: str, chw):
     hwc = array.transpose(1, 2, 0)
     if hwc.shape[2] == 1:
         hwc = np.repeat(hwc, 3, axis=2)
-    png = io.BytesIO()
-    Image.fromarray(np.ascontiguousarray(hwc)).save(png, format="PNG", compress_level=PNG_COMPRESS_LEVEL)
     height, width, channels = hwc.shape
-    image = Summary.Image(height=height, width=width, colorspace=channels, encoded_image_string=png.getvalue())
+    image = Summary.Image(height=height, width=width, colorspace=channels, encoded_image_string=encode_png(hwc))
     return Summary(value=[Summary.Value(tag=tag, image=image)])
 
 
