@@ -58,7 +58,7 @@ def events(path: Path) -> list:
 
 def log_a_run(run_dir: Path, pictures: dict) -> dict[str, dict[int, float]]:
     """An XOR-like run: 5 tags every 10 epochs, per-step losses, pictures, HParams; returns the scalars logged."""
-    logger = RunLogger(run_dir, CONFIG, max_queue=7)
+    logger = RunLogger(run_dir, CONFIG)
     logged: dict[str, dict[int, float]] = {}
     for epoch in [1, *range(10, 201, 10)]:
         values = {"loss/train": 1 / epoch, "loss/val": 2 / epoch, "accuracy/train": epoch / 200,

@@ -214,9 +214,7 @@ def image_summary(tag: str, chw):
 class RunLogger:
     """The run dir's event file, with the few calls the engine needs."""
 
-    def __init__(self, run_dir: Path, config_yaml: str, max_queue: int = 1024):
-        """`max_queue` is unused: it sized the queue of the writer thread this logger no longer has, and is
-        still accepted for callers that pass it."""
+    def __init__(self, run_dir: Path, config_yaml: str):
         from tensorboard.compat.proto.event_pb2 import Event
 
         self._Event = Event

@@ -4,7 +4,9 @@ stopping, divergence, checkpoints and metrics, each model exactly as its separat
 Read it beside `nnrun.engine.train`: the loop has the same parts in the same order. What differs:
 - each model k has its own generator (seeded like its run) for its batch order and dropout masks, drawn in the
   run's order (per epoch the permutation, then per step the masks layer by layer);
-- losses are per model and summed for one backward (models share no weights, so each gets its own gradient);
+- losses are per model, and each model's gradient comes from one pass over the stack (vectorized.grad: the chain
+  rule written out, equal to autograd's backward of the summed losses; models share no weights);
+- every job's RunLogger is open while the stack trains (they write synchronously, in batches, no threads);
 - a model that stops early, diverges or is interrupted leaves the stack with its weights and optimizer state
   (so it is frozen, and a NaN in it can reach no other model), and is finished by the engine's own `_finish`.
 """
@@ -15,13 +17,13 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import torch
 
 from nnrun import engine, losses, models, optim
 from nnrun.config import TrainConfig, check_loss_fits
 from nnrun.data import Split, load
+from nnrun.logging import RunLogger
 from nnrun.vectorized import model as stacked_model
 from nnrun.vectorized import optim as stacked_optim
 from nnrun.vectorized.grad import loss_and_grad
@@ -60,37 +62,11 @@ class _Model:
     module: models.MLP
     rng: torch.Generator
     group: dict
-    logger: Any
+    logger: RunLogger
     stopper: engine.EarlyStopping
     has_best: bool = False
     optimizer: _SavedOptimizer | None = None
     result: engine.RunResult | None = None
-
-
-class _RecordedLogger:
-    """Stands in for a job's RunLogger while the stack trains: records its calls, replays them on close.
-
-    K open RunLoggers would run K TensorBoard writer threads fighting the training loop for the GIL; this way
-    one writer is open at a time, and each job's event file holds the same events as its separate run's.
-    """
-
-    def __init__(self, run_dir: Path, config_yaml: str):
-        self.run_dir, self.config_yaml = run_dir, config_yaml
-        self.calls: list[tuple[str, tuple, dict]] = []
-
-    def __getattr__(self, name: str):
-        def record(*args, **kwargs):
-            self.calls.append((name, args, kwargs))
-        return record
-
-    def close(self) -> None:
-        from nnrun.logging import RunLogger
-
-        # A queue as long as the record: the writes never wait for the writer thread.
-        logger = RunLogger(self.run_dir, self.config_yaml, max_queue=len(self.calls) + 16)
-        for name, args, kwargs in self.calls:
-            getattr(logger, name)(*args, **kwargs)
-        logger.close()
 
 
 @torch.no_grad()
@@ -124,7 +100,7 @@ def train_stack(jobs: list[Job]) -> list[engine.RunResult]:
         rng = torch.Generator(device=device).manual_seed(job.cfg.seed)
         module.set_dropout_generator(rng)
         members.append(_Model(job, module, rng, optim.param_group(job.cfg.optimizer),
-                              _RecordedLogger(job.run_dir, job.config_yaml),
+                              RunLogger(job.run_dir, job.config_yaml),
                               engine.EarlyStopping(job.cfg.train.early_stopping)))
     net = stacked_model.StackedMLP([m.module for m in members], cfg.activation)
     optimizer = stacked_optim.build(cfg.optimizer.name, net.params, [m.group for m in members])
