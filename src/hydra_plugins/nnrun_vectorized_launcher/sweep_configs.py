@@ -44,6 +44,16 @@ class JobConfigs(NamedTuple):
                    OmegaConf.masked_copy(config, "hydra"))
 
 
+class Template(NamedTuple):
+    """One set of group choices composed: its JobConfigs pickled, its value overrides' keys, its override lines
+    (hydra.overrides.task) and how Hydra names a job's dir from its overrides."""
+
+    configs: bytes
+    value_keys: Tuple[str, ...]
+    lines: Tuple[str, ...]
+    dirname: Dict[str, Any]
+
+
 class CachedSweepConfigs:
     """A drop-in for `config_loader.load_sweep_config(master, overrides)` that composes once per group choice."""
 
@@ -52,8 +62,8 @@ class CachedSweepConfigs:
         self.groups = set(config_loader.list_groups(""))
         self.parser = OverridesParser.create()
         # Per set of group choices: the composed JobConfigs, pickled (a copy by pickle.loads is about 4x faster
-        # than copy.deepcopy or masked_copy of a DictConfig), and the keys of its value overrides.
-        self.templates: Dict[Tuple, Tuple[bytes, Tuple[str, ...]]] = {}
+        # than copy.deepcopy or masked_copy of a DictConfig), and what a job's own overrides change in it.
+        self.templates: Dict[Tuple, Template] = {}
         self.checked: Dict[Tuple, JobConfigs] = {}  # composed to be checked, not yet taken by the launcher
         self.parsed: Dict[str, Any] = {}  # override line -> Hydra's Override
 
@@ -80,19 +90,31 @@ class CachedSweepConfigs:
         key = (id(master_config), choices)
         if key not in self.templates:
             job = JobConfigs.of(self.full(master_config, list(sweep_overrides)))
-            self.templates[key] = (pickle.dumps(tuple(job), protocol=pickle.HIGHEST_PROTOCOL), value_keys)
+            naming = job.config.hydra.job.config.override_dirname
+            self.templates[key] = Template(
+                pickle.dumps(tuple(job), protocol=pickle.HIGHEST_PROTOCOL), value_keys, tuple(sweep_overrides),
+                dict(kv_sep=naming.kv_sep, item_sep=naming.item_sep, exclude_keys=list(naming.exclude_keys)))
             return job
-        template, template_keys = self.templates[key]
-        if value_keys != template_keys:
+        template = self.templates[key]
+        if value_keys != template.value_keys:
             return JobConfigs.of(self.full(master_config, list(sweep_overrides)))
-        job = JobConfigs(*pickle.loads(template))
+        job = JobConfigs(*pickle.loads(template.configs))
+        # Only the values that differ from the template's (a sweep's jobs share most of theirs).
+        changed = [o for o in values if o.input_line not in template.lines]
         for cfg in (job.config, job.task):
-            ConfigLoaderImpl._apply_overrides_to_config(values, cfg)
-        hydra = job.config.hydra
-        dirname = get_overrides_dirname(overrides=parsed, kv_sep=hydra.job.config.override_dirname.kv_sep,
-                                        item_sep=hydra.job.config.override_dirname.item_sep,
-                                        exclude_keys=hydra.job.config.override_dirname.exclude_keys)
-        set_hydra(job, {"overrides.task": [o.input_line for o in parsed], "job.override_dirname": dirname})
+            ConfigLoaderImpl._apply_overrides_to_config(changed, cfg)
+        dirname = get_overrides_dirname(overrides=parsed, **template.dirname)
+        lines = list(sweep_overrides)
+        for hydra in (job.config.hydra, job.hydra.hydra):
+            with read_write(hydra), open_dict(hydra):
+                task = hydra.overrides.task
+                if len(lines) == len(template.lines):
+                    for i, (line, was) in enumerate(zip(lines, template.lines)):
+                        if line != was:
+                            task[i] = line
+                else:
+                    hydra.overrides.task = lines
+                hydra.job.override_dirname = dirname
         OmegaConf.copy_cache(from_config=master_config, to_config=job.config)
         return job
 
