@@ -29,6 +29,26 @@ def test_train_help_lists_groups_without_torch(tmp_path):
     assert "exp_name: default" in out.stdout
 
 
+@pytest.mark.parametrize("argv,code", [(["--help"], 0), (["tran"], 2), (["train", "seed=x"], 2)])
+def test_the_program_exits_with_the_commands_code_after_the_exit_handlers(argv, code, tmp_path):
+    """`nnrun` skips the interpreter's teardown (a second after torch), not its exit steps: atexit handlers
+    (logging's close of the job logs among them) run, buffered output is flushed, the code is the command's."""
+    program = ("import atexit, logging, sys\n"
+               "from nnrun import cli\n"
+               "log = logging.getLogger('job'); log.addHandler(logging.FileHandler('job.log', delay=False))\n"
+               "log.setLevel(logging.INFO); log.info('written before exit')\n"
+               "atexit.register(lambda: print('exit handler ran'))\n"
+               f"sys.argv = ['nnrun', *{argv!r}]\n"
+               "print('buffered', end='')\n"
+               "cli.run()\n"
+               "print('never here')\n")
+    out = subprocess.run([sys.executable, "-c", program], env={**os.environ, "PYTHONPATH": str(SRC)},
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == code, out.stderr
+    assert out.stdout.startswith("buffered") and "exit handler ran" in out.stdout and "never here" not in out.stdout
+    assert (tmp_path / "job.log").read_text() == "written before exit\n"
+
+
 @pytest.mark.slow
 def test_xor_relu_end_to_end(tmp_path):
     out = run_nnrun(["train", "+exp=xor_relu"], tmp_path)

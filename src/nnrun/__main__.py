@@ -1,7 +1,5 @@
 """`python -m nnrun ...` behaves as `nnrun ...`."""
 
-import sys
+from nnrun.cli import run
 
-from nnrun.cli import main
-
-sys.exit(main())
+run()

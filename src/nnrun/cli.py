@@ -107,3 +107,36 @@ def main(argv: list[str] | None = None) -> int:
     match = difflib.get_close_matches(command, COMMANDS, n=1)
     hint = f"; did you mean {match[0]!r}?" if match else ""
     return _usage_error(f"unknown command {command!r}: choose one of {', '.join(COMMANDS)}{hint}")
+
+
+def run() -> None:
+    """The `nnrun` program: `main()`, then the interpreter's own exit steps, without its teardown.
+
+    Once a command has returned, all that is left is Python freeing every module and object it loaded, which
+    takes about a second after torch is imported: most of the wall time a short sweep has left. nnrun has closed
+    everything it wrote by then; the shutdown's other steps run as the interpreter runs them (wait for
+    non-daemon threads, then the atexit handlers: logging's flush and close of the job logs, the libraries'
+    own), stdout and stderr are flushed, and the process exits with the command's code.
+    """
+    import atexit
+    import threading
+
+    try:
+        code = main()
+    except SystemExit as exc:
+        code = exc.code
+    if code is None:
+        code = 0
+    elif not isinstance(code, int):
+        print(code, file=sys.stderr)
+        code = 1
+    for thread in threading.enumerate():
+        if thread is not threading.main_thread() and not thread.daemon:
+            thread.join()
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a reader that went away (nnrun report | head), a closed stream
+            pass
+    os._exit(code)
