@@ -32,6 +32,7 @@ class StackedMLP:
         # Each model's dropout p; inverted dropout scales kept units by 1 / (1 - p), as models.Dropout does.
         self.dropout = dropout
         self.keep_scale = (1.0 - dropout.double()).to(dropout.dtype).view(-1, 1, 1)
+        self._views: tuple[torch.Tensor, list[torch.Tensor]] | None = None
 
     @property
     def params(self) -> list[torch.Tensor]:
@@ -43,6 +44,12 @@ class StackedMLP:
 
     def layers(self, flat: torch.Tensor | None = None) -> list[torch.Tensor]:
         """`flat` (default: the live parameters) as per-parameter views: weight (K, out, in), bias (K, out), ..."""
+        if flat is None and not torch.is_grad_enabled():
+            # Without autograd (the trainer's steps and evaluations), the live parameters' views stay valid while
+            # `flat` is the same tensor (updated in place): made once per stack, not once per step.
+            if self._views is None or self._views[0] is not self.flat:
+                self._views = (self.flat, self.layers(self.flat.detach()))
+            return self._views[1]
         flat = self.flat if flat is None else flat
         return [piece.view(flat.shape[0], *shape)
                 for piece, shape in zip(torch.split(flat, self.sizes, dim=1), self.shapes)]

@@ -111,6 +111,8 @@ def train_stack(jobs: list[Job]) -> list[engine.RunResult]:
     # As in the engine: restoring the best weights is part of early stopping.
     restore_best = evaluate_every_epoch and cfg.train.early_stopping.restore_best
     x, y, n = data.train.x, data.train.y, len(data.train)
+    if loss.name != "cross_entropy":  # bce and mse compare with float targets: converted once, not every step
+        y = y.to(x.dtype)
     batch_size = min(cfg.train.batch_size or n, n)
     full_batch = batch_size == n
     epochs, log_every = cfg.train.epochs, cfg.train.log_every
