@@ -186,6 +186,7 @@ def _check_sweep(parser, line: str, base: list[str], job, groups: dict[str, tupl
         return  # interval sweeps (optuna) are bounded by the sweeper, not enumerable here
     values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [line.split("=", 1)[1]]
     key = o.key_or_group
+    trial = None  # the base job, each value of this one key set in it in turn
     for value in values:
         if key in groups:
             if value not in groups[key]:
@@ -196,7 +197,8 @@ def _check_sweep(parser, line: str, base: list[str], job, groups: dict[str, tupl
         if not (o.is_add() or o.is_force_add()):
             _check_key(job, key, value)
         (single,) = parser.parse_overrides([f"{key}={value}"])
-        trial = OmegaConf.create(OmegaConf.to_container(job, resolve=False))
+        if trial is None:
+            trial = OmegaConf.create(OmegaConf.to_container(job, resolve=False))
         OmegaConf.update(trial, key, _plain(single.value()), merge=False, force_add=True)
         parse(trial)
 
