@@ -51,6 +51,28 @@ def test_hidden_space_panel_classifies_each_point_as_the_net_does():
         assert torch.equal(loss.predict(model.output(in_plane)), loss.predict(model(x)))
 
 
+def test_decision_boundary_marks_made_once_per_data_draw_the_same_picture():
+    """The training points' marks are kept per data tensor: the picture is the one drawn from scratch, every time,
+    and new data get their own."""
+    import torch.nn.functional as F
+
+    from nnrun import losses, models, pictures
+
+    loss = losses.LOSSES["bce"]
+    model = models.build(2, [6], 1, "tanh", 0.0, None, seed=1)
+    for n in (4, 60):
+        x = torch.randn(n, 2, generator=torch.Generator().manual_seed(n))
+        y = (x[:, 0] > 0).long()
+        grid, lo, hi = pictures.plane(x, pictures.GRID)
+        with torch.no_grad():
+            proba = loss.proba(model(grid))
+        background = F.interpolate(pictures.colour_by_proba(proba, pictures.GRID)[None], size=(200, 200),
+                                   mode="bilinear", align_corners=True)[0]
+        expected = pictures.to_uint8(pictures.draw_points(background, x, y, lo, hi))
+        for _ in range(2):
+            assert torch.equal(pictures.decision_boundary(model, loss, x, y), expected)
+
+
 def test_loss_landscape_image_and_centre_on_the_trained_weights(tmp_path):
     from nnrun import checkpoint, landscape, losses, models
     from nnrun.data import load

@@ -9,6 +9,7 @@ classification the output layer does there). Imported only by runs that draw, so
 from __future__ import annotations
 
 import weakref
+from typing import NamedTuple
 
 import torch
 
@@ -61,14 +62,29 @@ def point_radius(n_points: int) -> int:
     return 6 if n_points <= 16 else 3 if n_points <= 100 else 2
 
 
-def draw_points(image: torch.Tensor, points: torch.Tensor, labels: torch.Tensor, lo: torch.Tensor,
-                hi: torch.Tensor, radius: int | None = None) -> torch.Tensor:
-    """Each point a square of its class colour with a white rim, in place on a (3, H, W) image.
+class Marks(NamedTuple):
+    """Where points go on an image: the flat pixel indices of their white rims and of their fills, and the fills'
+    colours (3, fills). Made once, drawn on any number of images of that size and plane."""
 
-    All points at once (a Python loop over hundreds of points would cost more than the net's forward pass):
-    first every rim, then every fill, so a rim never hides a neighbour's colour.
+    rim: torch.Tensor
+    fill: torch.Tensor
+    colours: torch.Tensor
+
+    def draw(self, image: torch.Tensor) -> torch.Tensor:
+        """The points on a (3, H, W) image, in place: first every rim, then every fill, so a rim never hides a
+        neighbour's colour."""
+        flat = image.view(3, -1)
+        flat[:, self.rim] = 1.0
+        flat[:, self.fill] = self.colours
+        return image
+
+
+def point_marks(points: torch.Tensor, labels: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, h: int, w: int,
+                radius: int | None = None) -> Marks:
+    """Each point a square of its class colour with a white rim, on an h x w image of the plane lo..hi.
+
+    All points at once (a Python loop over hundreds of points would cost more than the net's forward pass).
     """
-    _, h, w = image.shape
     radius = point_radius(len(points)) if radius is None else radius
     col = ((points[:, 0] - lo[0]) / (hi[0] - lo[0]) * (w - 1)).round().long()
     row = ((hi[1] - points[:, 1]) / (hi[1] - lo[1]) * (h - 1)).round().long()
@@ -78,11 +94,35 @@ def draw_points(image: torch.Tensor, points: torch.Tensor, labels: torch.Tensor,
     inside = (rows >= 0) & (rows < h) & (cols >= 0) & (cols < w)
     fill = inside & (dr.abs() <= radius) & (dc.abs() <= radius)
     pixel = rows * w + cols
-    flat = image.view(3, -1)
-    flat[:, pixel[inside]] = 1.0
     colours = (POINT_SHADE * PALETTE[labels % len(PALETTE)]).view(-1, 1, 1, 3).expand(*pixel.shape, 3)
-    flat[:, pixel[fill]] = colours[fill].T
-    return image
+    return Marks(pixel[inside], pixel[fill], colours[fill].T)
+
+
+def draw_points(image: torch.Tensor, points: torch.Tensor, labels: torch.Tensor, lo: torch.Tensor,
+                hi: torch.Tensor, radius: int | None = None) -> torch.Tensor:
+    """The points drawn on a (3, H, W) image in place (see point_marks)."""
+    return point_marks(points, labels, lo, hi, *image.shape[1:], radius=radius).draw(image)
+
+
+# The decision boundary's plane and points are those of the training data, the same at every epoch (and for
+# every model of a stacked sweep): their marks are made once per data tensor. Keyed by id() with a weak
+# reference to tell a live tensor from a new one at a reused address; the last few data only.
+_boundary_marks: dict[int, tuple] = {}
+_BOUNDARY_MARKS_KEPT = 4
+
+
+def _marks_of_data(points: torch.Tensor, labels: torch.Tensor, size: int) -> tuple[torch.Tensor, Marks]:
+    """(grid points, marks) of the decision boundary's plane for `points`, made once per points tensor."""
+    cached = _boundary_marks.get(id(points))
+    if cached is not None and cached[0]() is points and cached[1]() is labels and cached[2] == size:
+        return cached[3], cached[4]
+    cpu_points = points.cpu()
+    grid, lo, hi = plane(cpu_points, GRID)
+    marks = point_marks(cpu_points, labels.cpu(), lo, hi, size, size)
+    _boundary_marks[id(points)] = (weakref.ref(points), weakref.ref(labels), size, grid, marks)
+    while len(_boundary_marks) > _BOUNDARY_MARKS_KEPT:
+        del _boundary_marks[next(iter(_boundary_marks))]
+    return grid, marks
 
 
 @torch.no_grad()
@@ -92,11 +132,10 @@ def decision_boundary(model: torch.nn.Module, loss: Loss, points: torch.Tensor, 
     was_training = model.training
     model.eval()
     device = next(model.parameters()).device
-    grid, lo, hi = plane(points.cpu(), GRID)
+    grid, marks = _marks_of_data(points, labels, size)
     proba = loss.proba(model(grid.to(device))).float().cpu()
     model.train(was_training)
-    image = draw_points(heatmap(proba, size), points.cpu(), labels.cpu(), lo, hi)
-    return to_uint8(image)
+    return to_uint8(marks.draw(heatmap(proba, size)))
 
 
 def to_uint8(image: torch.Tensor) -> torch.Tensor:
@@ -178,10 +217,11 @@ def hidden_space(model: torch.nn.Module, loss: Loss, points: torch.Tensor, label
     basis, centre = hidden_plane(model.output.weight.detach().float().cpu(), h)
     projected = (h - centre) @ basis.T  # (N, 2) coordinates in the panel's plane
     grid, lo, hi = plane(projected, GRID)
-    hidden = draw_points(torch.ones(3, size, size), projected, labels, lo, hi)
+    marks = point_marks(projected, labels, lo, hi, size, size)  # the same points on both panels
+    hidden = marks.draw(torch.ones(3, size, size))
     # The output layer is linear and needs no mode switch: dropout sits before it, inside `hidden`.
     proba = loss.proba(model.output((centre + grid @ basis).to(device))).float().cpu()
-    classified = draw_points(heatmap(proba, size), projected, labels, lo, hi)
+    classified = marks.draw(heatmap(proba, size))
     return to_uint8(hidden), to_uint8(classified)
 
 
