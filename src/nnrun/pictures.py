@@ -104,25 +104,34 @@ def draw_points(image: torch.Tensor, points: torch.Tensor, labels: torch.Tensor,
     return point_marks(points, labels, lo, hi, *image.shape[1:], radius=radius).draw(image)
 
 
-# The decision boundary's plane and points are those of the training data, the same at every epoch (and for
-# every model of a stacked sweep): their marks are made once per data tensor. Keyed by id() with a weak
-# reference to tell a live tensor from a new one at a reused address; the last few data only.
-_boundary_marks: dict[int, tuple] = {}
-_BOUNDARY_MARKS_KEPT = 4
+# The decision boundary's plane and points, and the original-data panel, are the training data's at every epoch
+# (and for every model of a stacked sweep): made once per data tensor. Keyed by id() with weak references to tell
+# live tensors from new ones at a reused address; the last few data only.
+_per_data: dict[tuple, tuple] = {}
+_PER_DATA_KEPT = 8
+
+
+def _once_per_data(what: str, points: torch.Tensor, labels: torch.Tensor, size: int, make):
+    """`make()`, computed once per (what, points, labels, size) while those tensors live."""
+    key = (what, id(points), size)
+    cached = _per_data.get(key)
+    if cached is not None and cached[0]() is points and cached[1]() is labels:
+        return cached[2]
+    value = make()
+    _per_data[key] = (weakref.ref(points), weakref.ref(labels), value)
+    while len(_per_data) > _PER_DATA_KEPT:
+        del _per_data[next(iter(_per_data))]
+    return value
 
 
 def _marks_of_data(points: torch.Tensor, labels: torch.Tensor, size: int) -> tuple[torch.Tensor, Marks]:
-    """(grid points, marks) of the decision boundary's plane for `points`, made once per points tensor."""
-    cached = _boundary_marks.get(id(points))
-    if cached is not None and cached[0]() is points and cached[1]() is labels and cached[2] == size:
-        return cached[3], cached[4]
-    cpu_points = points.cpu()
-    grid, lo, hi = plane(cpu_points, GRID)
-    marks = point_marks(cpu_points, labels.cpu(), lo, hi, size, size)
-    _boundary_marks[id(points)] = (weakref.ref(points), weakref.ref(labels), size, grid, marks)
-    while len(_boundary_marks) > _BOUNDARY_MARKS_KEPT:
-        del _boundary_marks[next(iter(_boundary_marks))]
-    return grid, marks
+    """(grid points, marks) of the decision boundary's plane for `points`."""
+    def make():
+        cpu_points = points.cpu()
+        grid, lo, hi = plane(cpu_points, GRID)
+        return grid, point_marks(cpu_points, labels.cpu(), lo, hi, size, size)
+
+    return _once_per_data("boundary", points, labels, size, make)
 
 
 @torch.no_grad()
@@ -200,10 +209,14 @@ _original_logged: "weakref.WeakSet" = weakref.WeakSet()
 
 
 def original_data(points: torch.Tensor, labels: torch.Tensor, size: int = SIZE) -> torch.Tensor:
-    """Panel 1, (3, size, size) uint8: the training points in the input plane, nothing else."""
-    points, labels = points.cpu(), labels.cpu()
-    lo, hi = plane(points, size)[1:]
-    return to_uint8(draw_points(torch.ones(3, size, size), points, labels, lo, hi))
+    """Panel 1, (3, size, size) uint8: the training points in the input plane, nothing else (the same picture
+    for every run on these data: drawn once; not to be changed in place)."""
+    def make():
+        cpu_points, cpu_labels = points.cpu(), labels.cpu()
+        lo, hi = plane(cpu_points, size)[1:]
+        return to_uint8(draw_points(torch.ones(3, size, size), cpu_points, cpu_labels, lo, hi))
+
+    return _once_per_data("original", points, labels, size, make)
 
 
 @torch.no_grad()
