@@ -23,11 +23,10 @@ import pickle
 from typing import Any, Callable, Dict, List, NamedTuple, Tuple
 
 import yaml
-from omegaconf._utils import get_omega_conf_dumper
-
 from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf._utils import get_omega_conf_dumper
 
 
 class JobConfigs(NamedTuple):
