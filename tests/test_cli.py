@@ -49,6 +49,20 @@ def test_the_program_exits_with_the_commands_code_after_the_exit_handlers(argv, 
     assert (tmp_path / "job.log").read_text() == "written before exit\n"
 
 
+def test_the_program_leaves_running_threads_to_the_interpreters_own_shutdown(tmp_path):
+    """A thread still working when the command returns (joblib's, submitit's) is waited for, as Python does."""
+    program = ("import threading, time\n"
+               "from nnrun import cli\n"
+               "def work():\n    time.sleep(0.5)\n    open('done', 'w').write('finished')\n"
+               "threading.Thread(target=work).start()\n"
+               "import sys; sys.argv = ['nnrun', '--version']\n"
+               "cli.run()\n")
+    out = subprocess.run([sys.executable, "-c", program], env={**os.environ, "PYTHONPATH": str(SRC)},
+                         capture_output=True, text=True, cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("nnrun ") and (tmp_path / "done").read_text() == "finished"
+
+
 @pytest.mark.slow
 def test_xor_relu_end_to_end(tmp_path):
     out = run_nnrun(["train", "+exp=xor_relu"], tmp_path)

@@ -110,15 +110,17 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> None:
-    """The `nnrun` program: `main()`, then the interpreter's own exit steps, without its teardown.
+    """The `nnrun` program: `main()`, then the interpreter's exit steps, without its teardown where it can.
 
     Once a command has returned, all that is left is Python freeing every module and object it loaded, which
-    takes about a second after torch is imported: most of the wall time a short sweep has left. nnrun has closed
-    everything it wrote by then; the shutdown's other steps run as the interpreter runs them (wait for
-    non-daemon threads, then the atexit handlers: logging's flush and close of the job logs, the libraries'
-    own), stdout and stderr are flushed, and the process exits with the command's code.
+    takes about a second after torch is imported: most of the wall time a short sweep has left. When nothing
+    else is running (no other non-daemon thread, no child process: joblib's and submitit's launchers leave
+    theirs to the interpreter's own shutdown, which their libraries hook into), nnrun runs the atexit handlers
+    (logging's flush and close of the job logs, the libraries' own), flushes stdout and stderr, and exits
+    with the command's code at once. Everything nnrun writes is closed by then.
     """
     import atexit
+    import multiprocessing
     import threading
 
     try:
@@ -130,9 +132,9 @@ def run() -> None:
     elif not isinstance(code, int):
         print(code, file=sys.stderr)
         code = 1
-    for thread in threading.enumerate():
-        if thread is not threading.main_thread() and not thread.daemon:
-            thread.join()
+    others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
+    if others or multiprocessing.active_children():
+        sys.exit(code)
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
