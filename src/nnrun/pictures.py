@@ -28,7 +28,8 @@ GRID = 100
 POINT_SHADE = 0.8  # points a little darker than their class's region, so they show on top of it
 
 
-def plane(points: torch.Tensor, size: int = SIZE, margin: float = 0.25) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def plane(points: torch.Tensor, size: int = SIZE,
+          margin: float = 0.25) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A size x size grid covering the points (plus a margin); returns (grid points (size², 2), lo, hi)."""
     lo, hi = points.min(0).values, points.max(0).values
     pad = (hi - lo).clamp_min(1e-3) * margin

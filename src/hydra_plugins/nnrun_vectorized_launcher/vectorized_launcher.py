@@ -1,8 +1,9 @@
 """A Hydra launcher that trains a sweep's jobs as stacked models (nnrun.vectorized), K jobs per stack.
 
 Each job still gets its own run dir exactly as Hydra's basic launcher makes it (`_set_up_job` does what
-Hydra's `run_job` does around a task: output dir, `.hydra/`, the job's log, callbacks), then trains the jobs that can share a stack together and
-writes each job's TensorBoard events, metrics.json and checkpoint.pt through the engine's own code.
+Hydra's `run_job` does around a task: output dir, `.hydra/`, the job's log, callbacks), then the jobs that can
+share a stack train together, and each job's TensorBoard events, metrics.json and checkpoint.pt are written
+through the engine's own code; its callbacks' on_job_end follows with its result.
 """
 
 import logging
