@@ -134,6 +134,19 @@ def test_the_memory_budget_caps_models_per_stack():
     assert batching.models_per_stack(per_model, 10 * per_model, 256) == 10
     assert batching.models_per_stack(per_model, 10 * per_model, 4) == 4
     assert batching.models_per_stack(per_model, 1, 256) == 1
+
+
+def test_the_open_file_limit_caps_models_per_stack(monkeypatch):
+    # Each job's event file is open while its stack trains: a limit of 256 open files (macOS's default) holds
+    # fewer models than the default max_models.
+    import resource
+
+    from nnrun.vectorized import batching
+
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (256, 1024))
+    assert batching.models_per_stack(1, 1 << 40, 256) == 256 - batching.SPARE_FILES
+    monkeypatch.setattr(resource, "getrlimit", lambda which: (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
+    assert batching.models_per_stack(1, 1 << 40, 256) == 256
     assert [len(c) for c in batching.chunks(list(range(1000)), 300)] == [300, 300, 300, 100]
 
 

@@ -52,9 +52,28 @@ def bytes_per_model(cfg: TrainConfig, n_features: int, n_outputs: int, n_rows: i
     return 4 * (7 * n_params + 4 * batch_rows * activations + 2 * n_rows * activations)
 
 
+# Open files a process keeps beside a stack's event files (its own, Hydra's job log, data, imports' handles).
+SPARE_FILES = 64
+
+
+def open_files_cap() -> int:
+    """How many models a stack may hold under the process's open-file limit: each job's event file stays open
+    while its stack trains (macOS allows 256 open files by default, fewer than the default max_models)."""
+    try:
+        import resource
+
+        soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    except (ImportError, OSError, ValueError):  # no such limit here (Windows)
+        return 1 << 30
+    if soft == resource.RLIM_INFINITY:
+        return 1 << 30
+    return max(1, soft - SPARE_FILES)
+
+
 def models_per_stack(per_model_bytes: int, budget_bytes: int, max_models: int) -> int:
-    """At most `max_models`, and as many as fit `budget_bytes` (always at least one)."""
-    return max(1, min(max_models, budget_bytes // max(per_model_bytes, 1)))
+    """At most `max_models`, as many as fit `budget_bytes`, and as many event files as may be open at once
+    (always at least one)."""
+    return max(1, min(max_models, budget_bytes // max(per_model_bytes, 1), open_files_cap()))
 
 
 def chunks(items: Sequence[T], size: int) -> list[list[T]]:
