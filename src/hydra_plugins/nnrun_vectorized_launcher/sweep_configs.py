@@ -102,18 +102,14 @@ class CachedSweepConfigs:
         changed = [o for o in values if o.input_line not in template.lines]
         for cfg in (job.config, job.task):
             ConfigLoaderImpl._apply_overrides_to_config(changed, cfg)
-        dirname = get_overrides_dirname(overrides=parsed, **template.dirname)
         lines = list(sweep_overrides)
-        for hydra in (job.config.hydra, job.hydra.hydra):
-            with read_write(hydra), open_dict(hydra):
-                task = hydra.overrides.task
-                if len(lines) == len(template.lines):
-                    for i, (line, was) in enumerate(zip(lines, template.lines)):
-                        if line != was:
-                            task[i] = line
-                else:
-                    hydra.overrides.task = lines
-                hydra.job.override_dirname = dirname
+        if len(lines) == len(template.lines):  # hydra.overrides.task: only the lines that differ
+            updates: Dict[Tuple, Any] = {("overrides", "task", i): line
+                                         for i, (line, was) in enumerate(zip(lines, template.lines)) if line != was}
+        else:
+            updates = {("overrides", "task"): lines}
+        updates[("job", "override_dirname")] = get_overrides_dirname(overrides=parsed, **template.dirname)
+        set_hydra(job, updates)
         OmegaConf.copy_cache(from_config=master_config, to_config=job.config)
         return job
 
@@ -128,12 +124,12 @@ class CachedSweepConfigs:
         return key.split("/")[0] in self.groups or key.lstrip("+~") in self.groups
 
 
-def set_hydra(job: JobConfigs, values: Dict[str, Any]) -> None:
-    """Set `hydra.<key>` to each value in the job's config and in its hydra part alike."""
+def set_hydra(job: JobConfigs, values: Dict[Tuple, Any]) -> None:
+    """Set each path under `hydra` (a tuple of keys and list indices, e.g. ("job", "num")) to its value, in the
+    job's config and in its hydra part alike."""
     for hydra in (job.config.hydra, job.hydra.hydra):
         with read_write(hydra), open_dict(hydra):
-            for key, value in values.items():
-                *parents, name = key.split(".")
+            for (*parents, name), value in values.items():
                 node = hydra
                 for parent in parents:
                     node = node[parent]

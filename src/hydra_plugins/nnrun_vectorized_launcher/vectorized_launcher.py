@@ -168,10 +168,10 @@ def _set_up_job(hydra_context: HydraContext, job_configs: Any, idx: int, yamls: 
     from nnrun.vectorized.trainer import Job
 
     config, task_cfg, hydra_cfg = job_configs
-    set_hydra(job_configs, {"job.id": idx, "job.num": idx})
+    set_hydra(job_configs, {("job", "id"): idx, ("job", "num"): idx})
     output_dir = Path(str(OmegaConf.select(config, "hydra.sweep.dir"))) / str(
         OmegaConf.select(config, "hydra.sweep.subdir"))
-    set_hydra(job_configs, {"runtime.output_dir": os.path.abspath(output_dir)})
+    set_hydra(job_configs, {("runtime", "output_dir"): os.path.abspath(output_dir)})
     saved = HydraConfig.instance().cfg
     # HydraConfig.set_config(config), with the copy of the hydra node it would make at hand.
     OmegaConf.set_readonly(config.hydra, True)
