@@ -97,10 +97,9 @@ class EventFile:
                          source_metadata=SourceMetadata(writer="nnrun.logging")))
         self.flush()
 
-    def add(self, summary, step: int = 0, wall_time: float | None = None) -> None:
-        """`summary` (a Summary proto) as one event at `step`, stamped now unless `wall_time` says when."""
-        self.write(self._Event(summary=summary, step=int(step),
-                               wall_time=time.time() if wall_time is None else wall_time))
+    def add(self, summary, step: int = 0) -> None:
+        """`summary` (a Summary proto) as one event at `step`, stamped now."""
+        self.write(self._Event(summary=summary, step=int(step), wall_time=time.time()))
 
     def write(self, event) -> None:
         data = event.SerializeToString()

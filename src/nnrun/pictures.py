@@ -212,10 +212,8 @@ _original_logged: "weakref.WeakSet" = weakref.WeakSet()
 def original_data(points: torch.Tensor, labels: torch.Tensor, size: int = SIZE) -> torch.Tensor:
     """Panel 1, (3, size, size) uint8: the training points in the input plane, nothing else (the same picture
     for every run on these data: drawn once; not to be changed in place)."""
-    def make():
-        cpu_points, cpu_labels = points.cpu(), labels.cpu()
-        lo, hi = plane(cpu_points, size)[1:]
-        return to_uint8(draw_points(torch.ones(3, size, size), cpu_points, cpu_labels, lo, hi))
+    def make():  # the decision boundary's marks: the same points on the same plane
+        return to_uint8(_marks_of_data(points, labels, size)[1].draw(torch.ones(3, size, size)))
 
     return _once_per_data("original", points, labels, size, make)
 
