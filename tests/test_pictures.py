@@ -73,6 +73,29 @@ def test_decision_boundary_marks_made_once_per_data_draw_the_same_picture():
             assert torch.equal(pictures.decision_boundary(model, loss, x, y), expected)
 
 
+def test_overlapping_points_draw_the_same_picture_on_any_number_of_threads():
+    """Squares of close points overlap; the later point's colour wins, whatever order threads write in."""
+    from nnrun import pictures
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(3000, 2, generator=g)
+    y = torch.randint(0, 3, (3000,), generator=g)
+    lo, hi = pictures.plane(x, 200)[1:]
+    threads = torch.get_num_threads()
+    drawn = []
+    try:
+        for n in (1, 4, 1, 4):
+            torch.set_num_threads(n)
+            drawn.append(pictures.draw_points(torch.ones(3, 200, 200), x, y, lo, hi))
+    finally:
+        torch.set_num_threads(threads)
+    assert all(torch.equal(drawn[0], image) for image in drawn[1:])
+    # The last point drawn shows its own colour at its centre.
+    col = ((x[-1, 0] - lo[0]) / (hi[0] - lo[0]) * 199).round().long()
+    row = ((hi[1] - x[-1, 1]) / (hi[1] - lo[1]) * 199).round().long()
+    assert torch.allclose(drawn[0][:, row, col], pictures.POINT_SHADE * pictures.PALETTE[y[-1]])
+
+
 def test_loss_landscape_image_and_centre_on_the_trained_weights(tmp_path):
     from nnrun import checkpoint, landscape, losses, models
     from nnrun.data import load

@@ -96,7 +96,13 @@ def point_marks(points: torch.Tensor, labels: torch.Tensor, lo: torch.Tensor, hi
     fill = inside & (dr.abs() <= radius) & (dc.abs() <= radius)
     pixel = rows * w + cols
     colours = (POINT_SHADE * PALETTE[labels % len(PALETTE)]).view(-1, 1, 1, 3).expand(*pixel.shape, 3)
-    return Marks(pixel[inside], pixel[fill], colours[fill].T)
+    filled, fill_colours = pixel[fill], colours[fill]
+    # Where squares overlap, the later point's colour: only each pixel's last fill is kept, so the picture does
+    # not depend on the order in which a multi-threaded index_put happens to write duplicates.
+    order = torch.arange(len(filled))
+    last = torch.full((h * w,), -1, dtype=order.dtype).scatter_reduce_(0, filled, order, "amax")
+    last_fill = last[filled] == order
+    return Marks(pixel[inside], filled[last_fill], fill_colours[last_fill].T)
 
 
 def draw_points(image: torch.Tensor, points: torch.Tensor, labels: torch.Tensor, lo: torch.Tensor,
