@@ -120,10 +120,13 @@ def train_stack(jobs: list[Job]) -> list[engine.RunResult]:
     last_good = net.snapshot()  # per row: the newest finite weights
     best = net.snapshot() if restore_best else None
     epochs_done, step = 0, 0
+    # Known once per stack, not asked of the tensor (a device sync) every step. Models leaving cannot add dropout;
+    # a stack whose dropout models have all left draws all-ones masks, which change nothing.
+    with_dropout = bool((net.dropout > 0).any())
 
     def draw_masks(rows_batch: int) -> list[torch.Tensor] | None:
         """Each model's dropout masks for one step, from its own generator, layer by layer (as models.Dropout)."""
-        if not bool((net.dropout > 0).any()):
+        if not with_dropout:
             return None
         masks = []
         for width in widths:
