@@ -68,7 +68,7 @@ def test_decision_boundary_marks_made_once_per_data_draw_the_same_picture():
             proba = loss.proba(model(grid))
         background = F.interpolate(pictures.colour_by_proba(proba, pictures.GRID)[None], size=(200, 200),
                                    mode="bilinear", align_corners=True)[0]
-        expected = pictures.to_uint8(pictures.draw_points(background, x, y, lo, hi))
+        expected = pictures.to_uint8(pictures.point_marks(x, y, lo, hi, 200, 200).draw(background))
         for _ in range(2):
             assert torch.equal(pictures.decision_boundary(model, loss, x, y), expected)
 
@@ -86,7 +86,7 @@ def test_overlapping_points_draw_the_same_picture_on_any_number_of_threads():
     try:
         for n in (1, 4, 1, 4):
             torch.set_num_threads(n)
-            drawn.append(pictures.draw_points(torch.ones(3, 200, 200), x, y, lo, hi))
+            drawn.append(pictures.point_marks(x, y, lo, hi, 200, 200).draw(torch.ones(3, 200, 200)))
     finally:
         torch.set_num_threads(threads)
     assert all(torch.equal(drawn[0], image) for image in drawn[1:])

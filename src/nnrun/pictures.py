@@ -105,12 +105,6 @@ def point_marks(points: torch.Tensor, labels: torch.Tensor, lo: torch.Tensor, hi
     return Marks(pixel[inside], filled[last_fill], fill_colours[last_fill].T)
 
 
-def draw_points(image: torch.Tensor, points: torch.Tensor, labels: torch.Tensor, lo: torch.Tensor,
-                hi: torch.Tensor, radius: int | None = None) -> torch.Tensor:
-    """The points drawn on a (3, H, W) image in place (see point_marks)."""
-    return point_marks(points, labels, lo, hi, *image.shape[1:], radius=radius).draw(image)
-
-
 # The decision boundary's plane and points, and the original-data panel, are the training data's at every epoch
 # (and for every model of a stacked sweep): made once per data tensor. Keyed by id() with weak references to tell
 # live tensors from new ones at a reused address; the last few data only.
