@@ -73,6 +73,54 @@ def test_decision_boundary_marks_made_once_per_data_draw_the_same_picture():
             assert torch.equal(pictures.decision_boundary(model, loss, x, y), expected)
 
 
+def _reference_picture(proba: torch.Tensor, marks, size: int = 200) -> torch.Tensor:
+    """The picture as plainly written: channel by channel, in float, marks drawn before the uint8 conversion."""
+    import torch.nn.functional as F
+
+    from nnrun import pictures
+
+    k = proba.shape[1]
+    rgb = proba @ pictures.PALETTE[:k]
+    weight = ((proba.max(1).values.unsqueeze(1) - 1.0 / k) / (1 - 1.0 / k)).clamp(0, 1) * 0.65 + 0.2
+    rgb = weight * rgb + (1 - weight) * torch.ones(3)
+    image = rgb.T.reshape(3, pictures.GRID, pictures.GRID).contiguous()
+    image = F.interpolate(image[None], size=(size, size), mode="bilinear", align_corners=True)[0].contiguous()
+    flat = image.view(3, -1)
+    flat[:, marks.rim] = 1.0
+    flat[:, marks.fill] = marks.colours
+    return (image.clamp(0, 1) * 255).to(torch.uint8)
+
+
+def test_pictures_laid_out_pixel_by_pixel_equal_the_plain_channel_by_channel_drawing():
+    """The pictures are made in (H, W, 3) memory, as PNG wants them, and marks drawn on uint8: the pixels must be
+    those of the plain float, channel-by-channel drawing, for both heatmap panels and the blank ones."""
+    from nnrun import losses, models, pictures
+
+    x = torch.randn(40, 2, generator=torch.Generator().manual_seed(5))
+    y = (x[:, 0] * x[:, 1] > 0).long()
+    for loss_name, outputs in (("bce", 1), ("cross_entropy", 2)):
+        loss = losses.LOSSES[loss_name]
+        model = models.build(2, [5], outputs, "tanh", 0.0, None, seed=2)
+        grid, lo, hi = pictures.plane(x, pictures.GRID)
+        with torch.no_grad():
+            proba = loss.proba(model(grid))
+        marks = pictures.point_marks(x, y, lo, hi, 200, 200)
+        drawn = pictures.decision_boundary(model, loss, x, y)
+        assert drawn.shape == (3, 200, 200) and drawn.permute(1, 2, 0).is_contiguous()
+        assert torch.equal(drawn, _reference_picture(proba, marks))
+
+        hidden, classified = pictures.hidden_space(model, loss, x, y)
+        h = pictures.hidden_activations(model, x)
+        basis, centre = pictures.hidden_plane(model.output.weight.detach(), h)
+        projected = (h - centre) @ basis.T
+        grid, lo, hi = pictures.plane(projected, pictures.GRID)
+        marks = pictures.point_marks(projected, y, lo, hi, 200, 200)
+        with torch.no_grad():
+            proba = loss.proba(model.output(centre + grid @ basis))
+        assert torch.equal(classified, _reference_picture(proba, marks))
+        assert torch.equal(hidden, pictures.to_uint8(marks.draw(torch.ones(3, 200, 200))))
+
+
 def test_overlapping_points_draw_the_same_picture_on_any_number_of_threads():
     """Squares of close points overlap; the later point's colour wins, whatever order threads write in."""
     from nnrun import pictures

@@ -41,21 +41,33 @@ def plane(points: torch.Tensor, size: int = SIZE,
 
 
 def colour_by_proba(proba: torch.Tensor, size: int) -> torch.Tensor:
-    """(size², K) probabilities -> (3, size, size) image, pale where the net is unsure."""
+    """(size², K) probabilities -> (3, size, size) image, pale where the net is unsure.
+
+    The image is a (3, size, size) view of (size, size, 3) memory, each pixel's colours side by side, as PNG
+    wants them: the steps that follow (upsampling, marks, uint8, encoding) keep that layout and need no copy
+    to change it.
+    """
     k = proba.shape[1]
-    rgb = proba @ PALETTE[:k]
-    confidence = proba.max(1).values.unsqueeze(1)  # 1/K .. 1
-    weight = ((confidence - 1.0 / k) / (1 - 1.0 / k)).clamp(0, 1) * 0.65 + 0.2
-    rgb = weight * rgb + (1 - weight) * torch.ones(3)
-    return rgb.T.reshape(3, size, size)
+    rgb = proba @ PALETTE[:k]  # (size², 3): pixel by pixel
+    confidence = proba.amax(1, keepdim=True)  # 1/K .. 1
+    weight = ((confidence - 1.0 / k) / (1 - 1.0 / k)).clamp_(0, 1).mul_(0.65).add_(0.2)
+    rgb = rgb.mul_(weight).add_(1 - weight)  # weight * rgb + (1 - weight) * white
+    return rgb.view(size, size, 3).permute(2, 0, 1)
 
 
 def heatmap(proba: torch.Tensor, size: int = SIZE) -> torch.Tensor:
-    """(GRID², K) probabilities over the plane -> (3, size, size) background, smoothly upsampled."""
+    """(GRID², K) probabilities over the plane -> (3, size, size) background, smoothly upsampled (in the
+    pixel-by-pixel layout of `colour_by_proba`, which bilinear upsampling keeps and runs faster in)."""
     import torch.nn.functional as F
 
-    image = colour_by_proba(proba, GRID)
-    return F.interpolate(image[None], size=(size, size), mode="bilinear", align_corners=True)[0]
+    pixels = colour_by_proba(proba, GRID).permute(1, 2, 0)[None]  # (1, GRID, GRID, 3)
+    # As (1, 3, GRID, GRID) with the batch's stride too, so that torch sees the channels-last layout and keeps it.
+    return F.interpolate(pixels.permute(0, 3, 1, 2), size=(size, size), mode="bilinear", align_corners=True)[0]
+
+
+def white(size: int) -> torch.Tensor:
+    """A blank (3, size, size) uint8 canvas, in the pixel-by-pixel layout."""
+    return torch.full((size, size, 3), 255, dtype=torch.uint8).permute(2, 0, 1)
 
 
 def point_radius(n_points: int) -> int:
@@ -72,11 +84,18 @@ class Marks(NamedTuple):
     colours: torch.Tensor
 
     def draw(self, image: torch.Tensor) -> torch.Tensor:
-        """The points on a (3, H, W) image, in place: first every rim, then every fill, so a rim never hides a
-        neighbour's colour."""
-        flat = image.view(3, -1)
-        flat[:, self.rim] = 1.0
-        flat[:, self.fill] = self.colours
+        """The points on a (3, H, W) image (float 0..1 or uint8 0..255; laid out channel by channel or pixel by
+        pixel), in place: first every rim, then every fill, so a rim never hides a neighbour's colour."""
+        colours = self.colours if image.is_floating_point() else to_uint8(self.colours)
+        pixels = image.permute(1, 2, 0)
+        if pixels.is_contiguous():  # (H, W, 3) memory: a pixel's three values at once
+            flat = pixels.view(-1, 3)
+            flat[self.rim] = 1.0 if image.is_floating_point() else 255
+            flat[self.fill] = colours.T
+        else:
+            flat = image.view(3, -1)
+            flat[:, self.rim] = 1.0 if image.is_floating_point() else 255
+            flat[:, self.fill] = colours
         return image
 
 
@@ -145,11 +164,19 @@ def decision_boundary(model: torch.nn.Module, loss: Loss, points: torch.Tensor, 
     grid, marks = _marks_of_data(points, labels, size)
     proba = loss.proba(model(grid.to(device))).float().cpu()
     model.train(was_training)
-    return to_uint8(marks.draw(heatmap(proba, size)))
+    return marks.draw(to_uint8_(heatmap(proba, size)))
 
 
 def to_uint8(image: torch.Tensor) -> torch.Tensor:
+    """A float 0..1 image as uint8 0..255 (clamped, truncated), in the same layout."""
     return (image.clamp(0, 1) * 255).to(torch.uint8)
+
+
+def to_uint8_(image: torch.Tensor) -> torch.Tensor:
+    """`to_uint8` of an image nothing else holds: scaled in place, one new tensor instead of three. Marks
+    drawn after it in uint8 give the same pixels as marks drawn before it in float (each pixel is converted
+    alone)."""
+    return image.clamp_(0, 1).mul_(255).to(torch.uint8)
 
 
 @torch.no_grad()
@@ -213,7 +240,7 @@ def original_data(points: torch.Tensor, labels: torch.Tensor, size: int = SIZE) 
     """Panel 1, (3, size, size) uint8: the training points in the input plane, nothing else (the same picture
     for every run on these data: drawn once; not to be changed in place)."""
     def make():  # the decision boundary's marks: the same points on the same plane
-        return to_uint8(_marks_of_data(points, labels, size)[1].draw(torch.ones(3, size, size)))
+        return _marks_of_data(points, labels, size)[1].draw(white(size))
 
     return _once_per_data("original", points, labels, size, make)
 
@@ -230,11 +257,11 @@ def hidden_space(model: torch.nn.Module, loss: Loss, points: torch.Tensor, label
     projected = (h - centre) @ basis.T  # (N, 2) coordinates in the panel's plane
     grid, lo, hi = plane(projected, GRID)
     marks = point_marks(projected, labels, lo, hi, size, size)  # the same points on both panels
-    hidden = marks.draw(torch.ones(3, size, size))
+    hidden = marks.draw(white(size))
     # The output layer is linear and needs no mode switch: dropout sits before it, inside `hidden`.
     proba = loss.proba(model.output((centre + grid @ basis).to(device))).float().cpu()
-    classified = marks.draw(heatmap(proba, size))
-    return to_uint8(hidden), to_uint8(classified)
+    classified = marks.draw(to_uint8_(heatmap(proba, size)))
+    return hidden, classified
 
 
 def xor_panels(model: torch.nn.Module, loss: Loss, points: torch.Tensor, labels: torch.Tensor,
