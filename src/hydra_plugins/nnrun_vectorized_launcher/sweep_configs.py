@@ -20,37 +20,55 @@ several milliseconds a job, most of it the same text every time).
 """
 
 import pickle
-from typing import Any, Callable, Dict, List, NamedTuple, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import yaml
 from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
 from hydra.core.override_parser.overrides_parser import OverridesParser
-from omegaconf import DictConfig, OmegaConf, open_dict, read_write
+from omegaconf import DictConfig, ListConfig, OmegaConf, flag_override, open_dict, read_write
 from omegaconf._utils import get_omega_conf_dumper
 
 
 class JobConfigs(NamedTuple):
     """A job's config, and the copies of its parts that Hydra's `run_job` makes: the task's config (all keys but
-    `hydra`) and HydraConfig's (only `hydra`)."""
+    `hydra`) and HydraConfig's (only `hydra`); with `hydra_plain`, the hydra part as plain containers
+    (`OmegaConf.to_container`) kept in step by `set_hydra`, for `.hydra/hydra.yaml`, or None to be made.
+
+    HydraConfig's part holds the config's own `hydra` node rather than a copy of it: Hydra parents that node to
+    the whole config too (so that it resolves interpolations into the user's keys), both are read-only once the
+    job is set up, and one node is half the copying and setting per job.
+    """
 
     config: DictConfig
     task: DictConfig
     hydra: DictConfig
+    hydra_plain: Optional[Dict[str, Any]] = None
 
     @classmethod
     def of(cls, config: DictConfig) -> "JobConfigs":
-        return cls(config, OmegaConf.masked_copy(config, [key for key in config if key != "hydra"]),
-                   OmegaConf.masked_copy(config, "hydra"))
+        hydra = DictConfig({})
+        with flag_override(hydra, "no_deepcopy_set_nodes", True):
+            hydra["hydra"] = config._get_node("hydra")
+        hydra.hydra._set_parent(config)
+        return cls(config, OmegaConf.masked_copy(config, [key for key in config if key != "hydra"]), hydra)
+
+    def plain_hydra(self) -> Dict[str, Any]:
+        """`OmegaConf.to_container(self.hydra, enum_to_str=True)`, from `hydra_plain` where it is kept."""
+        if self.hydra_plain is not None:
+            return self.hydra_plain
+        return OmegaConf.to_container(self.hydra, enum_to_str=True)  # type: ignore[return-value]
 
 
 class Template(NamedTuple):
     """One set of group choices composed: its JobConfigs pickled, its value overrides' keys, its override lines
-    (hydra.overrides.task) and how Hydra names a job's dir from its overrides."""
+    (hydra.overrides.task), how Hydra names a job's dir from its overrides, and its hydra part as plain
+    containers, pickled (a job's value overrides never change it: it differs only where `set_hydra` sets)."""
 
     configs: bytes
     value_keys: Tuple[str, ...]
     lines: Tuple[str, ...]
     dirname: Dict[str, Any]
+    hydra_plain: bytes
 
 
 class CachedSweepConfigs:
@@ -91,13 +109,14 @@ class CachedSweepConfigs:
             job = JobConfigs.of(self.full(master_config, list(sweep_overrides)))
             naming = job.config.hydra.job.config.override_dirname
             self.templates[key] = Template(
-                pickle.dumps(tuple(job), protocol=pickle.HIGHEST_PROTOCOL), value_keys, tuple(sweep_overrides),
-                dict(kv_sep=naming.kv_sep, item_sep=naming.item_sep, exclude_keys=list(naming.exclude_keys)))
+                pickle.dumps(tuple(job[:3]), protocol=pickle.HIGHEST_PROTOCOL), value_keys, tuple(sweep_overrides),
+                dict(kv_sep=naming.kv_sep, item_sep=naming.item_sep, exclude_keys=list(naming.exclude_keys)),
+                pickle.dumps(job.plain_hydra(), protocol=pickle.HIGHEST_PROTOCOL))
             return job
         template = self.templates[key]
         if value_keys != template.value_keys:
             return JobConfigs.of(self.full(master_config, list(sweep_overrides)))
-        job = JobConfigs(*pickle.loads(template.configs))
+        job = JobConfigs(*pickle.loads(template.configs), pickle.loads(template.hydra_plain))
         # Only the values that differ from the template's (a sweep's jobs share most of theirs).
         changed = [o for o in values if o.input_line not in template.lines]
         for cfg in (job.config, job.task):
@@ -126,14 +145,26 @@ class CachedSweepConfigs:
 
 def set_hydra(job: JobConfigs, values: Dict[Tuple, Any]) -> None:
     """Set each path under `hydra` (a tuple of keys and list indices, e.g. ("job", "num")) to its value, in the
-    job's config and in its hydra part alike."""
-    for hydra in (job.config.hydra, job.hydra.hydra):
+    job's config and its hydra part (one node, or two for configs made elsewhere), and in `hydra_plain`."""
+    nodes = [job.config.hydra]
+    if job.hydra._get_node("hydra") is not job.config._get_node("hydra"):
+        nodes.append(job.hydra.hydra)
+    for hydra in nodes:
         with read_write(hydra), open_dict(hydra):
             for (*parents, name), value in values.items():
                 node = hydra
                 for parent in parents:
                     node = node[parent]
                 node[name] = value
+    if job.hydra_plain is not None:
+        # The value as the config holds it (converted to the node's type, interpolations unresolved).
+        for (*parents, name), value in values.items():
+            node, plain = job.config.hydra, job.hydra_plain["hydra"]
+            for parent in parents:
+                node, plain = node._get_node(parent), plain[parent]
+            held = node._get_node(name)
+            plain[name] = OmegaConf.to_container(held) if isinstance(held, (DictConfig, ListConfig)) \
+                else held._value()
 
 
 def install(config_loader: Any) -> CachedSweepConfigs:
@@ -146,38 +177,56 @@ def install(config_loader: Any) -> CachedSweepConfigs:
     return cached
 
 
-class YamlSections:
-    """`OmegaConf.to_yaml(cfg)` for many similar configs, emitting only the top-level sections not seen before.
+_HEAD = object()  # YamlSections: the line that opens a mapping, not a value
 
-    A block-style mapping is the concatenation of its entries' texts, so each entry `key: value` is emitted
-    once per distinct value (keyed by the plain value's repr, which tells 1 from 1.0 from "1") and reused.
-    Configs with a single top-level key (hydra.yaml's `hydra:`) are split one level further down.
+
+class YamlSections:
+    """`OmegaConf.to_yaml(cfg)` for many similar configs, emitting only the values not seen before.
+
+    A block-style mapping is the concatenation of its entries' texts, at any depth, so each `key: value` below a
+    mapping is emitted once per distinct value (keyed by its path and the plain value's repr, which tells 1 from
+    1.0 from "1"), in place in its parents (so its indentation and line folding are the emitter's own), and
+    reused. Lists and empty mappings are emitted whole.
     """
 
+    # A key no config has: emitted before the entry wanted, so that everything after its line is that entry.
+    MARK = "nnrun_yaml_sections_mark"
+
     def __init__(self) -> None:
-        self.texts: Dict[Tuple[Tuple[str, ...], str], str] = {}
+        self.texts: Dict[Tuple[Any, ...], str] = {}
         self.dumper = get_omega_conf_dumper()
 
     def dump(self, cfg: Any, resolve: bool = False) -> str:
-        container = OmegaConf.to_container(cfg, resolve=resolve, enum_to_str=True)
+        return self.dump_plain(OmegaConf.to_container(cfg, resolve=resolve, enum_to_str=True))
+
+    def dump_plain(self, container: Any) -> str:
+        """The YAML of a plain container, as `OmegaConf.to_yaml` writes the config it came from."""
         if not isinstance(container, dict) or not container:
             return self._emit(container)
-        if len(container) == 1:
-            (key, inner), = container.items()
-            if isinstance(inner, dict) and inner:
-                head = self._emit({key: {}}).replace(" {}\n", "\n")
-                return head + "".join(self._section((key,), k, v, indent=2) for k, v in inner.items())
-        return "".join(self._section((), k, v, indent=0) for k, v in container.items())
+        return "".join(self._entry((), key, value) for key, value in container.items())
 
-    def _section(self, parents: Tuple[str, ...], key: Any, value: Any, indent: int) -> str:
-        cache_key = (parents + (str(key),), repr(value))
+    def _entry(self, parents: Tuple[Any, ...], key: Any, value: Any) -> str:
+        if isinstance(value, dict) and value:
+            head = self._text(parents, key, _HEAD)
+            inner = parents + (key,)
+            return head + "".join(self._entry(inner, k, v) for k, v in value.items())
+        return self._text(parents, key, value)
+
+    def _text(self, parents: Tuple[Any, ...], key: Any, value: Any) -> str:
+        """The text of `key: value` inside `parents`; with value _HEAD, a mapping's own line (`key:`)."""
+        head = value is _HEAD
+        cache_key = (parents, repr(key), "" if head else repr(value))
         text = self.texts.get(cache_key)
         if text is None:
-            if indent:
-                # Emitted inside its parent, so the indentation is the emitter's own; the parent's line dropped.
-                text = self._emit({parents[0]: {key: value}}).split("\n", 1)[1]
-            else:
-                text = self._emit({key: value})
+            entry = {self.MARK: 0, key: {self.MARK: 0} if head else value}
+            for parent in reversed(parents):
+                entry = {parent: entry}
+            emitted = self._emit(entry)
+            start = emitted.index(f"{self.MARK}: 0\n") + len(self.MARK) + 4
+            end = emitted.index(f"{self.MARK}: 0\n", start) if head else len(emitted)
+            text = emitted[start:end]
+            if head:  # up to the mark's indentation
+                text = text[:text.rindex("\n") + 1]
             self.texts[cache_key] = text
         return text
 

@@ -167,15 +167,16 @@ def _set_up_job(hydra_context: HydraContext, job_configs: Any, idx: int, yamls: 
     from nnrun.config import ConfigError
     from nnrun.vectorized.trainer import Job
 
-    config, task_cfg, hydra_cfg = job_configs
+    config, task_cfg, hydra_cfg = job_configs[:3]
     set_hydra(job_configs, {("job", "id"): idx, ("job", "num"): idx})
     output_dir = Path(str(OmegaConf.select(config, "hydra.sweep.dir"))) / str(
         OmegaConf.select(config, "hydra.sweep.subdir"))
     set_hydra(job_configs, {("runtime", "output_dir"): os.path.abspath(output_dir)})
     saved = HydraConfig.instance().cfg
-    # HydraConfig.set_config(config), with the copy of the hydra node it would make at hand.
+    # HydraConfig.set_config(config), with its part of the config at hand (JobConfigs: the same hydra node).
     OmegaConf.set_readonly(config.hydra, True)
-    OmegaConf.set_readonly(hydra_cfg.hydra, True)
+    if hydra_cfg._get_node("hydra") is not config._get_node("hydra"):
+        OmegaConf.set_readonly(hydra_cfg.hydra, True)
     hydra_cfg.hydra._set_parent(config)
     HydraConfig.instance().cfg = hydra_cfg
     try:
@@ -186,10 +187,12 @@ def _set_up_job(hydra_context: HydraContext, job_configs: Any, idx: int, yamls: 
         if config.hydra.output_subdir is not None:
             hydra_output = output_dir / str(config.hydra.output_subdir)
             hydra_output.mkdir(parents=True, exist_ok=True)
-            for name, node in (("config.yaml", task_cfg), ("hydra.yaml", hydra_cfg),
-                               ("overrides.yaml", config.hydra.overrides.task)):
+            plain_hydra = job_configs.plain_hydra()
+            for name, plain in (("config.yaml", OmegaConf.to_container(task_cfg, enum_to_str=True)),
+                                ("hydra.yaml", plain_hydra),
+                                ("overrides.yaml", plain_hydra["hydra"]["overrides"]["task"])):
                 with open(hydra_output / name, "w", encoding="utf-8") as file:
-                    file.write(yamls.dump(node))
+                    file.write(yamls.dump_plain(plain))
         try:
             parsed = schema.parse(task_cfg)
         except ConfigError as exc:
