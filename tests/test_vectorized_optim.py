@@ -33,8 +33,12 @@ CASES = {
 LRS = (0.1, 0.03, 0.5)
 
 
+@pytest.mark.parametrize("block", [256, 4])
 @pytest.mark.parametrize("case", sorted(CASES))
-def test_stacked_rule_steps_each_model_like_torch_optim(case):
+def test_stacked_rule_steps_each_model_like_torch_optim(case, block, monkeypatch):
+    # Per-step numbers (bias corrections, Adagrad's decayed lr) are computed `block` steps at a time: 6 steps
+    # cross a block's end at 4.
+    monkeypatch.setattr(stacked_optim.StackedOptimizer, "BLOCK", block)
     name = case.split("-")[0]
     configs = [OptimizerConfig(name=name, lr=lr, params=p) for lr, p in zip(LRS, CASES[case])]
     g = torch.Generator().manual_seed(0)
@@ -94,3 +98,30 @@ def test_models_leaving_the_stack_take_their_numbers_and_state_with_them():
     rule.keep(torch.tensor([0, 2]), kept)
     assert rule.hyper["lr"].tolist() == [LRS[0], LRS[2]]
     assert rule.state[0]["exp_avg"].shape == (2, 2)
+
+
+@pytest.mark.parametrize("name", ["adam", "adagrad"])
+def test_models_left_in_the_stack_step_on_like_torch_optim(name, monkeypatch):
+    """After models leave mid-block, the per-step numbers of the ones left are theirs."""
+    monkeypatch.setattr(stacked_optim.StackedOptimizer, "BLOCK", 4)
+    params = {"adam": {"betas": (0.5, 0.9), "weight_decay": 0.0}, "adagrad": {"lr_decay": 0.1, "weight_decay": 0.0}}
+    configs = [OptimizerConfig(name=name, lr=lr, params=params[name]) for lr in LRS]
+    g = torch.Generator().manual_seed(1)
+    singles = [torch.randn(5, generator=g).requires_grad_() for _ in configs]
+    torch_opts = [optim.build([p], cfg) for p, cfg in zip(singles, configs)]
+    stacked = [torch.stack([p.detach() for p in singles]).requires_grad_()]
+    rule = stacked_optim.build(name, stacked, [optim.param_group(cfg) for cfg in configs])
+    rows = [0, 1, 2]
+    for step in range(10):
+        if step == 3:
+            rows = [0, 2]
+            stacked = [stacked[0].detach()[[0, 2]].clone().requires_grad_()]
+            rule.keep(torch.tensor([0, 2]), stacked)
+        grads = torch.randn(3, 5, generator=g)
+        for k in rows:
+            singles[k].grad = grads[k].clone()
+            torch_opts[k].step()
+        stacked[0].grad = grads[rows]
+        rule.step()
+    for r, k in enumerate(rows):
+        torch.testing.assert_close(stacked[0][r], singles[k].detach(), rtol=1e-6, atol=1e-6)

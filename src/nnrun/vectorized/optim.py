@@ -42,6 +42,10 @@ class StackedOptimizer:
         self.state: list[dict[str, torch.Tensor]] = [self.init_state(p, groups) for p in self.params]
         self._views: dict[tuple[str, int], torch.Tensor] = {}
         self.any_weight_decay = bool((self.hyper["weight_decay"] != 0).any())
+        # `schedule`'s numbers for steps first .. first + BLOCK - 1, and as tensors of each params' dtype.
+        self._block_first: int | None = None
+        self._block: dict[str, torch.Tensor] = {}
+        self._block_views: dict[tuple, dict[str, torch.Tensor]] = {}
 
     @staticmethod
     def read(group: dict, key: str) -> float:
@@ -58,9 +62,29 @@ class StackedOptimizer:
             self._views[(key, p.dim())] = view
         return view
 
-    def per_model(self, values: torch.Tensor, p: torch.Tensor) -> torch.Tensor:
-        """A (K,) float64 tensor computed this step (bias corrections, ...) as p's dtype, broadcastable."""
-        return values.to(p.dtype).view(-1, *([1] * (p.dim() - 1)))
+    # Steps whose per-step numbers (`schedule`) are computed at once: a dozen tiny float64 ops per step otherwise,
+    # as much time as the update of a small network itself.
+    BLOCK = 256
+
+    def schedule(self, t: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The numbers a rule's step t uses that change with t (bias corrections, ...), for a (1, T) float64
+        tensor of steps: name -> (K, T) float64, computed as torch.optim computes its Python scalars."""
+        return {}
+
+    def at_step(self, t: int, p: torch.Tensor) -> dict[str, torch.Tensor]:
+        """`schedule`'s numbers for step t (1-based) as (K, 1, ...) tensors of p's dtype, broadcastable."""
+        if self._block_first is None or not self._block_first <= t < self._block_first + self.BLOCK:
+            steps = torch.arange(t, t + self.BLOCK, dtype=torch.float64, device=self.hyper["lr"].device)
+            self._block_first, self._block = t, self.schedule(steps.view(1, -1))
+            self._block_views.clear()
+        key = (p.dtype, p.dim())
+        views = self._block_views.get(key)
+        if views is None:  # (T, K, 1, ...): one step's numbers are a view
+            views = self._block_views[key] = {
+                name: values.T.to(p.dtype).contiguous().view(self.BLOCK, -1, *([1] * (p.dim() - 1)))
+                for name, values in self._block.items()}
+        i = t - self._block_first
+        return {name: values[i] for name, values in views.items()}
 
     def decayed_grad(self, p: torch.Tensor) -> torch.Tensor:
         """grad + weight_decay * param (L2 penalty), as torch.optim adds it before the rule."""
@@ -87,6 +111,7 @@ class StackedOptimizer:
         self.hyper = {k: v[rows] for k, v in self.hyper.items()}
         self.state = [{k: v[rows] for k, v in s.items()} for s in self.state]
         self._views.clear()
+        self._block_first = None
 
     # torch.optim keeps a "step" count in every rule's state but SGD's.
     counts_steps = True
@@ -156,15 +181,14 @@ class Adagrad(StackedOptimizer):
                             device=p.device).view(-1, *([1] * (p.dim() - 1)))
         return {"sum": torch.zeros_like(p).add_(init)}
 
-    def step(self):
-        lr = self.hyper["lr"] / (1 + (self.steps) * self.hyper["lr_decay"])  # t - 1 = steps before this one
-        self._clr = lr
-        super().step()
+    def schedule(self, t):
+        clr = self.hyper["lr"].view(-1, 1) / (1 + (t - 1) * self.hyper["lr_decay"].view(-1, 1))
+        return {"-clr": -clr}
 
     def update(self, p, grad, state):
         state["sum"].addcmul_(grad, grad)
         std = state["sum"].sqrt().add_(self.h("eps", p))
-        p.addcdiv_(grad * -self.per_model(self._clr, p), std)
+        p.addcdiv_(grad * self.at_step(self.steps, p)["-clr"], std)
 
 
 class Adadelta(StackedOptimizer):
@@ -207,19 +231,18 @@ class Adam(StackedOptimizer):
     def init_state(self, p, groups):
         return {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
 
-    def step(self):
-        t = self.steps + 1
-        # In float64, as torch.optim computes these Python scalars.
-        self._step_size = self.hyper["lr"] / (1 - self.hyper["beta1"] ** t)
-        self._bias_correction2_sqrt = (1 - self.hyper["beta2"] ** t) ** 0.5
-        super().step()
+    def schedule(self, t):
+        beta1, beta2 = self.hyper["beta1"].view(-1, 1), self.hyper["beta2"].view(-1, 1)
+        step_size = self.hyper["lr"].view(-1, 1) / (1 - beta1 ** t)
+        return {"-step_size": -step_size, "bias_correction2_sqrt": (1 - beta2 ** t) ** 0.5}
 
     def update(self, p, grad, state):
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
+        now = self.at_step(self.steps, p)
         exp_avg.lerp_(grad, self.h("1-beta1", p))
         exp_avg_sq.mul_(self.h("beta2", p)).addcmul_(grad * self.h("1-beta2", p), grad)
-        denom = (exp_avg_sq.sqrt() / self.per_model(self._bias_correction2_sqrt, p)).add_(self.h("eps", p))
-        p.addcdiv_(exp_avg * -self.per_model(self._step_size, p), denom)
+        denom = (exp_avg_sq.sqrt() / now["bias_correction2_sqrt"]).add_(self.h("eps", p))
+        p.addcdiv_(exp_avg * now["-step_size"], denom)
 
 
 class RMSprop(StackedOptimizer):
