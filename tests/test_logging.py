@@ -194,6 +194,28 @@ def test_scalars_wait_for_the_next_batch_between_flushes(tmp_path, monkeypatch):
     assert any(v.tag == "loss/train" for e in events(event_file(tmp_path)) for v in e.summary.value)
 
 
+def test_scalar_events_are_protobufs_own_bytes():
+    """The hand-serialized scalar event equals the Event proto's serialization: zeros left out or kept as proto3
+    does, floats rounded (or overflowing to infinity) as the proto's float field does, any step, any tag."""
+    from tensorboard.compat.proto.event_pb2 import Event
+
+    values = [0.0, -0.0, 1.0, 0.1, -3.5e-12, 1e39, -1e300, float("inf"), float("-inf"), 3.4028235e38, 1e-46]
+    tags = ["loss/train", "", "accuracy/val", "ünïcode/ταg", "x" * 200]
+    for step in (0, 1, 127, 128, 300, 2**40, -1):
+        for wall_time in (0.0, -0.0, 1795757703.123456, 1.5):
+            for i in range(len(tags)):
+                chosen = {tags[(i + j) % len(tags)]: values[(i + j + step % 7) % len(values)] for j in range(i + 1)}
+                event = Event(step=step, wall_time=wall_time)
+                for tag, value in chosen.items():
+                    event.summary.value.add(tag=tag, simple_value=value)
+                assert nnrun_logging.scalar_event(step, wall_time, chosen) == event.SerializeToString(), \
+                    (step, wall_time, chosen)
+    nan = nnrun_logging.scalar_event(3, 1.0, {"loss/val": float("nan")})
+    read = Event.FromString(nan)
+    assert read.step == 3 and np.isnan(read.summary.value[0].simple_value)
+    assert nnrun_logging.scalar_event(0, 0.0, {}) == Event().SerializeToString() == b""
+
+
 def test_plugin_summaries_are_the_ones_torchs_summary_writer_writes():
     from torch.utils.tensorboard import summary as torch_summary
 
