@@ -14,6 +14,11 @@ def test_xor_is_the_truth_table_and_evaluates_on_it():
     truth = {tuple(map(round, p.tolist())): int(label) for p, label in zip(raw, d.train.y)}
     assert truth == {(0, 0): 0, (0, 1): 1, (1, 0): 1, (1, 1): 0}
     assert d.val is d.train and d.test is d.train
+    # On a device too: a split of fraction 0 stays the training split, evaluated once.
+    moved = d.to(torch.device("cpu"))
+    assert moved.val is moved.train and moved.test is moved.train
+    noisy = data.load(DatasetConfig(name="xor", n_samples=40, val_fraction=0.25)).to(torch.device("cpu"))
+    assert noisy.val is not noisy.train and noisy.test is noisy.train
 
 
 def test_noisy_xor_clusters_around_the_corners():

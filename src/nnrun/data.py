@@ -53,7 +53,13 @@ class Dataset:
         return self.train.x.shape[1]
 
     def to(self, device: torch.device) -> "Dataset":
-        return Dataset(self.train.to(device), self.val.to(device), self.test.to(device), self.n_classes,
+        """The data on `device`; a split that is another one (val or test of fraction 0 is the training split)
+        stays that one, so it is evaluated once."""
+        moved: dict[int, Split] = {}
+        for split in (self.train, self.val, self.test):
+            if id(split) not in moved:
+                moved[id(split)] = split.to(device)
+        return Dataset(moved[id(self.train)], moved[id(self.val)], moved[id(self.test)], self.n_classes,
                        self.feature_names, self.class_names, self.mean, self.std)
 
     def standardise(self, raw: torch.Tensor) -> torch.Tensor:

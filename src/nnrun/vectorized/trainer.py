@@ -207,7 +207,9 @@ def train_stack(jobs: list[Job]) -> list[engine.RunResult]:
                 ended: dict[int, str] = {}
                 if log_now or evaluate_every_epoch:
                     train_loss, train_acc = evaluate(net, loss_fn, loss, data.train)
-                    val_loss, val_acc = evaluate(net, loss_fn, loss, data.val)
+                    # A split of fraction 0 *is* the training split (as in engine.evaluate): evaluated once.
+                    val_loss, val_acc = (train_loss, train_acc) if data.val is data.train else \
+                        evaluate(net, loss_fn, loss, data.val)
                     improved: list[int] = []
                     for r, j in enumerate(alive):
                         m = members[j]
