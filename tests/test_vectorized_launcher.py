@@ -69,6 +69,27 @@ def test_cached_sweep_configs_equal_hydras_own():
         assert emitted[1] - emitted[0] <= 5, emitted
 
 
+def test_yaml_sections_write_what_omegaconf_writes_for_awkward_values():
+    """Key by key and item by item, the text is OmegaConf.to_yaml's: nested and empty lists and mappings, strings
+    that need quotes, long lines the emitter folds, unicode, numbers of every kind; and again from the cache."""
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.nnrun_vectorized_launcher.sweep_configs import YamlSections
+
+    long = "a fairly long value " * 8
+    configs = [
+        {"a": [1, [2, [3, []]], {"b": [], "c": {}}, [{"d": 1.0, "e": "1"}]], "f": {"g": {"h": [long, "x: y"]}}},
+        {"a": [1, [2, [3, [4]]], {"b": [None], "c": {"z": True}}], "f": {"g": {"h": ["yes", "null", "", "ü ✓"]}}},
+        {"top": ["- dash", "# hash", "'quoted'", '"double"', "multi\nline", 1e-5, -0.0, 10**20], "k": long},
+        [{"x": 1, "y": [1, 2]}, [1, [2]], "plain", "0x1F", "~", {"z": {}}],
+        ["seed=1", "optimizer.lr=0.01", "model.hidden=[4,4]", "dataset.path=${oc.env:HOME}/data.csv"],
+    ]
+    yamls = YamlSections()
+    for _ in range(2):
+        for config in configs:
+            assert yamls.dump_plain(config) == OmegaConf.to_yaml(OmegaConf.create(config)), config
+
+
 @pytest.mark.slow
 def test_vectorized_sweep_writes_the_run_dirs_of_the_basic_launcher_with_the_same_results(tmp_path):
     runs = {}

@@ -186,7 +186,8 @@ class YamlSections:
     A block-style mapping is the concatenation of its entries' texts, at any depth, so each `key: value` below a
     mapping is emitted once per distinct value (keyed by its path and the plain value's repr, which tells 1 from
     1.0 from "1"), in place in its parents (so its indentation and line folding are the emitter's own), and
-    reused. Lists and empty mappings are emitted whole.
+    reused. A block sequence is likewise the concatenation of its items' texts (`- item`), each emitted once
+    (a sweep's override lists share most items). Empty lists and mappings are values like any other.
     """
 
     # A key no config has: emitted before the entry wanted, so that everything after its line is that entry.
@@ -201,16 +202,35 @@ class YamlSections:
 
     def dump_plain(self, container: Any) -> str:
         """The YAML of a plain container, as `OmegaConf.to_yaml` writes the config it came from."""
+        if isinstance(container, list) and container:
+            return "".join(self._item((), None, item) for item in container)
         if not isinstance(container, dict) or not container:
             return self._emit(container)
         return "".join(self._entry((), key, value) for key, value in container.items())
 
     def _entry(self, parents: Tuple[Any, ...], key: Any, value: Any) -> str:
-        if isinstance(value, dict) and value:
-            head = self._text(parents, key, _HEAD)
+        if isinstance(value, (dict, list)) and value:
+            head = self._text(parents, key, _HEAD)  # `key:` on its own line, for a mapping or a sequence
+            if isinstance(value, list):  # its items follow, at the key's own indentation
+                return head + "".join(self._item(parents, key, item) for item in value)
             inner = parents + (key,)
             return head + "".join(self._entry(inner, k, v) for k, v in value.items())
         return self._text(parents, key, value)
+
+    def _item(self, parents: Tuple[Any, ...], key: Any, item: Any) -> str:
+        """The text of `- item` in the list at `key` inside `parents` (key None: the list is the document)."""
+        cache_key = (parents, repr(key), "- ", repr(item))
+        text = self.texts.get(cache_key)
+        if text is None:
+            entry: Any = [self.MARK, item]
+            if key is not None:
+                entry = {self.MARK: 0, key: entry}
+                for parent in reversed(parents):
+                    entry = {parent: entry}
+            emitted = self._emit(entry)
+            mark = f"- {self.MARK}\n"
+            text = self.texts[cache_key] = emitted[emitted.index(mark) + len(mark):]
+        return text
 
     def _text(self, parents: Tuple[Any, ...], key: Any, value: Any) -> str:
         """The text of `key: value` inside `parents`; with value _HEAD, a mapping's own line (`key:`)."""
