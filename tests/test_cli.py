@@ -29,6 +29,34 @@ def test_train_help_lists_groups_without_torch(tmp_path):
     assert "exp_name: default" in out.stdout
 
 
+def test_bad_input_and_printing_the_config_import_no_torch(tmp_path):
+    for argv, code in ((["train", "seed=x"], 2), (["train", "--cfg", "job"], 0)):
+        program = (f"import sys; from nnrun.cli import main; code = main({argv!r}); "
+                   "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(code)")
+        out = subprocess.run([sys.executable, "-c", program], env={**os.environ, "PYTHONPATH": str(SRC)},
+                             capture_output=True, text=True, cwd=tmp_path)
+        assert out.returncode == code, out.stderr
+
+
+def test_torch_is_imported_once_out_of_the_garbage_collectors_reach():
+    """Before a run, torch is imported with the collector paused and then frozen: collections in a sweep no
+    longer walk its objects; the collector is on again, and garbage made before it was freed, not frozen."""
+    program = ("import gc, sys, weakref\n"
+               "from nnrun import cli\n"
+               "class Cycle: pass\n"
+               "a = Cycle(); a.self = a; garbage = weakref.ref(a); del a\n"
+               "cli.import_torch()\n"
+               "assert 'torch' in sys.modules and gc.isenabled()\n"
+               "frozen = gc.get_freeze_count()\n"
+               "assert frozen > 100_000, frozen\n"
+               "assert garbage() is None\n"
+               "cli.import_torch()\n"
+               "assert gc.get_freeze_count() == frozen\n")
+    out = subprocess.run([sys.executable, "-c", program], env={**os.environ, "PYTHONPATH": str(SRC)},
+                         capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
 @pytest.mark.parametrize("argv,code", [(["--help"], 0), (["tran"], 2), (["train", "seed=x"], 2)])
 def test_the_program_exits_with_the_commands_code_after_the_exit_handlers(argv, code, tmp_path):
     """`nnrun` skips the interpreter's teardown (a second after torch), not its exit steps: atexit handlers
