@@ -10,7 +10,8 @@ TensorBoard writing per job), then the jobs' metrics.json are compared: statuses
 final losses are reported as agreeing to 1e-4 or not (see `compare`).
 
 The vectorized sweep takes seconds where the basic one takes minutes, so one slow moment of a shared machine
-moves its time far more: it runs `--repeats` times (default 3) and the median counts (all times are printed).
+moves its time far more: it runs `--repeats` times (default 5), some before the basic sweep and the rest after
+it (so a slow or fast spell of the machine falls on both sides), and the median counts (all times are printed).
 """
 
 from __future__ import annotations
@@ -85,7 +86,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer epochs: a smoke test")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
     parser.add_argument("--only", choices=tuple(SWEEPS), help="run one of the two sweeps")
-    parser.add_argument("--repeats", type=int, default=3, help="vectorized runs, the median counts (default 3)")
+    parser.add_argument("--repeats", type=int, default=5,
+                        help="vectorized runs, the median counts: half before the basic sweep, half after (default 5)")
     args = parser.parse_args()
     failed = False
     for name, (overrides, epochs, quick_epochs, steps_per_epoch) in SWEEPS.items():
@@ -94,12 +96,19 @@ def main() -> None:
         epochs = quick_epochs if args.quick else epochs
         overrides = [*overrides, f"train.epochs={epochs}"]
         with tempfile.TemporaryDirectory() as tmp:
-            basic_s, basic = run_sweep("basic", overrides, Path(tmp), args.device)
+            repeats = max(1, args.repeats)
             runs = []
-            for repeat in range(max(1, args.repeats)):
-                workdir = Path(tmp) / f"vectorized{repeat}"
+
+            def vectorized() -> None:
+                workdir = Path(tmp) / f"vectorized{len(runs)}"
                 workdir.mkdir()
                 runs.append(run_sweep("vectorized", overrides, workdir, args.device))
+
+            for _ in range(repeats // 2):
+                vectorized()
+            basic_s, basic = run_sweep("basic", overrides, Path(tmp), args.device)
+            while len(runs) < repeats:
+                vectorized()
             vec_s, vec = sorted(runs, key=lambda run: run[0])[len(runs) // 2]
         steps = epochs * steps_per_epoch
         statuses_equal, agreement = compare(basic, vec)
@@ -109,7 +118,8 @@ def main() -> None:
               f"   {steps / basic_s:8.1f} steps/s per model\n"
               f"  vectorized {vec_s:8.2f} s   {steps * len(vec) / vec_s:10.0f} steps/s over all models"
               f"   {steps / vec_s:8.1f} steps/s per model"
-              f"   (median of {', '.join(f'{t:.2f}' for t, _ in runs)} s)\n"
+              f"   (median of {', '.join(f'{t:.2f}' for t, _ in runs[:repeats // 2])} s before basic, "
+              f"{', '.join(f'{t:.2f}' for t, _ in runs[repeats // 2:])} s after)\n"
               f"  speed-up   {basic_s / vec_s:8.1f}x\n  results    {agreement}",
               flush=True)
     sys.exit(1 if failed else 0)
