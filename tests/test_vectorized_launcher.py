@@ -83,6 +83,10 @@ def test_yaml_sections_write_what_omegaconf_writes_for_awkward_values():
         {"top": ["- dash", "# hash", "'quoted'", '"double"', "multi\nline", 1e-5, -0.0, 10**20], "k": long},
         [{"x": 1, "y": [1, 2]}, [1, [2]], "plain", "0x1F", "~", {"z": {}}],
         ["seed=1", "optimizer.lr=0.01", "model.hidden=[4,4]", "dataset.path=${oc.env:HOME}/data.csv"],
+        # Like the first but for a few values deep inside, in several mappings and lists: only those are new.
+        {"a": [1, [2, [3, []]], {"b": [], "c": {}}, [{"d": 2.0, "e": "1"}]], "f": {"g": {"h": [long, "x: z"]}},
+         "i": {"j": {}, "k": [[]]}},
+        ["seed=2", "optimizer.lr=0.01", "model.hidden=[4,4]", "dataset.path=${oc.env:HOME}/data.csv"],
     ]
     yamls = YamlSections()
     for _ in range(2):

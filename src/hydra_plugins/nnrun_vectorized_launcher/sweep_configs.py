@@ -19,7 +19,9 @@ sections that differ from a job seen before (PyYAML's emitter is pure Python: th
 several milliseconds a job, most of it the same text every time).
 """
 
+import itertools
 import pickle
+import secrets
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 import yaml
@@ -177,78 +179,115 @@ def install(config_loader: Any) -> CachedSweepConfigs:
     return cached
 
 
-_HEAD = object()  # YamlSections: the line that opens a mapping, not a value
-
-
 class YamlSections:
     """`OmegaConf.to_yaml(cfg)` for many similar configs, emitting only the values not seen before.
 
     A block-style mapping is the concatenation of its entries' texts, at any depth, so each `key: value` below a
-    mapping is emitted once per distinct value (keyed by its path and the plain value's repr, which tells 1 from
-    1.0 from "1"), in place in its parents (so its indentation and line folding are the emitter's own), and
-    reused. A block sequence is likewise the concatenation of its items' texts (`- item`), each emitted once
-    (a sweep's override lists share most items). Empty lists and mappings are values like any other.
+    mapping is reused once emitted (keyed by its path and the plain value's repr, which tells 1 from 1.0 from
+    "1"). A block sequence is likewise the concatenation of its items' texts (`- item`), and a mapping's or
+    sequence's own line (`key:`) is a text too. The texts a document lacks are emitted together, each in place
+    in its parents (so its indentation and line folding are the emitter's own) with a mark line before it and
+    at the end of every mapping and sequence, and cut out between the marks: one PyYAML dump per document that
+    has anything new (a sweep's next job: its id, num, dir and dir name), however many texts it lacks.
     """
-
-    # A key no config has: emitted before the entry wanted, so that everything after its line is that entry.
-    MARK = "nnrun_yaml_sections_mark"
 
     def __init__(self) -> None:
         self.texts: Dict[Tuple[Any, ...], str] = {}
         self.dumper = get_omega_conf_dumper()
+        # Keys (and items) no config has; the random part keeps a user's value from ever reading as a mark.
+        self.mark = f"nnrun_yaml_mark_{secrets.token_hex(4)}_"
 
     def dump(self, cfg: Any, resolve: bool = False) -> str:
         return self.dump_plain(OmegaConf.to_container(cfg, resolve=resolve, enum_to_str=True))
 
     def dump_plain(self, container: Any) -> str:
         """The YAML of a plain container, as `OmegaConf.to_yaml` writes the config it came from."""
-        if isinstance(container, list) and container:
-            return "".join(self._item((), None, item) for item in container)
-        if not isinstance(container, dict) or not container:
+        if not container or not isinstance(container, (dict, list)):
             return self._emit(container)
-        return "".join(self._entry((), key, value) for key, value in container.items())
+        pieces: List[Any] = []  # texts, and the keys of texts not emitted yet
+        wanted: Dict[Tuple[Any, ...], Tuple] = {}  # cache key -> (parents, key, kind, value)
+        if isinstance(container, list):
+            for item in container:
+                self._want(pieces, wanted, (), None, "item", item)
+        else:
+            for key, value in container.items():
+                self._walk(pieces, wanted, (), key, value)
+        if wanted:
+            self._emit_wanted(wanted, isinstance(container, list))
+        return "".join(piece if isinstance(piece, str) else self.texts[piece] for piece in pieces)
 
-    def _entry(self, parents: Tuple[Any, ...], key: Any, value: Any) -> str:
+    def _walk(self, pieces: List[Any], wanted: Dict, parents: Tuple[Any, ...], key: Any, value: Any) -> None:
         if isinstance(value, (dict, list)) and value:
-            head = self._text(parents, key, _HEAD)  # `key:` on its own line, for a mapping or a sequence
+            self._want(pieces, wanted, parents, key, "dict" if isinstance(value, dict) else "list", None)
             if isinstance(value, list):  # its items follow, at the key's own indentation
-                return head + "".join(self._item(parents, key, item) for item in value)
-            inner = parents + (key,)
-            return head + "".join(self._entry(inner, k, v) for k, v in value.items())
-        return self._text(parents, key, value)
+                for item in value:
+                    self._want(pieces, wanted, parents, key, "item", item)
+            else:
+                for k, v in value.items():
+                    self._walk(pieces, wanted, parents + (key,), k, v)
+        else:
+            self._want(pieces, wanted, parents, key, "value", value)
 
-    def _item(self, parents: Tuple[Any, ...], key: Any, item: Any) -> str:
-        """The text of `- item` in the list at `key` inside `parents` (key None: the list is the document)."""
-        cache_key = (parents, repr(key), "- ", repr(item))
+    def _want(self, pieces: List[Any], wanted: Dict, parents: Tuple[Any, ...], key: Any, kind: str,
+              value: Any) -> None:
+        """The text of `key: value` ("value"), of the line opening a mapping or list at key ("dict", "list"),
+        or of `- value` in the list at key ("item"; key None: the document is the list), inside `parents`."""
+        cache_key = (parents, repr(key), kind, repr(value))
         text = self.texts.get(cache_key)
-        if text is None:
-            entry: Any = [self.MARK, item]
-            if key is not None:
-                entry = {self.MARK: 0, key: entry}
-                for parent in reversed(parents):
-                    entry = {parent: entry}
-            emitted = self._emit(entry)
-            mark = f"- {self.MARK}\n"
-            text = self.texts[cache_key] = emitted[emitted.index(mark) + len(mark):]
-        return text
+        if text is not None:
+            pieces.append(text)
+            return
+        pieces.append(cache_key)
+        wanted.setdefault(cache_key, (parents, key, kind, value))
 
-    def _text(self, parents: Tuple[Any, ...], key: Any, value: Any) -> str:
-        """The text of `key: value` inside `parents`; with value _HEAD, a mapping's own line (`key:`)."""
-        head = value is _HEAD
-        cache_key = (parents, repr(key), "" if head else repr(value))
-        text = self.texts.get(cache_key)
-        if text is None:
-            entry = {self.MARK: 0, key: {self.MARK: 0} if head else value}
-            for parent in reversed(parents):
-                entry = {parent: entry}
-            emitted = self._emit(entry)
-            start = emitted.index(f"{self.MARK}: 0\n") + len(self.MARK) + 4
-            end = emitted.index(f"{self.MARK}: 0\n", start) if head else len(emitted)
-            text = emitted[start:end]
-            if head:  # up to the mark's indentation
-                text = text[:text.rindex("\n") + 1]
-            self.texts[cache_key] = text
-        return text
+    def _emit_wanted(self, wanted: Dict[Tuple[Any, ...], Tuple], is_list: bool) -> None:
+        """Emit every wanted text in one document, each after a mark of its own, and cut them out."""
+        counter = itertools.count()
+        root: Any = [] if is_list else {}
+        made = [root]  # the mappings and lists of this document (the values inside them are the config's own)
+        starts = {}  # mark -> cache key of the text after it
+
+        def opened(node: Dict, key: Any, empty: Any) -> Any:
+            """node[key], made (after a mark of its own, which keeps its line out of the text before) if new."""
+            if key not in node:
+                node[f"{self.mark}{next(counter)}"] = 0
+                node[key] = empty
+                made.append(empty)
+            return node[key]
+
+        for cache_key, (parents, key, kind, value) in wanted.items():
+            node = root
+            for parent in parents:
+                node = opened(node, parent, {})
+            mark = f"{self.mark}{next(counter)}"
+            starts[mark] = cache_key
+            if kind == "item":
+                sequence = root if key is None else opened(node, key, [])
+                sequence += (mark, value)
+            elif kind == "value":
+                node[mark] = 0
+                node[key] = value
+            else:  # a mapping's or list's own line, which ends at the mark that opens its contents
+                node[mark] = 0
+                inner = f"{self.mark}{next(counter)}"
+                node[key] = {inner: 0} if kind == "dict" else [inner]
+                made.append(node[key])
+        for node in made:  # a mark ends every mapping and list: no text runs past its container
+            if isinstance(node, dict):
+                node[f"{self.mark}{next(counter)}"] = 0
+            else:
+                node.append(f"{self.mark}{next(counter)}")
+        current, text = None, []
+        for line in self._emit(root).splitlines(keepends=True):
+            content = line.strip()
+            if content.startswith(("- " + self.mark, self.mark)):
+                name = content[2:] if content.startswith("- ") else content[:-3]  # "- mark" / "mark: 0"
+                if current is not None:
+                    self.texts[current] = "".join(text)
+                current, text = starts.get(name), []
+            elif current is not None:
+                text.append(line)
+        assert all(key in self.texts for key in wanted), "a mark went missing"
 
     def _emit(self, container: Any) -> str:
         return yaml.dump(container, default_flow_style=False, allow_unicode=True, sort_keys=False,
