@@ -18,7 +18,7 @@ from typing import Callable, Sequence
 import torch
 from torch import nn
 
-from nnrun.vectorized.model import STACKED_LOSSES, StackedMLP
+from nnrun.vectorized.model import STACKED_LOSSES, StackedMLP, float_targets
 
 _aten = torch.ops.aten
 
@@ -39,12 +39,13 @@ _ACTIVATION_BACKWARD: dict[type, Callable] = {
 # Written in the order of autograd's formulas (mean's 1/B first, then the loss's own derivative), so the
 # rounding is nearly theirs.
 def _bce_grad(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return (torch.sigmoid(logits) - y.to(logits.dtype).unsqueeze(-1)).mul_(1.0 / logits.shape[1])
+    return (torch.sigmoid(logits) - float_targets(y, logits).unsqueeze(-1)).mul_(1.0 / logits.shape[1])
 
 
 def _mse_grad(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     p = torch.sigmoid(logits)
-    return _aten.sigmoid_backward.default((p - y.to(logits.dtype).unsqueeze(-1)).mul_(2.0 / logits.shape[1]), p)
+    return _aten.sigmoid_backward.default((p - float_targets(y, logits).unsqueeze(-1)).mul_(2.0 / logits.shape[1]),
+                                          p)
 
 
 def _cross_entropy_grad(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -77,7 +78,6 @@ def _input_grad(delta: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return torch.bmm(delta, weight)
 
 
-@torch.no_grad()
 def loss_and_grad(net: StackedMLP, x: torch.Tensor, y: torch.Tensor, loss_name: str,
                   keep: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
     """Each model's batch-mean loss, (K,), as `STACKED_LOSSES[loss_name](net(x, keep), y)`; and sets
@@ -87,21 +87,24 @@ def loss_and_grad(net: StackedMLP, x: torch.Tensor, y: torch.Tensor, loss_name: 
     keep: dropout masks as `StackedMLP.forward` takes them, or None. No autograd graph is built. Unlike
     `backward()`, the gradient replaces `flat.grad` rather than adding to it (the step zeroes it first anyway).
     """
+    if torch.is_grad_enabled():  # the trainer steps under no_grad already: no context per step
+        with torch.no_grad():
+            return loss_and_grad(net, x, y, loss_name, keep)
     try:
         activation_backward = _ACTIVATION_BACKWARD[type(net.activation)]
         loss_grad = _LOSS_GRADS[loss_name]
     except KeyError as missing:
         raise ValueError(f"loss_and_grad has no derivative for {missing}") from None
     params = net.layers()
-    n_layers = len(params) // 2
+    linear = net.linear_views()
+    n_layers = len(linear)
 
     # --- forward, as StackedMLP.forward, keeping each layer's input and each hidden layer's z and a ----------
     inputs, pre, post = [], [], []
     h = x
-    for i in range(n_layers):
-        weight, bias = params[2 * i], params[2 * i + 1]
+    for i, (bias, weight_t) in enumerate(linear):
         inputs.append(h)
-        h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
+        h = torch.baddbmm(bias, h, weight_t)
         if i < n_layers - 1:
             pre.append(h)
             h = net.activation(h)

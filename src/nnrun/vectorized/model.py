@@ -33,6 +33,7 @@ class StackedMLP:
         self.dropout = dropout
         self.keep_scale = (1.0 - dropout.double()).to(dropout.dtype).view(-1, 1, 1)
         self._views: tuple[torch.Tensor, list[torch.Tensor]] | None = None
+        self._linear: tuple[list[torch.Tensor], list[tuple[torch.Tensor, torch.Tensor]]] | None = None
 
     @property
     def params(self) -> list[torch.Tensor]:
@@ -54,6 +55,17 @@ class StackedMLP:
         return [piece.view(flat.shape[0], *shape)
                 for piece, shape in zip(torch.split(flat, self.sizes, dim=1), self.shapes)]
 
+    def linear_views(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """Per layer (bias (K, 1, out), weight transposed (K, in, out)): what `torch.baddbmm` takes, as views of the
+        live parameters, made once per stack (without autograd, as `layers`)."""
+        params = self.layers()
+        if torch.is_grad_enabled():
+            return [(params[i + 1].unsqueeze(1), params[i].transpose(1, 2)) for i in range(0, len(params), 2)]
+        if self._linear is None or self._linear[0] is not params:
+            self._linear = (params, [(params[i + 1].unsqueeze(1), params[i].transpose(1, 2))
+                                     for i in range(0, len(params), 2)])
+        return self._linear[1]
+
     def split_row(self, row: torch.Tensor) -> list[torch.Tensor]:
         """One model's (P,) row -> its per-parameter tensors (the layout of torch.optim's state)."""
         return [piece.view(shape) for piece, shape in zip(torch.split(row, self.sizes), self.shapes)]
@@ -61,12 +73,11 @@ class StackedMLP:
     def forward(self, x: torch.Tensor, keep: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
         """(K, B, F) inputs -> (K, B, outputs) logits; `keep` (one (K, B, width) bool mask per hidden layer)
         applies dropout, None is eval mode."""
-        params = self.layers()
+        linear = self.linear_views()
         h = x
-        for i in range(len(params) // 2):
-            weight, bias = params[2 * i], params[2 * i + 1]
-            h = torch.baddbmm(bias.unsqueeze(1), h, weight.transpose(1, 2))
-            if 2 * i + 2 < len(params):  # a hidden layer
+        for i, (bias, weight_t) in enumerate(linear):
+            h = torch.baddbmm(bias, h, weight_t)
+            if i + 1 < len(linear):  # a hidden layer
                 h = self.activation(h)
                 if keep is not None:
                     h = h * keep[i] / self.keep_scale
@@ -100,13 +111,18 @@ def state_dict_of(model: MLP, net: StackedMLP, flat: torch.Tensor, row: int) -> 
 
 # Per-model mean losses: (K, B, outputs) logits, (K, B) or (B,) targets -> (K,) losses, each the mean over its
 # own batch exactly as nnrun.losses computes one model's. Summed, they give each model its own gradient.
+def float_targets(y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Class labels as the logits' dtype, for bce and mse (the trainer converts them once: then this is y)."""
+    return y if y.dtype == logits.dtype else y.to(logits.dtype)
+
+
 def _bce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return F.binary_cross_entropy_with_logits(logits[..., 0], y.to(logits.dtype).expand(logits.shape[:2]),
+    return F.binary_cross_entropy_with_logits(logits[..., 0], float_targets(y, logits).expand(logits.shape[:2]),
                                               reduction="none").mean(1)
 
 
 def _mse(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return F.mse_loss(torch.sigmoid(logits[..., 0]), y.to(logits.dtype).expand(logits.shape[:2]),
+    return F.mse_loss(torch.sigmoid(logits[..., 0]), float_targets(y, logits).expand(logits.shape[:2]),
                       reduction="none").mean(1)
 
 

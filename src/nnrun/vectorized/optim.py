@@ -96,8 +96,10 @@ class StackedOptimizer:
         for p in self.params:
             p.grad = None
 
-    @torch.no_grad()
     def step(self) -> None:
+        if torch.is_grad_enabled():  # the trainer steps under no_grad already: no context per step
+            with torch.no_grad():
+                return self.step()
         self.steps += 1
         for p, state in zip(self.params, self.state):
             self.update(p, self.decayed_grad(p), state)

@@ -181,7 +181,8 @@ def train_stack(jobs: list[Job]) -> list[engine.RunResult]:
 
     interrupted_inside: dict | None = None  # where a signal stopped the stack inside an epoch
     try:
-        with engine.stop_signals() as received:
+        # No autograd anywhere in the loop (the gradient is written out): one no_grad, not one per call.
+        with engine.stop_signals() as received, torch.no_grad():
             # --- the loop ---------------------------------------------------------------------------------
             for epoch in range(1, epochs + 1):
                 k = len(alive)
