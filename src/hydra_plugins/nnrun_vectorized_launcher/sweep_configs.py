@@ -14,9 +14,9 @@ again; the checked config is kept and handed to the launcher (`take`), so each j
 come the two parts of it that running a job copies out (`JobConfigs`: the task's config and the hydra node),
 made from the same template rather than copied per job.
 
-`YamlSections` writes a job's `.hydra/*.yaml` as `OmegaConf.to_yaml` does, re-emitting only the top-level
-sections that differ from a job seen before (PyYAML's emitter is pure Python: the whole hydra.yaml costs
-several milliseconds a job, most of it the same text every time).
+`YamlSections` writes a job's `.hydra/*.yaml` as `OmegaConf.to_yaml` does, emitting only the `key: value` lines
+and list items not seen in a job before, all in one dump (PyYAML's emitter is pure Python: the whole hydra.yaml
+costs several milliseconds a job, nearly all of it the same text every time).
 """
 
 import itertools
