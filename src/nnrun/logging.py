@@ -3,9 +3,10 @@
 Everything goes into the run's own directory (one event file), so `tensorboard --logdir <sweep>` shows one
 run per job and the HParams table one row per job, with no stray sub-runs.
 
-The event file is written here, synchronously, from TensorBoard's own protos: torch's SummaryWriter would start
-a writer thread per run and import TensorBoard's gfile (and with it boto3, half a second) for S3 paths a run dir
-never is. A vectorized sweep opens one logger per job in a row, so that per-run cost added up.
+The event file is written here, synchronously, from TensorBoard's own protos (scalar events, the most
+numerous, serialized by hand to the same bytes): torch's SummaryWriter would start a writer thread per run and
+import TensorBoard's gfile (and with it boto3, half a second) for S3 paths a run dir never is. A vectorized
+sweep opens one logger per job in a row, so that per-run cost added up.
 """
 
 from __future__ import annotations

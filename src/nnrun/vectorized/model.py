@@ -59,12 +59,13 @@ class StackedMLP:
         """Per layer (bias (K, 1, out), weight transposed (K, in, out)): what `torch.baddbmm` takes, as views of the
         live parameters, made once per stack (without autograd, as `layers`)."""
         params = self.layers()
-        if torch.is_grad_enabled():
-            return [(params[i + 1].unsqueeze(1), params[i].transpose(1, 2)) for i in range(0, len(params), 2)]
-        if self._linear is None or self._linear[0] is not params:
-            self._linear = (params, [(params[i + 1].unsqueeze(1), params[i].transpose(1, 2))
-                                     for i in range(0, len(params), 2)])
-        return self._linear[1]
+        cached = not torch.is_grad_enabled()  # then `layers` returns the same list while `flat` is the same
+        if cached and self._linear is not None and self._linear[0] is params:
+            return self._linear[1]
+        views = [(params[i + 1].unsqueeze(1), params[i].transpose(1, 2)) for i in range(0, len(params), 2)]
+        if cached:
+            self._linear = (params, views)
+        return views
 
     def split_row(self, row: torch.Tensor) -> list[torch.Tensor]:
         """One model's (P,) row -> its per-parameter tensors (the layout of torch.optim's state)."""
@@ -109,13 +110,13 @@ def state_dict_of(model: MLP, net: StackedMLP, flat: torch.Tensor, row: int) -> 
             for (name, _), value in zip(model.named_parameters(), net.split_row(flat[row]))}
 
 
-# Per-model mean losses: (K, B, outputs) logits, (K, B) or (B,) targets -> (K,) losses, each the mean over its
-# own batch exactly as nnrun.losses computes one model's. Summed, they give each model its own gradient.
 def float_targets(y: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """Class labels as the logits' dtype, for bce and mse (the trainer converts them once: then this is y)."""
     return y if y.dtype == logits.dtype else y.to(logits.dtype)
 
 
+# Per-model mean losses: (K, B, outputs) logits, (K, B) or (B,) targets -> (K,) losses, each the mean over its
+# own batch exactly as nnrun.losses computes one model's. Summed, they give each model its own gradient.
 def _bce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits[..., 0], float_targets(y, logits).expand(logits.shape[:2]),
                                               reduction="none").mean(1)
