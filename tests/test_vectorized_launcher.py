@@ -128,6 +128,16 @@ def test_vectorized_launcher_without_multirun_is_one_line_and_exit_2(tmp_path):
     assert done.stderr.strip().count("\n") == 0 and "add -m" in done.stderr
 
 
+def test_vectorized_sweep_over_an_unreadable_data_file_is_one_line_and_exit_2(tmp_path):
+    """The data are read once per stack, before it trains: a file that is not there is bad input, as for a single
+    run, not a traceback."""
+    done = run_nnrun(["train", "-m", "hydra/launcher=vectorized", "dataset=csv",
+                      f"dataset.path={tmp_path / 'missing.csv'}", "seed=0,1"], tmp_path)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr and done.stderr.strip().count("\n") == 0, done.stderr
+    assert "dataset.path" in done.stderr and "no such file" in done.stderr
+
+
 def test_vectorized_sweep_never_imports_torch_dynamo(tmp_path):
     # torch.optim's first optimizer imports torch._dynamo (about 2 s, a tenth of a 64-job sweep of small nets):
     # the stacked rules and the checkpoints' optimizer state need no torch.optim optimizer.

@@ -109,6 +109,7 @@ class VectorizedLauncher(Launcher):
 
         from nnrun import engine
         from nnrun.config import ConfigError
+        from nnrun.data import load
         from nnrun.vectorized import batching
         from nnrun.vectorized.trainer import train_stack
 
@@ -118,11 +119,15 @@ class VectorizedLauncher(Launcher):
                   f"loss, batch size, ...): {len(groups)} separate stacks", file=sys.stderr)
         objectives: Dict[int, float] = {}
         for stack in groups:
-            for chunk in batching.chunks(stack, self.stack_size(stack[0].cfg)):
+            try:  # once per stack: its data size the stack, and every chunk of it trains on them
+                data = load(stack[0].cfg.dataset)
+            except ConfigError as exc:  # a data file that cannot be read: bad input, as for a single run
+                _bad_input(str(exc))
+            for chunk in batching.chunks(stack, self.stack_size(stack[0].cfg, data)):
                 torch.set_num_threads(chunk[0].cfg.threads)
                 started = time.perf_counter()
                 try:
-                    results = train_stack(chunk)
+                    results = train_stack(chunk, data)
                 except ConfigError as exc:
                     _bad_input(str(exc))
                 except engine.RunInterrupted as exc:
@@ -141,13 +146,11 @@ class VectorizedLauncher(Launcher):
                       + ", ".join(f"{statuses.count(s)} {s}" for s in dict.fromkeys(statuses)) + ")")
         return objectives
 
-    def stack_size(self, cfg) -> int:
-        """Models per stack: hydra.launcher.max_models, and what the memory budget holds for this data."""
-        from nnrun.data import load
+    def stack_size(self, cfg, data) -> int:
+        """Models per stack: hydra.launcher.max_models, and what the memory budget holds for these data."""
         from nnrun.losses import LOSSES
         from nnrun.vectorized import batching
 
-        data = load(cfg.dataset)
         rows = max(len(data.train), len(data.val), len(data.test))
         per_model = batching.bytes_per_model(cfg, data.n_features, LOSSES[cfg.loss].n_outputs(data.n_classes),
                                              rows, min(cfg.train.batch_size or rows, rows))

@@ -22,7 +22,7 @@ import torch
 
 from nnrun import engine, losses, models, optim
 from nnrun.config import TrainConfig, check_loss_fits
-from nnrun.data import Split, load
+from nnrun.data import Dataset, Split, load
 from nnrun.logging import RunLogger
 from nnrun.vectorized import model as stacked_model
 from nnrun.vectorized import optim as stacked_optim
@@ -78,14 +78,15 @@ def evaluate(net: stacked_model.StackedMLP, fn, loss: losses.Loss, split: Split)
     return values.tolist(), accuracy.tolist()
 
 
-def train_stack(jobs: list[Job]) -> list[engine.RunResult]:
-    """Train `jobs` (configs equal but for per-model values, see batching.batch_key) as one stacked model."""
+def train_stack(jobs: list[Job], data: Dataset | None = None) -> list[engine.RunResult]:
+    """Train `jobs` (configs equal but for per-model values, see batching.batch_key) as one stacked model, on
+    `data` (their dataset, loaded) or, without it, on what their dataset config loads."""
     started = time.perf_counter()
     cfg = jobs[0].cfg  # what all jobs share: data, architecture, loss, optimizer rule, loop settings
 
     # --- setup: device, data, one plain model + generator + optimizer + logger per job, then the stack ------
     device = engine.resolve_device(cfg.device)
-    data = load(cfg.dataset)
+    data = load(cfg.dataset) if data is None else data
     check_loss_fits(cfg.loss, data.n_classes)
     data = data.to(device)
     loss = losses.LOSSES[cfg.loss]
