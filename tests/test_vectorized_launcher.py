@@ -63,6 +63,10 @@ def test_cached_sweep_configs_equal_hydras_own():
             for part, keys in ((taken.task, [key for key in expected if key != "hydra"]), (taken.hydra, "hydra")):
                 assert OmegaConf.to_yaml(part) == OmegaConf.to_yaml(OmegaConf.masked_copy(expected, keys))
             assert OmegaConf.get_type(taken.hydra, "hydra") is OmegaConf.get_type(expected, "hydra")
+            # HydraConfig's part is the config's own hydra node, parented to the config: it resolves the config's
+            # keys (hydra.sweep.dir holds ${exp_name}), as HydraConfig.set_config's copy does.
+            assert taken.hydra._get_node("hydra") is taken.config._get_node("hydra")
+            assert taken.hydra.hydra.sweep.dir == expected.hydra.sweep.dir
         assert len(cached.templates) == 3  # one full composition per set of group choices
         # The second job differs from the first in its seed: only its lines are emitted (seed, the override
         # lists, the job's dir name), not the rest of its four files' 200-odd lines.

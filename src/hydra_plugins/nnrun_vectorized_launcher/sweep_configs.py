@@ -147,17 +147,14 @@ class CachedSweepConfigs:
 
 def set_hydra(job: JobConfigs, values: Dict[Tuple, Any]) -> None:
     """Set each path under `hydra` (a tuple of keys and list indices, e.g. ("job", "num")) to its value, in the
-    job's config and its hydra part (one node, or two for configs made elsewhere), and in `hydra_plain`."""
-    nodes = [job.config.hydra]
-    if job.hydra._get_node("hydra") is not job.config._get_node("hydra"):
-        nodes.append(job.hydra.hydra)
-    for hydra in nodes:
-        with read_write(hydra), open_dict(hydra):
-            for (*parents, name), value in values.items():
-                node = hydra
-                for parent in parents:
-                    node = node[parent]
-                node[name] = value
+    job's hydra node (its config's and its hydra part's: one node, see JobConfigs) and in `hydra_plain`."""
+    hydra = job.config.hydra
+    with read_write(hydra), open_dict(hydra):
+        for (*parents, name), value in values.items():
+            node = hydra
+            for parent in parents:
+                node = node[parent]
+            node[name] = value
     if job.hydra_plain is not None:
         # The value as the config holds it (converted to the node's type, interpolations unresolved).
         for (*parents, name), value in values.items():

@@ -174,13 +174,12 @@ def _set_up_job(hydra_context: HydraContext, job_configs: Any, idx: int, yamls: 
     set_hydra(job_configs, {("job", "id"): idx, ("job", "num"): idx})
     output_dir = Path(str(OmegaConf.select(config, "hydra.sweep.dir"))) / str(
         OmegaConf.select(config, "hydra.sweep.subdir"))
-    set_hydra(job_configs, {("runtime", "output_dir"): os.path.abspath(output_dir)})
+    run_dir = Path(os.path.abspath(output_dir))
+    set_hydra(job_configs, {("runtime", "output_dir"): str(run_dir)})
     saved = HydraConfig.instance().cfg
-    # HydraConfig.set_config(config), with its part of the config at hand (JobConfigs: the same hydra node).
+    # HydraConfig.set_config(config), with its part of the config at hand: JobConfigs' hydra part holds the
+    # config's own hydra node, parented to the config as set_config parents its copy.
     OmegaConf.set_readonly(config.hydra, True)
-    if hydra_cfg._get_node("hydra") is not config._get_node("hydra"):
-        OmegaConf.set_readonly(hydra_cfg.hydra, True)
-    hydra_cfg.hydra._set_parent(config)
     HydraConfig.instance().cfg = hydra_cfg
     try:
         ret = JobReturn(overrides=list(config.hydra.overrides.task), cfg=task_cfg, hydra_cfg=hydra_cfg,
@@ -200,7 +199,7 @@ def _set_up_job(hydra_context: HydraContext, job_configs: Any, idx: int, yamls: 
             parsed = schema.parse(task_cfg)
         except ConfigError as exc:
             _bad_input(str(exc))
-        job = Job(parsed, Path(config.hydra.runtime.output_dir), list(ret.overrides),
+        job = Job(parsed, run_dir, list(ret.overrides),
                   yamls.dump(task_cfg, resolve=True))
         hydra_context.callbacks.on_job_start(config=config, task_function=None)
         ret.status = JobStatus.COMPLETED
