@@ -86,15 +86,15 @@ class Marks(NamedTuple):
     def draw(self, image: torch.Tensor) -> torch.Tensor:
         """The points on a (3, H, W) image (float 0..1 or uint8 0..255; laid out channel by channel or pixel by
         pixel), in place: first every rim, then every fill, so a rim never hides a neighbour's colour."""
-        colours = self.colours if image.is_floating_point() else to_uint8(self.colours)
+        rim, colours = (1.0, self.colours) if image.is_floating_point() else (255, to_uint8(self.colours))
         pixels = image.permute(1, 2, 0)
         if pixels.is_contiguous():  # (H, W, 3) memory: a pixel's three values at once
-            flat = pixels.view(-1, 3)
-            flat[self.rim] = 1.0 if image.is_floating_point() else 255
-            flat[self.fill] = colours.T
+            flat, colours = pixels.view(-1, 3), colours.T
+            flat[self.rim] = rim
+            flat[self.fill] = colours
         else:
             flat = image.view(3, -1)
-            flat[:, self.rim] = 1.0 if image.is_floating_point() else 255
+            flat[:, self.rim] = rim
             flat[:, self.fill] = colours
         return image
 
