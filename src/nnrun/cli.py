@@ -29,6 +29,9 @@ Runs land in experiments/<exp_name>/; see them with: tensorboard --logdir experi
 """
 
 COMMANDS = ("train", "report", "predict")
+# Hydra's flags of `nnrun train` that run no job: no pre-flight check of the overrides, and no torch.
+INFO_FLAGS = {"-sc", "--shell-completion", "--hydra-help", "--info", "-i", "--version"}
+PRINT_CONFIG_FLAGS = {"--cfg", "-c"}  # checked (the config printed must be valid), but still no job
 COMPLETION_FLAGS = ("-sc", "--shell-completion")
 
 
@@ -44,7 +47,7 @@ def _run_train(args: list[str]) -> int:
 
     try:
         flags, overrides = split_args(args)
-        if not {"-sc", "--shell-completion", "--hydra-help", "--info", "-i", "--version"} & flags:
+        if not INFO_FLAGS & flags:
             check([a for a in args if a not in ("--help", "-h")])
     except ConfigError as exc:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
@@ -56,7 +59,7 @@ def _run_train(args: list[str]) -> int:
 
         print(train_help(overrides), end="")
         return 0
-    if not {"--cfg", "-c", "-sc", "--shell-completion", "--hydra-help", "--info", "-i", "--version"} & flags:
+    if not (INFO_FLAGS | PRINT_CONFIG_FLAGS) & flags:
         import_torch()
     # Hydra reads sys.argv; keep argv[0] (the program name, used by its completion script).
     sys.argv = [sys.argv[0], *args]
