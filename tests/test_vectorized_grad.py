@@ -135,6 +135,17 @@ def test_leaves_no_graph_and_replaces_the_gradient():
     torch.testing.assert_close(got, want, **GRAD_TOL)
 
 
+@pytest.mark.parametrize("loss", list(STACKED_LOSSES))
+def test_without_losses_the_gradient_is_the_same(loss):
+    """`losses=False` (the trainer's steps unless train.log_steps) skips the loss values, not the gradient."""
+    for dropout in (False, True):
+        net = stack("tanh", loss, [4, 3], dropout)
+        x, y, keep = batch(net, loss, [4, 3], dropout, False, torch.Generator().manual_seed(6))
+        _, want = by_hand(net, x, y, loss, keep)
+        assert loss_and_grad(net, x, y, loss, keep, losses=False) is None
+        assert torch.equal(net.flat.grad, want)
+
+
 def test_unknown_loss_or_activation_is_refused():
     net = stack("relu", "bce", [4], False)
     x, y, _ = batch(net, "bce", [4], False, False, torch.Generator().manual_seed(4))

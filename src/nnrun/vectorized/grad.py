@@ -79,17 +79,19 @@ def _input_grad(delta: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 
 def loss_and_grad(net: StackedMLP, x: torch.Tensor, y: torch.Tensor, loss_name: str,
-                  keep: Sequence[torch.Tensor] | None = None) -> torch.Tensor:
+                  keep: Sequence[torch.Tensor] | None = None, *, losses: bool = True) -> torch.Tensor | None:
     """Each model's batch-mean loss, (K,), as `STACKED_LOSSES[loss_name](net(x, keep), y)`; and sets
     `net.flat.grad` to d(sum of those losses)/d(net.flat), a new (K, P) tensor laid out as `flat`.
 
     x: (K, B, F) inputs (an expanded view of one (B, F) batch is fine); y: (K, B) or (B,) targets;
     keep: dropout masks as `StackedMLP.forward` takes them, or None. No autograd graph is built. Unlike
     `backward()`, the gradient replaces `flat.grad` rather than adding to it (the step zeroes it first anyway).
+    With `losses=False` only the gradient is computed and None returned: the gradient needs the loss's
+    derivative, not its value, and a step of a tiny network spends a quarter of its time on the value.
     """
     if torch.is_grad_enabled():  # the trainer steps under no_grad already: no context per step
         with torch.no_grad():
-            return loss_and_grad(net, x, y, loss_name, keep)
+            return loss_and_grad(net, x, y, loss_name, keep, losses=losses)
     try:
         activation_backward = _ACTIVATION_BACKWARD[type(net.activation)]
         loss_grad = _LOSS_GRADS[loss_name]
@@ -111,7 +113,7 @@ def loss_and_grad(net: StackedMLP, x: torch.Tensor, y: torch.Tensor, loss_name: 
             post.append(h)
             if keep is not None:
                 h = h * keep[i] / net.keep_scale
-    per_model = STACKED_LOSSES[loss_name](h, y)
+    per_model = STACKED_LOSSES[loss_name](h, y) if losses else None
 
     # --- backward: delta = d(sum of losses)/d(this layer's output), from the last layer to the first ---------
     delta = loss_grad(h, y)

@@ -139,10 +139,11 @@ def train_stack(jobs: list[Job], data: Dataset | None = None) -> list[engine.Run
             masks.append(torch.stack(per_model))
         return masks
 
-    def train_step(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor:
+    def train_step(xb: torch.Tensor, yb: torch.Tensor) -> torch.Tensor | None:
         # The chain rule written out (vectorized.grad): equal to autograd's backward of the summed per-model
         # losses, a third less time per step on networks this small. It sets the gradient, not adds to it.
-        per_model = loss_and_grad(net, xb, yb, cfg.loss, draw_masks(xb.shape[1]))
+        # The step's losses themselves are only computed where they are logged (train.log_steps).
+        per_model = loss_and_grad(net, xb, yb, cfg.loss, draw_masks(xb.shape[1]), losses=cfg.train.log_steps)
         optimizer.step()
         return per_model
 
