@@ -49,6 +49,12 @@ def test_hidden_space_panel_classifies_each_point_as_the_net_does():
         assert torch.allclose(basis @ basis.T, torch.eye(2), atol=1e-5)
         in_plane = centre + ((h - centre) @ basis.T) @ basis
         assert torch.equal(loss.predict(model.output(in_plane)), loss.predict(model(x)))
+        # The panel's logits: the output layer at the plane's points, computed as one map of the 2 coordinates.
+        grid, _, _ = pictures.plane((h - centre) @ basis.T, pictures.GRID)
+        with torch.no_grad():
+            want = model.output(centre + grid @ basis)
+        torch.testing.assert_close(pictures.plane_logits(model.output, basis, centre, grid), want,
+                                   rtol=1e-5, atol=1e-5)
 
 
 def test_decision_boundary_marks_made_once_per_data_draw_the_same_picture():
@@ -116,7 +122,7 @@ def test_pictures_laid_out_pixel_by_pixel_equal_the_plain_channel_by_channel_dra
         grid, lo, hi = pictures.plane(projected, pictures.GRID)
         marks = pictures.point_marks(projected, y, lo, hi, 200, 200)
         with torch.no_grad():
-            proba = loss.proba(model.output(centre + grid @ basis))
+            proba = loss.proba(pictures.plane_logits(model.output, basis, centre, grid))
         assert torch.equal(classified, _reference_picture(proba, marks))
         assert torch.equal(hidden, pictures.to_uint8(marks.draw(torch.ones(3, 200, 200))))
 

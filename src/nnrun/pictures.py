@@ -258,10 +258,21 @@ def hidden_space(model: torch.nn.Module, loss: Loss, points: torch.Tensor, label
     grid, lo, hi = plane(projected, GRID)
     marks = point_marks(projected, labels, lo, hi, size, size)  # the same points on both panels
     hidden = marks.draw(white(size))
-    # The output layer is linear and needs no mode switch: dropout sits before it, inside `hidden`.
-    proba = loss.proba(model.output((centre + grid @ basis).to(device))).float().cpu()
+    proba = loss.proba(plane_logits(model.output, basis, centre, grid))
     classified = marks.draw(to_uint8_(heatmap(proba, size)))
     return hidden, classified
+
+
+def plane_logits(output: torch.nn.Linear, basis: torch.Tensor, centre: torch.Tensor,
+                 grid: torch.Tensor) -> torch.Tensor:
+    """The output layer's logits at the hidden-space points centre + grid @ basis, for (G, 2) plane coordinates
+    `grid`: one linear map of the two coordinates, weight @ basis.T and weight @ centre + bias, rather than the
+    layer applied to G points of the whole hidden width (the same numbers to rounding, a fraction of the work on
+    a wide layer). The output layer is linear and needs no mode switch: dropout sits before it."""
+    import torch.nn.functional as F
+
+    weight, bias = output.weight.detach().float().cpu(), output.bias.detach().float().cpu()
+    return F.linear(grid, weight @ basis.T, weight @ centre + bias)
 
 
 def xor_panels(model: torch.nn.Module, loss: Loss, points: torch.Tensor, labels: torch.Tensor,
