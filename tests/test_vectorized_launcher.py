@@ -73,6 +73,40 @@ def test_cached_sweep_configs_equal_hydras_own():
         assert emitted[1] - emitted[0] <= 5, emitted
 
 
+def test_interpolations_parsed_once_resolve_as_before_and_only_while_it_lasts():
+    """Each interpolation string is parsed once inside the block, values resolve as without it (in any config,
+    in any order), a bad one raises every time, and OmegaConf's own parse is back afterwards."""
+    from omegaconf import OmegaConf, base
+    from omegaconf.errors import GrammarParseError
+
+    from hydra_plugins.nnrun_vectorized_launcher.sweep_configs import interpolations_parsed_once
+
+    original = base.parse
+    parsed = []
+
+    def counting(value, *args):
+        parsed.append(value)
+        return original(value, *args)
+
+    text = {"a": 2, "b": "x_${a}_${oc.select:c.d,no}", "c": {"d": "${a}"}, "e": "${b}/${c.d}"}
+    want = [OmegaConf.create({**text, "a": a}) for a in (1, 2, 3)]
+    want = [{k: cfg[k] for k in ("b", "c", "e")} for cfg in want]
+    base.parse = counting
+    try:
+        with interpolations_parsed_once():
+            for _ in range(2):
+                for a, expected in zip((1, 2, 3), want):
+                    cfg = OmegaConf.create({**text, "a": a})
+                    assert {k: cfg[k] for k in ("b", "c", "e")} == expected
+            for _ in range(2):
+                with pytest.raises(GrammarParseError):
+                    base.parse("${a")
+            assert len(parsed) == len(set(parsed)) + 1 and parsed.count("${a") == 2
+        assert base.parse is counting
+    finally:
+        base.parse = original
+
+
 def test_yaml_sections_write_what_omegaconf_writes_for_awkward_values():
     """Key by key and item by item, the text is OmegaConf.to_yaml's: nested and empty lists and mappings, strings
     that need quotes, long lines the emitter folds, unicode, numbers of every kind; and again from the cache."""

@@ -19,10 +19,12 @@ and list items not seen in a job before, all in one dump (PyYAML's emitter is pu
 costs several milliseconds a job, nearly all of it the same text every time).
 """
 
+import contextlib
+import functools
 import itertools
 import pickle
 import secrets
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Iterator, List, NamedTuple, Optional, Tuple
 
 import yaml
 from hydra._internal.config_loader_impl import ConfigLoaderImpl, get_overrides_dirname
@@ -164,6 +166,23 @@ def set_hydra(job: JobConfigs, values: Dict[Tuple, Any]) -> None:
             held = node._get_node(name)
             plain[name] = OmegaConf.to_container(held) if isinstance(held, (DictConfig, ListConfig)) \
                 else held._value()
+
+
+@contextlib.contextmanager
+def interpolations_parsed_once() -> Iterator[None]:
+    """While it lasts, OmegaConf parses each interpolation string once: a sweep's job configs resolve the same
+    few (the sweep dir, the job dir, the job log's file name, ...) in every job, and each resolution parses its
+    string again with ANTLR (about half a millisecond). The parse tree is only read by OmegaConf's resolver
+    (`GrammarVisitor`), so one tree serves every resolution of its string; a string that fails to parse raises
+    as before, each time (failures are not cached)."""
+    from omegaconf import base
+
+    original = base.parse
+    base.parse = functools.lru_cache(maxsize=1024)(original)
+    try:
+        yield
+    finally:
+        base.parse = original
 
 
 def install(config_loader: Any) -> CachedSweepConfigs:

@@ -72,7 +72,7 @@ class VectorizedLauncher(Launcher):
             _bad_input(f"hydra.launcher.max_models={self.max_models} is not allowed: an integer >= 1")
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from hydra_plugins.nnrun_vectorized_launcher.sweep_configs import YamlSections
+        from hydra_plugins.nnrun_vectorized_launcher.sweep_configs import YamlSections, interpolations_parsed_once
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
@@ -82,13 +82,14 @@ class VectorizedLauncher(Launcher):
         # --- every job's run dir, as the basic launcher makes it; configs validated before any training ---
         yamls = YamlSections()
         returns, jobs, configs = [], [], []
-        for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
-            # The configs composed for the sweeper's check of this job.
-            job_configs = self.configs.take(self.config, list(overrides))
-            ret, job = _set_up_job(self.hydra_context, job_configs, idx, yamls)
-            returns.append(ret)
-            jobs.append(job)
-            configs.append(job_configs.config)
+        with interpolations_parsed_once():
+            for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
+                # The configs composed for the sweeper's check of this job.
+                job_configs = self.configs.take(self.config, list(overrides))
+                ret, job = _set_up_job(self.hydra_context, job_configs, idx, yamls)
+                returns.append(ret)
+                jobs.append(job)
+                configs.append(job_configs.config)
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
 
         objectives = self.train(jobs)
