@@ -107,6 +107,53 @@ def test_interpolations_parsed_once_resolve_as_before_and_only_while_it_lasts():
         base.parse = original
 
 
+def test_job_logs_write_each_jobs_log_where_hydras_configure_log_would(tmp_path, monkeypatch):
+    """Hydra's job logging (a console and a file handler per job): after each job's set-up a message lands in that
+    job's own log file, as after Hydra's configure_log; the full configuration runs once, and again for a
+    config that differs in more than the file name, or whose handlers are not logging's plain ones."""
+    import logging.config
+
+    import hydra.core.utils
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.nnrun_vectorized_launcher.sweep_configs import JobLogs
+
+    full = []
+    configure_log = hydra.core.utils.configure_log
+    monkeypatch.setattr(hydra.core.utils, "configure_log", lambda *args: (full.append(1), configure_log(*args)))
+
+    def job_logging(job: str, level: str = "INFO", handler: str = "logging.FileHandler"):
+        return OmegaConf.create({
+            "version": 1, "formatters": {"simple": {"format": "[%(levelname)s] %(message)s"}},
+            "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "simple",
+                                     "stream": "ext://sys.stdout"},
+                         "file": {"class": handler, "formatter": "simple", "filename": f"{tmp_path}/{job}.log"}},
+            "root": {"level": level, "handlers": ["console", "file"]}, "disable_existing_loggers": False})
+
+    logs, root = JobLogs(), logging.getLogger()
+    saved = root.handlers[:], root.level
+    try:
+        for job in ("a", "b", "c"):
+            logs.configure(job_logging(job), False)
+            logging.getLogger("nnrun.test").info("in %s", job)
+        assert len(full) == 1
+        for job in ("a", "b", "c"):
+            assert (tmp_path / f"{job}.log").read_text() == f"[INFO] in {job}\n"
+        logs.configure(job_logging("d", level="WARNING"), False)  # another level: configured in full
+        logs.configure(job_logging("e", level="WARNING"), OmegaConf.create(["x"]))  # another verbose: in full
+        logs.configure(job_logging("f", level="WARNING"), OmegaConf.create(["x"]))
+        assert len(full) == 3
+        logging.getLogger("nnrun.test").warning("in f")
+        assert (tmp_path / "f.log").read_text() == "[WARNING] in f\n" and (tmp_path / "e.log").read_text() == ""
+        for job in ("g", "h"):  # a handler class other than logging's own: always in full
+            logs.configure(job_logging(job, handler="logging.handlers.WatchedFileHandler"), "x")
+        assert len(full) == 5 and (tmp_path / "h.log").is_file()
+    finally:
+        logging.config.dictConfig({"version": 1, "disable_existing_loggers": False})
+        root.handlers[:], root.level = saved
+        logging.getLogger("x").setLevel(logging.NOTSET)
+
+
 def test_yaml_sections_write_what_omegaconf_writes_for_awkward_values():
     """Key by key and item by item, the text is OmegaConf.to_yaml's: nested and empty lists and mappings, strings
     that need quotes, long lines the emitter folds, unicode, numbers of every kind; and again from the cache."""

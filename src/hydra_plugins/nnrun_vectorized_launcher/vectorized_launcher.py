@@ -72,7 +72,8 @@ class VectorizedLauncher(Launcher):
             _bad_input(f"hydra.launcher.max_models={self.max_models} is not allowed: an integer >= 1")
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from hydra_plugins.nnrun_vectorized_launcher.sweep_configs import YamlSections, interpolations_parsed_once
+        from hydra_plugins.nnrun_vectorized_launcher.sweep_configs import (JobLogs, YamlSections,
+                                                                          interpolations_parsed_once)
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None
@@ -80,13 +81,13 @@ class VectorizedLauncher(Launcher):
         Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
 
         # --- every job's run dir, as the basic launcher makes it; configs validated before any training ---
-        yamls = YamlSections()
+        yamls, logs = YamlSections(), JobLogs()
         returns, jobs, configs = [], [], []
         with interpolations_parsed_once():
             for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
                 # The configs composed for the sweeper's check of this job.
                 job_configs = self.configs.take(self.config, list(overrides))
-                ret, job = _set_up_job(self.hydra_context, job_configs, idx, yamls)
+                ret, job = _set_up_job(self.hydra_context, job_configs, idx, yamls, logs)
                 returns.append(ret)
                 jobs.append(job)
                 configs.append(job_configs.config)
@@ -158,14 +159,15 @@ class VectorizedLauncher(Launcher):
         return batching.models_per_stack(per_model, self.memory_budget_mb * 2**20, self.max_models)
 
 
-def _set_up_job(hydra_context: HydraContext, job_configs: Any, idx: int, yamls: Any) -> Tuple[JobReturn, Any]:
+def _set_up_job(hydra_context: HydraContext, job_configs: Any, idx: int, yamls: Any,
+                logs: Any) -> Tuple[JobReturn, Any]:
     """What Hydra's launcher and `run_job` do for job number `idx` before its task, without running a task: the
     job's numbers and output dir in its config, HydraConfig set to it, `.hydra/` (config.yaml, hydra.yaml,
     overrides.yaml, the same text as Hydra's `_save_config` writes, through `yamls`, a
-    sweep_configs.YamlSections), its log, the callbacks' on_job_start; then the job's validated config and run
-    dir for training. (`run_job` copies the whole config three times per job; `job_configs`, a
-    sweep_configs.JobConfigs, holds those copies already, and on a sweep of small networks that difference is
-    most of the launcher's time.)"""
+    sweep_configs.YamlSections), its log (through `logs`, a sweep_configs.JobLogs), the callbacks'
+    on_job_start; then the job's validated config and run dir for training. (`run_job` copies the whole config
+    three times per job; `job_configs`, a sweep_configs.JobConfigs, holds those copies already, and on a sweep
+    of small networks that difference is most of the launcher's time.)"""
     from hydra_plugins.nnrun_vectorized_launcher.sweep_configs import set_hydra
     from nnrun import config as schema
     from nnrun.config import ConfigError
@@ -186,7 +188,7 @@ def _set_up_job(hydra_context: HydraContext, job_configs: Any, idx: int, yamls: 
         ret = JobReturn(overrides=list(config.hydra.overrides.task), cfg=task_cfg, hydra_cfg=hydra_cfg,
                         working_dir=os.getcwd(), task_name=str(config.hydra.job.name))
         output_dir.mkdir(parents=True, exist_ok=True)
-        configure_log(config.hydra.job_logging, config.hydra.verbose)
+        logs.configure(config.hydra.job_logging, config.hydra.verbose)  # Hydra's configure_log, cheaper
         if config.hydra.output_subdir is not None:
             hydra_output = output_dir / str(config.hydra.output_subdir)
             hydra_output.mkdir(parents=True, exist_ok=True)
