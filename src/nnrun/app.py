@@ -6,12 +6,14 @@ pickle the task (joblib, submitit) can carry it.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import sys
 from datetime import datetime
 from pathlib import Path
+from typing import Any, Iterator
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -100,6 +102,25 @@ def train_help(overrides: list[str]) -> str:
     with initialize_config_dir(version_base="1.3", config_dir=str(root), job_name="train"):
         cfg = compose("train", overrides=overrides)
     return TRAIN_HELP.format(groups=groups, config=OmegaConf.to_yaml(cfg))
+
+
+@contextlib.contextmanager
+def hydra_mode_known(mode: tuple[Any] | None) -> Iterator[None]:
+    """Hydra's `@hydra.main` composes the whole config once only to read its hydra.mode (Hydra.get_mode), then
+    composes it again to run: a fifth of a second. Where the pre-flight check composed the same config groups
+    and hydra values already, it hands over that hydra.mode (`preflight.check`'s `(mode,)`), and while this
+    lasts get_mode answers with it instead. None (not known) leaves Hydra as it is."""
+    from hydra._internal.hydra import Hydra
+
+    original = getattr(Hydra, "get_mode", None)
+    if mode is None or original is None:
+        yield
+        return
+    Hydra.get_mode = lambda self, config_name, overrides: mode[0]  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        Hydra.get_mode = original  # type: ignore[method-assign]
 
 
 def fail(message: str, code: int = 2) -> None:

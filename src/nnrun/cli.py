@@ -45,10 +45,11 @@ def _run_train(args: list[str]) -> int:
     from nnrun.config import ConfigError
     from nnrun.preflight import check, split_args
 
+    mode = None
     try:
         flags, overrides = split_args(args)
         if not INFO_FLAGS & flags:
-            check([a for a in args if a not in ("--help", "-h")])
+            mode = check([a for a in args if a not in ("--help", "-h")])
     except ConfigError as exc:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
@@ -63,9 +64,10 @@ def _run_train(args: list[str]) -> int:
         import_torch()
     # Hydra reads sys.argv; keep argv[0] (the program name, used by its completion script).
     sys.argv = [sys.argv[0], *args]
-    from nnrun.app import train_task
+    from nnrun.app import hydra_mode_known, train_task
 
-    train_task()
+    with hydra_mode_known(mode):
+        train_task()
     return 0
 
 
