@@ -72,15 +72,16 @@ def test_decision_boundary_marks_made_once_per_data_draw_the_same_picture():
         grid, lo, hi = pictures.plane(x, pictures.GRID)
         with torch.no_grad():
             proba = loss.proba(model(grid))
-        background = F.interpolate(pictures.colour_by_proba(proba, pictures.GRID)[None], size=(200, 200),
-                                   mode="bilinear", align_corners=True)[0]
-        expected = pictures.to_uint8(pictures.point_marks(x, y, lo, hi, 200, 200).draw(background))
+        colours = pictures.to_uint8(pictures.colour_by_proba(proba, pictures.GRID))
+        background = F.interpolate(colours[None], size=(200, 200), mode="bilinear", align_corners=True)[0]
+        expected = pictures.point_marks(x, y, lo, hi, 200, 200).draw(background)
         for _ in range(2):
             assert torch.equal(pictures.decision_boundary(model, loss, x, y), expected)
 
 
 def _reference_picture(proba: torch.Tensor, marks, size: int = 200) -> torch.Tensor:
-    """The picture as plainly written: channel by channel, in float, marks drawn before the uint8 conversion."""
+    """The picture as plainly written: channel by channel, colours in float, then uint8 pixels upsampled, then
+    the marks."""
     import torch.nn.functional as F
 
     from nnrun import pictures
@@ -89,17 +90,34 @@ def _reference_picture(proba: torch.Tensor, marks, size: int = 200) -> torch.Ten
     rgb = proba @ pictures.PALETTE[:k]
     weight = ((proba.max(1).values.unsqueeze(1) - 1.0 / k) / (1 - 1.0 / k)).clamp(0, 1) * 0.65 + 0.2
     rgb = weight * rgb + (1 - weight) * torch.ones(3)
-    image = rgb.T.reshape(3, pictures.GRID, pictures.GRID).contiguous()
+    image = (rgb.T.reshape(3, pictures.GRID, pictures.GRID).clamp(0, 1) * 255).to(torch.uint8).contiguous()
     image = F.interpolate(image[None], size=(size, size), mode="bilinear", align_corners=True)[0].contiguous()
     flat = image.view(3, -1)
-    flat[:, marks.rim] = 1.0
-    flat[:, marks.fill] = marks.colours
-    return (image.clamp(0, 1) * 255).to(torch.uint8)
+    flat[:, marks.rim] = 255
+    flat[:, marks.fill] = pictures.to_uint8(marks.colours)
+    return image
+
+
+def test_smooth_background_is_within_a_level_of_upsampling_the_float_colours():
+    """The background is coloured at GRID x GRID points, made uint8, then upsampled (torch's fast path): each
+    pixel within one level of upsampling the float colours and converting after."""
+    import torch.nn.functional as F
+
+    from nnrun import pictures
+
+    g = torch.Generator().manual_seed(7)
+    for k in (2, 3, 5):
+        proba = torch.softmax(torch.randn(pictures.GRID ** 2, k, generator=g) * 3, 1)
+        colours = pictures.colour_by_proba(proba, pictures.GRID).contiguous()
+        floats = F.interpolate(colours[None], size=(200, 200), mode="bilinear", align_corners=True)[0]
+        got = pictures.heatmap(proba)
+        assert got.dtype == torch.uint8 and got.permute(1, 2, 0).is_contiguous()
+        assert (got.int() - pictures.to_uint8(floats).int()).abs().max() <= 1
 
 
 def test_pictures_laid_out_pixel_by_pixel_equal_the_plain_channel_by_channel_drawing():
     """The pictures are made in (H, W, 3) memory, as PNG wants them, and marks drawn on uint8: the pixels must be
-    those of the plain float, channel-by-channel drawing, for both heatmap panels and the blank ones."""
+    those of the plain channel-by-channel drawing, for both heatmap panels and the blank ones."""
     from nnrun import losses, models, pictures
 
     x = torch.randn(40, 2, generator=torch.Generator().manual_seed(5))
