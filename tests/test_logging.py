@@ -176,6 +176,24 @@ def test_scalars_are_on_disk_after_flush_before_close(tmp_path):
     logger.close()
 
 
+def test_scalars_of_a_stack_land_in_each_runs_file_as_its_own_scalars(tmp_path):
+    """`RunLogger.scalars_of` (a stack's models at one step) writes each run what `scalars` would, and per-step
+    losses leave the last epoch (where the final metrics go) alone, as `scalars` does."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    loggers = [RunLogger(tmp_path / str(i), CONFIG) for i in range(3)]
+    RunLogger.scalars_of(loggers, 10, {"loss/train": [0.5, 0.25, float("inf")], "lr": [0.1, 0.01, 1.0]})
+    RunLogger.scalars_of(loggers, 40, {"loss/step": [1.0, 2.0, 3.0]})
+    for i, logger in enumerate(loggers):
+        assert logger._last_epoch == 10
+        logger.close()
+        acc = EventAccumulator(str(tmp_path / str(i)), size_guidance={"scalars": 0})
+        acc.Reload()
+        assert [(e.step, e.value) for e in acc.Scalars("loss/train")] == [(10, [0.5, 0.25, float("inf")][i])]
+        assert [e.value for e in acc.Scalars("lr")] == [pytest.approx([0.1, 0.01, 1.0][i])]
+        assert [(e.step, e.value) for e in acc.Scalars("loss/step")] == [(40, i + 1.0)]
+
+
 def test_scalars_reach_the_disk_every_flush_seconds_without_a_flush_call(tmp_path, monkeypatch):
     monkeypatch.setattr(nnrun_logging, "FLUSH_SECONDS", 0.0)
     logger = RunLogger(tmp_path, CONFIG)
@@ -210,6 +228,11 @@ def test_scalar_events_are_protobufs_own_bytes():
                     event.summary.value.add(tag=tag, simple_value=value)
                 assert nnrun_logging.scalar_event(step, wall_time, chosen) == event.SerializeToString(), \
                     (step, wall_time, chosen)
+    # Many runs' events at one step (a stack's models), serialized together: each the single event's bytes.
+    rows = [[values[(i + j) % len(values)] for j in range(3)] for i in range(len(values))]
+    for step, wall_time in ((0, 0.0), (2**40, 1795757703.123456)):
+        assert nnrun_logging.scalar_events(step, wall_time, tuple(tags[:3]), rows) == [
+            nnrun_logging.scalar_event(step, wall_time, dict(zip(tags[:3], row))) for row in rows]
     nan = nnrun_logging.scalar_event(3, 1.0, {"loss/val": float("nan")})
     read = Event.FromString(nan)
     assert read.step == 3 and np.isnan(read.summary.value[0].simple_value)

@@ -47,14 +47,23 @@ def curves(monkeypatch):
     from nnrun.logging import RunLogger
 
     seen: dict[str, dict[str, dict[int, float]]] = {}
-    original = RunLogger.scalars
+    original, original_of = RunLogger.scalars, RunLogger.scalars_of
+
+    def keep(logger, step, values):
+        for tag, value in values.items():
+            seen.setdefault(str(logger.run_dir), {}).setdefault(tag, {})[step] = float(value)
 
     def record(self, step, values):
-        for tag, value in values.items():
-            seen.setdefault(str(self.run_dir), {}).setdefault(tag, {})[step] = float(value)
+        keep(self, step, values)
         original(self, step, values)
 
+    def record_of(loggers, step, columns):  # a stack's models at one step
+        for i, logger in enumerate(loggers):
+            keep(logger, step, {tag: column[i] for tag, column in columns.items()})
+        original_of(loggers, step, columns)
+
     monkeypatch.setattr(RunLogger, "scalars", record)
+    monkeypatch.setattr(RunLogger, "scalars_of", staticmethod(record_of))
     return seen
 
 

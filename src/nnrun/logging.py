@@ -19,7 +19,7 @@ import socket
 import struct
 import time
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping, Sequence
 
 # Seconds between batches of scalars written and flushed to the event file: curves stay live, the loop stays fast.
 FLUSH_SECONDS = 2.0
@@ -121,21 +121,31 @@ def scalar_event(step: int, wall_time: float, values: Mapping[str, float]) -> by
     """`Event(step=step, wall_time=wall_time, summary=Summary(value=[Value(tag=..., simple_value=...), ...]))`
     serialized, byte for byte as protobuf serializes it, in a few microseconds: a sweep of tiny models writes
     tens of thousands of these (Event: wall_time = 1, a double; step = 2, a varint; summary = 5)."""
-    parts = []
+    return scalar_events(step, wall_time, tuple(values), [values.values()])[0]
+
+
+def scalar_events(step: int, wall_time: float, tags: tuple[str, ...], rows: Iterable[Iterable[float]]) -> list[bytes]:
+    """`scalar_event(step, wall_time, dict(zip(tags, row)))` for each row: the events of many runs at one step
+    (a stack of models), the parts they share made once."""
+    head = b""
     if wall_time != 0.0 or math.copysign(1.0, wall_time) < 0:  # proto3 leaves out +0.0, keeps -0.0
-        parts.append(b"\x09" + _F64.pack(wall_time))
+        head += b"\x09" + _F64.pack(wall_time)
     if step:
-        parts.append(b"\x10" + _varint(int(step)))
-    if values:
-        key, template, summary = _summary_layout(tuple(values))
-        args = template.copy()
-        args[1::2] = values.values()
+        head += b"\x10" + _varint(int(step))
+    if not tags:
+        return [head for _ in rows]
+    key, template, summary = _summary_layout(tags)
+    head += key
+    args = template.copy()
+    events = []
+    for row in rows:
+        args[1::2] = row
         try:
-            parts += (key, summary.pack(*args))
+            events.append(head + summary.pack(*args))
         except (OverflowError, struct.error):  # beyond float32's range, or not a float
-            args[1::2] = [_float32(float(v)) for v in values.values()]
-            parts += (key, summary.pack(*args))
-    return b"".join(parts)
+            args[1::2] = [_float32(float(v)) for v in row]
+            events.append(head + summary.pack(*args))
+    return events
 
 
 _file_numbers = itertools.count()  # the last part of an event file's name, as TensorBoard's writer counts
@@ -294,9 +304,20 @@ class RunLogger:
 
     def scalars(self, step: int, values: Mapping[str, float]) -> None:
         """All of one epoch's scalars in one event, written to the file in batches (see `flush`)."""
-        if "loss/step" not in values:  # per-step losses count optimisation steps, not epochs
+        self._add(step, scalar_event(step, time.time(), values), "loss/step" not in values)
+
+    @staticmethod
+    def scalars_of(loggers: Sequence["RunLogger"], step: int, columns: Mapping[str, Sequence[float]]) -> None:
+        """`loggers[i].scalars(step, {tag: column[i] for tag, column in columns.items()})` for every i: the
+        runs of a stack at one step, their events serialized together."""
+        events = scalar_events(step, time.time(), tuple(columns), zip(*columns.values()))
+        for logger, event in zip(loggers, events):
+            logger._add(step, event, "loss/step" not in columns)
+
+    def _add(self, step: int, event: bytes, per_epoch: bool) -> None:
+        if per_epoch:  # per-step losses count optimisation steps, not epochs
             self._last_epoch = max(self._last_epoch, step)
-        self._pending.append(scalar_event(step, time.time(), values))
+        self._pending.append(event)
         if time.monotonic() - self._flushed_at > FLUSH_SECONDS:
             self.flush()
 

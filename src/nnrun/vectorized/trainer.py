@@ -148,8 +148,7 @@ def train_stack(jobs: list[Job], data: Dataset | None = None) -> list[engine.Run
         return per_model
 
     def log_steps(per_model: torch.Tensor) -> None:
-        for j, value in zip(alive, per_model.tolist()):
-            members[j].logger.scalars(step, {"loss/step": value})
+        RunLogger.scalars_of([members[j].logger for j in alive], step, {"loss/step": per_model.tolist()})
 
     def finish(rows: list[int], statuses: list[str], partial: dict | None = None) -> None:
         """Models at `rows` end with `statuses`: their state into their own MLP and optimizer, then the engine's
@@ -213,17 +212,19 @@ def train_stack(jobs: list[Job], data: Dataset | None = None) -> list[engine.Run
                     # A split of fraction 0 *is* the training split (as in engine.evaluate): evaluated once.
                     val_loss, val_acc = (train_loss, train_acc) if data.val is data.train else \
                         evaluate(net, loss_fn, loss, data.val)
+                    columns = {"loss/train": train_loss, "loss/val": val_loss,
+                               "accuracy/train": train_acc, "accuracy/val": val_acc}
+                    if log_now:  # each model's event as its run writes it, all serialized at once
+                        RunLogger.scalars_of([members[j].logger for j in alive], epoch,
+                                             {**columns, "lr": [members[j].job.cfg.optimizer.lr for j in alive]})
+                    monitored = columns[monitor]
                     improved: list[int] = []
                     for r, j in enumerate(alive):
                         m = members[j]
-                        values = {"loss/train": train_loss[r], "loss/val": val_loss[r],
-                                  "accuracy/train": train_acc[r], "accuracy/val": val_acc[r]}
-                        if log_now:
-                            m.logger.scalars(epoch, {**values, "lr": m.job.cfg.optimizer.lr})
                         if not (math.isfinite(train_loss[r]) and math.isfinite(val_loss[r])):
                             ended[r] = "diverged"
                             continue
-                        if m.stopper.update(epoch, values[monitor]) and restore_best:
+                        if m.stopper.update(epoch, monitored[r]) and restore_best:
                             improved.append(r)
                             m.has_best = True
                     # Diverged models keep their previous finite weights: finish them before the snapshot moves.
