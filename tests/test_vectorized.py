@@ -125,6 +125,24 @@ def test_models_stop_early_each_at_its_own_epoch_with_their_best_weights(tmp_pat
         assert a["resume"]["rng"]["train"].equal(b["resume"]["rng"]["train"])
 
 
+def test_the_stack_is_rebuilt_only_when_models_leave_it(tmp_path, monkeypatch):
+    """Taking models out re-indexes the weights and optimizer state (and drops the cached views and per-step
+    numbers); an evaluated epoch where no model ends must not: with early stopping every epoch is evaluated."""
+    from nnrun.vectorized.model import StackedMLP
+
+    kept = []
+    original = StackedMLP.keep
+    monkeypatch.setattr(StackedMLP, "keep", lambda self, rows: (kept.append(len(rows)), original(self, rows)))
+    base = ["optimizer=adam", "dataset=spirals", "dataset.n_samples=120", "model.hidden=[8]", "train.epochs=40",
+            "train.batch_size=16", "train.early_stopping.patience=3", "train.log_every=1"]
+    variants = [["optimizer.lr=0.3", "seed=0"], ["optimizer.lr=0.001", "seed=1"], ["optimizer.lr=0.1", "seed=2"]]
+    jobs = [Job(parsed(base + v), tmp_path / f"stacked{i}", base + v) for i, v in enumerate(variants)]
+    results = train_stack(jobs)
+    left_early = sorted({r.epochs_run for r in results if r.status == "stopped_early"})
+    assert left_early and len(kept) == len(left_early)  # once per epoch at which some model left, no more
+    assert kept == sorted(kept, reverse=True) and kept[-1] >= 1
+
+
 def test_jobs_share_a_stack_when_they_differ_only_in_per_model_values():
     key = batching.batch_key(parsed(["optimizer.lr=0.1", "seed=0"]))
     for same in (["optimizer.lr=0.3", "seed=4"], ["model.dropout=0.5"], ["model.init_std=0.1"],

@@ -169,6 +169,8 @@ def train_stack(jobs: list[Job], data: Dataset | None = None) -> list[engine.Run
     def leave(rows_out: list[int]) -> None:
         """Take the finished models out of the stack (weights, optimizer state, snapshots)."""
         nonlocal alive, last_good, best
+        if not rows_out:  # nothing to take out: the stack, its optimizer's state and cached views stay as they are
+            return
         rows = [r for r in range(len(alive)) if r not in set(rows_out)]
         if not rows:
             alive = []
