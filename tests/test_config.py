@@ -60,3 +60,17 @@ def test_bce_with_three_classes_is_a_config_error_not_a_shape_traceback():
 
 def test_flatten_makes_hparams_scalars():
     assert flatten({"a": {"b": 1, "c": [1, 2]}, "d": None}) == {"a.b": 1, "a.c": "[1, 2]", "d": None}
+
+
+def test_to_dict_is_a_new_plain_tree_each_time():
+    """Made once and copied: equal to dataclasses.asdict, tuples kept, and changing one tree changes no other."""
+    from dataclasses import asdict
+
+    cfg = parsed(["optimizer=adam", "model.hidden=[8,4]"])
+    first = cfg.to_dict()
+    assert first == asdict(cfg) and isinstance(first["optimizer"]["params"]["betas"], tuple)
+    first["optimizer"]["lr"] = -1.0
+    first["optimizer"]["params"]["eps"] = 5.0
+    again = cfg.to_dict()
+    assert again == asdict(cfg) and again is not first and again["optimizer"]["params"]["eps"] == 1e-8
+    assert cfg == parsed(["optimizer=adam", "model.hidden=[8,4]"])  # the cache is not part of the config

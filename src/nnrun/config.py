@@ -166,7 +166,22 @@ class TrainConfig:
     train: TrainLoopConfig
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The config as plain dicts, lists and tuples: a new tree at each call (the caller may change it), copied
+        from one made once (`asdict` walks the dataclasses and deep-copies every value: a run's checkpoint, its
+        HParams and a sweep's batching each ask for it)."""
+        tree = self.__dict__.get("_tree")
+        if tree is None:
+            tree = asdict(self)
+            object.__setattr__(self, "_tree", tree)  # frozen: kept beside the fields (not one of them)
+        return _copy_tree(tree)
+
+
+def _copy_tree(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {key: _copy_tree(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_copy_tree(item) for item in value)
+    return value
 
 
 # Each optimizer's own fields, with how to check them. `lr` and `weight_decay` are common to all.
