@@ -76,6 +76,7 @@ def masked_crc32c_function():
 
 
 _F32, _F64 = struct.Struct("<f"), struct.Struct("<d")
+_U32, _U64 = struct.Struct("<I"), struct.Struct("<Q")
 
 
 def _varint(n: int) -> bytes:
@@ -182,9 +183,15 @@ class EventFile:
 
     def write_serialized(self, data: bytes) -> None:
         """One serialized Event as a TFRecord."""
-        header = struct.pack("<Q", len(data))
-        crc = self._crc
-        self._file.write(b"".join((header, struct.pack("<I", crc(header)), data, struct.pack("<I", crc(data)))))
+        self.write_many((data,))
+
+    def write_many(self, events: Iterable[bytes]) -> None:
+        """Serialized Events as TFRecords, one after another, in one write."""
+        crc, parts = self._crc, []
+        for data in events:
+            header = _U64.pack(len(data))
+            parts += (header, _U32.pack(crc(header)), data, _U32.pack(crc(data)))
+        self._file.write(b"".join(parts))
 
     def flush(self) -> None:
         self._file.flush()
@@ -325,8 +332,7 @@ class RunLogger:
         """Write the pending scalars and put everything written so far on disk, where a running TensorBoard
         sees it. `scalars` calls this every FLUSH_SECONDS, not every epoch: a tiny model's training loop then
         pays for a system call per batch of epochs rather than per epoch."""
-        for data in self._pending:
-            self.file.write_serialized(data)
+        self.file.write_many(self._pending)
         self._pending.clear()
         self.file.flush()
         self._flushed_at = time.monotonic()
