@@ -73,6 +73,32 @@ def test_cached_sweep_configs_equal_hydras_own():
         assert emitted[1] - emitted[0] <= 5, emitted
 
 
+@pytest.mark.parametrize("overrides", [
+    [], ["+exp=xor_relu"], ["optimizer=rmsprop", "model.hidden=[8,8]", "train.early_stopping.patience=3"],
+    ["exp_name=${optimizer.name}_${seed}", "+note=lr_${optimizer.lr}"], ["dataset=spirals", "activation=tanh"]])
+def test_a_jobs_config_reads_the_same_from_its_plain_containers(overrides):
+    """The launcher parses and logs a job's config from plain containers, resolved only where it holds an
+    interpolation: the same TrainConfig as from the DictConfig, and the same text as OmegaConf's."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from hydra_plugins.nnrun_vectorized_launcher.sweep_configs import YamlSections
+    from hydra_plugins.nnrun_vectorized_launcher.vectorized_launcher import _has_interpolation
+    from nnrun import config as schema
+    from nnrun.app import config_dir, register_resolvers
+
+    register_resolvers()
+    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir()), job_name="train"):
+        task = compose("train", overrides=overrides)
+    plain = OmegaConf.to_container(task, enum_to_str=True)
+    resolved = OmegaConf.to_container(task, resolve=True, enum_to_str=True)
+    assert _has_interpolation(plain) == any("${" in o for o in overrides)
+    if not _has_interpolation(plain):
+        assert plain == resolved
+    assert schema.parse(resolved) == schema.parse(task)
+    assert YamlSections().dump_plain(resolved) == OmegaConf.to_yaml(task, resolve=True)
+
+
 def test_interpolations_parsed_once_resolve_as_before_and_only_while_it_lasts():
     """Each interpolation string is parsed once inside the block, values resolve as without it (in any config,
     in any order), a bad one raises every time, and OmegaConf's own parse is back afterwards."""

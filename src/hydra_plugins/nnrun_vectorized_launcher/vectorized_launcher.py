@@ -189,23 +189,35 @@ def _set_up_job(hydra_context: HydraContext, job_configs: Any, idx: int, yamls: 
                         working_dir=os.getcwd(), task_name=str(config.hydra.job.name))
         output_dir.mkdir(parents=True, exist_ok=True)
         logs.configure(config.hydra.job_logging, config.hydra.verbose)  # Hydra's configure_log, cheaper
+        # The task's config as plain containers, as written (config.yaml) and resolved (what the run logs and
+        # trains with): one and the same where it holds no interpolation.
+        task_plain = OmegaConf.to_container(task_cfg, enum_to_str=True)
+        resolved = OmegaConf.to_container(task_cfg, resolve=True, enum_to_str=True) \
+            if _has_interpolation(task_plain) else task_plain
         if config.hydra.output_subdir is not None:
             hydra_output = output_dir / str(config.hydra.output_subdir)
             hydra_output.mkdir(parents=True, exist_ok=True)
             plain_hydra = job_configs.plain_hydra()
-            for name, plain in (("config.yaml", OmegaConf.to_container(task_cfg, enum_to_str=True)),
-                                ("hydra.yaml", plain_hydra),
+            for name, plain in (("config.yaml", task_plain), ("hydra.yaml", plain_hydra),
                                 ("overrides.yaml", plain_hydra["hydra"]["overrides"]["task"])):
                 with open(hydra_output / name, "w", encoding="utf-8") as file:
                     file.write(yamls.dump_plain(plain))
         try:
-            parsed = schema.parse(task_cfg)
+            parsed = schema.parse(resolved)  # the same TrainConfig as from the DictConfig, read faster
         except ConfigError as exc:
             _bad_input(str(exc))
-        job = Job(parsed, run_dir, list(ret.overrides),
-                  yamls.dump(task_cfg, resolve=True))
+        job = Job(parsed, run_dir, list(ret.overrides), yamls.dump_plain(resolved))
         hydra_context.callbacks.on_job_start(config=config, task_function=None)
         ret.status = JobStatus.COMPLETED
         return ret, job
     finally:
         HydraConfig.instance().cfg = saved
+
+
+def _has_interpolation(plain: Any) -> bool:
+    """Whether a plain container (OmegaConf.to_container, unresolved) holds a `${...}` anywhere."""
+    if isinstance(plain, dict):
+        return any(_has_interpolation(value) for value in plain.values())
+    if isinstance(plain, list):
+        return any(_has_interpolation(item) for item in plain)
+    return isinstance(plain, str) and "${" in plain
