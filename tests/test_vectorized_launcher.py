@@ -158,6 +158,8 @@ def test_job_logs_write_each_jobs_log_where_hydras_configure_log_would(tmp_path,
 
     logs, root = JobLogs(), logging.getLogger()
     saved = root.handlers[:], root.level
+    disabled = {name: lg.disabled for name, lg in logging.Logger.manager.loggerDict.items()
+                if isinstance(lg, logging.Logger)}
     try:
         for job in ("a", "b", "c"):
             logs.configure(job_logging(job), False)
@@ -174,10 +176,16 @@ def test_job_logs_write_each_jobs_log_where_hydras_configure_log_would(tmp_path,
         for job in ("g", "h"):  # a handler class other than logging's own: always in full
             logs.configure(job_logging(job, handler="logging.handlers.WatchedFileHandler"), "x")
         assert len(full) == 5 and (tmp_path / "h.log").is_file()
+        for job in ("i", "j"):  # disabling the loggers made since: always in full
+            logs.configure(OmegaConf.merge(job_logging(job), {"disable_existing_loggers": True}), "x")
+        assert len(full) == 7 and (tmp_path / "j.log").is_file()
     finally:
         logging.config.dictConfig({"version": 1, "disable_existing_loggers": False})
         root.handlers[:], root.level = saved
         logging.getLogger("x").setLevel(logging.NOTSET)
+        for name, lg in logging.Logger.manager.loggerDict.items():  # as they were before the test
+            if isinstance(lg, logging.Logger):
+                lg.disabled = disabled.get(name, False)
 
 
 def test_yaml_sections_write_what_omegaconf_writes_for_awkward_values():

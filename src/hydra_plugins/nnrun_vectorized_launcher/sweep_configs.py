@@ -195,8 +195,9 @@ class JobLogs:
     and between two jobs only that file's name differs; each full configuration (logging's dictConfig, through
     Hydra's target checks) costs a few milliseconds a job. So when a job's logging config equals the last one
     configured in full but for its file handlers' file names, those handlers are pointed at the new files,
-    opened as FileHandler opens them. Any other difference, or handlers, formatters or filters other than
-    logging's own stream and file handlers (a custom class could do anything when made), are configured in full.
+    opened as FileHandler opens them. Any other difference, handlers, formatters or filters other than logging's
+    own stream and file handlers (a custom class could do anything when made), or a configuration that disables
+    existing loggers, are configured in full.
     """
 
     PLAIN_HANDLERS = ("logging.StreamHandler", "logging.FileHandler")
@@ -219,7 +220,9 @@ class JobLogs:
 
     def _file_handlers(self, conf: Any) -> Optional[List[str]]:
         """The names of the file handlers, or None when `conf` is not one to re-point (see the class)."""
-        if not isinstance(conf, dict) or conf.get("root") is None or conf.get("incremental"):
+        # A configuration that disables the loggers made since the last one (logging's default) must run in full.
+        if not isinstance(conf, dict) or conf.get("root") is None or conf.get("incremental") or \
+                conf.get("disable_existing_loggers", True):
             return None
         handlers = conf.get("handlers") or {}
         sections = [*handlers.values(), *(conf.get("formatters") or {}).values(),
