@@ -179,11 +179,7 @@ class EventFile:
         self.write(self._Event(summary=summary, step=int(step), wall_time=time.time()))
 
     def write(self, event) -> None:
-        self.write_serialized(event.SerializeToString())
-
-    def write_serialized(self, data: bytes) -> None:
-        """One serialized Event as a TFRecord."""
-        self.write_many((data,))
+        self.write_many((event.SerializeToString(),))
 
     def write_many(self, events: Iterable[bytes]) -> None:
         """Serialized Events as TFRecords, one after another, in one write."""
