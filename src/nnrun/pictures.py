@@ -175,9 +175,8 @@ def to_uint8(image: torch.Tensor) -> torch.Tensor:
 
 
 def to_uint8_(image: torch.Tensor) -> torch.Tensor:
-    """`to_uint8` of an image nothing else holds: scaled in place, one new tensor instead of three. Marks
-    drawn after it in uint8 give the same pixels as marks drawn before it in float (each pixel is converted
-    alone)."""
+    """`to_uint8` of an image nothing else holds (the grid's colours, before upsampling): scaled in place, one
+    new tensor instead of three."""
     return image.clamp_(0, 1).mul_(255).to(torch.uint8)
 
 
