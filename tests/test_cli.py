@@ -92,38 +92,6 @@ def test_the_program_leaves_running_threads_to_the_interpreters_own_shutdown(tmp
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("args", [
-    ["optimizer.lr=0.1"], ["-m", "optimizer.lr=0.1,0.2", "seed=0,1"], ["-m", "hydra/launcher=vectorized", "seed=0,1"],
-    ["hydra.mode=MULTIRUN", "optimizer.lr=0.1"], ["-m", "+exp=xor_relu", "optimizer=sgd", "optimizer.lr=0.1,1"],
-    ["-m", "optimizer=sgd,adam"], ["-m", "hydra.mode=RUN,MULTIRUN"], ["--config-dir", "conf", "seed=1"]])
-def test_preflight_knows_the_mode_hydras_get_mode_composes_for(args):
-    """The hydra.mode the pre-flight check hands over (so that Hydra need not compose the config once more to
-    read it) is Hydra's own get_mode's; where it cannot be sure (a sweep over a group or a Hydra key, another
-    config tree) it hands over nothing."""
-    from hydra._internal.hydra import Hydra
-    from hydra._internal.utils import create_config_search_path
-    from hydra.core.global_hydra import GlobalHydra
-
-    from nnrun.app import config_dir, hydra_mode_known, register_resolvers
-    from nnrun.preflight import check, split_args
-
-    register_resolvers()
-    known = check(args)
-    _, overrides = split_args(args)
-    if any("," in o and ("optimizer=" in o or "hydra." in o) for o in overrides) or "--config-dir" in args:
-        assert known is None
-        return
-    hydra = Hydra.create_main_hydra2(task_name="train", config_search_path=create_config_search_path(
-        str(config_dir())))
-    try:
-        assert known == (hydra.get_mode(config_name="train", overrides=overrides),)
-        with hydra_mode_known(known):
-            assert hydra.get_mode(config_name="train", overrides=["no such key"]) == known[0]
-        assert hydra.get_mode(config_name="train", overrides=["no such key"]) is None  # Hydra's own again
-    finally:
-        GlobalHydra.instance().clear()
-
-
 def test_xor_relu_end_to_end(tmp_path):
     out = run_nnrun(["train", "+exp=xor_relu"], tmp_path)
     assert out.returncode == 0, out.stderr

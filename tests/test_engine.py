@@ -147,7 +147,7 @@ def _fake_signals(monkeypatch, steps):
 def test_interrupt_saves_checkpoint_and_metrics_then_raises(tmp_path, monkeypatch):
     from nnrun import engine
 
-    _fake_signals(monkeypatch, 0)  # Ctrl-C during the first step
+    _fake_signals(monkeypatch, 1)  # Ctrl-C during the first step (the loop looks before it, then after it)
     with pytest.raises(engine.RunInterrupted):
         train(["train.epochs=100"], tmp_path)
     m = json.loads((tmp_path / "metrics.json").read_text())
@@ -157,8 +157,8 @@ def test_interrupt_saves_checkpoint_and_metrics_then_raises(tmp_path, monkeypatc
     assert math.isfinite(m["final"]["loss/train"])
 
 
-@pytest.mark.parametrize("batch,checks", [("train.batch_size=16", 137), ("train.batch_size=null", 37),
-                                          ("train.batch_size=null", 38)])
+@pytest.mark.parametrize("batch,checks", [("train.batch_size=16", 138), ("train.batch_size=null", 38),
+                                          ("train.batch_size=null", 39)])
 def test_resume_ends_with_the_same_weights_as_an_uninterrupted_run(tmp_path, monkeypatch, batch, checks):
     overrides = ["dataset=spirals", "dataset.n_samples=200", "model.hidden=[16]", "model.dropout=0.2",
                  "train.epochs=30", "train.early_stopping.patience=50", batch, "seed=5"]

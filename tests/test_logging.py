@@ -1,6 +1,7 @@
-"""The run's event file, written by nnrun.logging without torch's SummaryWriter: TensorBoard's readers get back
-what was logged, the file is a valid TFRecord stream under TensorBoard's name, scalars reach the disk while the
-run goes on, and the plugin summaries are the ones torch's SummaryWriter would have written."""
+"""The run's event file, written by nnrun.logging from TensorBoard's protos without torch's SummaryWriter:
+TensorBoard's readers get back what was logged, the file is a valid TFRecord stream under TensorBoard's name,
+scalars reach the disk while the run goes on, and the plugin summaries are the ones torch's SummaryWriter would
+have written."""
 
 from __future__ import annotations
 
@@ -176,24 +177,6 @@ def test_scalars_are_on_disk_after_flush_before_close(tmp_path):
     logger.close()
 
 
-def test_scalars_of_a_stack_land_in_each_runs_file_as_its_own_scalars(tmp_path):
-    """`RunLogger.scalars_of` (a stack's models at one step) writes each run what `scalars` would, and per-step
-    losses leave the last epoch (where the final metrics go) alone, as `scalars` does."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    loggers = [RunLogger(tmp_path / str(i), CONFIG) for i in range(3)]
-    RunLogger.scalars_of(loggers, 10, {"loss/train": [0.5, 0.25, float("inf")], "lr": [0.1, 0.01, 1.0]})
-    RunLogger.scalars_of(loggers, 40, {"loss/step": [1.0, 2.0, 3.0]})
-    for i, logger in enumerate(loggers):
-        assert logger._last_epoch == 10
-        logger.close()
-        acc = EventAccumulator(str(tmp_path / str(i)), size_guidance={"scalars": 0})
-        acc.Reload()
-        assert [(e.step, e.value) for e in acc.Scalars("loss/train")] == [(10, [0.5, 0.25, float("inf")][i])]
-        assert [e.value for e in acc.Scalars("lr")] == [pytest.approx([0.1, 0.01, 1.0][i])]
-        assert [(e.step, e.value) for e in acc.Scalars("loss/step")] == [(40, i + 1.0)]
-
-
 def test_scalars_reach_the_disk_every_flush_seconds_without_a_flush_call(tmp_path, monkeypatch):
     monkeypatch.setattr(nnrun_logging, "FLUSH_SECONDS", 0.0)
     logger = RunLogger(tmp_path, CONFIG)
@@ -210,33 +193,6 @@ def test_scalars_wait_for_the_next_batch_between_flushes(tmp_path, monkeypatch):
     assert not any(v.HasField("simple_value") for e in events(event_file(tmp_path)) for v in e.summary.value)
     logger.close()
     assert any(v.tag == "loss/train" for e in events(event_file(tmp_path)) for v in e.summary.value)
-
-
-def test_scalar_events_are_protobufs_own_bytes():
-    """The hand-serialized scalar event equals the Event proto's serialization: zeros left out or kept as proto3
-    does, floats rounded (or overflowing to infinity) as the proto's float field does, any step, any tag."""
-    from tensorboard.compat.proto.event_pb2 import Event
-
-    values = [0.0, -0.0, 1.0, 0.1, -3.5e-12, 1e39, -1e300, float("inf"), float("-inf"), 3.4028235e38, 1e-46]
-    tags = ["loss/train", "", "accuracy/val", "ünïcode/ταg", "x" * 200]
-    for step in (0, 1, 127, 128, 300, 2**40, -1):
-        for wall_time in (0.0, -0.0, 1795757703.123456, 1.5):
-            for i in range(len(tags)):
-                chosen = {tags[(i + j) % len(tags)]: values[(i + j + step % 7) % len(values)] for j in range(i + 1)}
-                event = Event(step=step, wall_time=wall_time)
-                for tag, value in chosen.items():
-                    event.summary.value.add(tag=tag, simple_value=value)
-                assert nnrun_logging.scalar_event(step, wall_time, chosen) == event.SerializeToString(), \
-                    (step, wall_time, chosen)
-    # Many runs' events at one step (a stack's models), serialized together: each the single event's bytes.
-    rows = [[values[(i + j) % len(values)] for j in range(3)] for i in range(len(values))]
-    for step, wall_time in ((0, 0.0), (2**40, 1795757703.123456)):
-        assert nnrun_logging.scalar_events(step, wall_time, tuple(tags[:3]), rows) == [
-            nnrun_logging.scalar_event(step, wall_time, dict(zip(tags[:3], row))) for row in rows]
-    nan = nnrun_logging.scalar_event(3, 1.0, {"loss/val": float("nan")})
-    read = Event.FromString(nan)
-    assert read.step == 3 and np.isnan(read.summary.value[0].simple_value)
-    assert nnrun_logging.scalar_event(0, 0.0, {}) == Event().SerializeToString() == b""
 
 
 def test_plugin_summaries_are_the_ones_torchs_summary_writer_writes():
@@ -281,14 +237,22 @@ def test_hparams_plugin_names_are_tensorboards():
                                                metadata.SESSION_START_INFO_TAG, metadata.SESSION_END_INFO_TAG)
 
 
-def test_masked_crc32c_matches_tensorboards_with_and_without_google_crc32c(monkeypatch):
+def test_masked_crc32c_is_tensorboards():
     from tensorboard.compat.tensorflow_stub.pywrap_tensorflow import masked_crc32c
 
     data = [b"", b"a", struct.pack("<Q", 123), bytes(range(256)) * 7]
-    fast = nnrun_logging.masked_crc32c_function()
-    assert [fast(d) for d in data] == [masked_crc32c(d) for d in data]
-    monkeypatch.setitem(sys.modules, "google_crc32c", None)  # as if not installed
-    assert nnrun_logging.masked_crc32c_function() is masked_crc32c
+    assert [nnrun_logging.masked_crc32c(d) for d in data] == [masked_crc32c(d) for d in data]
+
+
+def test_per_step_losses_leave_the_last_epoch_where_final_metrics_go(tmp_path):
+    logger = RunLogger(tmp_path, CONFIG)
+    logger.scalars(10, {"loss/train": 0.5})
+    logger.scalars(40, {"loss/step": 1.0})
+    logger.hparams({"seed": 0}, {"loss/val": 0.25})
+    logger.close()
+    finals = [(e.step, v.tag) for e in events(event_file(tmp_path)) for v in e.summary.value
+              if v.tag.startswith("final/")]
+    assert finals == [(10, "final/loss/val")]
 
 
 def test_logging_a_run_imports_no_gfile_boto3_or_summary_writer(tmp_path):

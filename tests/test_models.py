@@ -47,17 +47,26 @@ def test_default_init_is_uniform_within_one_over_sqrt_fan_in():
     assert w.abs().max().item() > 0.24  # fills the range
 
 
-def test_dropout_follows_its_generator_and_is_off_in_eval():
-    layer = models.Dropout(0.5)
-    x = torch.ones(1000)
-    layer.generator = torch.Generator().manual_seed(3)
-    first = layer(x)
-    layer.generator = torch.Generator().manual_seed(3)
-    assert torch.equal(first, layer(x))
-    assert set(first.unique().tolist()) == {0.0, 2.0}  # inverted dropout keeps the expectation
-    assert first.mean().item() == pytest.approx(1.0, abs=0.1)
-    layer.eval()
-    assert torch.equal(layer(x), x)
+def test_dropout_follows_each_models_generator_and_is_off_in_eval():
+    mlps = [models.build(2, [1000], 1, "relu", p, None, seed=0) for p in (0.5, 0.0, 0.2)]
+    stack = models.StackedMLP(mlps)
+    x = torch.ones(1, 1000)
+
+    def masks(seed):
+        stack.generators = [torch.Generator().manual_seed(seed + k) for k in range(3)]
+        return stack.dropout_masks(4, 1000)
+
+    first = masks(3)
+    assert torch.equal(first, masks(3)) and not torch.equal(first, masks(4))
+    assert first[1].all()  # p = 0 keeps every unit
+    assert first[0].float().mean().item() == pytest.approx(0.5, abs=0.05)
+    assert first[2].float().mean().item() == pytest.approx(0.8, abs=0.05)
+    # Model 0's masks are what its own generator draws, whatever the other models draw.
+    alone = torch.rand((4, 1000), generator=torch.Generator().manual_seed(3)) >= 0.5
+    assert torch.equal(first[0], alone)
+    with torch.no_grad():
+        stack.eval()
+        assert torch.equal(stack(x[:, :2]), stack(x[:, :2]))  # no dropout in eval mode
 
 
 @pytest.mark.parametrize("loss,classes,outputs", [("bce", 2, 1), ("mse", 2, 1), ("cross_entropy", 3, 3)])

@@ -13,7 +13,7 @@ import re
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -105,22 +105,19 @@ def train_help(overrides: list[str]) -> str:
 
 
 @contextlib.contextmanager
-def hydra_mode_known(mode: tuple[Any] | None) -> Iterator[None]:
-    """Hydra's `@hydra.main` composes the whole config once only to read its hydra.mode (Hydra.get_mode), then
-    composes it again to run: a fifth of a second. Where the pre-flight check composed the same config groups
-    and hydra values already, it hands over that hydra.mode (`preflight.check`'s `(mode,)`), and while this
-    lasts get_mode answers with it instead. None (not known) leaves Hydra as it is."""
-    from hydra._internal.hydra import Hydra
-
-    original = getattr(Hydra, "get_mode", None)
-    if mode is None or original is None:
-        yield
-        return
-    Hydra.get_mode = lambda self, config_name, overrides: mode[0]  # type: ignore[method-assign]
+def collecting_jobs() -> Iterator[list]:
+    """While it lasts, `run_task` sets its job up (run dir, validated config, where it resumes from) and
+    appends it to the list this yields instead of training it: the vectorized launcher runs each job through
+    Hydra's own `run_job`, then trains the jobs it collected as stacks."""
+    global _collected
+    outer, _collected = _collected, []
     try:
-        yield
+        yield _collected
     finally:
-        Hydra.get_mode = original  # type: ignore[method-assign]
+        _collected = outer
+
+
+_collected: list | None = None
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -131,14 +128,12 @@ def fail(message: str, code: int = 2) -> None:
     sys.exit(code)
 
 
-def run_task(cfg: DictConfig) -> float:
+def run_task(cfg: DictConfig) -> float | None:
     """Validate the composed config, train, print the result; return the monitored metric for sweepers."""
     from nnrun import config as schema
 
     hydra_cfg = HydraConfig.get()
-    run_dir = Path(hydra_cfg.runtime.output_dir)
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
-    overrides = list(hydra_cfg.overrides.task)
     if not multirun and hydra_cfg.runtime.choices.get("hydra/launcher") == "vectorized":
         fail("hydra/launcher=vectorized trains the jobs of a sweep together; add -m "
              "(nnrun train -m hydra/launcher=vectorized optimizer.lr=0.01,0.1 seed=0,1)")
@@ -149,15 +144,18 @@ def run_task(cfg: DictConfig) -> float:
 
     try:
         parsed = schema.parse(cfg)
+        job = make_job(parsed, cfg, hydra_cfg, multirun)
+        if _collected is not None:  # a stacking launcher trains it, with the others
+            _collected.append(job)
+            return None
         torch.set_num_threads(parsed.threads)
-        result = engine.train(parsed, run_dir, overrides=overrides,
-                              config_yaml=OmegaConf.to_yaml(cfg, resolve=True))
+        (result,) = engine.train_jobs([job], show_progress=True)
     except ConfigError as exc:
         if not multirun:
             fail(str(exc))
         # Pre-flight checked every sweep value; what is left (a data file one job cannot read) fails that job.
         print(f"nnrun: job {hydra_cfg.job.num} failed: {exc}", file=sys.stderr)
-        return float("nan")
+        return objective(None, hydra_cfg)
     except engine.RunInterrupted as exc:
         print(f"nnrun: {exc}", file=sys.stderr)
         sys.exit(130)
@@ -166,9 +164,42 @@ def run_task(cfg: DictConfig) -> float:
             raise
         # In a sweep, one faulty job is a result (status failed in its metrics.json); the others go on.
         print(f"nnrun: job {hydra_cfg.job.num} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return float("nan")
+        return objective(None, hydra_cfg)
     console.print_run(result, parsed)
-    return result.objective
+    return objective(result, hydra_cfg)
+
+
+def make_job(parsed, cfg: DictConfig, hydra_cfg: DictConfig, multirun: bool):
+    """The engine's Job for this Hydra job, its paths read where the job runs (its working dir: see
+    hydra.job.chdir): the dataset's file, and the run that train.resume names."""
+    from dataclasses import replace
+
+    from nnrun import engine
+
+    if parsed.dataset.path is not None:
+        parsed = replace(parsed, dataset=replace(parsed.dataset, path=str(Path(parsed.dataset.path).absolute())))
+    run_dir = Path(hydra_cfg.runtime.output_dir)
+    overrides = list(hydra_cfg.overrides.task)
+    job = engine.Job(parsed, run_dir, overrides, OmegaConf.to_yaml(cfg, resolve=True), in_sweep=multirun)
+    if parsed.train.resume is not None:
+        root = Path(hydra_cfg.runtime.cwd)  # experiments/ is where nnrun was started
+        sweep_dir = root / str(hydra_cfg.sweep.dir) if multirun else None
+        job.resume_from = engine.find_resume_dir(parsed, run_dir, root=root, sweep_dir=sweep_dir,
+                                                 overrides=overrides)
+    return job
+
+
+def objective(result, hydra_cfg: DictConfig) -> float:
+    """What the task returns to a sweeper: the run's best monitored value. A run without one (failed) scores
+    NaN, or where the sweeper optimises a direction (Optuna) the worst value for it: Optuna rejects NaN, and
+    Hydra's Optuna sweeper would then end the whole search."""
+    from nnrun.sweep import worst_value
+
+    value = float("nan") if result is None else result.objective
+    direction = OmegaConf.select(hydra_cfg, "sweeper.direction", default=None)
+    if isinstance(direction, str) and value != value:
+        return worst_value(direction)
+    return value
 
 
 register_resolvers()

@@ -45,11 +45,10 @@ def _run_train(args: list[str]) -> int:
     from nnrun.config import ConfigError
     from nnrun.preflight import check, split_args
 
-    mode = None
     try:
         flags, overrides = split_args(args)
         if not INFO_FLAGS & flags:
-            mode = check([a for a in args if a not in ("--help", "-h")])
+            check([a for a in args if a not in ("--help", "-h")])
     except ConfigError as exc:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
@@ -64,10 +63,9 @@ def _run_train(args: list[str]) -> int:
         import_torch()
     # Hydra reads sys.argv; keep argv[0] (the program name, used by its completion script).
     sys.argv = [sys.argv[0], *args]
-    from nnrun.app import hydra_mode_known, train_task
+    from nnrun.app import train_task
 
-    with hydra_mode_known(mode):
-        train_task()
+    train_task()
     return 0
 
 
@@ -138,35 +136,5 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> None:
-    """The `nnrun` program: `main()`, then the interpreter's exit steps, without its teardown where it can.
-
-    Once a command has returned, all that is left is Python freeing every module and object it loaded, which
-    takes about a second after torch is imported: most of the wall time a short sweep has left. When nothing
-    else is running (no other non-daemon thread, no child process: joblib's and submitit's launchers leave
-    theirs to the interpreter's own shutdown, which their libraries hook into), nnrun runs the atexit handlers
-    (logging's flush and close of the job logs, the libraries' own), flushes stdout and stderr, and exits
-    with the command's code at once. Everything nnrun writes is closed by then.
-    """
-    import atexit
-    import multiprocessing
-    import threading
-
-    try:
-        code = main()
-    except SystemExit as exc:
-        code = exc.code
-    if code is None:
-        code = 0
-    elif not isinstance(code, int):
-        print(code, file=sys.stderr)
-        code = 1
-    others = [t for t in threading.enumerate() if t is not threading.main_thread() and not t.daemon]
-    if others or multiprocessing.active_children():
-        sys.exit(code)
-    atexit._run_exitfuncs()
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):  # a reader that went away (nnrun report | head), a closed stream
-            pass
-    os._exit(code)
+    """The `nnrun` program."""
+    sys.exit(main())

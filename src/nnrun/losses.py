@@ -1,6 +1,8 @@
 """Losses and how the network's outputs read as predictions: bce, mse (on a sigmoid output), cross_entropy.
 
-The output layer follows the loss: one logit for bce and mse, one logit per class for cross_entropy.
+One entry per loss, used alike by a single run and by a stack of models. The output layer follows the loss:
+one logit for bce and mse, one logit per class for cross_entropy. Every function takes logits of any leading
+shape, `(..., N, outputs)`: one model's `(N, outputs)` or a stack's `(K, N, outputs)`.
 """
 
 from __future__ import annotations
@@ -15,37 +17,52 @@ import torch.nn.functional as F
 @dataclass(frozen=True)
 class Loss:
     name: str
-    # (logits, y) -> mean loss. y holds class indices (int64).
+    # (logits (..., N, outputs), y (N,) or (..., N)) -> (...) the mean loss over the N points of each model.
+    # y holds class indices; bce and mse read them as float targets (see `targets`).
     fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    # logits -> (N, K) class probabilities.
+    # logits (..., outputs) -> (..., K) class probabilities.
     proba: Callable[[torch.Tensor], torch.Tensor]
-    # logits -> (N,) predicted class.
+    # logits (..., outputs) -> (...) predicted class.
     predict: Callable[[torch.Tensor], torch.Tensor]
+    # Whether `fn` compares with float targets (bce, mse) rather than class indices.
+    float_targets: bool = True
 
     def n_outputs(self, n_classes: int) -> int:
-        return n_classes if self.name == "cross_entropy" else 1
+        return 1 if self.float_targets else n_classes
+
+    def targets(self, y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Class indices as `fn` compares them: converted once per run, not at every step."""
+        return y.to(dtype) if self.float_targets else y
 
 
 def _binary_proba(logits: torch.Tensor) -> torch.Tensor:
-    p = torch.sigmoid(logits[:, 0])
-    return torch.stack([1 - p, p], dim=1)
-
-
-def _bce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return F.binary_cross_entropy_with_logits(logits[:, 0], y.to(logits.dtype))
-
-
-def _mse(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    return F.mse_loss(torch.sigmoid(logits[:, 0]), y.to(logits.dtype))
+    p = torch.sigmoid(logits[..., 0])
+    return torch.stack([1 - p, p], dim=-1)
 
 
 def _binary_predict(logits: torch.Tensor) -> torch.Tensor:
-    return (logits[:, 0] > 0).long()
+    return (logits[..., 0] > 0).long()
+
+
+def _bce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    z = logits[..., 0]
+    return F.binary_cross_entropy_with_logits(z, y.to(z.dtype).expand(z.shape), reduction="none").mean(-1)
+
+
+def _mse(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    p = torch.sigmoid(logits[..., 0])
+    return F.mse_loss(p, y.to(p.dtype).expand(p.shape), reduction="none").mean(-1)
+
+
+def _cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    shape = logits.shape[:-1]
+    per_point = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.expand(shape).reshape(-1), reduction="none")
+    return per_point.view(shape).mean(-1)
 
 
 LOSSES: dict[str, Loss] = {
     "bce": Loss("bce", _bce, _binary_proba, _binary_predict),
     "mse": Loss("mse", _mse, _binary_proba, _binary_predict),
-    "cross_entropy": Loss("cross_entropy", F.cross_entropy, lambda z: torch.softmax(z, dim=1),
-                          lambda z: z.argmax(dim=1)),
+    "cross_entropy": Loss("cross_entropy", _cross_entropy, lambda z: torch.softmax(z, dim=-1),
+                          lambda z: z.argmax(dim=-1), float_targets=False),
 }

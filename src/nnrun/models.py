@@ -1,17 +1,22 @@
-"""The networks: a perceptron (no hidden layer) or an MLP of any widths, as a plain nn.Module.
+"""The networks: a perceptron (no hidden layer) or an MLP of any widths, as a plain nn.Module, and a stack of K
+such networks of one shape that trains them together.
 
-Weights come from an explicit generator (not the global RNG) so a run's initial weights depend on its seed
-alone, and so a stacked sweep can draw each model's weights exactly as its separate run would.
+`MLP` is what checkpoint.pt loads into (for `nnrun predict`, the pictures, the loss landscape and users' own
+code). `StackedMLP` is what the engine trains: the weights of K MLPs side by side, each layer one
+`torch.baddbmm` for all of them. A single run is a stack of one. Weights come from an explicit generator (not
+the global RNG), so a model's initial weights depend on its seed alone, alone or in a stack.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Sequence
 
 import torch
 from torch import nn
 
-ACTIVATION_MODULES = {
+# The activations, by the name conf/activation/ uses: one entry here serves single runs and stacks alike.
+ACTIVATIONS: dict[str, type[nn.Module]] = {
     "sigmoid": nn.Sigmoid,
     "tanh": nn.Tanh,
     "relu": nn.ReLU,
@@ -21,24 +26,6 @@ ACTIVATION_MODULES = {
     "gelu": nn.GELU,
     "softplus": nn.Softplus,
 }
-
-
-class Dropout(nn.Module):
-    """Inverted dropout whose masks come from `generator` (set by the engine), so they follow the run's seed."""
-
-    def __init__(self, p: float):
-        super().__init__()
-        self.p = p
-        self.generator: torch.Generator | None = None
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.p == 0.0:
-            return x
-        keep = torch.rand(x.shape, generator=self.generator, device=x.device, dtype=x.dtype) >= self.p
-        return x * keep / (1.0 - self.p)
-
-    def extra_repr(self) -> str:
-        return f"p={self.p}"
 
 
 class MLP(nn.Module):
@@ -52,24 +39,18 @@ class MLP(nn.Module):
         layers: list[nn.Module] = []
         width = n_inputs
         for h in hidden:
-            layers += [nn.Linear(width, h), ACTIVATION_MODULES[activation]()]
+            layers += [nn.Linear(width, h), ACTIVATIONS[activation]()]
             if dropout > 0:
-                layers.append(Dropout(dropout))
+                layers.append(nn.Dropout(dropout))
             width = h
         self.hidden = nn.Sequential(*layers)
         self.output = nn.Linear(width, n_outputs)
-        self.has_dropout = dropout > 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.output(self.hidden(x))
 
     def linear_layers(self) -> list[nn.Linear]:
         return [m for m in self.hidden if isinstance(m, nn.Linear)] + [self.output]
-
-    def set_dropout_generator(self, generator: torch.Generator | None) -> None:
-        for m in self.hidden:
-            if isinstance(m, Dropout):
-                m.generator = generator
 
 
 def init_weights(model: MLP, init_std: float | None, generator: torch.Generator) -> None:
@@ -95,3 +76,85 @@ def build(n_inputs: int, hidden, n_outputs: int, activation: str, dropout: float
     model = MLP(n_inputs, hidden, n_outputs, activation, dropout)
     init_weights(model, init_std, torch.Generator().manual_seed(seed))
     return model
+
+
+class StackedMLP(nn.Module):
+    """K MLPs of one shape (they may differ in weights and dropout p) as one model.
+
+    All their parameters live in one (K, P) leaf tensor `flat`: row k is model k's weights and biases, layer by
+    layer, in `MLP.parameters()` order. Each layer's weight (K, out, in) and bias (K, out) are views of it, so
+    autograd gives the whole stack's gradient as one (K, P) tensor and an optimizer updates every layer of
+    every model with one call per operation. Models share nothing: the gradient of the summed per-model losses
+    with respect to row k is model k's own gradient.
+    """
+
+    def __init__(self, models: Sequence[MLP]):
+        super().__init__()
+        first = models[0]
+        self.spec = {k: v for k, v in first.spec.items() if k != "dropout"}
+        self.shapes = [tuple(p.shape) for p in first.parameters()]
+        self.sizes = [p.numel() for p in first.parameters()]
+        self.flat = nn.Parameter(torch.stack([self.row_of(m.state_dict()) for m in models]))
+        self.activation = ACTIVATIONS[first.spec["activation"]]()
+        self.dropout = [float(m.spec["dropout"]) for m in models]
+        self._set_keep_scale()
+        # One generator per model for its dropout masks (the engine's, which also orders its batches).
+        self.generators: list[torch.Generator] | None = None
+
+    @property
+    def n_models(self) -> int:
+        return self.flat.shape[0]
+
+    def _set_keep_scale(self) -> None:
+        # Inverted dropout scales kept units by 1 / (1 - p), p per model.
+        keep = torch.tensor([1.0 - p for p in self.dropout], dtype=torch.float64)
+        self.keep_scale = keep.to(self.flat.dtype).to(self.flat.device).view(-1, 1, 1)
+        self.with_dropout = any(p > 0 for p in self.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, F) inputs shared by all models, or (K, B, F) one batch per model -> (K, B, outputs) logits.
+        In training mode each model drops units with its own p, masks drawn from its own generator."""
+        k = self.n_models
+        h = x.expand(k, *x.shape) if x.dim() == 2 else x
+        pieces = self.flat.split(self.sizes, dim=1)
+        n_layers = len(pieces) // 2
+        for i in range(n_layers):
+            (out, n_in), weight, bias = self.shapes[2 * i], pieces[2 * i], pieces[2 * i + 1]
+            h = torch.baddbmm(bias.view(k, 1, out), h, weight.view(k, out, n_in).transpose(1, 2))
+            if i + 1 < n_layers:  # a hidden layer
+                h = self.activation(h)
+                if self.training and self.with_dropout:
+                    h = h * self.dropout_masks(h.shape[1], out) / self.keep_scale
+        return h
+
+    def dropout_masks(self, rows: int, width: int) -> torch.Tensor:
+        """(K, rows, width) bool: which units each model keeps, drawn from its own generator (all kept at p=0)."""
+        device = self.flat.device
+        gens = self.generators or [None] * self.n_models
+        return torch.stack([torch.rand((rows, width), generator=g, device=device) >= p if p > 0
+                            else torch.ones((rows, width), dtype=torch.bool, device=device)
+                            for p, g in zip(self.dropout, gens)])
+
+    @staticmethod
+    def row_of(state_dict: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One model's MLP state_dict as a (P,) row of `flat` (its parameters in order)."""
+        return torch.cat([value.detach().reshape(-1) for value in state_dict.values()])
+
+    def state_dict_of(self, row: torch.Tensor, names: Sequence[str]) -> dict[str, torch.Tensor]:
+        """A (P,) row (of `flat` or a snapshot of it) as one model's MLP state_dict (checkpoint.pt's format),
+        under that model's parameter names (a dropout layer shifts them)."""
+        return {name: piece.detach().clone().view(shape)
+                for name, piece, shape in zip(names, row.split(self.sizes), self.shapes)}
+
+    def split_row(self, row: torch.Tensor) -> list[torch.Tensor]:
+        """One model's (P,) row as its per-parameter tensors, in parameter order (the layout of torch.optim's
+        state)."""
+        return [piece.view(shape) for piece, shape in zip(row.split(self.sizes), self.shapes)]
+
+    def keep(self, rows: torch.Tensor) -> None:
+        """Keep only the models at `rows` (the others leave the stack)."""
+        self.flat = nn.Parameter(self.flat.detach()[rows])
+        self.dropout = [self.dropout[r] for r in rows.tolist()]
+        if self.generators is not None:
+            self.generators = [self.generators[r] for r in rows.tolist()]
+        self._set_keep_scale()

@@ -1,16 +1,16 @@
-"""The multirun side of `nnrun train -m`: a Hydra callback that prepares a sweep and sums it up when it ends."""
+"""The multirun side of `nnrun train -m`: resuming a sweep, and a Hydra callback that prepares a sweep (checking
+that a resumed one is the same sweep) and sums it up when it ends."""
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import Any
 
-from hydra.core.utils import JobStatus
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
 SQLITE_PREFIX = "sqlite:///"
+RESUME_KEY = "train.resume"
 
 
 def worst_value(direction: str) -> float:
@@ -34,26 +34,87 @@ def job_statuses(sweep_dir: Path) -> list[str]:
     return [(read_metrics(d) or {}).get("status", "failed") for d in job_dirs]
 
 
+def without_resume(overrides) -> list[str]:
+    """A job's override lines less train.resume: what names the same job in the sweep it resumes."""
+    return [line for line in overrides if line.split("=", 1)[0].lstrip("+~") != RESUME_KEY]
+
+
+def resume_sweep_dir(exp_name: str, resume: str, current: Path, root: Path = Path(".")) -> Path:
+    """The sweep that `train.resume` names for a sweep: a sweep dir (one holding Hydra's multirun.yaml), or
+    `latest`, the newest other sweep of this exp_name under `root`/experiments."""
+    from nnrun.config import ConfigError
+
+    if resume == "latest":
+        sweeps = root / "experiments" / exp_name / "multirun"
+        mine = Path(current).resolve()
+        candidates = sorted(p for p in sweeps.glob("*/multirun.yaml") if p.parent.resolve() != mine)
+        if not candidates:
+            raise ConfigError(RESUME_KEY, resume, f"a sweep to resume; there is none under {sweeps}")
+        return candidates[-1].parent
+    path = Path(resume).expanduser()
+    if not (path / "multirun.yaml").is_file():
+        raise ConfigError(RESUME_KEY, resume, "in a sweep (-m), a sweep dir (one holding multirun.yaml) or latest")
+    return path
+
+
+def same_job(sweep_dir: Path, overrides) -> Path | None:
+    """The job dir of `sweep_dir` that ran with these overrides (train.resume aside), None if there is none."""
+    import yaml
+
+    wanted = sorted(without_resume(overrides))
+    for path in sorted(Path(sweep_dir).glob("*/.hydra/overrides.yaml")):
+        if sorted(without_resume(yaml.safe_load(path.read_text(encoding="utf-8")) or [])) == wanted:
+            return path.parent.parent
+    return None
+
+
+def check_same_sweep(config: DictConfig) -> None:
+    """A sweep resumed with train.resume must be the one it resumes: the same command line (train.resume
+    aside) and the same swept values. Raises ConfigError naming the first difference."""
+    from omegaconf import OmegaConf
+
+    from nnrun.config import ConfigError
+
+    resume = OmegaConf.select(config, RESUME_KEY, default=None)
+    if resume is None:
+        return
+    source = resume_sweep_dir(str(config.exp_name), str(resume), Path(config.hydra.sweep.dir),
+                              Path(config.hydra.runtime.cwd))
+    before = OmegaConf.load(source / "multirun.yaml")
+
+    def sweep_of(cfg: DictConfig) -> dict[str, str]:
+        lines = without_resume(OmegaConf.to_container(cfg.hydra.overrides.task))
+        params = OmegaConf.to_container(cfg.hydra.sweeper.get("params") or {})
+        return {**{str(k): str(v) for k, v in params.items()},
+                **dict(line.split("=", 1) if "=" in line else (line, "") for line in lines)}
+
+    then, now = sweep_of(before), sweep_of(config)
+    for key in sorted(set(then) | set(now)):
+        if then.get(key) != now.get(key):
+            was = f"{key}={then[key]}" if key in then else f"no {key}"
+            has = f"{key}={now[key]}" if key in now else f"no {key}"
+            raise ConfigError(RESUME_KEY, resume, f"the same sweep as the one it resumes; {source} ran with {was}, "
+                                                  f"this one has {has}")
+
+
 class SweepSummary(Callback):
-    """Before a sweep, make the dir of an SQLite study; after each job, keep a failure from ending an Optuna
-    search; after the sweep, one table of how the jobs ended."""
+    """Before a sweep, check that a resumed sweep is the one it resumes and make the dir of an SQLite study;
+    after the sweep, one table of how the jobs ended."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from nnrun.config import ConfigError
+
+        try:
+            check_same_sweep(config)
+        except ConfigError as exc:
+            from nnrun.app import fail
+
+            fail(str(exc))
         # SQLite creates the file but not its dir, and Optuna opens the study before the first job
         # (which is what would create experiments/<exp>/).
         path = sqlite_path(config.hydra.sweeper.get("storage"))
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
-
-    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
-        # A failed job returns NaN. Optuna's tell() rejects NaN, and Hydra's Optuna sweeper then ends the
-        # whole search; the worst value for the study's direction lets the search go on past that trial.
-        # Runs in the job's own process (joblib, submitit), before the return value travels back.
-        direction = config.hydra.sweeper.get("direction")  # only a sweeper that optimises has one
-        if isinstance(direction, str) and job_return.status == JobStatus.COMPLETED:
-            value = job_return.return_value
-            if isinstance(value, float) and math.isnan(value):
-                job_return.return_value = worst_value(direction)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         from nnrun.console import print_sweep_summary

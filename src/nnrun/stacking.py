@@ -1,4 +1,4 @@
-"""Which sweep jobs can share one stacked model, and how many models one stack may hold.
+"""Which jobs can share one stack of models, and how many models one stack may hold.
 
 Jobs share a stack when their configs are equal but for per-model values: the seed (initial weights, batch
 order, dropout masks), init_std, dropout p and the optimizer's numbers (lr, weight decay, betas, ...). The
@@ -11,12 +11,13 @@ import json
 from typing import Sequence, TypeVar
 
 from nnrun.config import TrainConfig
-from nnrun.vectorized.optim import structure
+from nnrun.optim import structure
 
 T = TypeVar("T")
 
 # Keys that may differ between the models of one stack.
-PER_MODEL = ("seed", "model.dropout", "model.init_std", "optimizer.lr", "optimizer.params", "exp_name")
+PER_MODEL = ("seed", "model.dropout", "model.init_std", "optimizer.lr", "optimizer.params", "exp_name",
+             "train.resume")
 
 
 def batch_key(cfg: TrainConfig) -> str:
@@ -40,13 +41,17 @@ def group(items: Sequence[T], key) -> list[list[T]]:
     return list(groups.values())
 
 
-def bytes_per_model(cfg: TrainConfig, n_features: int, n_outputs: int, n_rows: int, batch_rows: int) -> int:
-    """A generous estimate of one model's memory in the stack, float32.
+def bytes_per_model(cfg: TrainConfig, data) -> int:
+    """A generous estimate of one model's memory in a stack on `data` (a data.Dataset), float32.
 
     Parameters, their gradients, up to three optimizer state tensors and two snapshots (last good, best); the
     activations of a training step (forward, backward, dropout masks) and of evaluating a whole split.
     """
-    widths = [n_features, *cfg.model.hidden, n_outputs]
+    from nnrun.losses import LOSSES
+
+    n_rows = max(len(data.train), len(data.val), len(data.test))
+    batch_rows = min(cfg.train.batch_size or n_rows, n_rows)
+    widths = [data.n_features, *cfg.model.hidden, LOSSES[cfg.loss].n_outputs(data.n_classes)]
     n_params = sum((a + 1) * b for a, b in zip(widths, widths[1:]))
     activations = sum(widths)
     return 4 * (7 * n_params + 4 * batch_rows * activations + 2 * n_rows * activations)

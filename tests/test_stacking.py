@@ -1,4 +1,4 @@
-"""A stack of models trains each one exactly as its separate `engine.train` run: curves, statuses, files."""
+"""A stack of models trains each one exactly as its separate run (a stack of one): curves, statuses, files."""
 
 from __future__ import annotations
 
@@ -7,9 +7,8 @@ import torch
 
 from conftest import parsed, train
 
-from nnrun import checkpoint
-from nnrun.vectorized import batching
-from nnrun.vectorized.trainer import Job, train_stack
+from nnrun import checkpoint, engine, models, stacking
+from nnrun.engine import Job
 
 SMALL = ["train.epochs=24", "train.log_every=4"]
 # One case per optimizer; between them every loss, dropout on and off, full batch and mini-batch.
@@ -47,29 +46,20 @@ def curves(monkeypatch):
     from nnrun.logging import RunLogger
 
     seen: dict[str, dict[str, dict[int, float]]] = {}
-    original, original_of = RunLogger.scalars, RunLogger.scalars_of
-
-    def keep(logger, step, values):
-        for tag, value in values.items():
-            seen.setdefault(str(logger.run_dir), {}).setdefault(tag, {})[step] = float(value)
+    original = RunLogger.scalars
 
     def record(self, step, values):
-        keep(self, step, values)
+        for tag, value in values.items():
+            seen.setdefault(str(self.run_dir), {}).setdefault(tag, {})[step] = float(value)
         original(self, step, values)
 
-    def record_of(loggers, step, columns):  # a stack's models at one step
-        for i, logger in enumerate(loggers):
-            keep(logger, step, {tag: column[i] for tag, column in columns.items()})
-        original_of(loggers, step, columns)
-
     monkeypatch.setattr(RunLogger, "scalars", record)
-    monkeypatch.setattr(RunLogger, "scalars_of", staticmethod(record_of))
     return seen
 
 
 def stack_and_separate(base, variants, tmp_path):
     jobs = [Job(parsed(base + v), tmp_path / f"stacked{i}", base + v) for i, v in enumerate(variants)]
-    stacked = train_stack(jobs)
+    stacked = engine.train_jobs(jobs)
     separate = [train(base + v, tmp_path / f"separate{i}") for i, v in enumerate(variants)]
     return stacked, separate
 
@@ -92,6 +82,34 @@ def test_each_stacked_model_logs_the_curve_of_its_separate_run(case, curves, tmp
     for s, r in zip(stacked, separate):
         assert (s.status, s.epochs_run, s.best_epoch) == (r.status, r.epochs_run, r.best_epoch)
         assert s.final == pytest.approx(r.final, abs=1e-5)
+
+
+@pytest.mark.parametrize("activation", sorted(models.ACTIVATIONS))
+def test_every_activation_trains_each_stacked_model_like_its_separate_run(activation, curves, tmp_path):
+    base = ["dataset=circles", "dataset.n_samples=60", "model.hidden=[5,3]", f"activation={activation}",
+            "train.epochs=12", "train.log_every=3", "train.batch_size=20"]
+    variants = [["optimizer.lr=0.05", "seed=0"], ["optimizer.lr=0.01", "seed=1", "model.dropout=0.3"]]
+    stacked, separate = stack_and_separate(base, variants, tmp_path)
+    assert_same_curves(curves, tmp_path, len(variants))
+    assert [s.final for s in stacked] == [pytest.approx(r.final, abs=1e-5) for r in separate]
+
+
+@pytest.mark.parametrize("activation", sorted(models.ACTIVATIONS))
+@pytest.mark.parametrize("hidden", [[], [3], [4, 2]])
+def test_the_stacked_forward_pass_is_each_plain_mlps(activation, hidden):
+    """One stacked forward pass, and the plain nn.Module that checkpoint.pt loads into: the same logits."""
+    mlps = [models.build(2, hidden, 3, activation, dropout, None, seed)
+            for seed, dropout in ((0, 0.0), (1, 0.5), (2, 0.2))]
+    stack = models.StackedMLP(mlps).eval()
+    x = torch.randn(7, 2, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        logits = stack(x)
+        for k, mlp in enumerate(mlps):
+            torch.testing.assert_close(logits[k], mlp.eval()(x), rtol=1e-6, atol=1e-6)
+            names = list(mlp.state_dict())
+            assert stack.state_dict_of(stack.flat[k], names).keys() == mlp.state_dict().keys()
+            for key, value in stack.state_dict_of(stack.flat[k], names).items():
+                assert value.equal(mlp.state_dict()[key])
 
 
 def test_a_diverging_model_is_frozen_and_the_others_go_on_unaffected(curves, tmp_path):
@@ -128,39 +146,39 @@ def test_models_stop_early_each_at_its_own_epoch_with_their_best_weights(tmp_pat
 def test_the_stack_is_rebuilt_only_when_models_leave_it(tmp_path, monkeypatch):
     """Taking models out re-indexes the weights and optimizer state (and drops the cached views and per-step
     numbers); an evaluated epoch where no model ends must not: with early stopping every epoch is evaluated."""
-    from nnrun.vectorized.model import StackedMLP
-
     kept = []
-    original = StackedMLP.keep
-    monkeypatch.setattr(StackedMLP, "keep", lambda self, rows: (kept.append(len(rows)), original(self, rows)))
+    original = models.StackedMLP.keep
+    monkeypatch.setattr(models.StackedMLP, "keep", lambda self, rows: (kept.append(len(rows)), original(self, rows)))
     base = ["optimizer=adam", "dataset=spirals", "dataset.n_samples=120", "model.hidden=[8]", "train.epochs=40",
             "train.batch_size=16", "train.early_stopping.patience=3", "train.log_every=1"]
     variants = [["optimizer.lr=0.3", "seed=0"], ["optimizer.lr=0.001", "seed=1"], ["optimizer.lr=0.1", "seed=2"]]
     jobs = [Job(parsed(base + v), tmp_path / f"stacked{i}", base + v) for i, v in enumerate(variants)]
-    results = train_stack(jobs)
+    results = engine.train_jobs(jobs)
     left_early = sorted({r.epochs_run for r in results if r.status == "stopped_early"})
     assert left_early and len(kept) == len(left_early)  # once per epoch at which some model left, no more
     assert kept == sorted(kept, reverse=True) and kept[-1] >= 1
 
 
 def test_jobs_share_a_stack_when_they_differ_only_in_per_model_values():
-    key = batching.batch_key(parsed(["optimizer.lr=0.1", "seed=0"]))
+    key = stacking.batch_key(parsed(["optimizer.lr=0.1", "seed=0"]))
     for same in (["optimizer.lr=0.3", "seed=4"], ["model.dropout=0.5"], ["model.init_std=0.1"],
                  ["optimizer.weight_decay=0.1", "optimizer.betas=[0.5,0.9]"], ["exp_name=other"]):
-        assert batching.batch_key(parsed(same)) == key, same
+        assert stacking.batch_key(parsed(same)) == key, same
     for different in (["model.hidden=[8]"], ["train.batch_size=2"], ["optimizer=sgd"], ["loss=mse"],
                       ["dataset=circles"], ["train.epochs=3"], ["activation=tanh"]):
-        assert batching.batch_key(parsed(different)) != key, different
-    momentum = batching.batch_key(parsed(["optimizer=momentum"]))
-    assert batching.batch_key(parsed(["optimizer=momentum", "optimizer.nesterov=true"])) != momentum
+        assert stacking.batch_key(parsed(different)) != key, different
+    momentum = stacking.batch_key(parsed(["optimizer=momentum"]))
+    assert stacking.batch_key(parsed(["optimizer=momentum", "optimizer.nesterov=true"])) != momentum
 
 
 def test_the_memory_budget_caps_models_per_stack():
+    from nnrun.data import load
+
     cfg = parsed(["dataset=spirals", "model.hidden=[32,32]"])
-    per_model = batching.bytes_per_model(cfg, 2, 1, 600, 600)
-    assert batching.models_per_stack(per_model, 10 * per_model, 256) == 10
-    assert batching.models_per_stack(per_model, 10 * per_model, 4) == 4
-    assert batching.models_per_stack(per_model, 1, 256) == 1
+    per_model = stacking.bytes_per_model(cfg, load(cfg.dataset))
+    assert stacking.models_per_stack(per_model, 10 * per_model, 256) == 10
+    assert stacking.models_per_stack(per_model, 10 * per_model, 4) == 4
+    assert stacking.models_per_stack(per_model, 1, 256) == 1
 
 
 def test_the_open_file_limit_caps_models_per_stack(monkeypatch):
@@ -168,13 +186,11 @@ def test_the_open_file_limit_caps_models_per_stack(monkeypatch):
     # fewer models than the default max_models.
     import resource
 
-    from nnrun.vectorized import batching
-
     monkeypatch.setattr(resource, "getrlimit", lambda which: (256, 1024))
-    assert batching.models_per_stack(1, 1 << 40, 256) == 256 - batching.SPARE_FILES
+    assert stacking.models_per_stack(1, 1 << 40, 256) == 256 - stacking.SPARE_FILES
     monkeypatch.setattr(resource, "getrlimit", lambda which: (resource.RLIM_INFINITY, resource.RLIM_INFINITY))
-    assert batching.models_per_stack(1, 1 << 40, 256) == 256
-    assert [len(c) for c in batching.chunks(list(range(1000)), 300)] == [300, 300, 300, 100]
+    assert stacking.models_per_stack(1, 1 << 40, 256) == 256
+    assert [len(c) for c in stacking.chunks(list(range(1000)), 300)] == [300, 300, 300, 100]
 
 
 @pytest.mark.cuda

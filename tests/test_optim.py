@@ -1,4 +1,4 @@
-"""The stacked update rules step each model exactly as torch.optim steps it alone (per-model numbers, state)."""
+"""The update rules step each model of a stack exactly as torch.optim steps it alone (per-model numbers, state)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import torch
 
 from nnrun import optim
 from nnrun.config import OptimizerConfig
-from nnrun.vectorized import optim as stacked_optim
 
 # Three models per rule, each with its own numbers (the weight decay of one of them 0).
 CASES = {
@@ -33,20 +32,26 @@ CASES = {
 LRS = (0.1, 0.03, 0.5)
 
 
+def torch_optimizer(params, cfg: OptimizerConfig) -> torch.optim.Optimizer:
+    """torch.optim's own optimizer for `cfg`: what each model's rule must equal."""
+    cls, kwargs = optim.spec(cfg)
+    return cls(params, **kwargs)
+
+
 @pytest.mark.parametrize("block", [256, 4])
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_stacked_rule_steps_each_model_like_torch_optim(case, block, monkeypatch):
     # Per-step numbers (bias corrections, Adagrad's decayed lr) are computed `block` steps at a time: 6 steps
     # cross a block's end at 4.
-    monkeypatch.setattr(stacked_optim.StackedOptimizer, "BLOCK", block)
+    monkeypatch.setattr(optim.StackedOptimizer, "BLOCK", block)
     name = case.split("-")[0]
     configs = [OptimizerConfig(name=name, lr=lr, params=p) for lr, p in zip(LRS, CASES[case])]
     g = torch.Generator().manual_seed(0)
     shapes = [(4, 2), (4,), (1, 4), (1,)]  # an MLP 2-4-1: weight, bias, weight, bias
     singles = [[torch.randn(s, generator=g).requires_grad_() for s in shapes] for _ in configs]
-    torch_opts = [optim.build(params, cfg) for params, cfg in zip(singles, configs)]
+    torch_opts = [torch_optimizer(params, cfg) for params, cfg in zip(singles, configs)]
     stacked = [torch.stack([m[i].detach() for m in singles]).requires_grad_() for i in range(len(shapes))]
-    rule = stacked_optim.build(name, stacked, [optim.param_group(cfg) for cfg in configs])
+    rule = optim.build(name, stacked, [optim.param_group(cfg) for cfg in configs])
     # Before any step, as after, model k's saved optimizer is its torch.optim optimizer's state_dict().
     for k, opt in enumerate(torch_opts):
         _assert_state_dicts_equal(rule.state_dict_of(k, optim.param_group(configs[k])), opt.state_dict())
@@ -84,14 +89,14 @@ def test_param_group_is_the_built_optimizers_without_building_one(case):
     name = case.split("-")[0]
     for lr, params in zip(LRS, CASES[case]):
         cfg = OptimizerConfig(name=name, lr=lr, params=params)
-        built = optim.build([torch.zeros(2, requires_grad=True)], cfg).param_groups[0]
+        built = torch_optimizer([torch.zeros(2, requires_grad=True)], cfg).param_groups[0]
         assert optim.param_group(cfg) == {key: value for key, value in built.items() if key != "params"}
 
 
 def test_models_leaving_the_stack_take_their_numbers_and_state_with_them():
     configs = [OptimizerConfig(name="adam", lr=lr, params={"weight_decay": 0.0}) for lr in LRS]
     params = [torch.zeros(3, 2, requires_grad=True)]
-    rule = stacked_optim.build("adam", params, [optim.param_group(c) for c in configs])
+    rule = optim.build("adam", params, [optim.param_group(c) for c in configs])
     params[0].grad = torch.ones(3, 2)
     rule.step()
     kept = [params[0].detach()[[0, 2]].clone().requires_grad_()]
@@ -103,14 +108,14 @@ def test_models_leaving_the_stack_take_their_numbers_and_state_with_them():
 @pytest.mark.parametrize("name", ["adam", "adagrad"])
 def test_models_left_in_the_stack_step_on_like_torch_optim(name, monkeypatch):
     """After models leave mid-block, the per-step numbers of the ones left are theirs."""
-    monkeypatch.setattr(stacked_optim.StackedOptimizer, "BLOCK", 4)
+    monkeypatch.setattr(optim.StackedOptimizer, "BLOCK", 4)
     params = {"adam": {"betas": (0.5, 0.9), "weight_decay": 0.0}, "adagrad": {"lr_decay": 0.1, "weight_decay": 0.0}}
     configs = [OptimizerConfig(name=name, lr=lr, params=params[name]) for lr in LRS]
     g = torch.Generator().manual_seed(1)
     singles = [torch.randn(5, generator=g).requires_grad_() for _ in configs]
-    torch_opts = [optim.build([p], cfg) for p, cfg in zip(singles, configs)]
+    torch_opts = [torch_optimizer([p], cfg) for p, cfg in zip(singles, configs)]
     stacked = [torch.stack([p.detach() for p in singles]).requires_grad_()]
-    rule = stacked_optim.build(name, stacked, [optim.param_group(cfg) for cfg in configs])
+    rule = optim.build(name, stacked, [optim.param_group(cfg) for cfg in configs])
     rows = [0, 1, 2]
     for step in range(10):
         if step == 3:
@@ -125,3 +130,29 @@ def test_models_left_in_the_stack_step_on_like_torch_optim(name, monkeypatch):
         rule.step()
     for r, k in enumerate(rows):
         torch.testing.assert_close(stacked[0][r], singles[k].detach(), rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_a_models_saved_optimizer_state_loads_back_into_its_row(case):
+    """`load_row` is `state_dict_of`'s inverse: a resumed run's optimizer goes on from its checkpoint's state."""
+    name = case.split("-")[0]
+    configs = [OptimizerConfig(name=name, lr=lr, params=p) for lr, p in zip(LRS, CASES[case])]
+    groups = [optim.param_group(cfg) for cfg in configs]
+    g = torch.Generator().manual_seed(2)
+    sizes, shapes = [8, 4, 4, 1], [(4, 2), (4,), (1, 4), (1,)]
+
+    def split(row):
+        return [piece.view(shape) for piece, shape in zip(row.split(sizes), shapes)]
+
+    flat = torch.randn(3, 17, generator=g).requires_grad_()
+    rule = optim.build(name, [flat], groups)
+    for _ in range(3):
+        flat.grad = torch.randn(3, 17, generator=g)
+        rule.step()
+    saved = [rule.state_dict_of(k, groups[k], split) for k in range(3)]
+    again = optim.build(name, [flat.detach().clone().requires_grad_()], groups)
+    again.steps = rule.steps
+    for k in (2, 0, 1):
+        again.load_row(k, saved[k], split)
+    for k in range(3):
+        _assert_state_dicts_equal(again.state_dict_of(k, groups[k], split), saved[k])
