@@ -6,14 +6,12 @@ pickle the task (joblib, submitit) can carry it.
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import os
 import re
 import sys
 from datetime import datetime
 from pathlib import Path
-from typing import Iterator
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
@@ -104,22 +102,6 @@ def train_help(overrides: list[str]) -> str:
     return TRAIN_HELP.format(groups=groups, config=OmegaConf.to_yaml(cfg))
 
 
-@contextlib.contextmanager
-def collecting_jobs() -> Iterator[list]:
-    """While it lasts, `run_task` sets its job up (run dir, validated config, where it resumes from) and
-    appends it to the list this yields instead of training it: the vectorized launcher runs each job through
-    Hydra's own `run_job`, then trains the jobs it collected as stacks."""
-    global _collected
-    outer, _collected = _collected, []
-    try:
-        yield _collected
-    finally:
-        _collected = outer
-
-
-_collected: list | None = None
-
-
 def fail(message: str, code: int = 2) -> None:
     """One clear line on stderr, then exit (2 = bad input). HYDRA_FULL_ERROR=1 keeps the traceback."""
     if os.environ.get("HYDRA_FULL_ERROR") == "1" and sys.exc_info()[0] is not None:
@@ -140,13 +122,12 @@ def run_task(cfg: DictConfig) -> float | None:
 
     import torch
 
-    from nnrun import console, engine
+    from nnrun import console, engine, sweep
 
     try:
         parsed = schema.parse(cfg)
         job = make_job(parsed, cfg, hydra_cfg, multirun)
-        if _collected is not None:  # a stacking launcher trains it, with the others
-            _collected.append(job)
+        if sweep.collect(job):  # a stacking launcher trains it, with the others
             return None
         torch.set_num_threads(parsed.threads)
         (result,) = engine.train_jobs([job], show_progress=True)
@@ -155,7 +136,7 @@ def run_task(cfg: DictConfig) -> float | None:
             fail(str(exc))
         # Pre-flight checked every sweep value; what is left (a data file one job cannot read) fails that job.
         print(f"nnrun: job {hydra_cfg.job.num} failed: {exc}", file=sys.stderr)
-        return objective(None, hydra_cfg)
+        return sweep.objective(None, hydra_cfg)
     except engine.RunInterrupted as exc:
         print(f"nnrun: {exc}", file=sys.stderr)
         sys.exit(130)
@@ -164,9 +145,9 @@ def run_task(cfg: DictConfig) -> float | None:
             raise
         # In a sweep, one faulty job is a result (status failed in its metrics.json); the others go on.
         print(f"nnrun: job {hydra_cfg.job.num} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return objective(None, hydra_cfg)
+        return sweep.objective(None, hydra_cfg)
     console.print_run(result, parsed)
-    return objective(result, hydra_cfg)
+    return sweep.objective(result, hydra_cfg)
 
 
 def make_job(parsed, cfg: DictConfig, hydra_cfg: DictConfig, multirun: bool):
@@ -187,19 +168,6 @@ def make_job(parsed, cfg: DictConfig, hydra_cfg: DictConfig, multirun: bool):
         job.resume_from = engine.find_resume_dir(parsed, run_dir, root=root, sweep_dir=sweep_dir,
                                                  overrides=overrides)
     return job
-
-
-def objective(result, hydra_cfg: DictConfig) -> float:
-    """What the task returns to a sweeper: the run's best monitored value. A run without one (failed) scores
-    NaN, or where the sweeper optimises a direction (Optuna) the worst value for it: Optuna rejects NaN, and
-    Hydra's Optuna sweeper would then end the whole search."""
-    from nnrun.sweep import worst_value
-
-    value = float("nan") if result is None else result.objective
-    direction = OmegaConf.select(hydra_cfg, "sweeper.direction", default=None)
-    if isinstance(direction, str) and value != value:
-        return worst_value(direction)
-    return value
 
 
 register_resolvers()

@@ -3,11 +3,12 @@ that a resumed one is the same sweep) and sums it up when it ends."""
 
 from __future__ import annotations
 
+import contextlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from hydra.experimental.callback import Callback
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 SQLITE_PREFIX = "sqlite:///"
 RESUME_KEY = "train.resume"
@@ -32,6 +33,41 @@ def job_statuses(sweep_dir: Path) -> list[str]:
 
     job_dirs = sorted({p.parent.parent for p in sweep_dir.glob("*/.hydra/overrides.yaml")})
     return [(read_metrics(d) or {}).get("status", "failed") for d in job_dirs]
+
+
+def objective(result, hydra_cfg: DictConfig) -> float:
+    """What the task returns to a sweeper: the run's best monitored value. A run without one (failed) scores
+    NaN, or where the sweeper optimises a direction (Optuna) the worst value for it: Optuna rejects NaN, and
+    Hydra's Optuna sweeper would then end the whole search."""
+    value = float("nan") if result is None else result.objective
+    direction = OmegaConf.select(hydra_cfg, "sweeper.direction", default=None)
+    if isinstance(direction, str) and value != value:
+        return worst_value(direction)
+    return value
+
+
+@contextlib.contextmanager
+def collecting_jobs() -> Iterator[list]:
+    """While it lasts, nnrun's task sets its job up (run dir, validated config, where it resumes from) and
+    hands it to the list this yields (`collect`) instead of training it: the vectorized launcher runs each job
+    through Hydra's own `run_job`, then trains the jobs it collected as stacks."""
+    global _collected
+    outer, _collected = _collected, []
+    try:
+        yield _collected
+    finally:
+        _collected = outer
+
+
+_collected: list | None = None
+
+
+def collect(job: Any) -> bool:
+    """Hand `job` to the launcher collecting jobs, if one is; False: the task trains it itself."""
+    if _collected is None:
+        return False
+    _collected.append(job)
+    return True
 
 
 def without_resume(overrides) -> list[str]:

@@ -2,7 +2,7 @@
 
 Shaped as Hydra's basic launcher: each job's config is composed (`sweep_configs.SweepConfigs`, equal to
 `load_sweep_config`'s), numbered and run through Hydra's own `run_job`, which makes its run dir, `.hydra/`,
-its log and calls the callbacks. nnrun's task, run inside `app.collecting_jobs()`, only sets its job up there;
+its log and calls the callbacks. nnrun's task, run inside `sweep.collecting_jobs()`, only sets its job up there;
 once every job is, `engine.train_jobs` trains them together (the stacks of `nnrun.stacking`), and each job's
 return value is its result. Any other task function runs job by job, as under the basic launcher.
 """
@@ -53,7 +53,7 @@ class VectorizedLauncher(Launcher):
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from hydra_plugins.nnrun_vectorized_launcher.sweep_configs import SweepConfigs
-        from nnrun.app import collecting_jobs
+        from nnrun.sweep import collecting_jobs
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
@@ -85,7 +85,7 @@ class VectorizedLauncher(Launcher):
         import torch
 
         from nnrun import engine
-        from nnrun.app import objective
+        from nnrun.sweep import objective
         from nnrun.config import ConfigError
 
         jobs = [job for _, job in runs]
