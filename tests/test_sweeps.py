@@ -144,6 +144,65 @@ def test_optuna_search_maximises_val_accuracy_and_resumes_from_sqlite(tmp_path):
     assert all("hparams_search" not in j.name for j in jobs)
 
 
+def ask_and_tell(study, n: int) -> list[dict]:
+    """n trials of a toy objective over nnrun's search space; their params."""
+    for _ in range(n):
+        trial = study.ask()
+        lr = trial.suggest_float("optimizer.lr", 1e-4, 1e-1, log=True)
+        dropout = trial.suggest_float("model.dropout", 0.0, 0.5)
+        trial.suggest_categorical("activation", ["relu", "tanh"])
+        study.tell(trial, lr + dropout)
+    return [t.params for t in study.get_trials()[-n:]]
+
+
+def test_a_resumed_optuna_study_explores_new_points_and_stays_reproducible(tmp_path):
+    """The same seed in every invocation replays the same random start-up proposals; the resumable sampler's
+    stream starts at seed + the trials already stored, so a second invocation proposes new points, and the same
+    starting study gives the same ones."""
+    optuna = pytest.importorskip("optuna")
+    import shutil
+
+    from nnrun.sweep import resumable_tpe_sampler
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def study(db: Path, sampler):
+        return optuna.create_study(study_name="s", storage=f"sqlite:///{db}", sampler=sampler,
+                                   direction="maximize", load_if_exists=True)
+
+    db, copy, plain = tmp_path / "a.db", tmp_path / "b.db", tmp_path / "plain.db"
+    first = ask_and_tell(study(db, resumable_tpe_sampler(seed=0)), 3)
+    # The first invocation is plain TPE with the configured seed.
+    assert ask_and_tell(study(plain, optuna.samplers.TPESampler(seed=0)), 3) == first
+    # ...which, resumed, repeats itself: the bug this sampler exists for.
+    assert ask_and_tell(study(plain, optuna.samplers.TPESampler(seed=0)), 3) == first
+    shutil.copy(db, copy)
+
+    second = ask_and_tell(study(db, resumable_tpe_sampler(seed=0)), 3)
+    assert not any(p in first for p in second)
+    assert len({p["optimizer.lr"] for p in first + second}) == 6
+    assert ask_and_tell(study(copy, resumable_tpe_sampler(seed=0)), 3) == second
+
+
+@pytest.mark.slow
+def test_optuna_search_run_again_explores_new_points_and_prints_no_alembic_lines(tmp_path):
+    optuna = pytest.importorskip("optuna")
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    small = ["+hparams_search=spirals_optuna", "dataset.n_samples=100", "model.hidden=[4]", "train.epochs=3",
+             "hydra.sweeper.n_trials=2"]
+    runs = [run_nnrun(["train", "-m", *small], cwd=tmp_path) for _ in range(2)]
+    for proc in runs:
+        assert proc.returncode == 0, proc.stderr
+        assert "alembic" not in proc.stdout + proc.stderr
+    study = optuna.load_study(study_name="spirals_optuna",
+                              storage=f"sqlite:///{tmp_path / 'experiments' / 'spirals_optuna' / 'optuna.db'}")
+    params = [t.params for t in study.get_trials()]
+    assert len(params) == 4
+    assert not any(p in params[:2] for p in params[2:]), params
+    # Each invocation's first trial is what its job ran.
+    assert f"optimizer.lr={params[2]['optimizer.lr']}" in runs[1].stdout
+
+
 @pytest.mark.slow
 def test_sweep_over_an_unknown_key_fails_before_any_job_with_one_line(tmp_path):
     proc = run_nnrun(["train", "-m", *TINY, "exp_name=bad", "optimizer.lrr=0.1,0.2"], cwd=tmp_path)

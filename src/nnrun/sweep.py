@@ -1,5 +1,6 @@
-"""The multirun side of `nnrun train -m`: resuming a sweep, and a Hydra callback that prepares a sweep (checking
-that a resumed one is the same sweep) and sums it up when it ends."""
+"""The multirun side of `nnrun train -m`: the task's return value, resuming a sweep, the jobs a stacking
+launcher collects, a Hydra callback that prepares a sweep (checking that a resumed one is the same sweep) and
+sums it up when it ends, and the sampler of nnrun's Optuna searches."""
 
 from __future__ import annotations
 
@@ -25,6 +26,45 @@ def sqlite_path(storage: Any) -> Path | None:
         return None
     path = storage[len(SQLITE_PREFIX):]
     return Path(path) if path and path != ":memory:" else None
+
+
+def resumable_tpe_sampler(seed: int | None = None, **options: Any) -> Any:
+    """Optuna's TPE sampler, seeded with `seed` plus the number of trials the study holds when this process first
+    samples from it; `options` are TPESampler's other arguments (hydra.sweeper.sampler's fields).
+
+    Hydra's Optuna sweeper loads a stored study and TPE sees its trials, but a seeded TPESampler starts its
+    random stream afresh in every process, so the first (random, `n_startup_trials`) proposals of a resumed study
+    would repeat the first run's. The offset gives each invocation a new stream, and the same starting study and
+    seed still give the same proposals.
+    """
+    from optuna.samplers import BaseSampler, TPESampler
+
+    class ResumableTPESampler(BaseSampler):  # defined here: optuna is an extra, and heavy to import
+        def __init__(self) -> None:
+            self.tpe: TPESampler | None = None
+
+        def sampler(self, trial: Any) -> TPESampler:
+            if self.tpe is None:  # the first trial this process asks for: its number = trials stored before it
+                self.tpe = TPESampler(seed=None if seed is None else seed + trial.number, **options)
+            return self.tpe
+
+        def infer_relative_search_space(self, study, trial):
+            return self.sampler(trial).infer_relative_search_space(study, trial)
+
+        def sample_relative(self, study, trial, search_space):
+            return self.sampler(trial).sample_relative(study, trial, search_space)
+
+        def sample_independent(self, study, trial, param_name, param_distribution):
+            return self.sampler(trial).sample_independent(study, trial, param_name, param_distribution)
+
+        def after_trial(self, study, trial, state, values):
+            self.sampler(trial).after_trial(study, trial, state, values)
+
+        def reseed_rng(self) -> None:
+            if self.tpe is not None:
+                self.tpe.reseed_rng()
+
+    return ResumableTPESampler()
 
 
 def job_statuses(sweep_dir: Path) -> list[str]:
