@@ -283,17 +283,17 @@ def print_table(groups: list[Group], keys: list[str], monitor: str, title: str, 
     columns = table_columns(groups, keys, monitor)
     table = _table(columns, title)
 
-    def width(table):
+    def measure(table) -> Measurement:
         return Measurement.get(console, console.options.update_width(1 << 16), table)
 
     dropped = []
     for name in () if wide else DROP_ORDER:
-        if width(table).minimum <= console.width:
+        if measure(table).minimum <= console.width:
             break
         columns = [c for c in columns if c.name != name]
         dropped.append(name)
         table = _table(columns, title)
-    needed = width(table).maximum if wide else width(table).minimum
+    needed = measure(table).maximum if wide else measure(table).minimum
     if needed > console.width:
         table.width = needed  # wider than the terminal: it folds the lines, but every value stays whole
     console.print(table, crop=False)
