@@ -60,11 +60,49 @@ def test_csv_reads_features_and_maps_labels(tmp_path):
     assert (len(d.train), len(d.val)) == (16, 4)
 
 
+def test_csv_text_labels_map_to_sorted_classes_and_keep_their_names(tmp_path):
+    path = tmp_path / "iris.csv"
+    species = ["virginica", "setosa", "versicolor"]
+    path.write_text("species,petal_length,petal_width\n"
+                    + "".join(f" {species[i % 3]} ,{i % 3 + 0.1 * i},{i % 3}\n" for i in range(30)))
+    d = data.load(DatasetConfig(name="csv", path=str(path), target="species", val_fraction=0.0))
+    assert d.class_names == ["setosa", "versicolor", "virginica"]
+    assert d.feature_names == ["petal_length", "petal_width"]
+    raw = d.train.x * d.std + d.mean
+    # Row i has species[i % 3] and petal_width i % 3: virginica (0) -> 2, setosa (1) -> 0, versicolor (2) -> 1.
+    assert {int(w): int(c) for w, c in zip(raw[:, 1].round(), d.train.y)} == {0: 2, 1: 0, 2: 1}
+
+
+def test_csv_numeric_labels_sort_by_value_and_name_each_class_once(tmp_path):
+    path = tmp_path / "d.csv"
+    path.write_text("a,y\n" + "".join(f"{i},{label}\n" for i, label in enumerate(["10", "9", "5.0", "5", "9"])))
+    d = data.load(DatasetConfig(name="csv", path=str(path), val_fraction=0.0))
+    assert d.class_names == ["5", "9", "10"]
+    labels = {int(a): int(c) for a, c in zip((d.train.x * d.std + d.mean)[:, 0].round(), d.train.y)}
+    assert labels == {0: 2, 1: 1, 2: 0, 3: 0, 4: 1}
+
+
+def test_csv_pass_fail_text_labels_and_a_text_feature_is_refused(tmp_path):
+    good = tmp_path / "grades.csv"
+    good.write_text("hours,result\n1,fail\n9,pass\n2,fail\n8,pass\n")
+    assert data.load(DatasetConfig(name="csv", path=str(good))).class_names == ["fail", "pass"]
+    bad = tmp_path / "bad.csv"
+    bad.write_text("hours,colour,result\n1,2,fail\n9,red,pass\n")
+    with pytest.raises(data.DataError) as err:
+        data.load(DatasetConfig(name="csv", path=str(bad)))
+    message = str(err.value)
+    assert message.startswith(f"{bad}: row 3, column 'colour': 'red' is not a number")
+    assert "only the target column ('result') may hold text" in message and "\n" not in message
+
+
 @pytest.mark.parametrize("content,fragment", [
     ("", "empty"),
     ("a,b,y\n1,x,0\n2,3,1\n", "row 2, column 'b'"),
     ("a,b,y\n1,nan,0\n2,3,1\n", "not a finite number"),
-    ("a,b,y\n1,2,0\n2,3,0\n", "one class only"),
+    ("a,b,y\n1,2,0\n2,3,0\n", "one class only (0)"),
+    ("a,b,y\n1,2,cat\n2,3,cat\n", "one class only (cat)"),
+    ("a,b,y\n1,2,0\n2,3,inf\n", "row 3, column 'y': inf is not a finite number"),
+    ("a,b,y\n1,2, \n2,3,1\n", "row 2, column 'y': empty label"),
     ("a,b,c\n1,2,0\n2,3,1\n", "no target column 'y'"),
 ])
 def test_csv_errors_name_file_row_and_column(tmp_path, content, fragment):

@@ -126,4 +126,84 @@ def test_report_on_a_missing_dir_exits_2(tmp_path, capsys, monkeypatch):
     code, _, err = run_report([tmp_path / "nope"], capsys, monkeypatch)
     assert code == 2 and "is not a directory" in err
 
+def hand_run(overrides: dict[str, str], status: str, best: float | None, final: float | None,
+             curve: list[float] = ()) -> report.Run:
+    """A Run as read_run would make it, without training."""
+    finals = {"loss/train": final, "loss/val": final, "accuracy/val": None if final is None else 0.9512,
+              "accuracy/test": None if final is None else 0.9433}
+    return report.Run(Path("/runs") / ",".join(f"{k}={v}" for k, v in overrides.items()), overrides, status,
+                      "loss/val", 100, 42, best, finals, {"loss/val": list(enumerate(curve, start=1))})
+
+
+@pytest.fixture
+def lr_sweep_groups():
+    """Two optimizers × three lrs × three seeds: statuses mixed, lr = 100 diverged, an Optuna-long lr."""
+    runs = []
+    for lr in ("0.0013", "100", "0.044303752452182690"):
+        for optimizer in ("momentum", "adam"):
+            for seed in range(3):
+                overrides = {"optimizer": optimizer, "optimizer.lr": lr, "seed": str(seed)}
+                if lr == "100":
+                    runs.append(hand_run(overrides, "diverged", 299283936.0 + seed, None))
+                else:
+                    runs.append(hand_run(overrides, "stopped_early" if seed else "completed",
+                                         0.0013 + 0.0001 * seed, 0.0014 + 0.0002 * seed))
+    keys = report.varying_keys(runs)
+    return report.sort_groups(report.group_by_seed(runs, keys), "loss/val"), keys
+
+
+def render(groups, keys, width: int, **kwargs) -> str:
+    import io
+
+    from rich.console import Console
+
+    console = Console(width=width, file=io.StringIO(), color_system=None)
+    report.print_table(groups, keys, "loss/val", "18 runs", console=console, **kwargs)
+    return console.file.getvalue()
+
+
+@pytest.mark.parametrize("width", [80, 100])
+def test_report_at_80_columns_keeps_every_status_override_and_number_whole(lr_sweep_groups, width):
+    out = render(*lr_sweep_groups, width=width)
+    assert "…" not in out
+    assert all(len(line) <= width for line in out.splitlines())
+    for whole in ("stopped_early×2", "completed×1", "diverged×3", "momentum", "adam", "0.0013", "0.0443", "100",
+                  "0.0014±0.0001", "2.993e+08±1.0000", "0.9512±0.0000"):
+        assert whole in out, whole
+    assert "left out to fit" in out and "--wide shows every column" in out
+
+
+def test_report_wide_shows_every_column_whole(lr_sweep_groups):
+    out = render(*lr_sweep_groups, width=80, wide=True)
+    assert "…" not in out and "left out" not in out
+    for whole in ("seeds", "epoch", "accuracy/test", "0.9433±0.0000", "0.0016±0.0002", "stopped_early×2 completed×1"):
+        assert whole in out, whole
+
+
+def test_report_cli_at_80_columns_leaves_columns_out_and_wide_brings_them_back(sweep, capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    assert report.main([str(sweep), "--no-plot"]) == 0
+    narrow = capsys.readouterr().out
+    assert "…" not in narrow and "left out to fit 80 columns" in narrow
+    assert report.main([str(sweep), "--no-plot", "--wide"]) == 0
+    wide = capsys.readouterr().out
+    assert "…" not in wide and "accuracy/test" in wide and "left out" not in wide
+
+
+def test_report_plot_log_scales_losses_that_span_decades():
+    quiet = [hand_run({"optimizer.lr": lr}, "completed", 0.01, 0.01, curve=[0.5, 0.05, 0.01])
+             for lr in ("0.01", "0.1")]
+    loud = hand_run({"optimizer.lr": "100"}, "completed", 10.0, 10.0, curve=[30.0, 12.0, 10.0])
+    spread = report.plot([*quiet, loud], ["optimizer.lr"], "loss/val")
+    close = report.plot(quiet, ["optimizer.lr"], "loss/val")
+    try:
+        assert [ax.get_yscale() for ax in spread.axes] == ["log", "log"]  # curves, and best vs lr
+        assert [ax.get_yscale() for ax in close.axes] == ["linear", "linear"]
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(spread)
+        plt.close(close)
+
+
 # The CLI path after a real `nnrun train -m` is checked in test_sweeps.py (one sweep serves both).

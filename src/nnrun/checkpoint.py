@@ -26,6 +26,24 @@ def save(run_dir: Path, payload: dict[str, Any]) -> Path:
     return path
 
 
+def find(path: Path) -> Path:
+    """The checkpoint file `path` means: the file itself, a run dir's checkpoint.pt, or for an experiment dir
+    (experiments/<exp>) its newest run's: the newest under runs/, else the newest sweep job under multirun/."""
+    path = Path(path).expanduser()
+    if path.is_file():
+        return path
+    if (path / CHECKPOINT_FILE).is_file():
+        return path / CHECKPOINT_FILE
+    if not path.is_dir():
+        raise CheckpointError(f"{path}: no such run dir")
+    for pattern in ("runs/*/", "multirun/*/*/"):
+        found = sorted(path.glob(pattern + CHECKPOINT_FILE), key=lambda p: (p.stat().st_mtime, str(p)))
+        if found:
+            return found[-1]
+    raise CheckpointError(f"{path}: no run here: no {CHECKPOINT_FILE}, and no run with one under runs/ or "
+                          f"multirun/; give a run dir or an experiment dir (experiments/<exp>)")
+
+
 def load(path: Path) -> dict[str, Any]:
     import pickle
 

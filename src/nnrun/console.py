@@ -1,4 +1,8 @@
-"""Terminal output with rich: the table at the end of a run and the summary at the end of a sweep."""
+"""Terminal output with rich: the table at the end of a run, a sweep job's line, and the sweep's summary.
+
+Paths and commands are printed with `soft_wrap=True`: rich then never breaks them inside a word, so a path
+copied from a narrow terminal, or read from a pipe, is whole (the terminal itself may still fold a long line).
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from typing import Iterable
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 STATUS_STYLE = {"completed": "green", "stopped_early": "cyan", "diverged": "yellow", "interrupted": "magenta",
                 "failed": "red"}
@@ -29,7 +34,35 @@ def print_run(result, cfg, console: Console | None = None) -> None:
     console.print(table)
     console.print(f"epochs run {result.epochs_run}, best {result.monitor} {_fmt(result.best_value)} at epoch "
                   f"{result.best_epoch}, {result.metrics['wall_time_s']:.2f} s on {result.metrics['device']}")
-    console.print(f"run dir: {result.run_dir}")
+    if result.status == "diverged":
+        console.print(Text(diverged_hint(result.epochs_run, cfg.optimizer.lr), style=STATUS_STYLE["diverged"]),
+                      soft_wrap=True)
+    _print_line(console, "run dir:", str(result.run_dir))
+
+
+def diverged_hint(epochs_run: int, lr: float) -> str:
+    """What a diverged run means and what to try. Divergence is found at an evaluated epoch, the one after
+    the last epoch run; the loss may have blown up a few epochs before, between two evaluations."""
+    return (f"diverged: the loss became inf/NaN by epoch {epochs_run + 1}; a smaller learning rate "
+            f"(optimizer.lr={lr / 10:g}, a tenth of {lr:g}) is the usual cure")
+
+
+def print_job_line(result, console: Console | None = None) -> None:
+    """One line for a finished sweep job: status, epochs run, best monitored value, final loss/val and
+    accuracy/val, run dir. `result` is an engine.RunResult."""
+    console = console or Console()
+    final = result.final
+    line = Text()
+    line.append(f"{result.status:<13}", style=STATUS_STYLE.get(result.status, ""))
+    line.append(f"  epochs {result.epochs_run}  best {result.monitor} {_fmt(result.best_value)}"
+                f"  final loss/val {_fmt(final.get('loss/val'))} accuracy/val {_fmt(final.get('accuracy/val'))}  ")
+    line.append(str(result.run_dir))
+    console.print(line, soft_wrap=True)
+
+
+def _print_line(console: Console, label: str, text: str) -> None:
+    """`label text` on a line of its own, never broken inside `text` (a path or a command to copy)."""
+    console.print(Text.assemble(f"{label} ", text), soft_wrap=True)
 
 
 def print_sweep_summary(sweep_dir: str, statuses: Iterable[str], n_jobs: int, console: Console | None = None,
@@ -46,6 +79,7 @@ def print_sweep_summary(sweep_dir: str, statuses: Iterable[str], n_jobs: int, co
             table.add_row(f"[{STATUS_STYLE[status]}]{status}[/]", str(counts[status]))
     console.print(table)
     if best_trial:
-        console.print(f"optuna: {best_trial}")
-    console.print(f"sweep dir: {sweep_dir}   compare: tensorboard --logdir {sweep_dir}   "
-                  f"table: nnrun report {sweep_dir}")
+        _print_line(console, "optuna:", best_trial)
+    _print_line(console, "sweep dir:", sweep_dir)
+    _print_line(console, "compare:  ", f"tensorboard --logdir {sweep_dir}")
+    _print_line(console, "table:    ", f"nnrun report {sweep_dir}")

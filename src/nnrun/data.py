@@ -140,6 +140,9 @@ def read_table(path: Path, named_as: str) -> tuple[list[str], list[list[str]]]:
 
 
 def read_csv(cfg: DatasetConfig, g: torch.Generator) -> Generated:
+    """Numeric feature columns and a target column of class labels: numbers (0/1, 3/5/7) or text ("setosa",
+    "pass"). Either way the labels are mapped to 0..K-1 in sorted order (by value for numbers, alphabetically
+    for text) and kept as the class names."""
     path = Path(cfg.path).expanduser()
     header, rows = read_table(path, f"dataset.path={cfg.path}")
     target = cfg.target if cfg.target is not None else header[-1]
@@ -150,26 +153,52 @@ def read_csv(cfg: DatasetConfig, g: torch.Generator) -> Generated:
     for line, row in enumerate(rows, start=2):
         if len(row) != len(header):
             raise DataError(f"{path}: row {line} has {len(row)} cells, the header has {len(header)}")
-        values = []
-        for name, cell in zip(header, row):
-            try:
-                value = float(cell)
-            except ValueError:
-                raise DataError(f"{path}: row {line}, column {name!r}: {cell.strip()!r} is not a number") from None
-            if not math.isfinite(value):
-                raise DataError(f"{path}: row {line}, column {name!r}: {cell.strip()} is not a finite number")
-            values.append(value)
-        labels.append(values.pop(t))
-        features.append(values)
+        label = row[t].strip()
+        if not label:
+            raise DataError(f"{path}: row {line}, column {target!r}: empty label")
+        labels.append(label)
+        features.append([_feature(path, line, name, cell, target)
+                         for i, (name, cell) in enumerate(zip(header, row)) if i != t])
     if not features[0]:
         raise DataError(f"{path}: no feature columns besides the target {target!r}")
-    classes = sorted(set(labels))
-    if len(classes) < 2:
-        raise DataError(f"{path}: target column {target!r} has one class only ({classes[0]:g}); need two or more")
-    index = {c: i for i, c in enumerate(classes)}
-    names = [f"{c:g}" for c in classes]
-    y = torch.tensor([index[v] for v in labels])
+    names, index = class_index(labels)
+    for line, label in enumerate(labels, start=2):
+        if index[label] is None:
+            raise DataError(f"{path}: row {line}, column {target!r}: {label} is not a finite number")
+    if len(names) < 2:
+        raise DataError(f"{path}: target column {target!r} has one class only ({names[0]}); need two or more")
+    y = torch.tensor([index[label] for label in labels])
     return torch.tensor(features, dtype=torch.float32), y, [h for h in header if h != target], names
+
+
+def _feature(path: Path, line: int, name: str, cell: str, target: str) -> float:
+    try:
+        value = float(cell)
+    except ValueError:
+        raise DataError(f"{path}: row {line}, column {name!r}: {cell.strip()!r} is not a number; feature columns "
+                        f"hold numbers, only the target column ({target!r}) may hold text") from None
+    if not math.isfinite(value):
+        raise DataError(f"{path}: row {line}, column {name!r}: {cell.strip()} is not a finite number")
+    return value
+
+
+def class_index(labels: list[str]) -> tuple[list[str], dict[str, int | None]]:
+    """(class names in sorted order, label -> class index). When every label reads as a number they sort by
+    value ("10" after "9"; "5" and "5.0" are one class, named "5"); otherwise they are text, sorted
+    alphabetically. A non-finite number maps to None (the caller names its row)."""
+    try:
+        values = {label: float(label) for label in dict.fromkeys(labels)}
+    except ValueError:
+        names = sorted(set(labels))
+        return names, {name: i for i, name in enumerate(names)}
+    classes = sorted({v for v in values.values() if math.isfinite(v)})
+    position = {v: i for i, v in enumerate(classes)}
+    return [_number_name(v) for v in classes], {label: position.get(v) for label, v in values.items()}
+
+
+def _number_name(value: float) -> str:
+    short = f"{value:g}"
+    return short if float(short) == value else repr(value)
 
 
 GENERATORS: dict[str, Callable[[DatasetConfig, torch.Generator], Generated]] = {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
+import secrets
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,9 +23,14 @@ def finite_or_none(value: float | None) -> float | None:
 
 
 def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "w") -> None:
-    """Write through a temp file in the same dir, then rename: a crash mid-write leaves the old file."""
+    """Write through a temp file in the same dir, then rename: a crash mid-write leaves the old file.
+
+    The temp file is created with mode 0o666 less the umask (what `open()` would give), not mkstemp's 0o600:
+    results on a shared machine stay as readable as the user's other files. The kernel applies the umask at
+    creation, so it is never read (reading it means setting it, which races with other threads).
+    """
     path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _create_temp(path)
     try:
         with os.fdopen(fd, mode) as handle:
             write(handle)
@@ -33,8 +38,19 @@ def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "w") -> N
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
         raise
+
+
+def _create_temp(path: Path) -> tuple[int, Path]:
+    """A new file `.<name>.<random>.tmp` beside `path`, opened for writing; O_EXCL makes it ours alone."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        try:
+            return os.open(tmp, flags, 0o666), tmp
+        except FileExistsError:  # 48 random bits taken already: draw again
+            continue
 
 
 def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> Path:

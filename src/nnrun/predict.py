@@ -11,7 +11,9 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="nnrun predict",
         description="Predict with a trained run: raw feature values in, class probabilities out.")
-    parser.add_argument("run_dir", type=Path, help="a run dir (holding checkpoint.pt) or the checkpoint file")
+    parser.add_argument("run_dir", type=Path,
+                        help="a run dir (holding checkpoint.pt), the checkpoint file, or an experiment dir "
+                             "(experiments/<exp>: its newest run)")
     parser.add_argument("features", nargs="*", help="one point's feature values, in the training data's order")
     parser.add_argument("--csv", type=Path, help="a CSV file of points, header row of feature names")
     return parser
@@ -28,20 +30,26 @@ def _read_points(path: Path, names: list[str]) -> list[list[float]]:
     cols = [header.index(n) for n in names]
     points = []
     for line, row in enumerate(rows, start=2):
-        try:
-            points.append([float(row[c]) for c in cols])
-        except (ValueError, IndexError):
-            raise DataError(f"{path}: row {line}: feature values must be numbers") from None
+        if len(row) != len(header):
+            raise DataError(f"{path}: row {line} has {len(row)} cells, the header has {len(header)}")
+        point = []
+        for name, c in zip(names, cols):
+            try:
+                point.append(float(row[c]))
+            except ValueError:
+                raise DataError(f"{path}: row {line}, column {name!r}: {row[c].strip()!r} is not a number") from None
+        points.append(point)
     return points
 
 
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
-    from nnrun.checkpoint import CheckpointError, load
+    from nnrun.checkpoint import CheckpointError, find, load
     from nnrun.config import ConfigError
 
     try:
-        payload = load(args.run_dir)
+        path = find(args.run_dir)
+        payload = load(path)
         names = list(payload["feature_names"])
         if args.csv is not None:
             points = _read_points(args.csv, names)
@@ -56,6 +64,8 @@ def main(argv: list[str]) -> int:
     except (CheckpointError, ConfigError) as exc:
         print(f"nnrun: error: {exc}", file=sys.stderr)
         return 2
+    if not (args.run_dir.is_file() or path.parent == args.run_dir.expanduser()):
+        print(f"nnrun: predict: using {path.parent} (the newest run under {args.run_dir})", file=sys.stderr)
     for point, proba in zip(points, predict(payload, points)):
         print(format_prediction(names, point, payload["class_names"], proba))
     return 0
@@ -79,9 +89,8 @@ def predict(payload: dict, points: list[list[float]]) -> list[list[float]]:
 
 
 def format_prediction(names: list[str], point: list[float], classes: list[str], proba: list[float]) -> str:
+    """`x1=1, x2=0: P(fail) = 0.0500, P(pass) = 0.9500 -> pass`: every class by name, in the run's class order."""
     inputs = ", ".join(f"{n}={v:g}" for n, v in zip(names, point))
     best = max(range(len(proba)), key=proba.__getitem__)
-    if len(proba) == 2:
-        return f"{inputs}: P({classes[1]}) = {proba[1]:.4f} -> {classes[best]}"
     spread = ", ".join(f"P({c}) = {p:.4f}" for c, p in zip(classes, proba))
     return f"{inputs}: {spread} -> {classes[best]}"

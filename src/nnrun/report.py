@@ -179,7 +179,12 @@ def sort_groups(groups: list[Group], monitor: str) -> list[Group]:
 def _fmt(mean: float | None, std: float | None = None, n: int = 1) -> str:
     if mean is None:
         return "—"
-    return f"{mean:.4f}±{std:.4f}" if n > 1 and std is not None else f"{mean:.4f}"
+    return f"{_number_text(mean)}±{_number_text(std)}" if n > 1 and std is not None else _number_text(mean)
+
+
+def _number_text(value: float) -> str:
+    """Four decimals, as losses and accuracies read; a diverged run's 299283936.0 as 2.993e+08."""
+    return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.4g}"
 
 
 def _short(value: str) -> str:
@@ -196,36 +201,105 @@ def _status_cell(runs: list[Run]) -> str:
                     for s, n in counts.most_common())
 
 
-def print_table(groups: list[Group], keys: list[str], monitor: str, title: str, console=None) -> None:
-    from rich.console import Console
+def _key_header(key: str, values: list[str]) -> str:
+    """An override key as a column header, broken after its dots where it is wider than its values
+    ("optimizer.\nlr"), so a long key does not widen a column of short numbers."""
+    width = max([len(v) for v in values] + [len(part) + 1 for part in key.split(".")])
+    lines = [""]
+    for part in key.replace(".", ".\n").split("\n"):
+        if lines[-1] and len(lines[-1]) + len(part) > width:
+            lines.append("")
+        lines[-1] += part
+    return "\n".join(lines)
+
+
+@dataclass
+class Column:
+    """One column of the report table: `name` says which (an override key, "status", "final loss/val")."""
+
+    name: str
+    header: str
+    cells: list  # rich Text
+    numeric: bool = True
+
+
+# Left out first, in this order, when the table is wider than the terminal; `--wide` keeps them all.
+# The overrides, status and best value always show: they say which run did how well.
+DROP_ORDER = ("best epoch", "seeds", "final loss/val", "final accuracy/test", "final accuracy/val")
+
+
+def table_columns(groups: list[Group], keys: list[str], monitor: str) -> list[Column]:
+    from rich.text import Text
+
+    grouped = any(len(g.runs) > 1 for g in groups)
+    columns = []
+    for key in keys:
+        if grouped and key == "seed":
+            continue
+        values = [_short(dict(g.key).get(key, g.runs[0].overrides.get(key, ""))) for g in groups]
+        columns.append(Column(key, _key_header(key, values), [Text(v) for v in values], numeric=False))
+    if grouped:
+        columns.append(Column("seeds", "seeds", [Text(str(len(g.runs))) for g in groups]))
+    columns.append(Column("status", "status", [Text.from_markup(_status_cell(g.runs)) for g in groups],
+                          numeric=False))
+    epochs = [[float(r.best_epoch) for r in g.runs if r.best_epoch is not None] for g in groups]
+    columns.append(Column("best epoch", "best\nepoch",
+                          [Text("—" if not e else f"{statistics.fmean(e):.0f}") for e in epochs]))
+    for name, get in [(f"best {monitor}", lambda r: r.best),
+                      *((f"final {tag}", lambda r, tag=tag: r.final.get(tag)) for tag in TABLE_FINAL_COLUMNS)]:
+        cells = []
+        for group in groups:
+            values = group.values(get)
+            cells.append(Text(_fmt(*mean_std(values), n=len(values))))
+        columns.append(Column(name, name.replace(" ", "\n", 1), cells))
+    return columns
+
+
+def _table(columns: list[Column], title: str):
+    """A rich Table that never cuts a value: every column but status keeps its widest cell on one line;
+    status may wrap between statuses ("completed×2" / "diverged×1"), never inside one."""
+    from rich.cells import cell_len
     from rich.table import Table
 
-    console = console or Console()
-    grouped = any(len(g.runs) > 1 for g in groups)
-    shown_keys = [k for k in keys if not (grouped and k == "seed")]
     table = Table(title=title)
-    # Numbers are never wrapped (a mean split from its ± is unreadable); a narrow terminal truncates with "…".
-    headers = [*shown_keys, *(["seeds"] if grouped else []), "status", "best\nepoch", f"best\n{monitor}",
-               *(f"final\n{tag}" for tag in TABLE_FINAL_COLUMNS)]
-    for header in headers:
-        numeric = header not in shown_keys and header != "status"
-        table.add_column(header, justify="right" if numeric else "left", no_wrap=True,
-                         min_width=min(8, max(len(line) for line in header.split("\n"))))
-    for group in groups:
-        n = len(group.runs)
-        cells = [_short(dict(group.key).get(k, group.runs[0].overrides.get(k, ""))) for k in shown_keys]
-        if grouped:
-            cells.append(str(n))
-        cells.append(_status_cell(group.runs))
-        epochs = [float(r.best_epoch) for r in group.runs if r.best_epoch is not None]
-        cells.append("—" if not epochs else f"{statistics.fmean(epochs):.0f}")
-        best = group.values(lambda r: r.best)
-        cells.append(_fmt(*mean_std(best), n=len(best)))
-        for tag in TABLE_FINAL_COLUMNS:
-            values = group.values(lambda r, tag=tag: r.final.get(tag))
-            cells.append(_fmt(*mean_std(values), n=len(values)))
-        table.add_row(*cells)
-    console.print(table)
+    for column in columns:
+        wraps = column.name == "status"
+        widest = max(cell_len(line) for text in (column.header, *column.cells) for line in str(text).split("\n"))
+        table.add_column(column.header, justify="right" if column.numeric else "left", no_wrap=not wraps,
+                         min_width=None if wraps else widest)
+    for row in zip(*(column.cells for column in columns)):
+        table.add_row(*row)
+    return table
+
+
+def print_table(groups: list[Group], keys: list[str], monitor: str, title: str, console=None,
+                wide: bool = False) -> None:
+    """The comparison table at the console's width: columns are left out (DROP_ORDER) until it fits, never a
+    value cut. With `wide`, or when even the essential columns do not fit, it is printed at its full width."""
+    from rich.console import Console
+    from rich.measure import Measurement
+
+    console = console or Console()
+    columns = table_columns(groups, keys, monitor)
+    table = _table(columns, title)
+
+    def measure(table) -> Measurement:
+        return Measurement.get(console, console.options.update_width(1 << 16), table)
+
+    dropped = []
+    for name in () if wide else DROP_ORDER:
+        if measure(table).minimum <= console.width:
+            break
+        columns = [c for c in columns if c.name != name]
+        dropped.append(name)
+        table = _table(columns, title)
+    needed = measure(table).maximum if wide else measure(table).minimum
+    if needed > console.width:
+        table.width = needed  # wider than the terminal: it folds the lines, but every value stays whole
+    console.print(table, crop=False)
+    if dropped:
+        console.print(f"(left out to fit {console.width} columns: {', '.join(dropped)}; "
+                      "--wide shows every column)", style="dim")
 
 
 def write_csv(path: Path, runs: list[Run], keys: list[str], monitor: str) -> None:
@@ -263,7 +337,21 @@ def numeric_keys(runs: list[Run], keys: list[str]) -> list[str]:
 
 
 def write_plot(path: Path, runs: list[Run], keys: list[str], monitor: str) -> None:
-    """loss/val against epoch for every run; then the best monitored value against each swept number."""
+    fig = plot(runs, keys, monitor)
+    import matplotlib.pyplot as plt  # after plot(), which picks the file-only backend
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+SPREAD_FOR_LOG_SCALE = 100  # max / min of the plotted values above which a linear axis flattens the small ones
+
+
+def plot(runs: list[Run], keys: list[str], monitor: str):
+    """loss/val against epoch for every run; then the best monitored value against each swept number.
+    A value axis spanning more than two decades (an lr sweep: one run at loss 10, the rest near 0.01) is
+    log-scaled, so the small values are not flattened against the axis."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed, and no GUI toolkit imported
@@ -272,12 +360,15 @@ def write_plot(path: Path, runs: list[Run], keys: list[str], monitor: str) -> No
     params = numeric_keys(runs, keys)
     fig, axes = plt.subplots(1, 1 + len(params), figsize=(6 * (1 + len(params)), 4.5), squeeze=False)
     curves_ax = axes[0][0]
+    plotted = []
     for run in runs:
         points = run.curves.get("loss/val", [])
         if points:
             label = ",".join(f"{k}={run.overrides.get(k, '')}" for k in keys) or run.path.name
             curves_ax.plot([p[0] for p in points], [p[1] for p in points], label=label, linewidth=1)
+            plotted += [p[1] for p in points]
     curves_ax.set(title="loss/val", xlabel="epoch", ylabel="loss/val")
+    _log_scale_if_spread(curves_ax, plotted)
     if 0 < len(runs) <= 12:
         curves_ax.legend(fontsize="x-small")
     for ax, key in zip(axes[0][1:], params):
@@ -289,11 +380,16 @@ def write_plot(path: Path, runs: list[Run], keys: list[str], monitor: str) -> No
         positive = all(x > 0 for x in xs) and xs
         if positive and (key.endswith("lr") or max(xs) / min(xs) >= 100):
             ax.set_xscale("log")  # learning rates are swept in decades
+        _log_scale_if_spread(ax, ys)
         ax.set(title=f"best {monitor} vs {key}", xlabel=key, ylabel=f"best {monitor}")
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    return fig
+
+
+def _log_scale_if_spread(ax, values: list[float]) -> None:
+    positive = [v for v in values if math.isfinite(v) and v > 0]
+    if positive and max(positive) / min(positive) > SPREAD_FOR_LOG_SCALE:
+        ax.set_yscale("log")
 
 
 # --- the command --------------------------------------------------------------------------------------
@@ -307,6 +403,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("dir", metavar="DIR", type=Path, help="a sweep dir, an experiment dir, or experiments/")
     parser.add_argument("--out", type=Path, default=None, help="where report.csv and report.png go (default DIR)")
     parser.add_argument("--no-plot", action="store_true", help="skip report.png (and the matplotlib import)")
+    parser.add_argument("--wide", action="store_true",
+                        help="every column, even when the table is wider than the terminal (by default columns "
+                             "such as best epoch and the final losses are left out until it fits)")
     return parser
 
 
@@ -325,7 +424,7 @@ def main(argv: list[str] | None = None) -> int:
     keys = varying_keys(runs)
     monitor = Counter(r.monitor for r in runs).most_common(1)[0][0]
     groups = sort_groups(group_by_seed(runs, keys), monitor)
-    print_table(groups, keys, monitor, title=f"{len(runs)} runs, sorted by best {monitor}")
+    print_table(groups, keys, monitor, title=f"{len(runs)} runs, sorted by best {monitor}", wide=args.wide)
     out = args.out or root
     out.mkdir(parents=True, exist_ok=True)
     ordered = [run for group in groups for run in group.runs]
