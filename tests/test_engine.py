@@ -264,7 +264,7 @@ def test_predict_reads_points_from_a_csv(tmp_path, capsys):
     points.write_text("x2,x1\n0,1\n1,1\n")
     assert predict_main([str(tmp_path / "run"), "--csv", str(points)]) == 0
     lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("x1=1, x2=0: P(1) = ") and lines[0].endswith("-> 1")
+    assert lines[0].startswith("x1=1, x2=0: P(0) = ") and lines[0].endswith("-> 1")
     assert lines[1].endswith("-> 0")
     assert predict_main([str(tmp_path / "run"), "--csv", str(tmp_path / "none.csv")]) == 2
     assert predict_main([str(tmp_path / "run"), "1"]) == 2

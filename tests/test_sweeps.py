@@ -238,19 +238,13 @@ def test_submitit_slurm_launcher_config_composes():
                                               ("Direction.maximize", float("-inf"))])
 def test_a_failed_trial_scores_the_worst_value_so_an_optuna_search_goes_on(direction, worst):
     """Optuna's tell() raises on NaN (what a failed job returns), which would end the whole search."""
-    from hydra.core.utils import JobReturn, JobStatus
     from omegaconf import OmegaConf
 
-    from nnrun.sweep import SweepSummary
+    from nnrun.engine import RunResult
+    from nnrun.sweep import objective
 
-    config = OmegaConf.create({"hydra": {"sweeper": {"direction": direction}}})
-    failed, fine = JobReturn(status=JobStatus.COMPLETED), JobReturn(status=JobStatus.COMPLETED)
-    failed.return_value, fine.return_value = float("nan"), 0.75
-    for job in (failed, fine):
-        SweepSummary().on_job_end(config=config, job_return=job)
-    assert failed.return_value == worst and fine.return_value == 0.75
-
-    basic = JobReturn(status=JobStatus.COMPLETED)
-    basic.return_value = float("nan")
-    SweepSummary().on_job_end(config=OmegaConf.create({"hydra": {"sweeper": {}}}), job_return=basic)
-    assert math.isnan(basic.return_value)  # the basic sweeper keeps NaN: nothing optimises over it
+    optimising = OmegaConf.create({"sweeper": {"direction": direction}})
+    fine = RunResult(None, "completed", 1, 1, "accuracy/val", 0.75, {}, {})
+    assert objective(None, optimising) == worst and objective(fine, optimising) == 0.75
+    # The basic sweeper keeps NaN: nothing optimises over it.
+    assert math.isnan(objective(None, OmegaConf.create({"sweeper": {}})))
