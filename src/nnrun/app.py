@@ -68,10 +68,12 @@ def register_resolvers() -> None:
 TRAIN_HELP = """\
 nnrun train: train one network (or, with -m, a sweep of them) on a lecture dataset.
 
-Usage: nnrun train [-m] [--cfg job] [key=value ...] [group=choice ...]
+Usage: nnrun train [-m] [--cfg job] [+exp=<name>] [group=choice ...] [key=value ...]
 
 Config groups (pick one with group=choice):
 {groups}
+Added with a plus (no default to override):
+{added}
 
 Composed config (any key can be overridden as key=value):
 
@@ -93,13 +95,16 @@ def train_help(overrides: list[str]) -> str:
     """
     from hydra import compose, initialize_config_dir
 
+    from nnrun.preflight import config_groups, default_groups
+
     root = config_dir()
-    groups = "\n".join(
-        f"  {group.name}: {', '.join(sorted(p.stem for p in group.glob('*.yaml')))}"
-        for group in sorted(root.iterdir()) if group.is_dir())
+    groups, defaults = config_groups(), default_groups()
+    chosen = "\n".join(f"  {group}: {', '.join(choices)}" for group, choices in groups.items() if group in defaults)
+    added = "\n".join(f"  +{group}=<name>: {', '.join(choices)}"
+                      for group, choices in groups.items() if group not in defaults)
     with initialize_config_dir(version_base="1.3", config_dir=str(root), job_name="train"):
         cfg = compose("train", overrides=overrides)
-    return TRAIN_HELP.format(groups=groups, config=OmegaConf.to_yaml(cfg))
+    return TRAIN_HELP.format(groups=chosen, added=added, config=OmegaConf.to_yaml(cfg))
 
 
 def fail(message: str, code: int = 2) -> None:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import difflib
 import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Mapping
+from typing import Any, Collection, Iterator, Mapping
 
 DATASETS = ("xor", "pass_fail", "spirals", "circles", "gaussians", "csv")
 ACTIVATIONS = ("sigmoid", "tanh", "relu", "linear", "leaky_relu", "elu", "gelu", "softplus")
@@ -88,14 +88,6 @@ def boolean(key: str, value: Any) -> bool:
     if not isinstance(value, bool):
         raise ConfigError(key, value, "true or false")
     return value
-
-
-def _no_unknown(prefix: str, section: Mapping[str, Any], known: set[str]) -> None:
-    for key in section:
-        if key not in known:
-            raise ConfigError(f"{prefix}.{key}", section[key],
-                              f"not a key of {prefix}; known keys: {', '.join(sorted(known))}"
-                              f"{closest(key, sorted(known))}")
 
 
 @dataclass(frozen=True)
@@ -203,6 +195,106 @@ OPTIMIZER_FIELDS: dict[str, dict[str, Any]] = {
 OPTIMIZERS = tuple(OPTIMIZER_FIELDS)
 
 
+# The keys each section of the config has, by dotted path ("" = the top level); `optimizer` also has its update
+# rule's own fields. `hydra` holds Hydra's settings, which Hydra checks itself.
+SECTIONS: dict[str, frozenset[str]] = {
+    "": frozenset({f.name for f in fields(TrainConfig)} | {"hydra"}),
+    "dataset": frozenset(f.name for f in fields(DatasetConfig)),
+    "model": frozenset(f.name for f in fields(ModelConfig)),
+    "activation": frozenset({"name"}),
+    "loss": frozenset({"name"}),
+    "optimizer": frozenset({"name", "lr", "weight_decay"}),
+    "train": frozenset(f.name for f in fields(TrainLoopConfig)),
+    "train.early_stopping": frozenset(f.name for f in fields(EarlyStoppingConfig)),
+}
+
+
+def section_keys(path: str, cfg: Mapping[str, Any]) -> frozenset[str] | None:
+    """The keys the schema has in section `path` of `cfg`; None where `path` is no section of the schema."""
+    known = SECTIONS.get(path)
+    if path == "optimizer":
+        name = _select(cfg, "optimizer.name")
+        # An unknown update rule is reported by its name; until then, any rule's field is a key.
+        own = OPTIMIZER_FIELDS[name] if name in OPTIMIZER_FIELDS else \
+            {key for rule in OPTIMIZER_FIELDS.values() for key in rule}
+        known = known | frozenset(own)
+    return known
+
+
+def _select(cfg: Any, path: str) -> Any:
+    """The value at dotted `path` of a config (plain containers), or None where there is none."""
+    for part in path.split(".") if path else ():
+        if not isinstance(cfg, Mapping) or part not in cfg:
+            return None
+        cfg = cfg[part]
+    return cfg
+
+
+def check_keys(cfg: Mapping[str, Any]) -> None:
+    """Every key in each section of `cfg` is one the schema has, else ConfigError. A key set with `+` or `++` on
+    the command line composes into the config, and one nnrun does not read would be ignored without a word."""
+    for path in SECTIONS:
+        section = _select(cfg, path)
+        if not isinstance(section, Mapping):
+            continue  # a missing or non-mapping group is reported where it is read
+        known = section_keys(path, cfg)
+        for key in section:
+            if key not in known:
+                name, value = f"{path}.{key}" if path else str(key), section[key]
+                while isinstance(value, Mapping) and len(value) == 1:  # +a.b=1 composes to a: {b: 1}
+                    inner, value = next(iter(value.items()))
+                    name = f"{name}.{inner}"
+                raise unknown_key(name, value, path, known, cfg)
+
+
+def unknown_key(key: str, value: Any, section: str, known: Collection[str], cfg: Mapping[str, Any]) -> ConfigError:
+    """The error for `key` (dotted), which `section` ("" = top level) lacks: the keys it has, and the nearest."""
+    leaf = key.split(".")[section.count(".") + 1 if section else 0]  # the part of `key` that `section` lacks
+    hint = nearest_key(key, leaf, known, cfg)
+    if section == "optimizer" and not hint:
+        rules = [name for name, own in OPTIMIZER_FIELDS.items() if leaf in own]
+        hint = f"; {leaf} is a field of optimizer={', '.join(rules)}" if rules else ""
+    return ConfigError(key, value, f"no such key in {section or 'the config'} (known: {', '.join(sorted(known))})"
+                                   f"{hint}")
+
+
+def nearest_key(key: str, leaf: str, known: Collection[str], cfg: Mapping[str, Any]) -> str:
+    """'; did you mean X?' for an unknown `key` whose unknown part is `leaf`, or '' when nothing is near.
+
+    A key of that very name elsewhere in `cfg` comes first, by its full dotted path (`epochs` -> train.epochs),
+    then a close name at the same level (as it is written there), then a close name elsewhere (full path).
+    """
+    last = key.rpartition(".")[2]
+    elsewhere: dict[str, list[str]] = {}
+    for path in _paths(cfg):
+        if path != key:
+            elsewhere.setdefault(path.rpartition(".")[2], []).append(path)
+    if last in elsewhere:
+        # The path that ends with all of `key` first (early_stopping.patience), then the shallower.
+        return _did_you_mean(sorted(elsewhere[last], key=lambda p: (not p.endswith("." + key), p.count("."), p)))
+    near = closest(leaf, sorted(known))
+    if near:
+        return near
+    match = difflib.get_close_matches(last, list(elsewhere), n=1)
+    return _did_you_mean(sorted(elsewhere[match[0]], key=lambda p: (p.count("."), p))) if match else ""
+
+
+def _did_you_mean(paths: list[str]) -> str:
+    names = ", ".join(map(repr, paths))
+    return f"; did you mean {names}?" if len(paths) == 1 else f"; did you mean one of {names}?"
+
+
+def _paths(cfg: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
+    """Every key of `cfg` (plain containers) by its dotted path, sections and values, Hydra's settings left out."""
+    for key in cfg.keys():
+        if not prefix and key == "hydra":
+            continue
+        path = f"{prefix}{key}"
+        yield path
+        if isinstance(cfg[key], Mapping):
+            yield from _paths(cfg[key], f"{path}.")
+
+
 def _betas(key: str, value: Any) -> tuple[float, float]:
     if not isinstance(value, (list, tuple)) or len(value) != 2:
         raise ConfigError(key, value, "a pair [beta1, beta2], each in [0, 1)")
@@ -217,7 +309,6 @@ def _section(cfg: Mapping[str, Any], key: str) -> Mapping[str, Any]:
 
 
 def parse_dataset(d: Mapping[str, Any]) -> DatasetConfig:
-    _no_unknown("dataset", d, {f.name for f in fields(DatasetConfig)})
     name = one_of("dataset.name", d.get("name"), DATASETS)
     defaults = DatasetConfig()
     val = real("dataset.val_fraction", d.get("val_fraction", 0.0), low=0, high=1, high_open=True)
@@ -247,7 +338,6 @@ def parse_dataset(d: Mapping[str, Any]) -> DatasetConfig:
 
 
 def parse_model(m: Mapping[str, Any]) -> ModelConfig:
-    _no_unknown("model", m, {f.name for f in fields(ModelConfig)})
     hidden = m.get("hidden", [])
     if isinstance(hidden, int) and not isinstance(hidden, bool):
         hidden = [hidden]
@@ -265,7 +355,6 @@ def parse_model(m: Mapping[str, Any]) -> ModelConfig:
 def parse_optimizer(o: Mapping[str, Any]) -> OptimizerConfig:
     name = one_of("optimizer.name", o.get("name"), OPTIMIZERS)
     own = OPTIMIZER_FIELDS[name]
-    _no_unknown("optimizer", o, {"name", "lr", "weight_decay", *own})
     params: dict[str, Any] = {
         "weight_decay": real("optimizer.weight_decay", o.get("weight_decay", 0.0), low=0)}
     for key, check in own.items():
@@ -276,9 +365,7 @@ def parse_optimizer(o: Mapping[str, Any]) -> OptimizerConfig:
 
 
 def parse_train(t: Mapping[str, Any]) -> TrainLoopConfig:
-    _no_unknown("train", t, {f.name for f in fields(TrainLoopConfig)})
     es = t.get("early_stopping") or {}
-    _no_unknown("train.early_stopping", es, {f.name for f in fields(EarlyStoppingConfig)})
     patience = es.get("patience")
     batch_size = t.get("batch_size")
     image_every = t.get("image_every")
@@ -314,6 +401,7 @@ def parse(cfg: Mapping[str, Any]) -> TrainConfig:
             key = getattr(exc, "full_key", None) or "config"
             raise ConfigError(key, getattr(exc, "value", None) or "${...}",
                               f"a value that resolves ({str(exc).splitlines()[0]})") from None
+    check_keys(cfg)
     activation = _section(cfg, "activation")
     loss = _section(cfg, "loss")
     exp_name = cfg.get("exp_name", "default")

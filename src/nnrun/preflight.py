@@ -81,30 +81,134 @@ def _composition_error(exc: Exception, overrides: list[str]) -> ConfigError:
     if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and exc.options:
         group, _, choice = exc.missing_cfg_file.rpartition("/")
         options = tuple(sorted(exc.options))
-        return ConfigError(group, choice, f"one of {', '.join(options)}{closest(choice, options)}")
+        plugin = _sweep_extra(group, choice)
+        hint = f" ({choice} is {plugin[1]}: {INSTALL_SWEEP_EXTRA})" if plugin else closest(choice, options)
+        return ConfigError(group, choice, f"one of {', '.join(options)}{hint}")
     first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
     return UsageError(first)
 
 
-def _groups() -> dict[str, tuple[str, ...]]:
+def config_groups() -> dict[str, tuple[str, ...]]:
+    """Each config group under conf/ and its choices, sorted."""
     from nnrun.app import config_dir
 
     return {g.name: tuple(sorted(p.stem for p in g.glob("*.yaml")))
-            for g in config_dir().iterdir() if g.is_dir()}
+            for g in sorted(config_dir().iterdir()) if g.is_dir()}
 
 
-def _check_key(cfg, key: str, value: str) -> None:
-    """An override of a key that the composed config lacks: name the closest key at that level."""
+def defaults_list(path) -> list[tuple[str, str]]:
+    """(group, choice) of each group a config file's defaults list chooses, as `hydra/launcher` or `dataset`."""
     from omegaconf import OmegaConf
 
-    parent, _, leaf = key.rpartition(".")
-    node = OmegaConf.select(cfg, parent) if parent else cfg
-    # keys(), not `in`: a key whose value is still ??? (mandatory, unset) is not "in" a DictConfig.
-    if node is None or not OmegaConf.is_dict(node) or leaf not in node.keys():
-        known = sorted(map(str, node.keys())) if OmegaConf.is_dict(node) else []
-        where = f"{parent}" if parent else "the config"
-        raise ConfigError(key, value, f"no such key in {where} (known: {', '.join(known)})"
-                                      f"{closest(leaf, known)} (a new key needs a plus: +{key}=...)")
+    chosen = []
+    for entry in OmegaConf.to_container(OmegaConf.load(path)).get("defaults") or []:
+        if isinstance(entry, dict):
+            for key, choice in entry.items():
+                # `override /hydra/sweeper@pkg: optuna` and `optional dataset: x` name the groups hydra/sweeper
+                # and dataset.
+                group = key.split()[-1].lstrip("/").split("@")[0]
+                chosen.append((group, str(choice)))
+    return chosen
+
+
+def default_groups() -> set[str]:
+    """The groups conf/train.yaml chooses: `group=choice` overrides them; any other group is added, `+group=choice`."""
+    from nnrun.app import config_dir
+
+    return {group for group, _ in defaults_list(config_dir() / "train.yaml")}
+
+
+def _check_plus(overrides, groups: dict[str, tuple[str, ...]], defaults: set[str]) -> None:
+    """A group that has a default is overridden without a plus; one that has none (exp) is added with one."""
+    for o in overrides:
+        group = o.key_or_group
+        if group not in groups or o.is_delete():
+            continue
+        line = o.input_line.lstrip("+")
+        if group not in defaults and not (o.is_add() or o.is_force_add()):
+            raise UsageError(f"{o.input_line} needs a plus: write +{line} ({group} has no default in "
+                             "conf/train.yaml to override)")
+        if group in defaults and o.is_add():
+            raise UsageError(f"{o.input_line} needs no plus: write {line} ({group} has a default in "
+                             "conf/train.yaml; this overrides it)")
+
+
+# Hydra's plugins that nnrun's `sweep` extra installs: (group, choice) -> (the plugin's module, its name);
+# choice None = every choice of that group.
+SWEEP_EXTRA = {
+    ("hydra/launcher", "joblib"): ("hydra_plugins.hydra_joblib_launcher", "Hydra's joblib launcher"),
+    ("hydra/launcher", "submitit_local"): ("hydra_plugins.hydra_submitit_launcher", "Hydra's submitit launcher"),
+    ("hydra/launcher", "submitit_slurm"): ("hydra_plugins.hydra_submitit_launcher", "Hydra's submitit launcher"),
+    ("hydra/sweeper", "optuna"): ("hydra_plugins.hydra_optuna_sweeper", "Hydra's optuna sweeper"),
+    ("hydra/sweeper/sampler", None): ("hydra_plugins.hydra_optuna_sweeper", "Hydra's optuna sweeper"),
+}
+INSTALL_SWEEP_EXTRA = 'it comes with nnrun\'s sweep extra: pip install -e ".[sweep]"'
+
+
+def _sweep_extra(group: str, choice: str) -> tuple[str, str] | None:
+    return SWEEP_EXTRA.get((group, choice)) or SWEEP_EXTRA.get((group, None))
+
+
+def plugin_installed(module: str) -> bool:
+    """Whether `module` can be imported (found, not imported)."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec(module) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def _check_sweep_extra(overrides, groups: dict[str, tuple[str, ...]]) -> None:
+    """A launcher or sweeper of the sweep extra, chosen on the command line or by a config file it adds
+    (+hparams_search=...), must be installed: Hydra would only list the choices it has."""
+    from nnrun.app import config_dir
+
+    given: list[tuple[str, str, str | None]] = []  # (group, choice, the override of another group that chose it)
+    from_files: list[tuple[str, str, str | None]] = []
+    for o in overrides:
+        group = o.key_or_group
+        if o.is_delete() or (o.is_sweep_override() and not o.is_discrete_sweep()):
+            continue
+        for choice in o.sweep_string_iterator() if o.is_sweep_override() else [o.value()]:
+            if o.is_hydra_override() and "/" in group:
+                given.append((group, str(choice), None))
+            elif group in groups and choice in groups[group]:
+                chosen = defaults_list(config_dir() / group / f"{choice}.yaml")
+                from_files += [(g, c, o.input_line) for g, c in chosen if g.startswith("hydra/")]
+    direct = {group for group, _, _ in given}
+    for group, choice, origin in [*given, *(f for f in from_files if f[0] not in direct)]:
+        plugin = _sweep_extra(group, choice)
+        if plugin is None or plugin_installed(plugin[0]):
+            continue
+        if origin is None:
+            raise ConfigError(group, choice, f"{plugin[1]} is not installed; {INSTALL_SWEEP_EXTRA}")
+        raise UsageError(f"{origin} needs {plugin[1]} ({group}={choice}), which is not installed; "
+                         f"{INSTALL_SWEEP_EXTRA}")
+
+
+def _check_key(cfg, key: str, value: Any) -> None:
+    """An override of a key that the composed config lacks: a key the schema has needs a plus (this config does
+    not set it); any other is unknown, with the nearest known key."""
+    from omegaconf import OmegaConf
+
+    from nnrun.config import section_keys, unknown_key
+
+    tree = OmegaConf.to_container(cfg, resolve=False)
+    parts = key.split(".")
+    node, depth = tree, 0  # down the sections of the config that hold the start of `key`
+    while depth < len(parts) - 1 and isinstance(node.get(parts[depth]), dict):
+        node, depth = node[parts[depth]], depth + 1
+    head, whole = parts[depth], depth == len(parts) - 1  # the first part the config lacks; is it the last?
+    if whole and head in node:
+        return
+    section = ".".join(parts[:depth])
+    known = section_keys(section, tree)
+    if whole and known is not None and head in known:
+        raise ConfigError(key, value, f"this config's {section} does not set {head}; add it with a plus: +{key}=...")
+    if head in node:
+        raise ConfigError(key, value, f"{'.'.join(parts[:depth + 1])} is a value, not a section with keys")
+    raise unknown_key(key, value, section, known if known is not None else set(node), tree)
 
 
 def check(args: list[str]) -> tuple[Any] | None:
@@ -138,7 +242,8 @@ def check(args: list[str]) -> tuple[Any] | None:
         raise UsageError(f"{o.input_line} is a sweep: add -m to run one job per value "
                          f"(nnrun train -m {' '.join(raw)})")
 
-    groups = _groups()
+    groups = config_groups()
+    _check_plus(overrides, groups, default_groups())
     for o in overrides:
         key = o.key_or_group
         if o.is_hydra_override() or o.is_delete() or key not in groups or o.is_sweep_override():
@@ -146,6 +251,7 @@ def check(args: list[str]) -> tuple[Any] | None:
         value = o.value()
         if isinstance(value, str) and value not in groups[key]:
             raise ConfigError(key, value, f"one of {', '.join(groups[key])}{closest(value, groups[key])}")
+    _check_sweep_extra(overrides, groups)
 
     # The base job: fixed overrides plus the first value of each enumerable sweep (a real job of the sweep).
     pairs = [(o, o.input_line if not o.is_sweep_override()
@@ -161,7 +267,8 @@ def check(args: list[str]) -> tuple[Any] | None:
         # less helpful). Only when composing failed: a plain key the config lacks always fails it.
         groups_only = _compose([line for o, line in pairs if o not in plain_keys])
         for o in plain_keys:
-            _check_key(groups_only, o.key_or_group, o.input_line.split("=", 1)[-1])
+            value = o.input_line.split("=", 1)[-1] if o.is_sweep_override() else _plain(o.value())
+            _check_key(groups_only, o.key_or_group, value)
         raise
     job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     parse(job)
