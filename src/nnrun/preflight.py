@@ -211,13 +211,8 @@ def _check_key(cfg, key: str, value: Any) -> None:
     raise unknown_key(key, value, section, known if known is not None else set(node), tree)
 
 
-def check(args: list[str]) -> tuple[Any] | None:
-    """Validate `nnrun train <args>`; raise ConfigError (one line) on the first problem found.
-
-    Returns `(hydra.mode,)` as the base job's config sets it (None unless a config file or override sets it)
-    where that is also the master config's (no sweep over a config group or a Hydra key: then both compose the
-    same groups and values of hydra), for `app.hydra_mode_known`; None where it cannot tell.
-    """
+def check(args: list[str]) -> None:
+    """Validate `nnrun train <args>`; raise ConfigError (one line) on the first problem found."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
     from omegaconf import OmegaConf
@@ -226,7 +221,7 @@ def check(args: list[str]) -> tuple[Any] | None:
 
     flags, raw = split_args(args)
     if flags & {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"}:
-        return None  # another config tree: Hydra's own checks apply
+        return  # another config tree: Hydra's own checks apply
     parser = OverridesParser.create()
     overrides = []
     for line in raw:
@@ -272,11 +267,8 @@ def check(args: list[str]) -> tuple[Any] | None:
         raise
     job = OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"])
     parse(job)
-    mode = None if any(o.is_sweep_override() and (o.is_hydra_override() or o.key_or_group in groups)
-                       for o in overrides) else (cfg.hydra.mode,)
-
     if not multirun:
-        return mode
+        return
     # Sweeps from the command line and from the config (hydra.sweeper.params, as experiment files set).
     sweep_lines = [o.input_line for o in sweeps]
     params = OmegaConf.select(cfg, "hydra.sweeper.params", default=None)
@@ -287,7 +279,6 @@ def check(args: list[str]) -> tuple[Any] | None:
         (o,) = parser.parse_overrides([line])
         others = [b for b in base if not b.lstrip("+~").startswith(o.key_or_group + "=")]
         _check_sweep(parser, line, others, job, groups)
-    return mode
 
 
 def _check_sweep(parser, line: str, base: list[str], job, groups: dict[str, tuple[str, ...]]) -> None:
