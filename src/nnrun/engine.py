@@ -270,7 +270,8 @@ def train_jobs(jobs: Sequence[Job], *, max_models: int = 256, memory_budget_mb: 
         raise RunInterrupted(jobs[0].run_dir if len(jobs) == 1 else jobs[0].run_dir.parent, received[0])
     results = {id(m.job): m.result for _, _, _, members in prepared for m in members}
     if announce:
-        print(f"nnrun: trained {len(jobs)} jobs in {len(stacks)} stacks ({_count(r.status for r in results.values())})")
+        print(f"nnrun: trained {len(jobs)} jobs in {len(stacks)} stack{'' if len(stacks) == 1 else 's'} "
+              f"({_count(r.status for r in results.values())})")
     return [results[id(job)] for job in jobs]
 
 

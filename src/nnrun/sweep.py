@@ -160,7 +160,7 @@ def check_same_sweep(config: DictConfig) -> None:
 
     def sweep_of(cfg: DictConfig) -> dict[str, str]:
         lines = without_resume(OmegaConf.to_container(cfg.hydra.overrides.task))
-        params = OmegaConf.to_container(cfg.hydra.sweeper.get("params") or {})
+        params = OmegaConf.select(cfg, "hydra.sweeper.params", default=None) or {}
         return {**{str(k): str(v) for k, v in params.items()},
                 **dict(line.split("=", 1) if "=" in line else (line, "") for line in lines)}
 

@@ -1,0 +1,105 @@
+"""A sweep stopped with Ctrl-C goes on with the same command plus train.resume=latest (or the sweep dir), under
+both launchers: finished jobs are carried over untrained, the others resume from their checkpoints, and every
+job ends as it would have without the interruption. Resuming another sweep is bad input."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import SRC, read_metrics, run_dirs, run_nnrun
+
+# Two jobs stop early within a few dozen epochs, two train on to the end.
+SWEEP = ["optimizer.lr=0.01,3.0", "seed=0,1", "train.epochs=3000", "train.early_stopping.patience=20",
+         "train.log_every=500", "train.checkpoint_every=1000"]
+
+
+def start(args: list[str], cwd: Path) -> subprocess.Popen:
+    import os
+
+    env = {**os.environ, "PYTHONPATH": str(SRC), "COLUMNS": "200"}
+    return subprocess.Popen([sys.executable, "-m", "nnrun", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def interrupt_when(process: subprocess.Popen, ready, timeout: float = 120) -> tuple[int, str, str]:
+    """Ctrl-C once `ready()` holds (polled), then the exit code and output."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "never got there"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=timeout)
+    return process.returncode, out, err
+
+
+def results(sweep_dir: Path) -> dict[tuple, dict]:
+    """metrics.json of each job of a sweep, by its overrides (train.resume aside)."""
+    return {tuple(o for o in m["overrides"] if not o.startswith(("train.resume", "exp_name"))): m
+            for m in (read_metrics(d) for d in run_dirs(sweep_dir))}
+
+
+def assert_same_results(resumed: dict, whole: dict) -> None:
+    assert resumed.keys() == whole.keys()
+    for key, m in whole.items():
+        r = resumed[key]
+        assert (r["status"], r["epochs_run"], r["best"]["epoch"]) == (m["status"], m["epochs_run"],
+                                                                      m["best"]["epoch"]), key
+        assert r["final"] == pytest.approx(m["final"], abs=1e-6), key
+        assert r["best"] == pytest.approx(m["best"], abs=1e-6), key
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("launcher", ["vectorized", "basic"])
+def test_an_interrupted_sweep_resumes_to_the_results_of_an_uninterrupted_one(launcher, tmp_path):
+    args = ["train", "-m", f"hydra/launcher={launcher}", *SWEEP]
+    whole = run_nnrun([*args, "exp_name=whole"], tmp_path)
+    assert whole.returncode == 0, whole.stderr
+    (whole_dir,) = (tmp_path / "experiments" / "whole" / "multirun").iterdir()
+
+    experiment = tmp_path / "experiments" / "cut" / "multirun"
+    if launcher == "vectorized":  # all four train as one stack: stop it once a checkpoint is written
+        ready = lambda: list(experiment.glob("*/*/checkpoint.pt"))  # noqa: E731
+    else:  # one job after another: stop the second while it trains (the first has finished)
+        ready = lambda: list(experiment.glob("*/1_*/events.out.tfevents.*"))  # noqa: E731
+    code, out, err = interrupt_when(start([*args, "exp_name=cut"], tmp_path), ready)
+    assert code == 130, err
+    (cut_dir,) = experiment.iterdir()
+    statuses = [m.get("status") if m else None for m in (read_metrics(d) if (d / "metrics.json").exists()
+                                                          else None for d in run_dirs(cut_dir))]
+    assert "interrupted" in statuses and all(s != "completed" for s in statuses[-1:]), statuses
+
+    resumed = run_nnrun([*args, "exp_name=cut", "train.resume=latest"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    carried = resumed.stdout.count("carried over")
+    assert carried == sum(s in ("stopped_early", "completed") for s in statuses)
+    assert carried >= 1
+    new_dir = max(experiment.iterdir())
+    assert new_dir != cut_dir
+    assert_same_results(results(new_dir), results(whole_dir))
+
+
+def test_resuming_a_sweep_with_other_values_is_one_line_and_exit_2(tmp_path):
+    done = run_nnrun(["train", "-m", "optimizer.lr=0.1,0.2", "seed=0", "train.epochs=2", "exp_name=s"], tmp_path)
+    assert done.returncode == 0, done.stderr
+    for other in (["optimizer.lr=0.1,0.3", "seed=0"], ["optimizer.lr=0.1,0.2", "seed=1"],
+                  ["optimizer.lr=0.1,0.2", "seed=0", "model.hidden=[8]"]):
+        refused = run_nnrun(["train", "-m", *other, "train.epochs=2", "exp_name=s", "train.resume=latest"],
+                            tmp_path)
+        assert refused.returncode == 2, refused.stderr
+        assert refused.stderr.strip().count("\n") == 0 and "train.resume" in refused.stderr, refused.stderr
+        assert "the same sweep" in refused.stderr
+    assert len(list((tmp_path / "experiments" / "s" / "multirun").iterdir())) == 1  # nothing ran
+
+
+def test_resuming_a_sweep_when_there_is_none_is_one_line_and_exit_2(tmp_path):
+    refused = run_nnrun(["train", "-m", "seed=0,1", "train.resume=latest"], tmp_path)
+    assert refused.returncode == 2 and "a sweep to resume" in refused.stderr, refused.stderr
+    refused = run_nnrun(["train", "-m", "seed=0,1", f"train.resume={tmp_path}"], tmp_path)
+    assert refused.returncode == 2 and "a sweep dir" in refused.stderr, refused.stderr
