@@ -1,4 +1,5 @@
-"""Engine overhead: nnrun's engine (TensorBoard logging on) against a plain hand-written PyTorch loop.
+"""Engine overhead: nnrun's engine (TensorBoard logging on) against a plain hand-written PyTorch loop
+(an nn.Module, torch.optim, loss.backward()).
 
 Both train the same model on the same data for the same steps, in one process, one thread (CPU).
 Prints steps/s of each and the ratio nnrun / hand loop. Bar: >= 0.9 on both cases.
@@ -50,7 +51,8 @@ def hand_loop(cfg: TrainConfig) -> tuple[float, int]:
     d = nn_data.load(cfg.dataset)
     loss = losses.LOSSES[cfg.loss]
     model = models.build(d.n_features, cfg.model.hidden, 1, cfg.activation, 0.0, None, cfg.seed)
-    opt = optim.build(model.parameters(), cfg.optimizer)
+    torch_optimizer, kwargs = optim.spec(cfg.optimizer)  # torch.optim's own
+    opt = torch_optimizer(model.parameters(), **kwargs)
     x, y = d.train.x, d.train.y
     n = len(x)
     bs = cfg.train.batch_size or n

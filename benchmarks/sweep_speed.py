@@ -1,17 +1,26 @@
-"""The same 64-job sweeps with Hydra's basic launcher and with nnrun's vectorized launcher: wall time, ratio.
+"""Sweeps with Hydra's basic launcher and with nnrun's vectorized launcher: wall time of the whole process, ratio.
 
     python benchmarks/sweep_speed.py            # XOR 2-4-1 (2,000 epochs, full batch) and spirals 2-32-32-1
-                                                # (batch 64, 100 epochs), 16 lrs x 4 seeds each; CPU, 1 thread
-    python benchmarks/sweep_speed.py --quick    # the same sweeps, shorter (a smoke test, a minute or so)
+                                                # (batch 64, 100 epochs), 16 lrs x 4 seeds each; XOR with 256
+                                                # jobs (16 lrs x 16 seeds); the stacked training alone; CPU, 1 thread
+    python benchmarks/sweep_speed.py --quick    # the same, shorter (a smoke test)
     python benchmarks/sweep_speed.py --device cuda
 
-Each sweep runs as one `python -m nnrun train -m ...` process per launcher (so both pay Hydra, the run dirs and
-TensorBoard writing per job), then the jobs' metrics.json are compared: statuses must be equal, and the
-final losses are reported as agreeing to 1e-4 or not (see `compare`).
+Each 64-job sweep runs as one `python -m nnrun train -m ...` process per launcher (so both pay Python, Hydra,
+the run dirs and TensorBoard writing per job), then the jobs' metrics.json are compared: statuses must be
+equal, and the final losses are reported as agreeing to 1e-4 or not (see `compare`). The 256-job XOR sweep
+runs vectorized only; its ratio is against the basic launcher's time per job in the 64-job XOR sweep of the
+same run, times 256 (the basic launcher's time grows with the jobs, one after another).
 
 The vectorized sweep takes seconds where the basic one takes minutes, so one slow moment of a shared machine
 moves its time far more: it runs `--repeats` times (default 5), some before the basic sweep and the rest after
 it (so a slow or fast spell of the machine falls on both sides), and the median counts (all times are printed).
+
+Last, the stacked training's own time (engine.train_stack: the loop, evaluation, each run's files) per
+model-step of 64 models in one stack against one model alone, in this process.
+
+Bars: whole process, 64-job XOR >= 12x, 256-job XOR >= 25x, 64-job spirals >= 6x; the stacked training per
+model-step at K = 64 >= 20x.
 """
 
 from __future__ import annotations
@@ -28,21 +37,24 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 LRS = [f"{10 ** (-3 + 2 * i / 15):.6g}" for i in range(16)]  # 1e-3 .. 1e-1, 16 values
-SEEDS = "0,1,2,3"
 
+XOR = ["dataset=xor", "model.hidden=[4]", "train.batch_size=null"]
+SPIRALS = ["dataset=spirals", "model.hidden=[32,32]", "train.batch_size=64"]
 SWEEPS = {
-    # name: (overrides, epochs, quick epochs, steps per epoch)
-    "xor": (["dataset=xor", "model.hidden=[4]", "train.batch_size=null"], 2000, 200, 1),
-    "spirals": (["dataset=spirals", "model.hidden=[32,32]", "train.batch_size=64"], 100, 10,
-                math.ceil(600 * 0.6 / 64)),
+    # name: (overrides, seeds, epochs, quick epochs, steps per epoch, bar)
+    "xor": (XOR, 4, 2000, 200, 1, 12.0),
+    "spirals": (SPIRALS, 4, 100, 10, math.ceil(600 * 0.6 / 64), 6.0),
 }
+XOR_256 = (XOR, 16, 25.0)  # 16 lrs x 16 seeds, against the 64-job basic sweep's time per job
+STACK_BAR = 20.0
 
 
-def run_sweep(launcher: str, overrides: list[str], workdir: Path, device: str) -> tuple[float, dict]:
+def run_sweep(launcher: str, overrides: list[str], workdir: Path, device: str, seeds: int) -> tuple[float, dict]:
     """One `nnrun train -m` process; (wall seconds, {job overrides: metrics})."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
     args = [sys.executable, "-m", "nnrun", "train", "-m", f"hydra/launcher={launcher}", f"device={device}",
-            "threads=1", f"exp_name=bench_{launcher}", f"optimizer.lr={','.join(LRS)}", f"seed={SEEDS}", *overrides]
+            "threads=1", f"exp_name=bench_{launcher}", f"optimizer.lr={','.join(LRS)}",
+            f"seed=range({seeds})", *overrides]
     started = time.perf_counter()
     done = subprocess.run(args, cwd=workdir, env=env, capture_output=True, text=True)
     wall = time.perf_counter() - started
@@ -58,7 +70,7 @@ def run_sweep(launcher: str, overrides: list[str], workdir: Path, device: str) -
 def compare(basic: dict, vectorized: dict, tolerance: float = 1e-4) -> tuple[bool, str]:
     """(statuses all equal, a line on how closely the final losses agree).
 
-    Each model's curve equals its separate run's to 1e-5 on short runs (tests/test_vectorized.py); over hundreds
+    Each model's curve equals its separate run's to 1e-5 on short runs (tests/test_stacking.py); over hundreds
     of steps at a high learning rate, float32 rounding differences of the batched matmul (a different summation
     order than one model's) can grow, so jobs beyond `tolerance` are listed with their difference.
     """
@@ -81,17 +93,54 @@ def compare(basic: dict, vectorized: dict, tolerance: float = 1e-4) -> tuple[boo
     return statuses_equal, line + ("" if statuses_equal else "; STATUSES DIFFER")
 
 
+def stacked_training(device: str, quick: bool) -> float:
+    """engine.train_stack's time per model-step: one XOR model alone, then 64 in one stack (ratio)."""
+    import tempfile
+
+    import torch
+
+    sys.path.insert(0, str(REPO / "src"))
+    from hydra import compose, initialize_config_dir
+
+    from nnrun import config, engine, losses
+    from nnrun.app import config_dir, register_resolvers
+    from nnrun.data import load
+
+    torch.set_num_threads(1)
+    register_resolvers()
+    epochs = 200 if quick else 2000
+    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir()), job_name="bench"):
+        cfgs = [config.parse(compose("train", overrides=[*XOR, f"device={device}", f"train.epochs={epochs}",
+                                                         f"optimizer.lr={lr}", f"seed={seed}"]))
+                for lr in LRS for seed in range(4)]
+    seconds = {}
+    for k in (1, 64):
+        with tempfile.TemporaryDirectory() as tmp:
+            jobs = [engine.Job(cfg, Path(tmp) / str(i)) for i, cfg in enumerate(cfgs[:k])]
+            data = load(cfgs[0].dataset).to(engine.resolve_device(device))
+            loss = losses.LOSSES[cfgs[0].loss]
+            members = [engine.start(job, data, loss, data.train.x.device) for job in jobs]
+            started = time.perf_counter()
+            engine.train_stack(members, data, loss, [])
+            seconds[k] = time.perf_counter() - started
+    ratio = seconds[1] * 64 / seconds[64]
+    print(f"stacked training (engine.train_stack, XOR, {epochs} epochs): 1 model {seconds[1]:.2f} s, "
+          f"64 models {seconds[64]:.2f} s: {ratio:.1f}x per model-step (bar {STACK_BAR:g}x)", flush=True)
+    return ratio
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer epochs: a smoke test")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--only", choices=tuple(SWEEPS), help="run one of the two sweeps")
+    parser.add_argument("--only", choices=(*SWEEPS, "xor256", "stack"), help="run one part")
     parser.add_argument("--repeats", type=int, default=5,
                         help="vectorized runs, the median counts: half before the basic sweep, half after (default 5)")
     args = parser.parse_args()
-    failed = False
-    for name, (overrides, epochs, quick_epochs, steps_per_epoch) in SWEEPS.items():
-        if args.only and name != args.only:
+    failed, bars = False, []
+    basic_per_job: dict[str, float] = {}
+    for name, (overrides, seeds, epochs, quick_epochs, steps_per_epoch, bar) in SWEEPS.items():
+        if args.only and name != args.only and not (args.only == "xor256" and name == "xor"):
             continue
         epochs = quick_epochs if args.quick else epochs
         overrides = [*overrides, f"train.epochs={epochs}"]
@@ -102,17 +151,19 @@ def main() -> None:
             def vectorized() -> None:
                 workdir = Path(tmp) / f"vectorized{len(runs)}"
                 workdir.mkdir()
-                runs.append(run_sweep("vectorized", overrides, workdir, args.device))
+                runs.append(run_sweep("vectorized", overrides, workdir, args.device, seeds))
 
             for _ in range(repeats // 2):
                 vectorized()
-            basic_s, basic = run_sweep("basic", overrides, Path(tmp), args.device)
+            basic_s, basic = run_sweep("basic", overrides, Path(tmp), args.device, seeds)
             while len(runs) < repeats:
                 vectorized()
             vec_s, vec = sorted(runs, key=lambda run: run[0])[len(runs) // 2]
+        basic_per_job[name] = basic_s / len(basic)
         steps = epochs * steps_per_epoch
         statuses_equal, agreement = compare(basic, vec)
         failed |= not statuses_equal
+        bars.append((f"{name} {len(basic)} jobs", basic_s / vec_s, bar))
         print(f"{name}: {len(basic)} jobs x {epochs} epochs ({steps} steps per model) on {args.device}\n"
               f"  basic      {basic_s:8.2f} s   {steps * len(basic) / basic_s:10.0f} steps/s over all models"
               f"   {steps / basic_s:8.1f} steps/s per model\n"
@@ -120,8 +171,31 @@ def main() -> None:
               f"   {steps / vec_s:8.1f} steps/s per model"
               f"   (median of {', '.join(f'{t:.2f}' for t, _ in runs[:repeats // 2])} s before basic, "
               f"{', '.join(f'{t:.2f}' for t, _ in runs[repeats // 2:])} s after)\n"
-              f"  speed-up   {basic_s / vec_s:8.1f}x\n  results    {agreement}",
+              f"  speed-up   {basic_s / vec_s:8.1f}x (bar {bar:g}x)\n  results    {agreement}",
               flush=True)
+    if args.only in (None, "xor256"):
+        overrides, seeds, bar = XOR_256
+        epochs = SWEEPS["xor"][3] if args.quick else SWEEPS["xor"][2]
+        times = []
+        for _ in range(max(1, args.repeats // 2)):
+            with tempfile.TemporaryDirectory() as tmp:
+                wall, results = run_sweep("vectorized", [*overrides, f"train.epochs={epochs}"], Path(tmp),
+                                          args.device, seeds)
+                times.append(wall)
+        vec_s = sorted(times)[len(times) // 2]
+        ratio = basic_per_job["xor"] * len(results) / vec_s
+        bars.append((f"xor {len(results)} jobs", ratio, bar))
+        print(f"xor: {len(results)} jobs x {epochs} epochs on {args.device}\n"
+              f"  basic      {basic_per_job['xor'] * len(results):8.2f} s (its 64-job sweep's "
+              f"{basic_per_job['xor']:.3f} s per job, x {len(results)})\n"
+              f"  vectorized {vec_s:8.2f} s   (median of {', '.join(f'{t:.2f}' for t in times)} s); "
+              f"{vec_s / len(results) * 1000:.1f} ms per job\n"
+              f"  speed-up   {ratio:8.1f}x (bar {bar:g}x)", flush=True)
+    if args.only in (None, "stack"):
+        bars.append(("stacked training per model-step, K = 64", stacked_training(args.device, args.quick),
+                     STACK_BAR))
+    for name, ratio, bar in bars:
+        print(f"bar {name}: {ratio:.1f}x >= {bar:g}x: {'met' if ratio >= bar else 'NOT met'}")
     sys.exit(1 if failed else 0)
 
 
