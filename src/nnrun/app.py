@@ -144,7 +144,11 @@ def run_task(cfg: DictConfig) -> float | None:
         return sweep.objective(None, hydra_cfg)
     except engine.RunInterrupted as exc:
         print(f"nnrun: {exc}", file=sys.stderr)
-        sys.exit(130)
+        if not multirun or hydra_cfg.runtime.choices.get("hydra/launcher") == "basic":
+            sys.exit(130)  # the process the user started: the sweep stops here
+        # A launcher's worker (joblib, submitit: a SLURM job timed out or cancelled): the job is a result,
+        # `interrupted` with its checkpoint, and the launcher must hear back from it.
+        return sweep.objective(None, hydra_cfg)
     except Exception as exc:
         if not multirun:
             raise

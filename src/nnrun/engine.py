@@ -141,7 +141,8 @@ def evaluate(model: torch.nn.Module, loss: losses.Loss, *splits) -> list[tuple[A
 
 @contextmanager
 def stop_signals() -> Iterator[list[int]]:
-    """While training, Ctrl-C and SIGTERM only raise a flag: the loop finishes its step and saves."""
+    """While training, Ctrl-C and SIGTERM only raise a flag: the loop finishes its step and saves. So does
+    SIGUSR2, which SLURM sends a job ahead of its time limit (submitit asks for it, `--signal=USR2@...`)."""
     received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield received
@@ -150,7 +151,8 @@ def stop_signals() -> Iterator[list[int]]:
     def handler(signum, _frame):
         received.append(signum)
 
-    previous = {s: signal.signal(s, handler) for s in (signal.SIGINT, signal.SIGTERM)}
+    stops = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGUSR2] if hasattr(signal, "SIGUSR2") else [])
+    previous = {s: signal.signal(s, handler) for s in stops}
     try:
         yield received
     finally:
@@ -221,7 +223,7 @@ def train(cfg: TrainConfig, run_dir: Path, *, overrides: Sequence[str] = (), con
 
 def train_jobs(jobs: Sequence[Job], *, max_models: int = 256, memory_budget_mb: int = 1024,
                show_progress: bool = False, console=None, raise_faults: bool = True,
-               announce: bool = False) -> list[RunResult]:
+               raise_interrupt: bool = True, announce: bool = False) -> list[RunResult]:
     """Train `jobs` in as few stacks as they allow (`stacking`): jobs whose configs differ only in per-model
     values and that stand at the same point (a resumed job goes on from its own) share a stack, of at most
     `max_models` models and what `memory_budget_mb` holds. Results in the jobs' order.
@@ -229,7 +231,8 @@ def train_jobs(jobs: Sequence[Job], *, max_models: int = 256, memory_budget_mb: 
     Bad input (a data file that cannot be read, a run that cannot be resumed, ...) raises ConfigError before any
     model trains. A fault in a stack ends its models `failed`; with `raise_faults` it is raised once every
     stack has run, else the other stacks' results stand. Ctrl-C or SIGTERM: the stack training finishes its
-    step, every run not finished is saved `interrupted`, then RunInterrupted. `announce`: a line per stack.
+    step, every run not finished is saved `interrupted`, then RunInterrupted (with `raise_interrupt`; else the
+    results, `interrupted` among them). `announce`: a line per stack.
     """
     # --- setup: per kind of stack its data; per job its model, generator and where it starts -------------
     prepared = []
@@ -266,7 +269,7 @@ def train_jobs(jobs: Sequence[Job], *, max_models: int = 256, memory_budget_mb: 
                       f"{time.perf_counter() - began:.2f} s ({_count(m.result.status for m in chunk)})")
     if faults and raise_faults:
         raise faults[0]
-    if received:
+    if received and raise_interrupt:
         raise RunInterrupted(jobs[0].run_dir if len(jobs) == 1 else jobs[0].run_dir.parent, received[0])
     results = {id(m.job): m.result for _, _, _, members in prepared for m in members}
     if announce:
