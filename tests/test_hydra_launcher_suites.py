@@ -13,6 +13,19 @@ from hydra.test_utils.launcher_common_tests import IntegrationTestSuite, Launche
 from hydra_plugins.nnrun_vectorized_launcher.vectorized_launcher import VectorizedLauncher
 
 
+@pytest.fixture(autouse=True)
+def _hydras_default_version_base():
+    """The suites expect an app without version_base (Hydra 1.1's defaults: the job runs in its output dir).
+    Any test in this process that imported nnrun.app set the base to 1.3 (its @hydra.main does): set it back."""
+    from hydra import version
+
+    before = version.getbase()
+    version.setbase("1.1")
+    yield
+    if isinstance(before, type(version.getbase())):
+        version.VersionBase.instance().setbase(before)
+
+
 def test_the_launcher_is_discovered_as_a_hydra_plugin():
     assert VectorizedLauncher.__name__ in [x.__name__ for x in Plugins.instance().discover(Launcher)]
 
