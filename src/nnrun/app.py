@@ -166,7 +166,7 @@ def make_job(parsed, cfg: DictConfig, hydra_cfg: DictConfig, multirun: bool):
 
     from nnrun import engine
 
-    if parsed.dataset.path is not None:
+    if parsed.dataset.path is not None and Path.cwd() != Path(hydra_cfg.runtime.cwd):  # hydra.job.chdir
         parsed = replace(parsed, dataset=replace(parsed.dataset, path=str(Path(parsed.dataset.path).absolute())))
     run_dir = Path(hydra_cfg.runtime.output_dir)
     overrides = list(hydra_cfg.overrides.task)
