@@ -511,10 +511,9 @@ def _finish(m: Member, status: str, optimizer_state: dict, data: Dataset, loss: 
         from nnrun import landscape
 
         landscape.log(logger, m.module, loss, data.train, progress.epochs_done)
-    if final.get("accuracy/test") is not None:
-        logger.scalars(progress.epochs_done, {"accuracy/test": final["accuracy/test"]})
     from nnrun.config import flatten
 
+    # The final values, accuracy/test among them, go with the HParams (as `result/...`): one point each, not curves.
     logger.hparams(flatten(cfg.to_dict()), final)
     logger.close()
     return RunResult(m.job.run_dir, status, progress.epochs_done, stopper.best_epoch, monitor,
