@@ -184,7 +184,7 @@ def test_a_job_that_cannot_read_its_data_fails_alone(tmp_path):
     good.write_text("a,b,y\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(40)))
     out = run_nnrun(["train", "-m", "dataset=csv", f"dataset.path={good},{tmp_path / 'missing.csv'}",
                      "train.epochs=3"], tmp_path)
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 1, out.stderr  # a failed job is a fault: exit 1, after the summary
     assert "job 1 failed" in out.stderr and "no such file" in out.stderr
     statuses = [json.loads(p.read_text())["status"] for p in (tmp_path / "experiments").rglob("metrics.json")]
     assert statuses == ["completed"]

@@ -158,7 +158,8 @@ def run_task(cfg: DictConfig) -> float | None:
         if sweep.collect(job):  # a stacking launcher trains it, with the others
             return None
         torch.set_num_threads(parsed.threads)
-        (result,) = engine.train_jobs([job], show_progress=True)
+        # A sweep's job shows no progress bar: a line when it ends (Hydra's names it when it starts).
+        (result,) = engine.train_jobs([job], show_progress=not multirun)
     except ConfigError as exc:
         if not multirun:
             refuse(str(exc))
@@ -174,7 +175,10 @@ def run_task(cfg: DictConfig) -> float | None:
         # In a sweep, one faulty job is a result (status failed in its metrics.json); the others go on.
         print(f"nnrun: job {hydra_cfg.job.num} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return sweep.objective(None, hydra_cfg)
-    console.print_run(result, parsed)
+    if multirun:  # one line per job; the sweep's summary follows when the last one ends
+        console.print_job_line(result)
+    else:
+        console.print_run(result, parsed)
     return sweep.objective(result, hydra_cfg)
 
 

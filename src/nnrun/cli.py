@@ -64,9 +64,12 @@ def _run_train(args: list[str]) -> int:
     # Hydra reads sys.argv; keep argv[0] (the program name, used by its completion script).
     sys.argv = [sys.argv[0], *args]
     from nnrun.app import train_task
+    from nnrun.sweep import SweepSummary
 
+    SweepSummary.statuses = []  # a sweep's, set when it ends; a single run has none
     train_task()
-    return 0
+    # A sweep in which a job failed exits 1, after its summary; diverged and stopped early are results.
+    return 1 if "failed" in SweepSummary.statuses else 0
 
 
 def import_torch() -> None:

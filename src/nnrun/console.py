@@ -49,14 +49,20 @@ def diverged_hint(epochs_run: int, lr: float) -> str:
 
 def print_job_line(result, console: Console | None = None) -> None:
     """One line for a finished sweep job: status, epochs run, best monitored value, final loss/val and
-    accuracy/val, run dir. `result` is an engine.RunResult."""
+    accuracy/val, run dir (relative to the working dir when inside it, as the sweep's summary shows its dir).
+    `result` is an engine.RunResult."""
+    from pathlib import Path
+
     console = console or Console()
+    run_dir = Path(result.run_dir)
+    if run_dir.is_absolute() and run_dir.is_relative_to(Path.cwd()):
+        run_dir = run_dir.relative_to(Path.cwd())
     final = result.final
     line = Text()
     line.append(f"{result.status:<13}", style=STATUS_STYLE.get(result.status, ""))
     line.append(f"  epochs {result.epochs_run}  best {result.monitor} {_fmt(result.best_value)}"
                 f"  final loss/val {_fmt(final.get('loss/val'))} accuracy/val {_fmt(final.get('accuracy/val'))}  ")
-    line.append(str(result.run_dir))
+    line.append(str(run_dir))
     console.print(line, soft_wrap=True)
 
 

@@ -229,7 +229,8 @@ def train_jobs(jobs: Sequence[Job], *, max_models: int = 256, memory_budget_mb: 
     Bad input (a data file that cannot be read, a run that cannot be resumed, ...) raises ConfigError before any
     model trains. A fault in a stack ends its models `failed`; with `raise_faults` it is raised once every
     stack has run, else the other stacks' results stand. Ctrl-C or SIGTERM: the stack training finishes its
-    step, every run not finished is saved `interrupted`, then RunInterrupted. `announce`: a line per stack.
+    step, every run not finished is saved `interrupted`, then RunInterrupted. `announce`: a line per finished
+    job and per stack.
     """
     # --- setup: per kind of stack its data; per job its model, generator and where it starts -------------
     prepared = []
@@ -262,6 +263,10 @@ def train_jobs(jobs: Sequence[Job], *, max_models: int = 256, memory_budget_mb: 
                     print(f"nnrun: a stack of {len(chunk)} runs failed: {type(exc).__name__}: {exc}",
                           file=sys.stderr)
             if announce:
+                from nnrun import console
+
+                for m in chunk:
+                    console.print_job_line(m.result)
                 print(f"nnrun: stack {number}/{len(stacks)}: {len(chunk)} runs in "
                       f"{time.perf_counter() - began:.2f} s ({_count(m.result.status for m in chunk)})")
     if faults and raise_faults:
