@@ -35,11 +35,36 @@ FINISHED = ("completed", "stopped_early", "diverged")
 
 
 class RunInterrupted(Exception):
-    """Ctrl-C or SIGTERM stopped training; metrics.json and checkpoint.pt of every unfinished run are written."""
+    """Ctrl-C or SIGTERM stopped training; metrics.json and checkpoint.pt of every unfinished run are written.
+
+    The message ends with the command that goes on from there: the `nnrun train` command line typed, with
+    train.resume set to `resume_dir`: the run dir, or for a sweep (its dir, or a job's in it) the sweep dir, since
+    a sweep resumes as a whole (each job from the job with the same overrides; finished ones are carried over).
+    """
 
     def __init__(self, run_dir: Path, signum: int):
         self.run_dir, self.signum = run_dir, signum
-        super().__init__(f"interrupted by {signal.Signals(signum).name}; results saved in {run_dir}")
+        run_dir = Path(run_dir)
+        # A sweep dir holds Hydra's multirun.yaml (what train.resume takes for a sweep, see nnrun.sweep).
+        self.resume_dir = run_dir.parent if (run_dir.parent / "multirun.yaml").is_file() else run_dir
+        super().__init__(f"interrupted by {signal.Signals(signum).name}; results saved in {run_dir}\n"
+                         f"to go on: {self.resume_command()}")
+
+    def resume_command(self) -> str:
+        """`nnrun train` with the arguments it was started with (cli.train_args; any train.resume replaced),
+        quoted for the shell, then train.resume=<resume_dir>: relative when below the working dir."""
+        import shlex
+
+        from nnrun import cli
+
+        where = self.resume_dir.absolute()
+        if where.is_relative_to(Path.cwd()) and where != Path.cwd():
+            where = where.relative_to(Path.cwd())
+        resume = f"train.resume={where}"
+        if cli.train_args is None:  # not started by `nnrun train` in this process (a launcher's worker, a test)
+            return f"nnrun train <the same arguments> {shlex.quote(resume)}"
+        kept = [arg for arg in cli.train_args if arg.split("=", 1)[0].lstrip("+~") != "train.resume"]
+        return shlex.join(["nnrun", "train", *kept, resume])
 
 
 @dataclass
