@@ -56,11 +56,9 @@ class RunInterrupted(Exception):
         import shlex
 
         from nnrun import cli
+        from nnrun.console import shown_path
 
-        where = self.resume_dir.absolute()
-        if where.is_relative_to(Path.cwd()) and where != Path.cwd():
-            where = where.relative_to(Path.cwd())
-        resume = f"train.resume={where}"
+        resume = f"train.resume={shown_path(self.resume_dir)}"
         if cli.train_args is None:  # not started by `nnrun train` in this process (a launcher's worker, a test)
             return f"nnrun train <the same arguments> {shlex.quote(resume)}"
         kept = [arg for arg in cli.train_args if arg.split("=", 1)[0].lstrip("+~") != "train.resume"]
