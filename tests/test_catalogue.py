@@ -78,8 +78,8 @@ def test_xor_relu_hidden_layer_solves_xor_and_draws_the_three_panels(tmp_path):
     assert result.final["accuracy/train"] == 1.0
     found = images(tmp_path)
     # The data never change: one original-data picture; the hidden space at every image epoch (first, last).
-    assert [(e.step, e.width, e.height) for e in found["xor_panels/1_original_data"]] == [(1, 200, 200)]
-    for tag in ("xor_panels/2_hidden_space", "xor_panels/3_linear_classification"):
+    assert [(e.step, e.width, e.height) for e in found["pictures/xor_1_original_data"]] == [(1, 200, 200)]
+    for tag in ("pictures/xor_2_hidden_space", "pictures/xor_3_linear_classification"):
         assert [(e.step, e.width, e.height) for e in found[tag]] == [(1, 200, 200), (500, 200, 200)], tag
 
 

@@ -184,8 +184,61 @@ def test_a_job_that_cannot_read_its_data_fails_alone(tmp_path):
     good.write_text("a,b,y\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(40)))
     out = run_nnrun(["train", "-m", "dataset=csv", f"dataset.path={good},{tmp_path / 'missing.csv'}",
                      "train.epochs=3"], tmp_path)
-    assert out.returncode == 0, out.stderr
+    assert out.returncode == 1, out.stderr  # a failed job is a fault: exit 1, after the summary
     assert "job 1 failed" in out.stderr and "no such file" in out.stderr
     statuses = [json.loads(p.read_text())["status"] for p in (tmp_path / "experiments").rglob("metrics.json")]
     assert statuses == ["completed"]
     assert "failed" in out.stdout and "completed" in out.stdout
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+REFUSED_AT_START = {
+    "device_cuda_without_cuda": (["device=cuda"], "device='cuda'"),
+    "malformed_csv": (["dataset=csv", "dataset.path=bad.csv", "dataset.target=y"], "'x' is not a number"),
+    "missing_csv": (["dataset=csv", "dataset.path=missing.csv", "dataset.target=y"], "no such file"),
+    # Three classes in a CSV: known only once the file is read.
+    "loss_that_does_not_fit_the_data": (["dataset=csv", "dataset.path=three.csv", "dataset.target=y", "loss=bce"],
+                                        "loss='bce'"),
+    "vectorized_launcher_without_m": (["hydra/launcher=vectorized"], "add -m"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", list(REFUSED_AT_START))
+def test_a_run_refused_at_start_leaves_no_run_dir_behind(name, tmp_path):
+    """Bad input found once Hydra made the run dir: exit 2 with one line, and no empty run dir (which `nnrun
+    report` would list as unfinished), nor the runs/ and experiment dirs made for it."""
+    overrides, fragment = REFUSED_AT_START[name]
+    if name == "device_cuda_without_cuda" and _cuda_available():
+        pytest.skip("CUDA is available here")
+    (tmp_path / "bad.csv").write_text("a,b,y\n1,2,0\n3,x,1\n")
+    (tmp_path / "three.csv").write_text("a,b,y\n" + "".join(f"{i},{i % 5},{i % 3}\n" for i in range(30)))
+    out = run_nnrun(["train", "train.epochs=2", *overrides], tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert out.stderr.count("\n") == 1 and out.stderr.startswith("nnrun: error: ") and fragment in out.stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv", "three.csv"]
+
+
+@pytest.mark.slow
+def test_a_refused_run_removes_only_its_own_dir(tmp_path):
+    """An earlier run and the experiment's runs/ stay; a dir the refused run did not leave empty stays too."""
+    earlier = tmp_path / "experiments" / "default" / "runs" / "2026-01-01_00-00-00"
+    earlier.mkdir(parents=True)
+    (earlier / "metrics.json").write_text("{}")
+    bad_csv = ["dataset=csv", "dataset.path=missing.csv", "dataset.target=y"]  # found once the run dir is made
+    out = run_nnrun(["train", *bad_csv], tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert run_dirs(tmp_path) == [] and [p.name for p in earlier.parent.iterdir()] == [earlier.name]
+
+    # A run dir that holds more than what Hydra made for the run stays, with all it holds.
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("keep me")
+    out = run_nnrun(["train", *bad_csv, f"hydra.run.dir={mine}"], tmp_path)
+    assert out.returncode == 2, out.stderr
+    assert (mine / "notes.txt").read_text() == "keep me" and (mine / ".hydra").is_dir()

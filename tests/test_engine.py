@@ -66,13 +66,17 @@ def test_metrics_json_follows_the_contract(tmp_path):
 def test_tensorboard_has_the_contract_tags(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    train(["dataset=circles", "train.epochs=30", "train.log_every=10"], tmp_path)
+    result = train(["dataset=circles", "train.epochs=30", "train.log_every=10"], tmp_path)
     acc = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
     acc.Reload()
     tags = acc.Tags()
     assert {"loss/train", "loss/val", "accuracy/train", "accuracy/val", "lr"} <= set(tags["scalars"])
     assert [e.step for e in acc.Scalars("loss/val")] == [1, 10, 20, 30]
-    assert "decision_boundary" in tags["images"]
+    # accuracy/test is one value at the end: a result (for the HParams table), not a one-point chart among the curves.
+    assert "accuracy/test" not in tags["scalars"]
+    (test_accuracy,) = acc.Scalars("result/accuracy/test")
+    assert test_accuracy.value == pytest.approx(result.final["accuracy/test"], rel=1e-6)
+    assert "pictures/decision_boundary" in tags["images"]
     assert "config/text_summary" in tags["tensors"]
     assert "custom_scalars__config__" in tags["tensors"]
     hparams = acc.PluginTagToContent("hparams")

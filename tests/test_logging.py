@@ -74,7 +74,7 @@ def log_a_run(run_dir: Path, pictures: dict) -> dict[str, dict[int, float]]:
     logger.close()
     for k, v in METRICS.items():
         if v is not None:
-            logged[f"final/{k}"] = {200: v}
+            logged[f"result/{k}"] = {200: v}
     return logged
 
 
@@ -82,9 +82,9 @@ def log_a_run(run_dir: Path, pictures: dict) -> dict[str, dict[int, float]]:
 def pictures():
     rng = np.random.default_rng(0)
     batch = torch.from_numpy(rng.integers(0, 256, (2, 3, 20, 30), dtype=np.uint8))
-    return {("decision_boundary", 1): batch[0],  # a torch tensor, a view into a batch as the sweeps pass them
-            ("decision_boundary", 200): rng.integers(0, 256, (3, 20, 30), dtype=np.uint8),
-            ("xor_panels/1_original_data", 1): batch[1].transpose(1, 2).contiguous().transpose(1, 2)}
+    return {("pictures/decision_boundary", 1): batch[0],  # a torch tensor, a view into a batch as the sweeps pass them
+            ("pictures/decision_boundary", 200): rng.integers(0, 256, (3, 20, 30), dtype=np.uint8),
+            ("pictures/xor_1_original_data", 1): batch[1].transpose(1, 2).contiguous().transpose(1, 2)}
 
 
 def test_event_accumulator_reads_back_the_scalars_images_and_config(tmp_path, pictures):
@@ -144,7 +144,7 @@ def test_hparams_session_start_and_end_parse_with_the_hparams_plugins_protos(tmp
 
     # The table's metric columns come from the scalar tags: the final metrics are there, the None one is not.
     tags = set(acc.Tags()["tensors"])
-    assert {"final/loss/val", "final/accuracy/test"} <= tags and "final/accuracy/diverged" not in tags
+    assert {"result/loss/val", "result/accuracy/test"} <= tags and "result/accuracy/diverged" not in tags
 
 
 def test_the_event_file_has_tensorboards_name_and_first_event(tmp_path, pictures):
@@ -199,7 +199,7 @@ def test_plugin_summaries_are_the_ones_torchs_summary_writer_writes():
     from torch.utils.tensorboard import summary as torch_summary
 
     clean = {k: hparam_value(v) for k, v in {**HPARAMS, "big": 2**40, "neg": -1.5, "text": "a b"}.items()}
-    _, torch_start, torch_end = torch_summary.hparams(clean, {"final/loss/val": 0.25})
+    _, torch_start, torch_end = torch_summary.hparams(clean, {"result/loss/val": 0.25})
     start, end = nnrun_logging.session_summaries(clean)
     assert start == torch_start and end == torch_end
 
@@ -251,8 +251,8 @@ def test_per_step_losses_leave_the_last_epoch_where_final_metrics_go(tmp_path):
     logger.hparams({"seed": 0}, {"loss/val": 0.25})
     logger.close()
     finals = [(e.step, v.tag) for e in events(event_file(tmp_path)) for v in e.summary.value
-              if v.tag.startswith("final/")]
-    assert finals == [(10, "final/loss/val")]
+              if v.tag.startswith("result/")]
+    assert finals == [(10, "result/loss/val")]
 
 
 def test_logging_a_run_imports_no_gfile_boto3_or_summary_writer(tmp_path):

@@ -25,13 +25,13 @@ def test_decision_boundary_images_every_image_epoch(tmp_path):
     train(["dataset=circles", "model.hidden=[8]", "train.epochs=20", "train.image_every=5",
            "train.log_every=5"], tmp_path)
     found = images(tmp_path)
-    assert [(e.step, e.width, e.height) for e in found["decision_boundary"]] == \
+    assert [(e.step, e.width, e.height) for e in found["pictures/decision_boundary"]] == \
         [(s, 200, 200) for s in (1, 5, 10, 15, 20)]
 
 
 def test_perceptron_draws_no_hidden_space_panels(tmp_path):
     train(["+exp=xor_perceptron", "train.epochs=5"], tmp_path)
-    assert set(images(tmp_path)) == {"decision_boundary"}
+    assert set(images(tmp_path)) == {"pictures/decision_boundary"}
 
 
 def test_hidden_space_panel_classifies_each_point_as_the_net_does():
@@ -173,7 +173,7 @@ def test_loss_landscape_image_and_centre_on_the_trained_weights(tmp_path):
     from nnrun.data import load
 
     result = train(["+exp=xor_relu", "train.landscape=true"], tmp_path)
-    (event,) = images(tmp_path)["loss_landscape"]
+    (event,) = images(tmp_path)["pictures/loss_landscape"]
     assert (event.step, event.width, event.height) == (result.epochs_run, 200, 200)
 
     # The grid's centre is the trained weights themselves; filter-normalised steps away only raise the loss.
@@ -214,6 +214,6 @@ def test_drawing_is_a_small_share_of_the_run(tmp_path, monkeypatch):
     monkeypatch.setattr(pictures, "log_epoch", timed)
     result = train(["+exp=spirals"], tmp_path)
     assert result.status == "stopped_early"
-    steps = [e.step for e in images(tmp_path)["decision_boundary"]]
+    steps = [e.step for e in images(tmp_path)["pictures/decision_boundary"]]
     assert steps == [1, *range(100, result.epochs_run + 1, 100), result.epochs_run]
     assert spent["draw"] < 0.3 * result.metrics["wall_time_s"], (spent["draw"], result.metrics["wall_time_s"])

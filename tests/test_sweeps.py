@@ -60,9 +60,10 @@ def test_sweep_names_job_dirs_from_overrides_summarises_and_reports(tmp_path):
     assert (sweep_dir / "report.csv").exists() and (sweep_dir / "report.png").exists()
 
 
-def test_one_failing_job_does_not_stop_the_others(tmp_path, monkeypatch, capsys):
+def test_one_failing_job_does_not_stop_the_others_and_the_sweep_exits_1(tmp_path, monkeypatch, capsys):
     """Three csv jobs in one in-process sweep: one fine, one whose file is missing (found when the job loads
-    it), one that crashes mid-training. The others finish and the summary counts two failed."""
+    it), one that crashes mid-training. The others finish, the summary counts two failed, and the sweep exits 1
+    (a fault) after it."""
     from hydra.core.hydra_config import HydraConfig
 
     from nnrun import cli, engine
@@ -82,16 +83,70 @@ def test_one_failing_job_does_not_stop_the_others(tmp_path, monkeypatch, capsys)
     monkeypatch.setenv("COLUMNS", "200")
     monkeypatch.setattr("sys.argv", ["nnrun"])
     assert cli.main(["train", "-m", "dataset=csv", "train.epochs=5", "exp_name=fail", "hydra/job_logging=none",
-                     "hydra/hydra_logging=none", "dataset.path=good.csv,missing.csv,good2.csv"]) == 0
+                     "hydra/hydra_logging=none", "dataset.path=good.csv,missing.csv,good2.csv"]) == 1
     out, err = capsys.readouterr()
     jobs = run_dirs(only_sweep_dir(tmp_path, "fail"))
     assert len(jobs) == 3
     assert read_metrics(jobs[0])["status"] == "completed"
     assert not (jobs[1] / "metrics.json").exists()
     assert read_metrics(jobs[2])["status"] == "failed"
-    assert "job 1 failed: dataset.path=missing.csv: no such file" in err
+    assert f"job 1 failed: dataset.path={tmp_path / 'missing.csv'}: no such file" in err  # as the job read it
     assert "job 2 failed: RuntimeError: simulated fault mid-run" in err
     assert summary_count(out, "completed") == 1 and summary_count(out, "failed") == 2
+
+
+# Two jobs of one stack: lr 0.01 trains, lr 1e30 diverges.
+DIVERGING = ["optimizer=sgd", "loss=mse", "dataset=gaussians", "dataset.n_samples=50", "train.epochs=20",
+             "optimizer.lr=0.01,1e30"]
+STATUSES = ("completed", "stopped_early", "diverged", "interrupted", "failed")
+
+
+def sweep_in_process(args: list[str], tmp_path: Path, monkeypatch, capsys) -> tuple[int, str, str]:
+    """`nnrun train -m <args>` in this process, in tmp_path: (exit code, stdout, stderr)."""
+    from nnrun import cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COLUMNS", "200")
+    monkeypatch.setattr("sys.argv", ["nnrun"])
+    code = cli.main(["train", "-m", "hydra/job_logging=none", "hydra/hydra_logging=none", *args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def job_lines(stdout: str) -> list[str]:
+    return [line for line in stdout.splitlines() if line.split(" ", 1)[0] in STATUSES]
+
+
+@pytest.mark.parametrize("launcher", ["basic", "vectorized"])
+def test_a_sweep_prints_one_line_per_job_then_the_summary_and_a_diverged_job_exits_0(launcher, tmp_path,
+                                                                                     monkeypatch, capsys):
+    code, out, err = sweep_in_process([f"hydra/launcher={launcher}", "exp_name=lines", *DIVERGING], tmp_path,
+                                      monkeypatch, capsys)
+    assert code == 0, err  # diverged is a result
+    jobs = run_dirs(only_sweep_dir(tmp_path, "lines"))
+    lines = job_lines(out)
+    assert [(line.split()[0], line.endswith(job.name)) for line, job in zip(lines, jobs)] == [
+        ("completed", True), ("diverged", True)]
+    assert len(lines) == 2 and "epochs 20" in lines[0] and "final loss/val" in lines[0]
+    assert lines[0].endswith(f"  {jobs[0].relative_to(tmp_path)}")  # the dir as the summary shows the sweep's
+    # Before the summary: no table and no progress bar per job, its line only (and the stacks' lines).
+    before = [line for line in out.split("sweep: 2 jobs")[0].splitlines() if line.strip()]
+    assert [line for line in before if not line.startswith(("nnrun: stack ", "nnrun: trained "))] == lines
+    assert summary_count(out, "completed") == 1 and summary_count(out, "diverged") == 1
+
+
+def test_a_vectorized_sweep_with_failed_jobs_exits_1_after_the_summary(tmp_path, monkeypatch, capsys):
+    from nnrun import engine
+
+    def crash(*args, **kwargs):
+        raise RuntimeError("simulated fault mid-run")
+
+    monkeypatch.setattr(engine, "evaluate", crash)
+    code, out, err = sweep_in_process(["hydra/launcher=vectorized", "exp_name=vfail", *TINY, "seed=0,1"], tmp_path,
+                                      monkeypatch, capsys)
+    assert code == 1
+    assert [line.split()[0] for line in job_lines(out)] == ["failed", "failed"]
+    assert summary_count(out, "failed") == 2 and "simulated fault mid-run" in err
 
 
 @pytest.mark.slow
@@ -104,6 +159,16 @@ def test_joblib_launcher_runs_jobs_in_two_worker_processes(tmp_path):
     jobs = run_dirs(only_sweep_dir(tmp_path, "jl"))
     assert [read_metrics(j)["status"] for j in jobs] == ["completed", "completed"]
     assert summary_count(proc.stdout, "completed") == 2
+
+
+@pytest.mark.slow
+def test_a_joblib_sweep_with_a_failed_job_exits_1_after_the_summary(tmp_path):
+    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+    (tmp_path / "good.csv").write_text("x1,x2,y\n" + "".join(f"{a},{b},{a ^ b}\n" for a in (0, 1) for b in (0, 1)) * 3)
+    proc = run_nnrun(["train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "dataset=csv",
+                      "train.epochs=5", "exp_name=jf", "dataset.path=good.csv,missing.csv"], cwd=tmp_path)
+    assert proc.returncode == 1, proc.stderr
+    assert summary_count(proc.stdout, "completed") == 1 and summary_count(proc.stdout, "failed") == 1
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """A real `tensorboard` server over a small sweep serves what the contract promises: one run per job, the
-scalar tags, and one HParams session group per job with its flattened config and final metrics."""
+scalar tags, one HParams session group per job with its flattened config and final metrics, and the loss and
+accuracy curves as the first charts a user sees."""
 
 from __future__ import annotations
 
@@ -11,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 from pathlib import Path
+from urllib.parse import urlencode
 
 import pytest
 
@@ -84,15 +86,15 @@ def test_tensorboard_serves_runs_scalars_and_one_hparams_row_per_job(sweep_dir, 
 
     tags = get_json(f"{tensorboard_url}/data/plugin/scalars/tags")
     for name in jobs:
-        assert {"loss/train", "loss/val", "accuracy/train", "accuracy/val", "lr", "accuracy/test",
-                "final/loss/val", "final/accuracy/val"} <= set(tags[name])
+        assert {"loss/train", "loss/val", "accuracy/train", "accuracy/val", "lr",
+                "result/loss/val", "result/accuracy/val", "result/accuracy/test"} <= set(tags[name])
 
     experiment = get_json(f"{tensorboard_url}/data/plugin/hparams/experiment", {"experimentName": ""})
     hparams = {info["name"]: info for info in experiment["hparamInfos"]}
     assert hparams["optimizer.lr"]["differs"] is True
     assert {"seed", "model.hidden", "activation", "train.early_stopping.restore_best"} <= set(hparams)
     metrics = {info["name"]["tag"] for info in experiment["metricInfos"]}
-    assert {"final/loss/val", "final/accuracy/val", "final/accuracy/test"} <= metrics
+    assert {"result/loss/val", "result/accuracy/val", "result/accuracy/test"} <= metrics
 
     groups = get_json(f"{tensorboard_url}/data/plugin/hparams/session_groups", {
         "experimentName": "", "startIndex": 0, "sliceSize": 100, "colParams": [],
@@ -105,5 +107,38 @@ def test_tensorboard_serves_runs_scalars_and_one_hparams_row_per_job(sweep_dir, 
         assert row["hparams"]["train.early_stopping.restore_best"] == "true"
         served = {m["name"]["tag"]: m["value"] for m in row["metricValues"]}
         final = read_metrics(job)["final"]
-        assert served["final/loss/val"] == pytest.approx(final["loss/val"], rel=1e-6)
-        assert served["final/accuracy/test"] == pytest.approx(final["accuracy/test"], rel=1e-6)
+        assert served["result/loss/val"] == pytest.approx(final["loss/val"], rel=1e-6)
+        assert served["result/accuracy/test"] == pytest.approx(final["accuracy/test"], rel=1e-6)
+
+
+def tensorboard_groups(tags) -> list[tuple[str, list[str]]]:
+    """Tags as TensorBoard's Scalars and Time Series tabs lay them out, top to bottom: sorted, grouped by the part
+    before the first '/' (Time Series sorts image tags in among the scalars'). Only the first two groups are
+    expanded when the page opens; the others are one collapsed line each."""
+    groups: dict[str, list[str]] = {}
+    for tag in sorted(tags):
+        groups.setdefault(tag.split("/", 1)[0], []).append(tag)
+    return list(groups.items())
+
+
+@pytest.mark.slow
+def test_the_loss_and_accuracy_curves_are_the_first_charts_tensorboard_shows(sweep_dir, tensorboard_url):
+    """The first two groups are the curves, each chart more than one point; the pictures and the one-point final
+    values come after them (and after lr), in both tabs."""
+    scalars = get_json(f"{tensorboard_url}/data/plugin/scalars/tags")
+    images = get_json(f"{tensorboard_url}/data/plugin/images/tags")
+    assert sorted(scalars) == sorted(job.name for job in run_dirs(sweep_dir))
+    for run, tags in scalars.items():
+        points = {tag: len(get_json(f"{tensorboard_url}/data/plugin/scalars/scalars?"
+                                    + urlencode({"run": run, "tag": tag}))) for tag in tags}
+        pictures = set(images[run])
+        assert pictures, "the fixture's 2-D runs draw their decision boundary"
+        one_point = {tag for tag, n in points.items() if n == 1}
+        assert one_point, "the final values are one point each"
+        for layout in (tensorboard_groups(points), tensorboard_groups([*points, *pictures])):  # Scalars, Time Series
+            expanded, collapsed = dict(layout[:2]), [tag for _, group in layout[2:] for tag in group]
+            assert expanded == {"accuracy": ["accuracy/train", "accuracy/val"], "loss": ["loss/train", "loss/val"]}
+            assert all(points[tag] > 1 for group in expanded.values() for tag in group), points
+            assert [name for name, _ in layout][:3] == ["accuracy", "loss", "lr"]
+            assert one_point <= set(collapsed)
+        assert pictures <= set(collapsed)

@@ -121,9 +121,37 @@ def run_task(cfg: DictConfig) -> float | None:
 
     hydra_cfg = HydraConfig.get()
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
+
+    def refuse(message: str) -> None:
+        """A single run refused at start (bad input): it leaves nothing behind. Hydra made its run dir (.hydra/
+        and an empty log, which its job logging holds open): the log is closed, then the dir is removed, and
+        runs/ and the experiment dirs above it if that left them empty. A dir holding anything more stays."""
+        import logging
+        import shutil
+
+        run_dir = Path(hydra_cfg.runtime.output_dir).resolve()
+        root = logging.getLogger()
+        for handler in list(root.handlers):
+            if isinstance(handler, logging.FileHandler) and run_dir in Path(handler.baseFilename).resolve().parents:
+                root.removeHandler(handler)
+                handler.close()
+        untouched = run_dir.is_dir() and all(
+            p.name == ".hydra" or (p.suffix == ".log" and p.is_file() and p.stat().st_size == 0)
+            for p in run_dir.iterdir())
+        if untouched:
+            shutil.rmtree(run_dir)
+            above = run_dir.parents[:3]  # experiments/<exp_name>/runs/, unless hydra.run.dir put it elsewhere
+            if len(above) == 3 and (above[0].name, above[2].name) == ("runs", "experiments"):
+                for parent in above:
+                    try:
+                        parent.rmdir()  # only when empty
+                    except OSError:
+                        break
+        fail(message)
+
     if not multirun and hydra_cfg.runtime.choices.get("hydra/launcher") == "vectorized":
-        fail("hydra/launcher=vectorized trains the jobs of a sweep together; add -m "
-             "(nnrun train -m hydra/launcher=vectorized optimizer.lr=0.01,0.1 seed=0,1)")
+        refuse("hydra/launcher=vectorized trains the jobs of a sweep together; add -m "
+               "(nnrun train -m hydra/launcher=vectorized optimizer.lr=0.01,0.1 seed=0,1)")
 
     import torch
 
@@ -135,10 +163,11 @@ def run_task(cfg: DictConfig) -> float | None:
         if sweep.collect(job):  # a stacking launcher trains it, with the others
             return None
         torch.set_num_threads(parsed.threads)
-        (result,) = engine.train_jobs([job], show_progress=True)
+        # A sweep's job shows no progress bar: a line when it ends (Hydra's names it when it starts).
+        (result,) = engine.train_jobs([job], show_progress=not multirun)
     except ConfigError as exc:
         if not multirun:
-            fail(str(exc))
+            refuse(str(exc))
         # Pre-flight checked every sweep value; what is left (a data file one job cannot read) fails that job.
         print(f"nnrun: job {hydra_cfg.job.num} failed: {exc}", file=sys.stderr)
         return sweep.objective(None, hydra_cfg)
@@ -155,7 +184,10 @@ def run_task(cfg: DictConfig) -> float | None:
         # In a sweep, one faulty job is a result (status failed in its metrics.json); the others go on.
         print(f"nnrun: job {hydra_cfg.job.num} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
         return sweep.objective(None, hydra_cfg)
-    console.print_run(result, parsed)
+    if multirun:  # one line per job; the sweep's summary follows when the last one ends
+        console.print_job_line(result)
+    else:
+        console.print_run(result, parsed)
     return sweep.objective(result, hydra_cfg)
 
 

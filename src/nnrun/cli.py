@@ -35,6 +35,11 @@ PRINT_CONFIG_FLAGS = {"--cfg", "-c"}  # checked (the config printed must be vali
 COMPLETION_FLAGS = ("-sc", "--shell-completion")
 
 
+# `nnrun train`'s arguments (what follows `train`) in this process, as typed: an interrupted run's message
+# repeats them with train.resume (engine.RunInterrupted). None when nnrun train was not started from here.
+train_args: list[str] | None = None
+
+
 def _usage_error(message: str) -> int:
     print(f"nnrun: error: {message}", file=sys.stderr)
     print("run 'nnrun --help' for usage", file=sys.stderr)
@@ -61,12 +66,17 @@ def _run_train(args: list[str]) -> int:
         return 0
     if not (INFO_FLAGS | PRINT_CONFIG_FLAGS) & flags:
         import_torch()
+    global train_args
+    train_args = list(args)
     # Hydra reads sys.argv; keep argv[0] (the program name, used by its completion script).
     sys.argv = [sys.argv[0], *args]
     from nnrun.app import train_task
+    from nnrun.sweep import SweepSummary
 
+    SweepSummary.statuses = []  # a sweep's, set when it ends; a single run has none
     train_task()
-    return 0
+    # A sweep in which a job failed exits 1, after its summary; diverged and stopped early are results.
+    return 1 if "failed" in SweepSummary.statuses else 0
 
 
 def import_torch() -> None:

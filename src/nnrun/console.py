@@ -7,6 +7,7 @@ copied from a narrow terminal, or read from a pipe, is whole (the terminal itsel
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from typing import Iterable
 
 from rich.console import Console
@@ -49,15 +50,22 @@ def diverged_hint(epochs_run: int, lr: float) -> str:
 
 def print_job_line(result, console: Console | None = None) -> None:
     """One line for a finished sweep job: status, epochs run, best monitored value, final loss/val and
-    accuracy/val, run dir. `result` is an engine.RunResult."""
+    accuracy/val, run dir (relative to the working dir when inside it, as the sweep's summary shows its dir).
+    `result` is an engine.RunResult."""
     console = console or Console()
     final = result.final
     line = Text()
     line.append(f"{result.status:<13}", style=STATUS_STYLE.get(result.status, ""))
     line.append(f"  epochs {result.epochs_run}  best {result.monitor} {_fmt(result.best_value)}"
                 f"  final loss/val {_fmt(final.get('loss/val'))} accuracy/val {_fmt(final.get('accuracy/val'))}  ")
-    line.append(str(result.run_dir))
+    line.append(str(shown_path(result.run_dir)))
     console.print(line, soft_wrap=True)
+
+
+def shown_path(path) -> Path:
+    """`path` as a user in the working dir would type it: relative when below that dir, else absolute."""
+    where, here = Path(path).absolute(), Path.cwd()
+    return where.relative_to(here) if where != here and where.is_relative_to(here) else where
 
 
 def _print_line(console: Console, label: str, text: str) -> None:

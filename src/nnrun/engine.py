@@ -35,11 +35,34 @@ FINISHED = ("completed", "stopped_early", "diverged")
 
 
 class RunInterrupted(Exception):
-    """Ctrl-C or SIGTERM stopped training; metrics.json and checkpoint.pt of every unfinished run are written."""
+    """Ctrl-C or SIGTERM stopped training; metrics.json and checkpoint.pt of every unfinished run are written.
+
+    The message ends with the command that goes on from there: the `nnrun train` command line typed, with
+    train.resume set to `resume_dir`: the run dir, or for a sweep (its dir, or a job's in it) the sweep dir, since
+    a sweep resumes as a whole (each job from the job with the same overrides; finished ones are carried over).
+    """
 
     def __init__(self, run_dir: Path, signum: int):
         self.run_dir, self.signum = run_dir, signum
-        super().__init__(f"interrupted by {signal.Signals(signum).name}; results saved in {run_dir}")
+        run_dir = Path(run_dir)
+        # A sweep dir holds Hydra's multirun.yaml (what train.resume takes for a sweep, see nnrun.sweep).
+        self.resume_dir = run_dir.parent if (run_dir.parent / "multirun.yaml").is_file() else run_dir
+        super().__init__(f"interrupted by {signal.Signals(signum).name}; results saved in {run_dir}\n"
+                         f"to go on: {self.resume_command()}")
+
+    def resume_command(self) -> str:
+        """`nnrun train` with the arguments it was started with (cli.train_args; any train.resume replaced),
+        quoted for the shell, then train.resume=<resume_dir>: relative when below the working dir."""
+        import shlex
+
+        from nnrun import cli
+        from nnrun.console import shown_path
+
+        resume = f"train.resume={shown_path(self.resume_dir)}"
+        if cli.train_args is None:  # not started by `nnrun train` in this process (a launcher's worker, a test)
+            return f"nnrun train <the same arguments> {shlex.quote(resume)}"
+        kept = [arg for arg in cli.train_args if arg.split("=", 1)[0].lstrip("+~") != "train.resume"]
+        return shlex.join(["nnrun", "train", *kept, resume])
 
 
 @dataclass
@@ -232,7 +255,7 @@ def train_jobs(jobs: Sequence[Job], *, max_models: int = 256, memory_budget_mb: 
     model trains. A fault in a stack ends its models `failed`; with `raise_faults` it is raised once every
     stack has run, else the other stacks' results stand. Ctrl-C or SIGTERM: the stack training finishes its
     step, every run not finished is saved `interrupted`, then RunInterrupted (with `raise_interrupt`; else the
-    results, `interrupted` among them). `announce`: a line per stack.
+    results, `interrupted` among them). `announce`: a line per finished job and per stack.
     """
     # --- setup: per kind of stack its data; per job its model, generator and where it starts -------------
     prepared = []
@@ -265,6 +288,10 @@ def train_jobs(jobs: Sequence[Job], *, max_models: int = 256, memory_budget_mb: 
                     print(f"nnrun: a stack of {len(chunk)} runs failed: {type(exc).__name__}: {exc}",
                           file=sys.stderr)
             if announce:
+                from nnrun import console
+
+                for m in chunk:
+                    console.print_job_line(m.result)
                 print(f"nnrun: stack {number}/{len(stacks)}: {len(chunk)} runs in "
                       f"{time.perf_counter() - began:.2f} s ({_count(m.result.status for m in chunk)})")
     if faults and raise_faults:
@@ -515,10 +542,9 @@ def _finish(m: Member, status: str, optimizer_state: dict, data: Dataset, loss: 
         from nnrun import landscape
 
         landscape.log(logger, m.module, loss, data.train, progress.epochs_done)
-    if final.get("accuracy/test") is not None:
-        logger.scalars(progress.epochs_done, {"accuracy/test": final["accuracy/test"]})
     from nnrun.config import flatten
 
+    # The final values, accuracy/test among them, go with the HParams (as `result/...`): one point each, not curves.
     logger.hparams(flatten(cfg.to_dict()), final)
     logger.close()
     return RunResult(m.job.run_dir, status, progress.epochs_done, stopper.best_epoch, monitor,

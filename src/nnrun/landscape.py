@@ -13,6 +13,7 @@ from __future__ import annotations
 import torch
 
 from nnrun.data import Split
+from nnrun.logging import PICTURES
 from nnrun.losses import Loss
 
 STEPS = 41  # grid points per axis (odd, so the trained weights sit on the centre point)
@@ -20,6 +21,7 @@ SPAN = 1.0  # the grid covers a, b in [-SPAN, SPAN]
 SIZE = 200  # pixels per side of the picture
 LEVELS = 12  # contour lines
 SEED = 0  # the directions are random but the same for every run: pictures of two runs compare
+TAG = f"{PICTURES}/loss_landscape"  # TensorBoard's image tag, beside the run's other pictures
 
 # Viridis at a few stops (dark blue = low loss, yellow = high), interpolated linearly.
 VIRIDIS = torch.tensor([
@@ -105,5 +107,5 @@ def picture(losses: torch.Tensor, size: int = SIZE, levels: int = LEVELS) -> tor
 
 
 def log(logger, model: torch.nn.Module, loss: Loss, split: Split, epoch: int) -> None:
-    """Log the loss landscape of `model` on `split` as the image `loss_landscape` at step `epoch`."""
-    logger.image("loss_landscape", picture(surface(model, loss, split)), epoch)
+    """Log the loss landscape of `model` on `split` as the image `TAG` at step `epoch`."""
+    logger.image(TAG, picture(surface(model, loss, split)), epoch)

@@ -3,6 +3,12 @@
 Everything goes into the run's own directory (one event file), so `tensorboard --logdir <sweep>` shows one
 run per job and the HParams table one row per job, with no stray sub-runs.
 
+Tag names decide what a user sees first. TensorBoard's Scalars and Time Series tabs sort tags, group them by the
+part before the first `/` and expand only the first two groups (Time Series sorts images among them). The
+per-epoch curves are `accuracy/...` and `loss/...`, the first two groups; `lr` follows; pictures are
+`pictures/...` and the one-point final values `result/...`, both after `lr`, so neither an image nor a chart of
+one point sorts before the curves.
+
 Events are TensorBoard's own protos, written synchronously as TFRecords (length, masked CRC-32C, data, masked
 CRC-32C) by `EventFile`: torch's SummaryWriter would start a writer thread per run, and TensorBoard's own
 record writer computes the CRC in pure Python, byte by byte, and imports its gfile (and with it boto3, a
@@ -25,6 +31,10 @@ FLUSH_SECONDS = 2.0
 # zlib level 1 for the PNGs: the pictures are flat colour regions, which deflate well at any level, and level 1
 # takes a third of the default's time.
 PNG_COMPRESS_LEVEL = 1
+
+# Tag groups that sort after the curves' (accuracy, loss) and `lr`: see the module's docstring.
+PICTURES = "pictures"
+RESULT = "result"
 
 # The HParams plugin's names (tensorboard.plugins.hparams.metadata, whose import pulls in gfile and boto3).
 HPARAMS_PLUGIN = "hparams"
@@ -234,11 +244,11 @@ class RunLogger:
         No experiment summary: TensorBoard then builds the table's columns from every run's session
         (so runs of a sweep that vary different keys still share one table) and its metric columns from
         the run's scalar tags, each at its last value. The per-epoch tags end at the last logged epoch,
-        before restore_best puts the best weights back; the `final/<metric>` scalars hold what
-        metrics.json calls final, so the table shows those too. A metric that is None (diverged, failed)
-        is left out rather than written as NaN.
+        before restore_best puts the best weights back; the `result/<metric>` scalars hold what
+        metrics.json calls final, so the table shows those too (one point each, under a group that sorts
+        after the curves). A metric that is None (diverged, failed) is left out rather than written as NaN.
         """
-        final = {f"final/{k}": float(v) for k, v in metrics.items() if v is not None}
+        final = {f"{RESULT}/{k}": float(v) for k, v in metrics.items() if v is not None}
         if final:
             self.scalars(self._last_epoch, final)
         self._pending += [self.file.event(summary)

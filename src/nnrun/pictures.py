@@ -14,6 +14,7 @@ from typing import NamedTuple
 import torch
 
 from nnrun.data import Dataset
+from nnrun.logging import PICTURES
 from nnrun.losses import Loss
 
 # Class colours (RGB 0-1): orange and blue as in the Playground, then more for multi-class data.
@@ -231,8 +232,11 @@ def hidden_plane(weight: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, t
     return torch.stack(axes), centre
 
 
-ORIGINAL, HIDDEN, CLASSIFIED = ("xor_panels/1_original_data", "xor_panels/2_hidden_space",
-                                "xor_panels/3_linear_classification")
+# TensorBoard tags: under `pictures/`, which sorts after the loss and accuracy curves (see nnrun.logging); the XOR
+# panels numbered in the lecture's order.
+BOUNDARY = f"{PICTURES}/decision_boundary"
+ORIGINAL, HIDDEN, CLASSIFIED = (f"{PICTURES}/xor_1_original_data", f"{PICTURES}/xor_2_hidden_space",
+                                f"{PICTURES}/xor_3_linear_classification")
 # Runs whose original-data panel is logged already: the data never change, so one picture per run is enough.
 _original_logged: "weakref.WeakSet" = weakref.WeakSet()
 
@@ -288,7 +292,7 @@ def log_epoch(logger, model: torch.nn.Module, data: Dataset, loss: Loss, epoch: 
     layer also the lecture's XOR panels (for any 2-D data: the hidden space of spirals tells the same story).
     The original-data panel is logged once per run, the other two at every image epoch."""
     x, y = data.train.x, data.train.y
-    logger.image("decision_boundary", decision_boundary(model, loss, x, y), epoch)
+    logger.image(BOUNDARY, decision_boundary(model, loss, x, y), epoch)
     if not getattr(model, "spec", {}).get("hidden"):
         return
     if logger not in _original_logged:

@@ -175,7 +175,7 @@ def check_same_sweep(config: DictConfig) -> None:
 
 class SweepSummary(Callback):
     """Before a sweep, check that a resumed sweep is the one it resumes and make the dir of an SQLite study;
-    after the sweep, one table of how the jobs ended."""
+    after the sweep, one table of how the jobs ended, and their statuses in `SweepSummary.statuses`."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from nnrun.config import ConfigError
@@ -199,6 +199,9 @@ class SweepSummary(Callback):
         statuses = job_statuses(sweep_dir)
         print_sweep_summary(str(sweep_dir), statuses, len(statuses),
                             best_trial=_optuna_best(sweep_dir / "optimization_results.yaml"))
+        # Kept for `nnrun train`'s exit code: 1 when a job failed (a fault; diverged is a result). This runs in
+        # the process that started the sweep, under every launcher.
+        SweepSummary.statuses = statuses
 
 
 def _optuna_best(path: Path) -> str | None:
