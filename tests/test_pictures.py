@@ -1,10 +1,8 @@
 """Pictures in TensorBoard: decision boundaries, the XOR panels and the loss landscape exist, have their size,
-show what they claim, and cost a small share of a run's time."""
+and show what they claim."""
 
 from __future__ import annotations
 
-import time
-from collections import defaultdict
 from pathlib import Path
 
 import pytest
@@ -197,23 +195,10 @@ def test_filter_normalised_direction_matches_each_units_norm():
     assert torch.count_nonzero(d["b"]) == 0
 
 
-def test_drawing_is_a_small_share_of_the_run(tmp_path, monkeypatch):
-    """spirals draws an image epoch at 1, every 100, and where early stopping ends it (3 images each); they cost
-    about a fifth of its training time here (1.5 ms per epoch: about as fast as training gets), and must stay
-    under 30 %."""
-    from nnrun import pictures
-
-    spent = defaultdict(float)
-    original = pictures.log_epoch
-
-    def timed(*args, **kwargs):
-        started = time.perf_counter()
-        original(*args, **kwargs)
-        spent["draw"] += time.perf_counter() - started
-
-    monkeypatch.setattr(pictures, "log_epoch", timed)
+def test_spirals_draws_at_epoch_1_every_100_and_where_early_stopping_ends(tmp_path):
+    """+exp=spirals draws an image epoch at 1, every 100, and where early stopping ends it (the slider's last
+    picture). What drawing costs is measured in benchmarks/, not here."""
     result = train(["+exp=spirals"], tmp_path)
     assert result.status == "stopped_early"
     steps = [e.step for e in images(tmp_path)["pictures/decision_boundary"]]
     assert steps == [1, *range(100, result.epochs_run + 1, 100), result.epochs_run]
-    assert spent["draw"] < 0.3 * result.metrics["wall_time_s"], (spent["draw"], result.metrics["wall_time_s"])

@@ -123,30 +123,8 @@ def run_task(cfg: DictConfig) -> float | None:
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
 
     def refuse(message: str) -> None:
-        """A single run refused at start (bad input): it leaves nothing behind. Hydra made its run dir (.hydra/
-        and an empty log, which its job logging holds open): the log is closed, then the dir is removed, and
-        runs/ and the experiment dirs above it if that left them empty. A dir holding anything more stays."""
-        import logging
-        import shutil
-
-        run_dir = Path(hydra_cfg.runtime.output_dir).resolve()
-        root = logging.getLogger()
-        for handler in list(root.handlers):
-            if isinstance(handler, logging.FileHandler) and run_dir in Path(handler.baseFilename).resolve().parents:
-                root.removeHandler(handler)
-                handler.close()
-        untouched = run_dir.is_dir() and all(
-            p.name == ".hydra" or (p.suffix == ".log" and p.is_file() and p.stat().st_size == 0)
-            for p in run_dir.iterdir())
-        if untouched:
-            shutil.rmtree(run_dir)
-            above = run_dir.parents[:3]  # experiments/<exp_name>/runs/, unless hydra.run.dir put it elsewhere
-            if len(above) == 3 and (above[0].name, above[2].name) == ("runs", "experiments"):
-                for parent in above:
-                    try:
-                        parent.rmdir()  # only when empty
-                    except OSError:
-                        break
+        """A single run refused at start (bad input) leaves nothing behind, then one line and exit 2."""
+        discard_run_dir(Path(hydra_cfg.runtime.output_dir))
         fail(message)
 
     if not multirun and hydra_cfg.runtime.choices.get("hydra/launcher") == "vectorized":
@@ -189,6 +167,34 @@ def run_task(cfg: DictConfig) -> float | None:
     else:
         console.print_run(result, parsed)
     return sweep.objective(result, hydra_cfg)
+
+
+def discard_run_dir(run_dir: Path) -> None:
+    """Remove the run dir Hydra made for a run that never started (.hydra/ and an empty log, which Hydra's job
+    logging holds open: the log is closed first), and runs/ and the experiment dirs above it if that left them
+    empty. A dir holding anything more stays."""
+    import logging
+    import shutil
+
+    run_dir = run_dir.resolve()
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, logging.FileHandler) and run_dir in Path(handler.baseFilename).resolve().parents:
+            root.removeHandler(handler)
+            handler.close()
+    untouched = run_dir.is_dir() and all(
+        p.name == ".hydra" or (p.suffix == ".log" and p.is_file() and p.stat().st_size == 0)
+        for p in run_dir.iterdir())
+    if not untouched:
+        return
+    shutil.rmtree(run_dir)
+    above = run_dir.parents[:3]  # experiments/<exp_name>/runs/, unless hydra.run.dir put it elsewhere
+    if len(above) == 3 and (above[0].name, above[2].name) == ("runs", "experiments"):
+        for parent in above:
+            try:
+                parent.rmdir()  # only when empty
+            except OSError:
+                break
 
 
 def make_job(parsed, cfg: DictConfig, hydra_cfg: DictConfig, multirun: bool):
