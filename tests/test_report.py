@@ -176,7 +176,8 @@ def test_report_at_80_columns_keeps_every_status_override_and_number_whole(lr_sw
 def test_report_wide_shows_every_column_whole(lr_sweep_groups):
     out = render(*lr_sweep_groups, width=80, wide=True)
     assert "…" not in out and "left out" not in out
-    for whole in ("seeds", "epoch", "accuracy/test", "0.9433±0.0000", "0.0016±0.0002", "stopped_early×2 completed×1"):
+    for whole in ("seeds", "epoch", "accuracy/test", "0.9433±0.0000", "0.0016±0.0002",
+                  "stopped_early×2 completed×1"):
         assert whole in out, whole
 
 

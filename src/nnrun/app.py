@@ -131,8 +131,6 @@ def run_task(cfg: DictConfig) -> float | None:
         refuse("hydra/launcher=vectorized trains the jobs of a sweep together; add -m "
                "(nnrun train -m hydra/launcher=vectorized optimizer.lr=0.01,0.1 seed=0,1)")
 
-    import torch
-
     from nnrun import console, engine, sweep
 
     try:
@@ -140,7 +138,6 @@ def run_task(cfg: DictConfig) -> float | None:
         job = make_job(parsed, cfg, hydra_cfg, multirun)
         if sweep.collect(job):  # a stacking launcher trains it, with the others
             return None
-        torch.set_num_threads(parsed.threads)
         # A sweep's job shows no progress bar: a line when it ends (Hydra's names it when it starts).
         (result,) = engine.train_jobs([job], show_progress=not multirun)
     except ConfigError as exc:

@@ -273,13 +273,14 @@ def train_jobs(jobs: Sequence[Job], *, max_models: int = 256, memory_budget_mb: 
     for cfg, data, loss, members in prepared:
         size = stacking.models_per_stack(stacking.bytes_per_model(cfg, data), memory_budget_mb << 20, max_models)
         for same_start in stacking.group([m for m in members if m.result is None], lambda m: m.progress.position):
-            stacks += [(data, loss, chunk) for chunk in stacking.chunks(same_start, size)]
+            stacks += [(cfg, data, loss, chunk) for chunk in stacking.chunks(same_start, size)]
 
     # --- train them, one after another --------------------------------------------------------------------
     faults: list[Exception] = []
     with stop_signals() as received:
-        for number, (data, loss, chunk) in enumerate(stacks, start=1):
+        for number, (cfg, data, loss, chunk) in enumerate(stacks, start=1):
             began = time.perf_counter()
+            torch.set_num_threads(cfg.threads)
             try:
                 train_stack(chunk, data, loss, received, show_progress=show_progress, console=console)
             except Exception as exc:  # each of its models is `failed` in its metrics.json already
@@ -320,8 +321,8 @@ def start(job: Job, data: Dataset, loss: losses.Loss, device: torch.device) -> M
     module = models.build(data.n_features, cfg.model.hidden, loss.n_outputs(data.n_classes), cfg.activation,
                           cfg.model.dropout, cfg.model.init_std, cfg.seed).to(device)
     # One generator drives batch order and dropout masks: the run depends on its seed alone.
-    member = Member(job, module, torch.Generator(device=device).manual_seed(cfg.seed), optim.param_group(cfg.optimizer),
-                    EarlyStopping(cfg.train.early_stopping), Progress(), started)
+    member = Member(job, module, torch.Generator(device=device).manual_seed(cfg.seed),
+                    optim.param_group(cfg.optimizer), EarlyStopping(cfg.train.early_stopping), Progress(), started)
     if job.resume_from is None:
         return member
     try:

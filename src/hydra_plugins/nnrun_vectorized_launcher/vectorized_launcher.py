@@ -82,14 +82,11 @@ class VectorizedLauncher(Launcher):
         """Train the collected jobs; each one's return value is what its task would have returned."""
         if not runs:
             return
-        import torch
-
         from nnrun import engine
         from nnrun.sweep import objective
         from nnrun.config import ConfigError
 
         jobs = [job for _, job in runs]
-        torch.set_num_threads(jobs[0].cfg.threads)
         try:
             results = engine.train_jobs(jobs, max_models=self.max_models, memory_budget_mb=self.memory_budget_mb,
                                         raise_faults=False, announce=True)
