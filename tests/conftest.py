@@ -54,6 +54,18 @@ def run_nnrun(args: list[str], cwd: Path, env: dict | None = None, timeout: floa
                           text=True, timeout=timeout, **kwargs)
 
 
+def run_main(args: list[str], capsys) -> tuple[int, str, str]:
+    """`nnrun <args>` in this process: (exit code, stdout, stderr)."""
+    from nnrun.cli import main
+
+    try:
+        code = main(args)
+    except SystemExit as exc:
+        code = exc.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
 def run_dirs(root: Path) -> list[Path]:
     """Every run dir (a dir holding .hydra/) under root, sorted."""
     return sorted(p.parent for p in Path(root).rglob(".hydra") if p.is_dir())

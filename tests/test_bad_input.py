@@ -6,8 +6,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from conftest import run_nnrun
-from nnrun.cli import main
+from conftest import run_main, run_nnrun
 
 KEYS = ["seed", "device", "threads", "exp_name", "optimizer.lr", "optimizer.betas", "optimizer.momentum",
         "model.hidden", "model.dropout", "model.init_std", "dataset.n_samples", "dataset.noise",
@@ -24,19 +23,10 @@ OVERRIDE = st.one_of(st.tuples(st.sampled_from(KEYS), VALUES).map(lambda kv: f"{
                      st.text(string.printable, min_size=1, max_size=12))
 
 
-def _run(args, capsys):
-    try:
-        code = main(args)
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(st.lists(OVERRIDE, min_size=1, max_size=3))
 def test_junk_overrides_never_trace_back(capsys, overrides):
-    code, out, err = _run(["train", "--cfg", "job", *overrides], capsys)
+    code, out, err = run_main(["train", "--cfg", "job", *overrides], capsys)
     assert code in (0, 2), (overrides, code, err)
     assert "Traceback" not in err
     if code == 2:
@@ -64,16 +54,16 @@ def test_junk_overrides_never_trace_back(capsys, overrides):
     (["optimizer.lr=0.1,0.2"], "add -m"),
 ])
 def test_bad_value_names_key_value_and_what_is_allowed(capsys, args, fragment):
-    code, _, err = _run(["train", "--cfg", "job", *args], capsys)
+    code, _, err = run_main(["train", "--cfg", "job", *args], capsys)
     assert code == 2
     assert fragment in err and len(err.strip().splitlines()) == 1
 
 
 def test_a_bad_sweep_value_fails_before_any_job(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code, _, err = _run(["train", "-m", "optimizer.lr=0.1,-1", "seed=0,1"], capsys)
+    code, _, err = run_main(["train", "-m", "optimizer.lr=0.1,-1", "seed=0,1"], capsys)
     assert code == 2 and "optimizer.lr=-1.0" in err
-    code, _, err = _run(["train", "-m", "optimizer=adam,sgdd"], capsys)
+    code, _, err = run_main(["train", "-m", "optimizer=adam,sgdd"], capsys)
     assert code == 2 and "did you mean 'sgd'" in err
     assert not (tmp_path / "experiments").exists()
 

@@ -97,6 +97,33 @@ def test_early_stopping_stops_and_restores_the_best_weights(tmp_path):
     assert checkpoint.load(tmp_path)["epoch"] == result.best_epoch
 
 
+def test_an_early_stopped_runs_curves_end_where_it_stopped_and_hold_its_best_point(tmp_path):
+    """log_every=10, yet the curve reaches the epoch training stopped at, and the best epoch's loss/val (the
+    weights early stopping goes back to) is a point on it; the progress bar ends at epochs_run."""
+    import io
+
+    from rich.console import Console
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from nnrun import engine
+    from conftest import parsed
+
+    cfg = parsed(["dataset=gaussians", "dataset.n_samples=60", "dataset.noise=1.2", "model.hidden=[128,128]",
+                  "optimizer.lr=0.01", "train.epochs=400", "train.early_stopping.patience=17",
+                  "train.log_every=10"])
+    screen = io.StringIO()
+    result = engine.train(cfg, tmp_path, console=Console(file=screen, width=120, force_terminal=False))
+    assert result.status == "stopped_early" and result.epochs_run % 10 != 0
+    acc = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
+    acc.Reload()
+    val = {e.step: e.value for e in acc.Scalars("loss/val")}
+    assert max(val) == result.epochs_run
+    assert val[result.best_epoch] == pytest.approx(result.best_value)
+    assert min(val.values()) == pytest.approx(result.best_value)
+    assert {1, *range(10, result.epochs_run, 10)} <= set(val)
+    assert f"{result.epochs_run}/400" in screen.getvalue()
+
+
 def test_divergence_is_a_result_with_null_losses_and_finite_checkpoint(tmp_path):
     result = train(["optimizer=sgd", "optimizer.lr=1e30", "loss=mse", "train.epochs=50", "train.log_every=1",
                     "dataset=gaussians", "dataset.n_samples=50"], tmp_path)

@@ -9,22 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from conftest import SRC, compose, run_dirs, run_nnrun
+from conftest import SRC, compose, run_dirs, run_main, run_nnrun
 from nnrun import preflight
-from nnrun.cli import main
 from nnrun.config import ConfigError, parse
 
 CONF = Path(__file__).resolve().parents[1] / "conf"
 INSTALL = 'pip install -e ".[sweep]"'
-
-
-def _run(args, capsys):
-    try:
-        code = main(args)
-    except SystemExit as exc:
-        code = exc.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def _one_error_line(code, err) -> str:
@@ -47,25 +37,25 @@ def test_groups_without_a_default_are_exp_and_hparams_search():
     (["hparams_search=spirals_optuna"], "write +hparams_search=spirals_optuna "),
 ])
 def test_forgotten_plus_on_exp_says_to_write_plus_exp(capsys, args, advice):
-    code, _, err = _run(["train", "--cfg", "job", *args], capsys)
+    code, _, err = run_main(["train", "--cfg", "job", *args], capsys)
     line = _one_error_line(code, err)
     assert advice in line and "defaults list" not in line
 
 
 def test_forgotten_plus_on_a_sweep_over_experiments_fails_before_any_job(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    code, _, err = _run(["train", "-m", "exp=xor_relu,xor_sigmoid"], capsys)
+    code, _, err = run_main(["train", "-m", "exp=xor_relu,xor_sigmoid"], capsys)
     assert "write +exp=xor_relu,xor_sigmoid " in _one_error_line(code, err)
     assert not (tmp_path / "experiments").exists()
 
 
 def test_a_plus_on_a_group_with_a_default_says_to_drop_it(capsys):
-    code, _, err = _run(["train", "--cfg", "job", "+optimizer=sgd"], capsys)
+    code, _, err = run_main(["train", "--cfg", "job", "+optimizer=sgd"], capsys)
     assert "write optimizer=sgd " in _one_error_line(code, err)
 
 
 def test_train_help_shows_groups_without_a_default_with_their_plus(capsys):
-    code, out, _ = _run(["train", "--help"], capsys)
+    code, out, _ = run_main(["train", "--help"], capsys)
     assert code == 0
     assert "  +exp=<name>: batch_size, capacity," in out
     assert "  +hparams_search=<name>: spirals_optuna\n" in out
@@ -88,7 +78,7 @@ def test_train_help_shows_groups_without_a_default_with_their_plus(capsys):
     ("+loss.weight=2", "loss.weight"),
 ])
 def test_a_key_the_schema_lacks_is_bad_input_with_or_without_plus(capsys, override, key):
-    code, _, err = _run(["train", "--cfg", "job", override], capsys)
+    code, _, err = run_main(["train", "--cfg", "job", override], capsys)
     line = _one_error_line(code, err)
     assert f"error: {key}=" in line and "no such key" in line
     assert "plus" not in line and f"+{key}" not in line  # never advise adding a key nnrun would ignore
@@ -117,7 +107,7 @@ def test_every_experiment_and_search_file_passes_the_key_check(group, name):
 
 
 def test_an_optimizer_field_of_another_rule_names_the_rules_that_have_it(capsys):
-    code, _, err = _run(["train", "--cfg", "job", "+optimizer.momentum=0.9"], capsys)
+    code, _, err = run_main(["train", "--cfg", "job", "+optimizer.momentum=0.9"], capsys)
     assert "momentum is a field of optimizer=momentum, rmsprop" in _one_error_line(code, err)
 
 
@@ -143,7 +133,7 @@ def test_an_unknown_key_with_a_plus_trains_nothing(tmp_path):
     ("hidden=[8]", "model.hidden"),
 ])
 def test_a_leaf_name_that_exists_deeper_is_suggested_by_its_full_path(capsys, override, path):
-    code, _, err = _run(["train", "--cfg", "job", override], capsys)
+    code, _, err = run_main(["train", "--cfg", "job", override], capsys)
     line = _one_error_line(code, err)
     assert line.endswith(f"did you mean {path!r}?")
     assert "plus" not in line
@@ -153,7 +143,7 @@ def test_a_sweep_over_a_key_without_its_section_fails_before_any_job(tmp_path, c
     monkeypatch.chdir(tmp_path)
     for args, shown in ((["-m", "epochs=10,20"], "epochs='10,20'"), (["-m", "+epochs=10,20"], "epochs=10"),
                         (["-m", "seed=0,1", "+epochs=10"], "epochs=10")):
-        code, _, err = _run(["train", *args], capsys)
+        code, _, err = run_main(["train", *args], capsys)
         line = _one_error_line(code, err)
         assert line.startswith(f"nnrun: error: {shown} is not allowed: ") and line.endswith(
             "did you mean 'train.epochs'?"), line
@@ -161,15 +151,15 @@ def test_a_sweep_over_a_key_without_its_section_fails_before_any_job(tmp_path, c
 
 
 def test_a_near_miss_at_the_same_level_is_suggested_as_written_there(capsys):
-    code, _, err = _run(["train", "--cfg", "job", "train.epoch=5"], capsys)
+    code, _, err = run_main(["train", "--cfg", "job", "train.epoch=5"], capsys)
     assert _one_error_line(code, err).endswith("did you mean 'epochs'?")
 
 
 def test_a_key_the_schema_has_but_this_config_does_not_set_is_added_with_a_plus(capsys):
     """xor's dataset file sets no `classes`; the schema has it, so the plus is the right advice, and works."""
-    code, _, err = _run(["train", "--cfg", "job", "dataset.classes=2"], capsys)
+    code, _, err = run_main(["train", "--cfg", "job", "dataset.classes=2"], capsys)
     assert "+dataset.classes=" in _one_error_line(code, err)
-    code, out, err = _run(["train", "--cfg", "job", "+dataset.classes=2"], capsys)
+    code, out, err = run_main(["train", "--cfg", "job", "+dataset.classes=2"], capsys)
     assert code == 0 and "classes: 2" in out, err
 
 
@@ -184,7 +174,7 @@ def test_a_key_the_schema_has_but_this_config_does_not_set_is_added_with_a_plus(
 def test_without_the_sweep_extra_its_launchers_and_sweeper_say_what_to_install(capsys, monkeypatch, args,
                                                                                 fragments):
     monkeypatch.setattr(preflight, "plugin_installed", lambda module: False)
-    code, _, err = _run(["train", "--cfg", "job", *args], capsys)
+    code, _, err = run_main(["train", "--cfg", "job", *args], capsys)
     line = _one_error_line(code, err)
     assert line.endswith(INSTALL) and all(f in line for f in fragments), line
 
@@ -192,7 +182,7 @@ def test_without_the_sweep_extra_its_launchers_and_sweeper_say_what_to_install(c
 @pytest.mark.parametrize("args", [["hydra/launcher=basic"], ["hydra/launcher=vectorized"], ["+exp=optimizers"]])
 def test_without_the_sweep_extra_nnruns_own_choices_still_work(capsys, monkeypatch, args):
     monkeypatch.setattr(preflight, "plugin_installed", lambda module: False)
-    code, out, err = _run(["train", "--cfg", "job", *args], capsys)
+    code, out, err = run_main(["train", "--cfg", "job", *args], capsys)
     assert code == 0 and "exp_name:" in out, err
 
 
@@ -228,5 +218,5 @@ def test_hydras_missing_choice_of_the_sweep_extra_says_what_to_install():
 
 def test_with_the_sweep_extra_installed_the_search_composes(capsys):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
-    code, out, err = _run(["train", "--cfg", "job", "+hparams_search=spirals_optuna"], capsys)
+    code, out, err = run_main(["train", "--cfg", "job", "+hparams_search=spirals_optuna"], capsys)
     assert code == 0 and "exp_name: spirals_optuna" in out, err
