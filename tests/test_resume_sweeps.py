@@ -14,9 +14,9 @@ import pytest
 
 from conftest import SRC, read_metrics, run_dirs, run_nnrun
 
-# Two jobs stop early within a few dozen epochs, two train on to the end.
-SWEEP = ["optimizer.lr=0.01,3.0", "seed=0,1", "train.epochs=3000", "train.early_stopping.patience=20",
-         "train.log_every=500", "train.checkpoint_every=1000"]
+# The first job stops early within a few dozen epochs, the second trains on to the end.
+SWEEP = ["optimizer.lr=3.0,0.01", "train.epochs=2000", "train.early_stopping.patience=20", "train.log_every=500",
+         "train.checkpoint_every=500"]
 
 
 def start(args: list[str], cwd: Path) -> subprocess.Popen:
@@ -64,8 +64,8 @@ def test_an_interrupted_sweep_resumes_to_the_results_of_an_uninterrupted_one(lau
     (whole_dir,) = (tmp_path / "experiments" / "whole" / "multirun").iterdir()
 
     experiment = tmp_path / "experiments" / "cut" / "multirun"
-    if launcher == "vectorized":  # all four train as one stack: stop it once a checkpoint is written
-        ready = lambda: list(experiment.glob("*/*/checkpoint.pt"))  # noqa: E731
+    if launcher == "vectorized":  # both train as one stack: stop it once the second has a checkpoint
+        ready = lambda: list(experiment.glob("*/1_*/checkpoint.pt"))  # noqa: E731
     else:  # one job after another: stop the second while it trains (the first has finished)
         ready = lambda: list(experiment.glob("*/1_*/events.out.tfevents.*"))  # noqa: E731
     code, out, err = interrupt_when(start([*args, "exp_name=cut"], tmp_path), ready)
@@ -73,13 +73,11 @@ def test_an_interrupted_sweep_resumes_to_the_results_of_an_uninterrupted_one(lau
     (cut_dir,) = experiment.iterdir()
     statuses = [m.get("status") if m else None for m in (read_metrics(d) if (d / "metrics.json").exists()
                                                           else None for d in run_dirs(cut_dir))]
-    assert "interrupted" in statuses and all(s != "completed" for s in statuses[-1:]), statuses
+    assert statuses == ["stopped_early", "interrupted"], statuses
 
     resumed = run_nnrun([*args, "exp_name=cut", "train.resume=latest"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr
-    carried = resumed.stdout.count("carried over")
-    assert carried == sum(s in ("stopped_early", "completed") for s in statuses)
-    assert carried >= 1
+    assert resumed.stdout.count("carried over") == 1
     new_dir = max(experiment.iterdir())
     assert new_dir != cut_dir
     assert_same_results(results(new_dir), results(whole_dir))
