@@ -143,8 +143,10 @@ def run_task(cfg: DictConfig) -> float | None:
     except ConfigError as exc:
         if not multirun:
             refuse(str(exc))
-        # Pre-flight checked every sweep value; what is left (a data file one job cannot read) fails that job.
+        # Pre-flight checked every sweep value; what is left (a data file one job cannot read) fails that job,
+        # and its metrics.json says so (nnrun report lists it as failed, not unfinished).
         print(f"nnrun: job {hydra_cfg.job.num} failed: {exc}", file=sys.stderr)
+        write_failed(cfg, hydra_cfg)
         return sweep.objective(None, hydra_cfg)
     except engine.RunInterrupted as exc:
         print(f"nnrun: {exc}", file=sys.stderr)
@@ -164,6 +166,18 @@ def run_task(cfg: DictConfig) -> float | None:
     else:
         console.print_run(result, parsed)
     return sweep.objective(result, hydra_cfg)
+
+
+def write_failed(cfg: DictConfig, hydra_cfg: DictConfig) -> None:
+    """metrics.json of a sweep's job that failed before it trained."""
+    from nnrun import metrics
+
+    monitor = OmegaConf.select(cfg, "train.early_stopping.monitor", default="loss/val")
+    seed = OmegaConf.select(cfg, "seed", default=0)
+    metrics.write_metrics(Path(hydra_cfg.runtime.output_dir), metrics.build_metrics(
+        status="failed", epochs_run=0, best_epoch=0, best_value=None, monitor=str(monitor), final={},
+        wall_time_s=0.0, device="cpu", seed=seed if isinstance(seed, int) else 0,
+        overrides=list(hydra_cfg.overrides.task)))
 
 
 def discard_run_dir(run_dir: Path) -> None:
