@@ -65,6 +65,21 @@ def slurm_jobs(sweep_dir: Path) -> list[str]:
     return sorted(names, key=lambda name: int(name.split("_")[-1]))
 
 
+def stack_processes(sweep_dir: Path) -> list[int]:
+    """The pids of the Python processes running this sweep's stacks here: submitit's `_submit` on its folder."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().decode().split("\0")
+        except OSError:  # not a process, or one that has ended
+            continue
+        # Python itself, not the srun line that started it
+        if Path(argv[0]).name.startswith("python") and "submitit.core._submit" in argv \
+                and any(arg.startswith(str(sweep_dir / ".submitit")) for arg in argv):
+            pids.append(int(entry.name))
+    return pids
+
+
 def assert_same_results(got: dict, expected: dict) -> None:
     assert got.keys() == expected.keys()
     for key, m in expected.items():
@@ -164,6 +179,25 @@ def test_ctrl_c_while_the_sweep_waits_cancels_its_slurm_jobs_which_save_their_ru
 
 @pytest.mark.slow
 @pytest.mark.slurm
+def test_a_stack_killed_outright_is_a_line_naming_its_log_and_its_runs_count_as_failed(cluster, tmp_path):
+    """SIGKILL leaves no result file, and a cluster without accounting no state submitit can read: squeue's
+    saying the job has ended is what ends the wait."""
+    process = start(["train", "-m", *LAUNCHER, "seed=0,1", "train.epochs=1000000", "exp_name=kill"], tmp_path)
+    when(lambda: len(list((tmp_path / "experiments").glob("kill/multirun/*/*/events.out.tfevents.*"))) == 2,
+         process)
+    (job,) = slurm_jobs(only_sweep_dir(tmp_path, "kill"))
+    # scancel, whatever the signal, lets the job save: kill its Python itself (the cluster is this machine).
+    (pid,) = stack_processes(only_sweep_dir(tmp_path, "kill"))
+    os.kill(pid, signal.SIGKILL)
+    out, err = process.communicate(timeout=300)
+    assert f"nnrun: stack 1/1 (SLURM job {job}) ended without returning its results" in err, err
+    assert f"/.submitit/{job}/{job}_0_log.err)" in err
+    assert re.search(rf"nnrun: stack 1/1 \(SLURM job {job}\): 2 jobs, #0-#1 after \d+ s: 2 failed", out), out
+    assert summary_count(out, "failed") == 2
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
 def test_a_partition_that_does_not_exist_is_slurms_own_line_and_exit_2(cluster, tmp_path):
     refused = run_nnrun(["train", "-m", "hydra/launcher=vectorized_slurm", "hydra.launcher.partition=nosuch",
                          "seed=0,1", "train.epochs=2", "exp_name=p"], tmp_path)
@@ -182,6 +216,10 @@ def test_vectorized_slurm_without_m_is_one_line_and_exit_2(tmp_path):
         "nnrun: error: hydra/launcher=vectorized_slurm submits the stacks of a sweep as SLURM jobs; add -m "
         "(nnrun train -m hydra/launcher=vectorized_slurm seed=0)"]
     assert not (tmp_path / "experiments").exists()
+    # Printing the config runs nothing: it needs neither -m nor sbatch.
+    shown = run_nnrun(["train", "hydra/launcher=vectorized_slurm", "--cfg", "hydra"], tmp_path, env={"PATH": ""})
+    assert shown.returncode == 0, shown.stderr
+    assert "nnrun_vectorized_launcher.vectorized_slurm_launcher.VectorizedSlurmLauncher" in shown.stdout
 
 
 @pytest.mark.slow

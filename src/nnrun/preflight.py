@@ -197,12 +197,14 @@ def _check_sweep_extra(choices: list[tuple[str, str, str | None]]) -> None:
 VECTORIZED_SLURM = ("hydra/launcher", "vectorized_slurm")
 
 
-def _check_vectorized_slurm(choices: list[tuple[str, str, str | None]], multirun: bool, raw: list[str]) -> None:
-    """hydra/launcher=vectorized_slurm submits a sweep's stacks with sbatch: it needs -m, and sbatch."""
+def _check_vectorized_slurm(choices: list[tuple[str, str, str | None]], flags: set[str], raw: list[str]) -> None:
+    """hydra/launcher=vectorized_slurm submits a sweep's stacks with sbatch: it needs -m, and sbatch (printing
+    the config with --cfg needs neither)."""
     import shutil
 
-    if VECTORIZED_SLURM not in [(group, choice) for group, choice, _ in choices]:
+    if VECTORIZED_SLURM not in [(group, choice) for group, choice, _ in choices] or flags & {"--cfg", "-c"}:
         return
+    multirun = bool(flags & {"-m", "--multirun"})
     if not multirun:
         raise UsageError("hydra/launcher=vectorized_slurm submits the stacks of a sweep as SLURM jobs; add -m "
                          f"(nnrun train -m {' '.join(raw)})")
@@ -272,7 +274,7 @@ def check(args: list[str]) -> None:
             raise ConfigError(key, value, f"one of {', '.join(groups[key])}{closest(value, groups[key])}")
     choices = hydra_choices(overrides, groups)
     _check_sweep_extra(choices)
-    _check_vectorized_slurm(choices, multirun, raw)
+    _check_vectorized_slurm(choices, flags, raw)
 
     # The base job: fixed overrides plus the first value of each enumerable sweep (a real job of the sweep).
     pairs = [(o, o.input_line if not o.is_sweep_override()

@@ -16,6 +16,7 @@ import io
 import subprocess
 import sys
 import time
+from collections import Counter
 from contextlib import redirect_stderr
 from dataclasses import dataclass, field
 from typing import Any, Dict, List, NamedTuple, Optional
@@ -139,27 +140,29 @@ class VectorizedSlurmLauncher(VectorizedLauncher):
             bad_input(str(exc))
         outcomes: Dict[int, Any] = {id(job): result for job, result in carried}
         if stacks:
-            outcomes.update(self.run_stacks(stacks))
+            numbers = {id(job): ret.hydra_cfg.hydra.job.num for ret, job in runs}
+            outcomes.update(self.run_stacks(stacks, [[numbers[id(job)] for job in stack] for stack in stacks]))
         for ret, job in runs:
             ret.return_value = objective(outcomes.get(id(job)), ret.hydra_cfg.hydra)
 
-    def run_stacks(self, stacks: List[List[Any]]) -> Dict[int, Outcome]:
-        """Submit each stack as one task of a SLURM job array; wait for them, a line as each ends. Ctrl-C cancels
-        the stacks still queued or running (each saves its runs `interrupted`), waits for them and exits 130."""
+    def run_stacks(self, stacks: List[List[Any]], numbers: List[List[int]]) -> Dict[int, Outcome]:
+        """Submit each stack as one task of a SLURM job array; wait for them, a line as each ends (naming its jobs
+        by `numbers`, hydra.job.num). Ctrl-C cancels the stacks still queued or running (each saves its runs
+        `interrupted`), waits for them and exits 130."""
         jobs = submit(self.executor, stacks, self.max_models, self.memory_budget_mb)
         print(f"nnrun: {len(stacks)} stack{'' if len(stacks) == 1 else 's'} submitted to SLURM as "
               f"{_ids(jobs)} ({sum(map(len, stacks))} jobs)", flush=True)
         outcomes: Dict[int, Outcome] = {}
         pending = list(range(len(stacks)))
         try:
-            wait(jobs, stacks, pending, outcomes)
+            wait(jobs, stacks, numbers, pending, outcomes)
         except KeyboardInterrupt:
             print(f"nnrun: interrupted: cancelling SLURM jobs {_ids([jobs[i] for i in pending])}; each saves its "
                   "runs (interrupted, with their checkpoints)", file=sys.stderr, flush=True)
             for i in pending:
                 jobs[i].cancel(check=False)
             try:
-                wait(jobs, stacks, pending, outcomes)
+                wait(jobs, stacks, numbers, pending, outcomes)
             except KeyboardInterrupt:  # twice: leave them to finish saving on their own
                 pass
             print("nnrun: the same command with train.resume=latest goes on from there", file=sys.stderr)
@@ -197,8 +200,8 @@ def submit(executor: Any, stacks: List[List[Any]], max_models: int, memory_budge
     return jobs
 
 
-def wait(jobs: List[Any], stacks: List[List[Any]], pending: List[int], outcomes: Dict[int, Outcome],
-         poll_s: float = 1.0, queue_every_s: float = 15.0) -> None:
+def wait(jobs: List[Any], stacks: List[List[Any]], numbers: List[List[int]], pending: List[int],
+         outcomes: Dict[int, Outcome], poll_s: float = 1.0, queue_every_s: float = 15.0) -> None:
     """Until every stack in `pending` has ended (removed from it as it does): its jobs' outcomes and its line.
 
     A stack has ended when its SLURM job's result file is there, or when squeue no longer lists the job (killed
@@ -211,7 +214,8 @@ def wait(jobs: List[Any], stacks: List[List[Any]], pending: List[int], outcomes:
             gone, asked = left_queue([jobs[i].job_id for i in pending]), time.monotonic()
         for i in list(pending):
             if jobs[i].paths.result_pickle.exists() or jobs[i].job_id in gone:
-                outcomes.update(stack_outcomes(jobs[i], stacks[i], f"stack {i + 1}/{len(stacks)}", began))
+                name = f"stack {i + 1}/{len(stacks)}"
+                outcomes.update(stack_outcomes(jobs[i], stacks[i], name, numbered(numbers[i]), began))
                 pending.remove(i)
         if pending:
             time.sleep(poll_s)
@@ -221,7 +225,7 @@ def wait(jobs: List[Any], stacks: List[List[Any]], pending: List[int], outcomes:
 RESULT_WAIT_S = 15
 
 
-def stack_outcomes(job: Any, stack: List[Any], name: str, began: float) -> Dict[int, Outcome]:
+def stack_outcomes(job: Any, stack: List[Any], name: str, which: str, began: float) -> Dict[int, Outcome]:
     """Each run's outcome as the stack's SLURM job returned it, or, where it returned nothing (killed, failed
     outside training), as its run dir holds it; prints the stack's line."""
     took = time.monotonic() - began
@@ -238,8 +242,8 @@ def stack_outcomes(job: Any, stack: List[Any], name: str, began: float) -> Dict[
         print(f"nnrun: {name} (SLURM job {job.job_id}) ended without returning its results: {problem} "
               f"(its log: {job.paths.stderr})", file=sys.stderr, flush=True)
     outcomes = returned if returned is not None else [read_outcome(run) for run in stack]
-    counted = ", ".join(f"{n} {s}" for s, n in _tally(o.status for o in outcomes).items())
-    print(f"nnrun: {name} (SLURM job {job.job_id}): {_jobs(stack)} after {took:.0f} s: {counted}", flush=True)
+    counted = ", ".join(f"{n} {status}" for status, n in Counter(o.status for o in outcomes).items())
+    print(f"nnrun: {name} (SLURM job {job.job_id}): {which} after {took:.0f} s: {counted}", flush=True)
     return {id(run): outcome for run, outcome in zip(stack, outcomes)}
 
 
@@ -283,16 +287,8 @@ def last_line(message: str) -> str:
                 "no message")
 
 
-def _tally(statuses) -> Dict[str, int]:
-    counts: Dict[str, int] = {}
-    for status in statuses:
-        counts[status] = counts.get(status, 0) + 1
-    return counts
-
-
-def _jobs(stack: List[Any]) -> str:
-    """'8 jobs, #0-#7': their numbers (the start of their run dirs' names), a range where they follow on."""
-    nums = [int(job.run_dir.name.split("_")[0]) for job in stack]
+def numbered(nums: List[int]) -> str:
+    """'8 jobs, #0-#7': how many, and their numbers (a range where they follow on)."""
     if len(nums) == 1:
         return f"1 job, #{nums[0]}"
     shown = f"#{nums[0]}-#{nums[-1]}" if nums == list(range(nums[0], nums[-1] + 1)) else f"#{nums[0]} ... #{nums[-1]}"
