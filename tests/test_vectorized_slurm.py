@@ -249,3 +249,24 @@ def test_the_stacks_planned_for_slurm_are_the_engines_chunks_of_one_kind_and_sta
     assert carried == []
     assert [[j.run_dir.name for j in s] for s in stacks] == [
         [str(n) for n in range(i, i + 8)] for i in range(0, 32, 8)] + [["w0", "w1", "w2"]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("settings, said", [
+    (["hydra.launcher.timeout_min=0"], "hydra.launcher.timeout_min=0 is not allowed: an integer >= 1"),
+    (["hydra.launcher.timeout_min=1"], "hydra.launcher.signal_delay_s=120 is not allowed: less than "
+                                       "hydra.launcher.timeout_min x 60 (60 s)"),
+    (["hydra.launcher.mem_gb=-1"], "hydra.launcher.mem_gb=-1 is not allowed: an integer >= 1 or null"),
+])
+def test_slurm_settings_that_make_no_sense_are_one_line_and_exit_2_before_any_job(settings, said, tmp_path):
+    pytest.importorskip("submitit")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "sbatch").write_text("#!/bin/sh\nexit 1\n")  # pre-flight asks only that there is one
+    (fake / "sbatch").chmod(0o755)
+    refused = run_nnrun(["train", "-m", "hydra/launcher=vectorized_slurm", *settings, "seed=0,1"], tmp_path,
+                        env={"PATH": f"{fake}{os.pathsep}{os.environ['PATH']}"})
+    assert refused.returncode == 2
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith(f"nnrun: error: {said}"), line
+    assert run_dirs(tmp_path) == []

@@ -124,6 +124,7 @@ class VectorizedSlurmLauncher(VectorizedLauncher):
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
         # nnrun's pre-flight has checked that this is a multirun and that sbatch is here.
+        check_settings(self.slurm)
         self.executor = make_executor(self.submitit_folder, self.slurm)
 
     def train(self, runs: List[Any]) -> None:
@@ -168,6 +169,27 @@ class VectorizedSlurmLauncher(VectorizedLauncher):
             print("nnrun: the same command with train.resume=latest goes on from there", file=sys.stderr)
             sys.exit(130)
         return outcomes
+
+
+# The least each number may be; None where the setting may be left unset (null: SLURM's default).
+LEAST = {"timeout_min": (1, False), "signal_delay_s": (0, False), "array_parallelism": (1, False),
+         "cpus_per_task": (1, True), "gpus_per_node": (0, True), "mem_gb": (1, True)}
+
+
+def check_settings(slurm: Dict[str, Any]) -> None:
+    """Numbers sbatch would take but that make no sense, as bad input: a time limit under a minute, a signal
+    that would come before the stacks have begun."""
+    for key, (least, nullable) in LEAST.items():
+        value = slurm.get(key)
+        if value is None and nullable:
+            continue
+        if not isinstance(value, int) or isinstance(value, bool) or value < least:
+            bad_input(f"hydra.launcher.{key}={value} is not allowed: an integer >= {least}"
+                      + (" or null" if nullable else ""))
+    if slurm["signal_delay_s"] >= slurm["timeout_min"] * 60:
+        bad_input(f"hydra.launcher.signal_delay_s={slurm['signal_delay_s']} is not allowed: less than "
+                  f"hydra.launcher.timeout_min x 60 ({slurm['timeout_min'] * 60} s), or SLURM would signal each "
+                  "stack to stop as it starts")
 
 
 def make_executor(folder: str, slurm: Dict[str, Any]) -> Any:
