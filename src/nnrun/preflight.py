@@ -139,6 +139,7 @@ SWEEP_EXTRA = {
     ("hydra/launcher", "joblib"): ("hydra_plugins.hydra_joblib_launcher", "Hydra's joblib launcher"),
     ("hydra/launcher", "submitit_local"): ("hydra_plugins.hydra_submitit_launcher", "Hydra's submitit launcher"),
     ("hydra/launcher", "submitit_slurm"): ("hydra_plugins.hydra_submitit_launcher", "Hydra's submitit launcher"),
+    ("hydra/launcher", "vectorized_slurm"): ("submitit", "submitit"),
     ("hydra/sweeper", "optuna"): ("hydra_plugins.hydra_optuna_sweeper", "Hydra's optuna sweeper"),
     ("hydra/sweeper/sampler", None): ("hydra_plugins.hydra_optuna_sweeper", "Hydra's optuna sweeper"),
 }
@@ -159,9 +160,10 @@ def plugin_installed(module: str) -> bool:
         return False
 
 
-def _check_sweep_extra(overrides, groups: dict[str, tuple[str, ...]]) -> None:
-    """A launcher or sweeper of the sweep extra, chosen on the command line or by a config file it adds
-    (+hparams_search=...), must be installed: Hydra would only list the choices it has."""
+def hydra_choices(overrides, groups: dict[str, tuple[str, ...]]) -> list[tuple[str, str, str | None]]:
+    """(group, choice, the override of another group whose config file chose it, or None) of each Hydra group
+    (`hydra/launcher`, `hydra/sweeper`, ...) chosen on the command line or by a config file it adds
+    (+hparams_search=...); the command line's choice of a group wins over a file's."""
     from nnrun.app import config_dir
 
     given: list[tuple[str, str, str | None]] = []  # (group, choice, the override of another group that chose it)
@@ -177,7 +179,12 @@ def _check_sweep_extra(overrides, groups: dict[str, tuple[str, ...]]) -> None:
                 chosen = defaults_list(config_dir() / group / f"{choice}.yaml")
                 from_files += [(g, c, o.input_line) for g, c in chosen if g.startswith("hydra/")]
     direct = {group for group, _, _ in given}
-    for group, choice, origin in [*given, *(f for f in from_files if f[0] not in direct)]:
+    return [*given, *(f for f in from_files if f[0] not in direct)]
+
+
+def _check_sweep_extra(choices: list[tuple[str, str, str | None]]) -> None:
+    """A launcher or sweeper of the sweep extra must be installed: Hydra would only list the choices it has."""
+    for group, choice, origin in choices:
         plugin = _sweep_extra(group, choice)
         if plugin is None or plugin_installed(plugin[0]):
             continue
@@ -185,6 +192,25 @@ def _check_sweep_extra(overrides, groups: dict[str, tuple[str, ...]]) -> None:
             raise ConfigError(group, choice, f"{plugin[1]} is not installed; {INSTALL_SWEEP_EXTRA}")
         raise UsageError(f"{origin} needs {plugin[1]} ({group}={choice}), which is not installed; "
                          f"{INSTALL_SWEEP_EXTRA}")
+
+
+VECTORIZED_SLURM = ("hydra/launcher", "vectorized_slurm")
+
+
+def _check_vectorized_slurm(choices: list[tuple[str, str, str | None]], flags: set[str], raw: list[str]) -> None:
+    """hydra/launcher=vectorized_slurm submits a sweep's stacks with sbatch: it needs -m, and sbatch (printing
+    the config with --cfg needs neither)."""
+    import shutil
+
+    if VECTORIZED_SLURM not in [(group, choice) for group, choice, _ in choices] or flags & {"--cfg", "-c"}:
+        return
+    multirun = bool(flags & {"-m", "--multirun"})
+    if not multirun:
+        raise UsageError("hydra/launcher=vectorized_slurm submits the stacks of a sweep as SLURM jobs; add -m "
+                         f"(nnrun train -m {' '.join(raw)})")
+    if shutil.which("sbatch") is None:
+        raise ConfigError(*VECTORIZED_SLURM, "SLURM's sbatch is not on PATH here; run the sweep on a cluster's "
+                          "login node, or train the stacks on this machine with hydra/launcher=vectorized")
 
 
 def _check_key(cfg, key: str, value: Any) -> None:
@@ -246,7 +272,9 @@ def check(args: list[str]) -> None:
         value = o.value()
         if isinstance(value, str) and value not in groups[key]:
             raise ConfigError(key, value, f"one of {', '.join(groups[key])}{closest(value, groups[key])}")
-    _check_sweep_extra(overrides, groups)
+    choices = hydra_choices(overrides, groups)
+    _check_sweep_extra(choices)
+    _check_vectorized_slurm(choices, flags, raw)
 
     # The base job: fixed overrides plus the first value of each enumerable sweep (a real job of the sweep).
     pairs = [(o, o.input_line if not o.is_sweep_override()

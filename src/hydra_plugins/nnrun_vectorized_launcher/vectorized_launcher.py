@@ -49,7 +49,7 @@ class VectorizedLauncher(Launcher):
         for key in ("max_models", "memory_budget_mb"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                _bad_input(f"hydra.launcher.{key}={value} is not allowed: an integer >= 1")
+                bad_input(f"hydra.launcher.{key}={value} is not allowed: an integer >= 1")
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         from hydra_plugins.nnrun_vectorized_launcher.sweep_configs import SweepConfigs
@@ -91,7 +91,7 @@ class VectorizedLauncher(Launcher):
             results = engine.train_jobs(jobs, max_models=self.max_models, memory_budget_mb=self.memory_budget_mb,
                                         raise_faults=False, announce=True)
         except ConfigError as exc:  # bad input found while the stacks are set up: before any training
-            _bad_input(str(exc))
+            bad_input(str(exc))
         except engine.RunInterrupted as exc:
             print(f"nnrun: {exc}", file=sys.stderr)
             sys.exit(130)
@@ -99,7 +99,7 @@ class VectorizedLauncher(Launcher):
             ret.return_value = objective(result, ret.hydra_cfg.hydra)
 
 
-def _bad_input(message: str) -> None:
+def bad_input(message: str) -> None:
     from nnrun.app import fail
 
     fail(message)

@@ -1,0 +1,272 @@
+"""`hydra/launcher=vectorized_slurm`: a sweep's stacks as SLURM jobs on a real cluster (the one-node cluster
+`.ci/slurm-cluster` starts): one SLURM job per stack, each run dir and result as a local vectorized sweep's; a
+stack cancelled mid-training leaves its runs `interrupted` and `train.resume=latest` finishes them; bad input is
+one line and exit 2 before anything is submitted. The cluster tests skip where no cluster is up, except under CI
+(CI=true), where a missing cluster is a failure.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import SRC, read_metrics, run_dirs, run_nnrun
+from test_resume_sweeps import results
+from test_slurm import PARTITION, cluster_problem
+from test_sweeps import only_sweep_dir, summary_count
+
+LAUNCHER = ["hydra/launcher=vectorized_slurm", f"hydra.launcher.partition={PARTITION}"]
+# 32 jobs, 8 a stack: 4 SLURM jobs.
+SWEEP_32 = ["optimizer.lr=0.01,0.1", "seed=range(16)", "train.epochs=60", "train.log_every=20",
+            "hydra.launcher.max_models=8"]
+# 16 jobs, 2 stacks, each long enough to be cancelled while it trains (1-2 ms an epoch here).
+SWEEP_16 = ["optimizer.lr=0.01,0.1", "seed=range(8)", "train.epochs=6000", "train.log_every=500",
+            "hydra.launcher.max_models=8"]
+
+
+@pytest.fixture
+def cluster():
+    pytest.importorskip("submitit")
+    problem = cluster_problem()
+    if problem is not None and os.environ.get("CI") == "true":
+        pytest.fail(f"CI needs a SLURM cluster: {problem}")
+    if problem is not None:
+        pytest.skip(problem)
+
+
+def start(args: list[str], cwd: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(SRC), "COLUMNS": "200"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.Popen([sys.executable, "-m", "nnrun", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def when(ready, process: subprocess.Popen, timeout: float = 240) -> None:
+    """Poll `ready()` until it holds, while the sweep runs."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "never got there"
+        time.sleep(0.05)
+
+
+def slurm_jobs(sweep_dir: Path) -> list[str]:
+    """The SLURM job of each stack, in the stacks' order: submitit's folders <array id>_<task> (<job id> for one)."""
+    names = [p.name for p in (sweep_dir / ".submitit").iterdir() if re.fullmatch(r"\d+(_\d+)?", p.name)]
+    if len(names) > 1:  # a job array's tasks, not the array's own folder (its sbatch script)
+        names = [name for name in names if "_" in name]
+    return sorted(names, key=lambda name: int(name.split("_")[-1]))
+
+
+def stack_processes(sweep_dir: Path) -> list[int]:
+    """The pids of the Python processes running this sweep's stacks here: submitit's `_submit` on its folder."""
+    pids = []
+    for entry in Path("/proc").iterdir():
+        try:
+            argv = (entry / "cmdline").read_bytes().decode().split("\0")
+        except OSError:  # not a process, or one that has ended
+            continue
+        # Python itself, not the srun line that started it
+        if Path(argv[0]).name.startswith("python") and "submitit.core._submit" in argv \
+                and any(arg.startswith(str(sweep_dir / ".submitit")) for arg in argv):
+            pids.append(int(entry.name))
+    return pids
+
+
+def assert_same_results(got: dict, expected: dict) -> None:
+    assert got.keys() == expected.keys()
+    for key, m in expected.items():
+        r = got[key]
+        assert (r["status"], r["epochs_run"], r["best"]["epoch"]) == (m["status"], m["epochs_run"],
+                                                                      m["best"]["epoch"]), key
+        assert r["final"] == pytest.approx(m["final"], abs=1e-5), key
+        assert r["best"] == pytest.approx(m["best"], abs=1e-5), key
+
+
+def files_of(run_dir: Path) -> list[str]:
+    return sorted("events" if p.name.startswith("events.out.tfevents.") else p.name for p in run_dir.iterdir())
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_a_32_job_sweep_of_8_a_stack_is_4_slurm_jobs_with_the_local_vectorized_sweeps_results(cluster, tmp_path):
+    sweep = run_nnrun(["train", "-m", *LAUNCHER, *SWEEP_32, "exp_name=cluster"], tmp_path, timeout=600)
+    assert sweep.returncode == 0, sweep.stderr
+    local = run_nnrun(["train", "-m", "hydra/launcher=vectorized", *SWEEP_32, "exp_name=here"], tmp_path)
+    assert local.returncode == 0, local.stderr
+    on_cluster, here = only_sweep_dir(tmp_path, "cluster"), only_sweep_dir(tmp_path, "here")
+
+    jobs = slurm_jobs(on_cluster)
+    assert len(jobs) == 4
+    array = jobs[0].split("_")[0]
+    assert jobs == [f"{array}_{task}" for task in range(4)]
+    assert f"4 stacks submitted to SLURM as {array}_0 ... {array}_3 (32 jobs)" in sweep.stdout
+    for task in range(4):
+        # One line as each stack's SLURM job ends, in whatever order they end.
+        assert re.search(rf"nnrun: stack {task + 1}/4 \(SLURM job {array}_{task}\): 8 jobs, "
+                         rf"#{8 * task}-#{8 * task + 7} after \d+ s: 8 completed", sweep.stdout), sweep.stdout
+        # Each ran on the cluster, as one stack of 8.
+        log = (on_cluster / ".submitit" / f"{array}_{task}" / f"{array}_{task}_0_log.out").read_text()
+        assert f"JobEnvironment(job_id={array}_{task}," in log
+        assert "nnrun: trained 8 jobs in 1 stack (8 completed)" in log
+    assert summary_count(sweep.stdout, "completed") == 32
+
+    assert [d.name.replace("cluster", "here") for d in run_dirs(on_cluster)] == [d.name for d in run_dirs(here)]
+    for a, b in zip(run_dirs(on_cluster), run_dirs(here)):
+        assert files_of(a) == files_of(b) == [".hydra", "checkpoint.pt", "events", "metrics.json", "train.log"]
+    assert_same_results(results(on_cluster), results(here))
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_a_cancelled_stack_leaves_its_runs_interrupted_and_resume_finishes_them_as_an_uncut_sweep(cluster, tmp_path):
+    args = ["train", "-m", *LAUNCHER, *SWEEP_16, "exp_name=cut"]
+    process = start(args, tmp_path)
+    experiment = tmp_path / "experiments" / "cut" / "multirun"
+    # The second stack (lr 0.1) trains once its runs' event files are there: cancel its SLURM job then.
+    when(lambda: len(list(experiment.glob("*/*,optimizer.lr=0.1,*/events.out.tfevents.*"))) == 8, process)
+    cut_dir = only_sweep_dir(tmp_path, "cut")
+    first, second = slurm_jobs(cut_dir)
+    subprocess.run(["scancel", second], check=True)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 0, err
+    assert re.search(rf"stack 2/2 \(SLURM job {second}\): 8 jobs, #8-#15 after \d+ s: 8 interrupted", out), out
+    assert re.search(rf"stack 1/2 \(SLURM job {first}\): 8 jobs, #0-#7 after \d+ s: 8 completed", out), out
+    assert summary_count(out, "interrupted") == 8 and summary_count(out, "completed") == 8
+    for run in run_dirs(cut_dir):
+        cut = read_metrics(run)
+        if ",optimizer.lr=0.1," in run.name:
+            assert cut["status"] == "interrupted" and cut["epochs_run"] < 6000, run.name
+        assert (run / "checkpoint.pt").exists()
+
+    resumed = run_nnrun([*args, "train.resume=latest"], tmp_path, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.stdout.count("carried over") == 8
+    assert "nnrun: 1 stack submitted to SLURM" in resumed.stdout
+    assert summary_count(resumed.stdout, "completed") == 16
+    new_dir = max(experiment.iterdir())
+    assert new_dir != cut_dir
+
+    whole = run_nnrun(["train", "-m", "hydra/launcher=vectorized", *SWEEP_16, "exp_name=whole"], tmp_path)
+    assert whole.returncode == 0, whole.stderr
+    assert_same_results(results(new_dir), results(only_sweep_dir(tmp_path, "whole")))
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_ctrl_c_while_the_sweep_waits_cancels_its_slurm_jobs_which_save_their_runs(cluster, tmp_path):
+    process = start(["train", "-m", *LAUNCHER, "seed=0,1", "train.epochs=1000000", "exp_name=stop"], tmp_path)
+    when(lambda: len(list((tmp_path / "experiments").glob("stop/multirun/*/*/events.out.tfevents.*"))) == 2,
+         process)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=300)
+    assert process.returncode == 130, err
+    (job,) = slurm_jobs(only_sweep_dir(tmp_path, "stop"))  # one stack: a single SLURM job
+    assert f"cancelling SLURM jobs {job}" in err and "train.resume=latest" in err
+    for run in run_dirs(only_sweep_dir(tmp_path, "stop")):
+        assert read_metrics(run)["status"] == "interrupted" and (run / "checkpoint.pt").exists()
+    running = subprocess.run(["squeue", "--noheader", "--states=PENDING,RUNNING", f"--jobs={job}"],
+                             capture_output=True, text=True)
+    assert running.stdout.strip() == "", running.stdout
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_a_stack_killed_outright_is_a_line_naming_its_log_and_its_runs_count_as_failed(cluster, tmp_path):
+    """SIGKILL leaves no result file, and a cluster without accounting no state submitit can read: squeue's
+    saying the job has ended is what ends the wait."""
+    process = start(["train", "-m", *LAUNCHER, "seed=0,1", "train.epochs=1000000", "exp_name=kill"], tmp_path)
+    when(lambda: len(list((tmp_path / "experiments").glob("kill/multirun/*/*/events.out.tfevents.*"))) == 2,
+         process)
+    (job,) = slurm_jobs(only_sweep_dir(tmp_path, "kill"))
+    # scancel, whatever the signal, lets the job save: kill its Python itself (the cluster is this machine).
+    (pid,) = stack_processes(only_sweep_dir(tmp_path, "kill"))
+    os.kill(pid, signal.SIGKILL)
+    out, err = process.communicate(timeout=300)
+    assert f"nnrun: stack 1/1 (SLURM job {job}) ended without returning its results" in err, err
+    assert f"/.submitit/{job}/{job}_0_log.err)" in err
+    assert re.search(rf"nnrun: stack 1/1 \(SLURM job {job}\): 2 jobs, #0-#1 after \d+ s: 2 failed", out), out
+    assert summary_count(out, "failed") == 2
+
+
+@pytest.mark.slow
+@pytest.mark.slurm
+def test_a_partition_that_does_not_exist_is_slurms_own_line_and_exit_2(cluster, tmp_path):
+    refused = run_nnrun(["train", "-m", "hydra/launcher=vectorized_slurm", "hydra.launcher.partition=nosuch",
+                         "seed=0,1", "train.epochs=2", "exp_name=p"], tmp_path)
+    assert refused.returncode == 2, refused.stderr
+    assert refused.stderr.strip().splitlines() == [
+        "nnrun: error: sbatch refused the sweep's jobs: sbatch: error: invalid partition specified: nosuch"]
+    assert slurm_jobs(only_sweep_dir(tmp_path, "p")) == []  # nothing submitted
+
+
+@pytest.mark.slow
+def test_vectorized_slurm_without_m_is_one_line_and_exit_2(tmp_path):
+    pytest.importorskip("submitit")
+    refused = run_nnrun(["train", "hydra/launcher=vectorized_slurm", "seed=0"], tmp_path)
+    assert refused.returncode == 2
+    assert refused.stderr.strip().splitlines() == [
+        "nnrun: error: hydra/launcher=vectorized_slurm submits the stacks of a sweep as SLURM jobs; add -m "
+        "(nnrun train -m hydra/launcher=vectorized_slurm seed=0)"]
+    assert not (tmp_path / "experiments").exists()
+    # Printing the config runs nothing: it needs neither -m nor sbatch.
+    shown = run_nnrun(["train", "hydra/launcher=vectorized_slurm", "--cfg", "hydra"], tmp_path, env={"PATH": ""})
+    assert shown.returncode == 0, shown.stderr
+    assert "nnrun_vectorized_launcher.vectorized_slurm_launcher.VectorizedSlurmLauncher" in shown.stdout
+
+
+@pytest.mark.slow
+def test_vectorized_slurm_where_there_is_no_sbatch_is_one_line_and_exit_2(tmp_path):
+    pytest.importorskip("submitit")
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    refused = run_nnrun(["train", "-m", "hydra/launcher=vectorized_slurm", "seed=0,1"], tmp_path,
+                        env={"PATH": str(empty)})
+    assert refused.returncode == 2
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith("nnrun: error: hydra/launcher='vectorized_slurm' is not allowed: SLURM's sbatch is not "
+                           "on PATH here") and "hydra/launcher=vectorized" in line
+    assert not (tmp_path / "experiments").exists()
+
+
+def test_the_stacks_planned_for_slurm_are_the_engines_chunks_of_one_kind_and_start(tmp_path):
+    """32 jobs of one kind, 8 a stack: 4 stacks in the jobs' order; another architecture is another stack."""
+    from conftest import parsed
+    from hydra_plugins.nnrun_vectorized_launcher.vectorized_slurm_launcher import plan_stacks
+    from nnrun import engine
+
+    jobs = [engine.Job(parsed([f"seed={s}", f"optimizer.lr={lr}"]), tmp_path / str(n))
+            for n, (lr, s) in enumerate((lr, s) for lr in (0.01, 0.1) for s in range(16))]
+    wide = [engine.Job(parsed(["model.hidden=[8]", f"seed={s}"]), tmp_path / f"w{s}") for s in range(3)]
+    carried, stacks = plan_stacks(jobs[:20] + wide + jobs[20:], max_models=8, memory_budget_mb=1024)
+    assert carried == []
+    assert [[j.run_dir.name for j in s] for s in stacks] == [
+        [str(n) for n in range(i, i + 8)] for i in range(0, 32, 8)] + [["w0", "w1", "w2"]]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("settings, said", [
+    (["hydra.launcher.timeout_min=0"], "hydra.launcher.timeout_min=0 is not allowed: an integer >= 1"),
+    (["hydra.launcher.timeout_min=1"], "hydra.launcher.signal_delay_s=120 is not allowed: less than "
+                                       "hydra.launcher.timeout_min x 60 (60 s)"),
+    (["hydra.launcher.mem_gb=-1"], "hydra.launcher.mem_gb=-1 is not allowed: an integer >= 1 or null"),
+])
+def test_slurm_settings_that_make_no_sense_are_one_line_and_exit_2_before_any_job(settings, said, tmp_path):
+    pytest.importorskip("submitit")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "sbatch").write_text("#!/bin/sh\nexit 1\n")  # pre-flight asks only that there is one
+    (fake / "sbatch").chmod(0o755)
+    refused = run_nnrun(["train", "-m", "hydra/launcher=vectorized_slurm", *settings, "seed=0,1"], tmp_path,
+                        env={"PATH": f"{fake}{os.pathsep}{os.environ['PATH']}"})
+    assert refused.returncode == 2
+    (line,) = refused.stderr.strip().splitlines()
+    assert line.startswith(f"nnrun: error: {said}"), line
+    assert run_dirs(tmp_path) == []
