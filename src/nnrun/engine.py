@@ -257,23 +257,7 @@ def train_jobs(jobs: Sequence[Job], *, max_models: int = 256, memory_budget_mb: 
     step, every run not finished is saved `interrupted`, then RunInterrupted (with `raise_interrupt`; else the
     results, `interrupted` among them). `announce`: a line per finished job and per stack.
     """
-    # --- setup: per kind of stack its data; per job its model, generator and where it starts -------------
-    prepared = []
-    for kind in stacking.group(jobs, lambda job: stacking.batch_key(job.cfg)):
-        cfg = kind[0].cfg
-        device = resolve_device(cfg.device)
-        data = load(cfg.dataset)
-        check_loss_fits(cfg.loss, data.n_classes)
-        data = data.to(device)
-        loss = losses.LOSSES[cfg.loss]
-        prepared.append((cfg, data, loss, [start(job, data, loss, device) for job in kind]))
-
-    # --- the stacks: per kind, the runs that start at the same point, in chunks of what a stack may hold ---
-    stacks = []
-    for cfg, data, loss, members in prepared:
-        size = stacking.models_per_stack(stacking.bytes_per_model(cfg, data), memory_budget_mb << 20, max_models)
-        for same_start in stacking.group([m for m in members if m.result is None], lambda m: m.progress.position):
-            stacks += [(cfg, data, loss, chunk) for chunk in stacking.chunks(same_start, size)]
+    members, stacks = plan(jobs, max_models=max_models, memory_budget_mb=memory_budget_mb)
 
     # --- train them, one after another --------------------------------------------------------------------
     faults: list[Exception] = []
@@ -289,21 +273,43 @@ def train_jobs(jobs: Sequence[Job], *, max_models: int = 256, memory_budget_mb: 
                     print(f"nnrun: a stack of {len(chunk)} runs failed: {type(exc).__name__}: {exc}",
                           file=sys.stderr)
             if announce:
-                from nnrun import console
+                from nnrun.console import print_job_line
 
                 for m in chunk:
-                    console.print_job_line(m.result)
+                    print_job_line(m.result)
                 print(f"nnrun: stack {number}/{len(stacks)}: {len(chunk)} runs in "
                       f"{time.perf_counter() - began:.2f} s ({_count(m.result.status for m in chunk)})")
     if faults and raise_faults:
         raise faults[0]
     if received and raise_interrupt:
         raise RunInterrupted(jobs[0].run_dir if len(jobs) == 1 else jobs[0].run_dir.parent, received[0])
-    results = {id(m.job): m.result for _, _, _, members in prepared for m in members}
+    results = {id(m.job): m.result for m in members}
     if announce:
         print(f"nnrun: trained {len(jobs)} jobs in {len(stacks)} stack{'' if len(stacks) == 1 else 's'} "
               f"({_count(r.status for r in results.values())})")
     return [results[id(job)] for job in jobs]
+
+
+def plan(jobs: Sequence[Job], *, max_models: int = 256, memory_budget_mb: int = 1024,
+         device: torch.device | None = None) -> tuple[list[Member], list[tuple]]:
+    """How `train_jobs` trains `jobs`: every job's Member (`start`; a finished job of a sweep being resumed is
+    carried over there, its result set), and the stacks, each (config, data, loss, members): jobs of one kind
+    (`stacking.batch_key`) that start at one point, in chunks of what a stack may hold. Bad input raises
+    ConfigError here, before anything trains. `device`: where the data and models go (default: the config's)."""
+    members, stacks = [], []
+    for kind in stacking.group(jobs, lambda job: stacking.batch_key(job.cfg)):
+        cfg = kind[0].cfg
+        where = resolve_device(cfg.device) if device is None else device
+        data = load(cfg.dataset)
+        check_loss_fits(cfg.loss, data.n_classes)
+        data = data.to(where)
+        loss = losses.LOSSES[cfg.loss]
+        started = [start(job, data, loss, where) for job in kind]
+        members += started
+        size = stacking.models_per_stack(stacking.bytes_per_model(cfg, data), memory_budget_mb << 20, max_models)
+        for same_start in stacking.group([m for m in started if m.result is None], lambda m: m.progress.position):
+            stacks += [(cfg, data, loss, chunk) for chunk in stacking.chunks(same_start, size)]
+    return members, stacks
 
 
 def _count(statuses) -> str:

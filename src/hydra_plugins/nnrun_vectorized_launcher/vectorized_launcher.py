@@ -74,7 +74,8 @@ class VectorizedLauncher(Launcher):
                               config=sweep_config, job_dir_key="hydra.sweep.dir",
                               job_subdir_key="hydra.sweep.subdir")
                 runs.append((ret, collected[before] if len(collected) > before else None))
-        configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
+                # As Hydra's basic launcher: the launcher's own logging again, not the job's log file.
+                configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         self.train([(ret, job) for ret, job in runs if job is not None])
         return [ret for ret, _ in runs]
 

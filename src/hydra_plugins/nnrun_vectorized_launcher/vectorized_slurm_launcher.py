@@ -86,30 +86,19 @@ def train_stack(jobs: List[Any], max_models: int, memory_budget_mb: int) -> List
 
 
 def plan_stacks(jobs: List[Any], max_models: int, memory_budget_mb: int):
-    """The stacks `engine.train_jobs(jobs, max_models=..., memory_budget_mb=...)` trains, made where the sweep is
-    launched: jobs of one kind (`stacking.batch_key`) that start at one point, in chunks of what a stack may hold.
-    Returns (carried, stacks): a finished job of a resumed sweep is carried over here (`engine.start`) and is in no
-    stack; `carried` pairs it with its result. Bad input (data, a run that cannot be resumed) raises ConfigError."""
+    """The stacks `engine.train_jobs(jobs, max_models=..., memory_budget_mb=...)` trains (`engine.plan`), made
+    where the sweep is launched, as lists of jobs. Returns (carried, stacks): a finished job of a resumed sweep is
+    carried over here and is in no stack; `carried` pairs it with its result. Bad input (data, a run that cannot
+    be resumed) raises ConfigError."""
     import torch
 
-    from nnrun import engine, losses, stacking
-    from nnrun.config import check_loss_fits
-    from nnrun.data import load
+    from nnrun import engine
 
-    carried: List[Any] = []
-    stacks: List[List[Any]] = []
-    cpu = torch.device("cpu")  # only where each run starts is read here; the node trains on its own device
-    for kind in stacking.group(jobs, lambda job: stacking.batch_key(job.cfg)):
-        cfg = kind[0].cfg
-        data = load(cfg.dataset)
-        check_loss_fits(cfg.loss, data.n_classes)
-        loss = losses.LOSSES[cfg.loss]
-        members = [engine.start(job, data, loss, cpu) for job in kind]
-        carried += [(m.job, m.result) for m in members if m.result is not None]
-        size = stacking.models_per_stack(stacking.bytes_per_model(cfg, data), memory_budget_mb << 20, max_models)
-        for same_start in stacking.group([m for m in members if m.result is None], lambda m: m.progress.position):
-            stacks += [[m.job for m in chunk] for chunk in stacking.chunks(same_start, size)]
-    return carried, stacks
+    # Only where each run starts is read here; the node trains on its own device.
+    members, stacks = engine.plan(jobs, max_models=max_models, memory_budget_mb=memory_budget_mb,
+                                  device=torch.device("cpu"))
+    carried = [(m.job, m.result) for m in members if m.result is not None]
+    return carried, [[m.job for m in chunk] for *_, chunk in stacks]
 
 
 class VectorizedSlurmLauncher(VectorizedLauncher):
