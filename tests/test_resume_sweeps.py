@@ -23,6 +23,7 @@ def start(args: list[str], cwd: Path) -> subprocess.Popen:
     import os
 
     env = {**os.environ, "PYTHONPATH": str(SRC), "COLUMNS": "200"}
+    env.pop("HYDRA_FULL_ERROR", None)
     return subprocess.Popen([sys.executable, "-m", "nnrun", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)
 
@@ -45,14 +46,15 @@ def results(sweep_dir: Path) -> dict[tuple, dict]:
             for m in (read_metrics(d) for d in run_dirs(sweep_dir))}
 
 
-def assert_same_results(resumed: dict, whole: dict) -> None:
-    assert resumed.keys() == whole.keys()
-    for key, m in whole.items():
-        r = resumed[key]
+def assert_same_results(got: dict, expected: dict, tolerance: float = 1e-6) -> None:
+    """Each job's status, epochs, best epoch and metrics, by its overrides (`results`), equal to `tolerance`."""
+    assert got.keys() == expected.keys()
+    for key, m in expected.items():
+        r = got[key]
         assert (r["status"], r["epochs_run"], r["best"]["epoch"]) == (m["status"], m["epochs_run"],
                                                                       m["best"]["epoch"]), key
-        assert r["final"] == pytest.approx(m["final"], abs=1e-6), key
-        assert r["best"] == pytest.approx(m["best"], abs=1e-6), key
+        assert r["final"] == pytest.approx(m["final"], abs=tolerance), key
+        assert r["best"] == pytest.approx(m["best"], abs=tolerance), key
 
 
 @pytest.mark.slow

@@ -45,6 +45,15 @@ def cluster_problem() -> str | None:
     return None
 
 
+def require_cluster() -> None:
+    """Skip where no cluster is up, with the reason; under CI (CI=true) a missing cluster is a failure."""
+    problem = cluster_problem()
+    if problem is not None and os.environ.get("CI") == "true":
+        pytest.fail(f"CI needs a SLURM cluster: {problem}")
+    if problem is not None:
+        pytest.skip(problem)
+
+
 @dataclass
 class Sweep:
     """What the sweep printed, and where it ran (its cwd)."""
@@ -103,11 +112,7 @@ def run_sweep(cwd: Path) -> Sweep:
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory) -> Sweep:
     pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
-    problem = cluster_problem()
-    if problem is not None and os.environ.get("CI") == "true":
-        pytest.fail(f"CI needs a SLURM cluster: {problem}")
-    if problem is not None:
-        pytest.skip(problem)
+    require_cluster()
     if "PYTEST_XDIST_WORKER" not in os.environ:
         return run_sweep(tmp_path_factory.mktemp("slurm"))
     # Under pytest-xdist every worker that runs one of these tests sets this fixture up: the first runs the

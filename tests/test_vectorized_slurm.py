@@ -11,15 +11,14 @@ import os
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from conftest import SRC, read_metrics, run_dirs, run_nnrun
-from test_resume_sweeps import results
-from test_slurm import PARTITION, cluster_problem
+from conftest import read_metrics, run_dirs, run_nnrun
+from test_resume_sweeps import assert_same_results, results, start
+from test_slurm import PARTITION, require_cluster
 from test_sweeps import only_sweep_dir, summary_count
 
 LAUNCHER = ["hydra/launcher=vectorized_slurm", f"hydra.launcher.partition={PARTITION}"]
@@ -34,18 +33,7 @@ SWEEP_16 = ["optimizer.lr=0.01,0.1", "seed=range(8)", "train.epochs=6000", "trai
 @pytest.fixture
 def cluster():
     pytest.importorskip("submitit")
-    problem = cluster_problem()
-    if problem is not None and os.environ.get("CI") == "true":
-        pytest.fail(f"CI needs a SLURM cluster: {problem}")
-    if problem is not None:
-        pytest.skip(problem)
-
-
-def start(args: list[str], cwd: Path) -> subprocess.Popen:
-    env = {**os.environ, "PYTHONPATH": str(SRC), "COLUMNS": "200"}
-    env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.Popen([sys.executable, "-m", "nnrun", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+    require_cluster()
 
 
 def when(ready, process: subprocess.Popen, timeout: float = 240) -> None:
@@ -80,16 +68,6 @@ def stack_processes(sweep_dir: Path) -> list[int]:
     return pids
 
 
-def assert_same_results(got: dict, expected: dict) -> None:
-    assert got.keys() == expected.keys()
-    for key, m in expected.items():
-        r = got[key]
-        assert (r["status"], r["epochs_run"], r["best"]["epoch"]) == (m["status"], m["epochs_run"],
-                                                                      m["best"]["epoch"]), key
-        assert r["final"] == pytest.approx(m["final"], abs=1e-5), key
-        assert r["best"] == pytest.approx(m["best"], abs=1e-5), key
-
-
 def files_of(run_dir: Path) -> list[str]:
     return sorted("events" if p.name.startswith("events.out.tfevents.") else p.name for p in run_dir.iterdir())
 
@@ -121,7 +99,7 @@ def test_a_32_job_sweep_of_8_a_stack_is_4_slurm_jobs_with_the_local_vectorized_s
     assert [d.name.replace("cluster", "here") for d in run_dirs(on_cluster)] == [d.name for d in run_dirs(here)]
     for a, b in zip(run_dirs(on_cluster), run_dirs(here)):
         assert files_of(a) == files_of(b) == [".hydra", "checkpoint.pt", "events", "metrics.json", "train.log"]
-    assert_same_results(results(on_cluster), results(here))
+    assert_same_results(results(on_cluster), results(here), 1e-5)
 
 
 @pytest.mark.slow
@@ -156,7 +134,7 @@ def test_a_cancelled_stack_leaves_its_runs_interrupted_and_resume_finishes_them_
 
     whole = run_nnrun(["train", "-m", "hydra/launcher=vectorized", *SWEEP_16, "exp_name=whole"], tmp_path)
     assert whole.returncode == 0, whole.stderr
-    assert_same_results(results(new_dir), results(only_sweep_dir(tmp_path, "whole")))
+    assert_same_results(results(new_dir), results(only_sweep_dir(tmp_path, "whole")), 1e-5)
 
 
 @pytest.mark.slow
