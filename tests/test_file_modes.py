@@ -36,16 +36,3 @@ def test_metrics_report_and_checkpoint_files_follow_the_umask(tmp_path, umask, m
     metrics.write_metrics(tmp_path, {"status": "diverged"})
     assert stat.S_IMODE((tmp_path / "metrics.json").stat().st_mode) == expected
     assert sorted(p.name for p in tmp_path.iterdir()) == ["checkpoint.pt", "metrics.json", "report.csv"]
-
-
-def test_a_failed_write_leaves_the_old_file_and_no_temp_file(tmp_path):
-    metrics.write_metrics(tmp_path, {"status": "completed"})
-
-    def fail(handle):
-        handle.write("{half")
-        raise RuntimeError("disk gone")
-
-    with pytest.raises(RuntimeError):
-        metrics.atomic_write(tmp_path / "metrics.json", fail)
-    assert metrics.read_metrics(tmp_path) == {"status": "completed"}
-    assert [p.name for p in tmp_path.iterdir()] == ["metrics.json"]

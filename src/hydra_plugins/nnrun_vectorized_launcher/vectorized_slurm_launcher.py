@@ -3,7 +3,7 @@
 The vectorized launcher, with its training moved onto the cluster. Each job still runs through Hydra's `run_job` in
 the launching process, where nnrun's task makes its run dir, `.hydra/` and log and hands back its `engine.Job`. The
 jobs are then split into the stacks `engine.train_jobs` would train (`plan_stacks`), and each stack becomes one
-SLURM job (a task of one submitit job array) that calls `train_stack`: `engine.train_jobs` on the cluster's node,
+SLURM job (a task of one submitit job array) that calls `train_on_node`: `engine.train_jobs` on the cluster's node,
 writing each run's events, checkpoint.pt and metrics.json into its run dir on the shared file system. The
 launching process waits, prints a line as each stack's SLURM job ends, and sets each job's return value.
 
@@ -72,14 +72,11 @@ class Outcome(NamedTuple):
     objective: float
 
 
-def train_stack(jobs: List[Any], max_models: int, memory_budget_mb: int) -> List[Outcome]:
+def train_on_node(jobs: List[Any], max_models: int, memory_budget_mb: int) -> List[Outcome]:
     """What a stack's SLURM job runs: train `jobs` (engine.Jobs) with the engine, on the node it was given.
     SIGTERM or SIGUSR2 saves the unfinished runs `interrupted` and returns (the engine's stop_signals)."""
-    import torch
-
     from nnrun import engine
 
-    torch.set_num_threads(jobs[0].cfg.threads)
     results = engine.train_jobs(jobs, max_models=max_models, memory_budget_mb=memory_budget_mb, raise_faults=False,
                                 raise_interrupt=False, announce=True)
     return [Outcome(r.status, r.objective) for r in results]
@@ -205,7 +202,8 @@ def submit(executor: Any, stacks: List[List[Any]], max_models: int, memory_budge
     said = io.StringIO()  # submitit prints sbatch's stderr when it fails; it is the message, shown once below
     try:
         with redirect_stderr(said):
-            jobs = executor.map_array(train_stack, stacks, [max_models] * len(stacks), [memory_budget_mb] * len(stacks))
+            jobs = executor.map_array(train_on_node, stacks, [max_models] * len(stacks),
+                                      [memory_budget_mb] * len(stacks))
     except FailedJobError as exc:
         bad_input(f"sbatch refused the sweep's jobs: {first_line(str(exc) or said.getvalue())}")
     return jobs
