@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from conftest import SRC, run_dirs, run_nnrun
+from conftest import SRC, run_dirs, run_main, run_nnrun
 
 
 def test_help_is_instant_and_imports_no_torch():
@@ -178,12 +178,26 @@ def test_run_dir_of_the_same_second_gets_a_suffix(tmp_path, monkeypatch):
     assert names == ["2026-01-02_03-04-05", "2026-01-02_03-04-05_1", "2026-01-02_03-04-05_2"]
 
 
-@pytest.mark.slow
-def test_a_job_that_cannot_read_its_data_fails_alone(tmp_path):
+def test_a_sweep_with_a_job_that_cannot_read_its_data_is_refused_before_any_job(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
     good = tmp_path / "good.csv"
     good.write_text("a,b,y\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(40)))
-    out = run_nnrun(["train", "-m", "dataset=csv", f"dataset.path={good},{tmp_path / 'missing.csv'}",
-                     "train.epochs=3"], tmp_path)
+    code, _, err = run_main(["train", "-m", "dataset=csv", "dataset.path=good.csv,missing.csv", "train.epochs=3"],
+                            capsys)
+    assert code == 2
+    assert err.strip() == ("nnrun: error: job #1 (dataset=csv dataset.path=missing.csv train.epochs=3): "
+                           "dataset.path=missing.csv: no such file")
+    assert not (tmp_path / "experiments").exists()
+
+
+@pytest.mark.slow
+def test_a_job_that_cannot_read_its_data_from_its_own_dir_fails_alone(tmp_path):
+    """With hydra.job.chdir a relative data path is read from the job's own dir, which does not exist before the
+    job starts: such a job is checked as it starts, and fails alone."""
+    good = tmp_path / "good.csv"
+    good.write_text("a,b,y\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(40)))
+    out = run_nnrun(["train", "-m", "dataset=csv", f"dataset.path={good},missing.csv", "train.epochs=3",
+                     "hydra.job.chdir=true"], tmp_path)
     assert out.returncode == 1, out.stderr  # a failed job is a fault: exit 1, after the summary
     assert "job 1 failed" in out.stderr and "no such file" in out.stderr
     statuses = sorted(json.loads(p.read_text())["status"] for p in (tmp_path / "experiments").rglob("metrics.json"))

@@ -141,11 +141,11 @@ def test_a_leaf_name_that_exists_deeper_is_suggested_by_its_full_path(capsys, ov
 
 def test_a_sweep_over_a_key_without_its_section_fails_before_any_job(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    for args, shown in ((["-m", "epochs=10,20"], "epochs='10,20'"), (["-m", "+epochs=10,20"], "epochs=10"),
-                        (["-m", "seed=0,1", "+epochs=10"], "epochs=10")):
+    for args, job in ((["-m", "epochs=10,20"], "epochs=10"), (["-m", "+epochs=10,20"], "+epochs=10"),
+                      (["-m", "seed=0,1", "+epochs=10"], "seed=0 +epochs=10")):
         code, _, err = run_main(["train", *args], capsys)
         line = _one_error_line(code, err)
-        assert line.startswith(f"nnrun: error: {shown} is not allowed: ") and line.endswith(
+        assert line.startswith(f"nnrun: error: job #0 ({job}): epochs=10 is not allowed: ") and line.endswith(
             "did you mean 'train.epochs'?"), line
     assert not (tmp_path / "experiments").exists()
 

@@ -61,9 +61,9 @@ def test_sweep_names_job_dirs_from_overrides_summarises_and_reports(tmp_path):
 
 
 def test_one_failing_job_does_not_stop_the_others_and_the_sweep_exits_1(tmp_path, monkeypatch, capsys):
-    """Three csv jobs in one in-process sweep: one fine, one whose file is missing (found when the job loads
-    it), one that crashes mid-training. The others finish, the summary counts two failed, and the sweep exits 1
-    (a fault) after it."""
+    """Three csv jobs in one in-process sweep: one fine, one whose file is missing (read from the job's own dir,
+    hydra.job.chdir, so found only when the job loads it), one that crashes mid-training. The others finish, the
+    summary counts two failed, and the sweep exits 1 (a fault) after it."""
     from hydra.core.hydra_config import HydraConfig
 
     from nnrun import cli, engine
@@ -83,14 +83,15 @@ def test_one_failing_job_does_not_stop_the_others_and_the_sweep_exits_1(tmp_path
     monkeypatch.setenv("COLUMNS", "200")
     monkeypatch.setattr("sys.argv", ["nnrun"])
     assert cli.main(["train", "-m", "dataset=csv", "train.epochs=5", "exp_name=fail", "hydra/job_logging=none",
-                     "hydra/hydra_logging=none", "dataset.path=good.csv,missing.csv,good2.csv"]) == 1
+                     "hydra/hydra_logging=none", "hydra.job.chdir=true",
+                     f"dataset.path={tmp_path / 'good.csv'},missing.csv,{tmp_path / 'good2.csv'}"]) == 1
     out, err = capsys.readouterr()
     jobs = run_dirs(only_sweep_dir(tmp_path, "fail"))
     assert len(jobs) == 3
     assert read_metrics(jobs[0])["status"] == "completed"
     assert read_metrics(jobs[1])["status"] == "failed" and read_metrics(jobs[1])["epochs_run"] == 0
     assert read_metrics(jobs[2])["status"] == "failed"
-    assert "job 1 failed: dataset.path=missing.csv: no such file" in err  # as it was typed
+    assert "job 1 failed: dataset.path=" in err and "/missing.csv: no such file" in err
     assert "job 2 failed: RuntimeError: simulated fault mid-run" in err
     assert summary_count(out, "completed") == 1 and summary_count(out, "failed") == 2
 
@@ -131,7 +132,7 @@ def test_a_sweep_prints_one_line_per_job_then_the_summary_and_a_diverged_job_exi
     assert lines[0].endswith(f"  {jobs[0].relative_to(tmp_path)}")  # the dir as the summary shows the sweep's
     # Before the summary: no table and no progress bar per job, its line only (and the stacks' lines).
     before = [line for line in out.split("sweep: 2 jobs")[0].splitlines() if line.strip()]
-    assert [line for line in before if not line.startswith(("nnrun: stack ", "nnrun: trained "))] == lines
+    assert [line for line in before if not line.startswith("nnrun: ")] == lines
     assert summary_count(out, "completed") == 1 and summary_count(out, "diverged") == 1
 
 
@@ -165,8 +166,10 @@ def test_joblib_launcher_runs_jobs_in_two_worker_processes(tmp_path):
 def test_a_joblib_sweep_with_a_failed_job_exits_1_after_the_summary(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
     (tmp_path / "good.csv").write_text("x1,x2,y\n" + "".join(f"{a},{b},{a ^ b}\n" for a in (0, 1) for b in (0, 1)) * 3)
+    # The missing file is read from the job's own dir (hydra.job.chdir): found missing only when the job starts.
     proc = run_nnrun(["train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "dataset=csv",
-                      "train.epochs=5", "exp_name=jf", "dataset.path=good.csv,missing.csv"], cwd=tmp_path)
+                      "train.epochs=5", "exp_name=jf", "hydra.job.chdir=true",
+                      f"dataset.path={tmp_path / 'good.csv'},missing.csv"], cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr
     assert summary_count(proc.stdout, "completed") == 1 and summary_count(proc.stdout, "failed") == 1
 

@@ -1,13 +1,13 @@
-"""The Hydra application behind `nnrun train`: config location, output-dir resolvers, and the task function.
+"""The Hydra application behind `nnrun train`: output-dir resolvers and the task function, `TrainTask`.
 
-The `@hydra.main` function is a thin wrapper around `run_task`, a plain package function, so launchers that
-pickle the task (joblib, submitit) can carry it.
+`@hydra.main` wraps a `TrainTask`, a plain object of this package, so launchers that pickle the task (joblib,
+submitit) can carry it. Besides training a job (calling it), the task offers nnrun's sweeper and stacking
+launchers its two halves: `check` (a job's config as the task will read it) and `set_up` (a job ready to train).
 """
 
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import sys
 from datetime import datetime
@@ -18,13 +18,9 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from nnrun.config import ConfigError
-
-
-def config_dir() -> Path:
-    """conf/ inside the installed wheel, else the repository's top-level conf/ (an editable install)."""
-    packaged = Path(__file__).resolve().parent / "conf"
-    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "conf"
+from nnrun import sweep
+from nnrun.config import ConfigError, config_dir
+from nnrun.console import fail
 
 
 def unique_run_dir(exp_name: str) -> str:
@@ -95,77 +91,95 @@ def train_help(overrides: list[str]) -> str:
     """
     from hydra import compose, initialize_config_dir
 
-    from nnrun.preflight import config_groups, default_groups
+    from nnrun.config import config_groups, default_groups
 
-    root = config_dir()
     groups, defaults = config_groups(), default_groups()
     chosen = "\n".join(f"  {group}: {', '.join(choices)}" for group, choices in groups.items() if group in defaults)
     added = "\n".join(f"  +{group}=<name>: {', '.join(choices)}"
                       for group, choices in groups.items() if group not in defaults)
-    with initialize_config_dir(version_base="1.3", config_dir=str(root), job_name="train"):
+    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir()), job_name="train"):
         cfg = compose("train", overrides=overrides)
     return TRAIN_HELP.format(groups=chosen, added=added, config=OmegaConf.to_yaml(cfg))
 
 
-def fail(message: str, code: int = 2) -> None:
-    """One clear line on stderr, then exit (2 = bad input). HYDRA_FULL_ERROR=1 keeps the traceback."""
-    if os.environ.get("HYDRA_FULL_ERROR") == "1" and sys.exc_info()[0] is not None:
-        raise
-    print(f"nnrun: error: {message}", file=sys.stderr)
-    sys.exit(code)
+class TrainTask:
+    """`nnrun train`'s task function: Hydra calls it with each job's config (the `hydra` node aside); it trains
+    the job, prints its result and returns the monitored metric for sweepers."""
 
+    def __init__(self) -> None:
+        # Each CSV file's number of classes, by its dataset config: a sweep's check reads each file once.
+        self.classes: dict = {}
 
-def run_task(cfg: DictConfig) -> float | None:
-    """Validate the composed config, train, print the result; return the monitored metric for sweepers."""
-    from nnrun import config as schema
+    def check(self, cfg: DictConfig):
+        """A job's whole config (with `hydra`) as this task will read it, or ConfigError: the schema, and for a CSV
+        file the loss's fit to its classes (the file read where the job will read it; a relative path that
+        hydra.job.chdir makes the job's own is left to the job). nnrun's sweeper calls this for every job of a
+        sweep before any starts."""
+        from nnrun.config import check_loss_fits, parse
 
-    hydra_cfg = HydraConfig.get()
-    multirun = hydra_cfg.mode == RunMode.MULTIRUN
+        parsed = parse(cfg)
+        data = parsed.dataset
+        if data.name == "csv" and (Path(data.path).is_absolute() or not cfg.hydra.job.chdir):
+            if data not in self.classes:
+                from nnrun.data import load
 
-    def refuse(message: str) -> None:
-        """A single run refused at start (bad input) leaves nothing behind, then one line and exit 2."""
-        discard_run_dir(Path(hydra_cfg.runtime.output_dir))
-        fail(message)
+                self.classes[data] = load(data).n_classes
+            check_loss_fits(parsed.loss, self.classes[data])
+        return parsed
 
-    if not multirun and hydra_cfg.runtime.choices.get("hydra/launcher") == "vectorized":
-        refuse("hydra/launcher=vectorized trains the jobs of a sweep together; add -m "
-               "(nnrun train -m hydra/launcher=vectorized optimizer.lr=0.01,0.1 seed=0,1)")
+    def set_up(self, cfg: DictConfig, checked=None):
+        """This job made ready to train (an engine.Job), for a launcher that trains many jobs together; `checked`:
+        its config as `check` read it. A sweep's job that cannot run ends here, `failed` (its metrics.json says so),
+        and what it returns is its objective; a run that cannot is refused."""
+        from nnrun.config import parse
 
-    from nnrun import console, engine, sweep
+        hydra_cfg = HydraConfig.get()
+        try:
+            return make_job(checked or parse(cfg), cfg, hydra_cfg)
+        except ConfigError as exc:
+            return self.failed(exc, cfg, hydra_cfg)
 
-    try:
-        parsed = schema.parse(cfg)
-        job = make_job(parsed, cfg, hydra_cfg, multirun)
-        if sweep.collect(job):  # a stacking launcher trains it, with the others
-            return None
-        # A sweep's job shows no progress bar: a line when it ends (Hydra's names it when it starts).
-        (result,) = engine.train_jobs([job], show_progress=not multirun)
-    except ConfigError as exc:
-        if not multirun:
-            refuse(str(exc))
-        # Pre-flight checked every sweep value; what is left (a data file one job cannot read) fails that job,
-        # and its metrics.json says so (nnrun report lists it as failed, not unfinished).
+    def __call__(self, cfg: DictConfig) -> float:
+        from nnrun import console, engine
+
+        job = self.set_up(cfg)
+        if not isinstance(job, engine.Job):
+            return job
+        hydra_cfg = HydraConfig.get()
+        try:
+            # A sweep's job shows no progress bar: a line when it ends (Hydra's names it when it starts).
+            (result,) = engine.train_jobs([job], show_progress=not job.in_sweep)
+        except ConfigError as exc:  # the data, read as training starts
+            return self.failed(exc, cfg, hydra_cfg)
+        except engine.RunInterrupted:
+            if not job.in_sweep or hydra_cfg.runtime.choices.get("hydra/launcher") == "basic":
+                raise  # the process the user started: the run or sweep stops here (see cli)
+            # A launcher's worker (joblib, submitit: a SLURM job timed out or cancelled): the job is a result,
+            # `interrupted` with its checkpoint, and the launcher must hear back from it.
+            return sweep.objective(None, hydra_cfg)
+        except Exception as exc:
+            if not job.in_sweep:
+                raise
+            # In a sweep, one faulty job is a result (status failed in its metrics.json); the others go on.
+            print(f"nnrun: job {hydra_cfg.job.num} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+            return sweep.objective(None, hydra_cfg)
+        if job.in_sweep:  # one line per job; the sweep's summary follows when the last one ends
+            console.print_job_line(result)
+        else:
+            console.print_run(result, job.cfg)
+        return sweep.objective(result, hydra_cfg)
+
+    @staticmethod
+    def failed(exc: ConfigError, cfg: DictConfig, hydra_cfg: DictConfig) -> float:
+        """A run that cannot start is refused: nothing left behind, one line, exit 2. A sweep's job (one that
+        nnrun's sweeper could not check, such as a data file read from its own dir) fails alone: a line, and a
+        metrics.json that says so (nnrun report lists it as failed, not unfinished)."""
+        if hydra_cfg.mode != RunMode.MULTIRUN:
+            discard_run_dir(Path(hydra_cfg.runtime.output_dir))
+            fail(str(exc))
         print(f"nnrun: job {hydra_cfg.job.num} failed: {exc}", file=sys.stderr)
         write_failed(cfg, hydra_cfg)
         return sweep.objective(None, hydra_cfg)
-    except engine.RunInterrupted as exc:
-        print(f"nnrun: {exc}", file=sys.stderr)
-        if not multirun or hydra_cfg.runtime.choices.get("hydra/launcher") == "basic":
-            sys.exit(130)  # the process the user started: the sweep stops here
-        # A launcher's worker (joblib, submitit: a SLURM job timed out or cancelled): the job is a result,
-        # `interrupted` with its checkpoint, and the launcher must hear back from it.
-        return sweep.objective(None, hydra_cfg)
-    except Exception as exc:
-        if not multirun:
-            raise
-        # In a sweep, one faulty job is a result (status failed in its metrics.json); the others go on.
-        print(f"nnrun: job {hydra_cfg.job.num} failed: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return sweep.objective(None, hydra_cfg)
-    if multirun:  # one line per job; the sweep's summary follows when the last one ends
-        console.print_job_line(result)
-    else:
-        console.print_run(result, parsed)
-    return sweep.objective(result, hydra_cfg)
 
 
 def write_failed(cfg: DictConfig, hydra_cfg: DictConfig) -> None:
@@ -208,29 +222,30 @@ def discard_run_dir(run_dir: Path) -> None:
                 break
 
 
-def make_job(parsed, cfg: DictConfig, hydra_cfg: DictConfig, multirun: bool):
+def make_job(parsed, cfg: DictConfig, hydra_cfg: DictConfig):
     """The engine's Job for this Hydra job, its paths read where the job runs (its working dir: see
-    hydra.job.chdir): the dataset's file, and the run that train.resume names."""
+    hydra.job.chdir): the dataset's file, and the run that train.resume names (for a sweep's job: the job of
+    the sweep it resumes with the same overrides)."""
     from dataclasses import replace
 
     from nnrun import engine
 
+    multirun = hydra_cfg.mode == RunMode.MULTIRUN
     if parsed.dataset.path is not None and Path.cwd() != Path(hydra_cfg.runtime.cwd):  # hydra.job.chdir
         parsed = replace(parsed, dataset=replace(parsed.dataset, path=str(Path(parsed.dataset.path).absolute())))
     run_dir = Path(hydra_cfg.runtime.output_dir)
     overrides = list(hydra_cfg.overrides.task)
     job = engine.Job(parsed, run_dir, overrides, OmegaConf.to_yaml(cfg, resolve=True), in_sweep=multirun)
-    if parsed.train.resume is not None:
-        root = Path(hydra_cfg.runtime.cwd)  # experiments/ is where nnrun was started
-        sweep_dir = root / str(hydra_cfg.sweep.dir) if multirun else None
-        job.resume_from = engine.find_resume_dir(parsed, run_dir, root=root, sweep_dir=sweep_dir,
-                                                 overrides=overrides)
+    if parsed.train.resume is None:
+        return job
+    root = Path(hydra_cfg.runtime.cwd)  # experiments/ is where nnrun was started
+    if multirun:
+        source = sweep.resume_sweep_dir(parsed.exp_name, parsed.train.resume, root / str(hydra_cfg.sweep.dir), root)
+        job.resume_from = sweep.namesake(source, run_dir.name, overrides)
+    else:
+        job.resume_from = engine.find_resume_dir(parsed, run_dir, root=root)
     return job
 
 
 register_resolvers()
-
-
-@hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
-def train_task(cfg: DictConfig) -> float:
-    return run_task(cfg)
+train_task = hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")(TrainTask())

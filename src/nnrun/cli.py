@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import os
+import signal
 import sys
 
 USAGE = """\
@@ -35,11 +36,6 @@ PRINT_CONFIG_FLAGS = {"--cfg", "-c"}  # checked (the config printed must be vali
 COMPLETION_FLAGS = ("-sc", "--shell-completion")
 
 
-# `nnrun train`'s arguments (what follows `train`) in this process, as typed: an interrupted run's message
-# repeats them with train.resume (engine.RunInterrupted). None when nnrun train was not started from here.
-train_args: list[str] | None = None
-
-
 def _usage_error(message: str) -> int:
     print(f"nnrun: error: {message}", file=sys.stderr)
     print("run 'nnrun --help' for usage", file=sys.stderr)
@@ -66,17 +62,40 @@ def _run_train(args: list[str]) -> int:
         return 0
     if not (INFO_FLAGS | PRINT_CONFIG_FLAGS) & flags:
         import_torch()
-    global train_args
-    train_args = list(args)
     # Hydra reads sys.argv; keep argv[0] (the program name, used by its completion script).
     sys.argv = [sys.argv[0], *args]
     from nnrun.app import train_task
-    from nnrun.sweep import SweepSummary
 
-    SweepSummary.statuses = []  # a sweep's, set when it ends; a single run has none
-    train_task()
-    # A sweep in which a job failed exits 1, after its summary; diverged and stopped early are results.
-    return 1 if "failed" in SweepSummary.statuses else 0
+    # A sweep's callback ends the process with 1 when a job failed, after the summary (sys.exit); nnrun's sweeper
+    # ignores Ctrl-C once every job has ended, so that the summary is whole: the handler is put back here.
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        train_task()
+    except SystemExit as exc:  # bad input found inside Hydra (2), a sweep with a failed job (1)
+        return exc.code if isinstance(exc.code, int) else int(exc.code is not None)
+    except KeyboardInterrupt as exc:  # engine.RunInterrupted, or Ctrl-C before training (see interrupted)
+        print(interrupted(exc, args), file=sys.stderr)
+        return 130
+    finally:
+        signal.signal(signal.SIGINT, handler)
+    return 0
+
+
+def interrupted(exc: KeyboardInterrupt, args: list[str]) -> str:
+    """What Ctrl-C (or SIGTERM) leaves: what was saved where, and the command that goes on from there: this
+    command line (any train.resume replaced), quoted for the shell, with train.resume=<the run or sweep dir>
+    (relative when below the working dir). Nothing saved yet (Ctrl-C while a sweep is checked, or before a run
+    trains): the command that starts it again."""
+    import shlex
+
+    from nnrun.console import shown_path
+
+    resume_dir = getattr(exc, "resume_dir", None)
+    kept = [arg for arg in args if arg.split("=", 1)[0].lstrip("+~") != "train.resume"]
+    if resume_dir is None:
+        return f"nnrun: interrupted before any training; nothing was saved\nto start again: {shlex.join(['nnrun', 'train', *args])}"
+    resume = f"train.resume={shown_path(resume_dir)}"
+    return f"nnrun: {exc}\nto go on: {shlex.join(['nnrun', 'train', *kept, resume])}"
 
 
 def import_torch() -> None:

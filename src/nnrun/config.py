@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import math
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any, Collection, Iterator, Mapping
 
 DATASETS = ("xor", "pass_fail", "spirals", "circles", "gaussians", "csv")
@@ -18,12 +19,53 @@ DEVICES = ("auto", "cpu", "cuda")
 MONITORS = ("loss/val", "loss/train", "accuracy/val", "accuracy/train")
 
 
+def config_dir() -> Path:
+    """conf/ inside the installed wheel, else the repository's top-level conf/ (an editable install)."""
+    packaged = Path(__file__).resolve().parent / "conf"
+    return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "conf"
+
+
+def config_groups() -> dict[str, tuple[str, ...]]:
+    """Each config group under conf/ and its choices, sorted."""
+    return {g.name: tuple(sorted(p.stem for p in g.glob("*.yaml")))
+            for g in sorted(config_dir().iterdir()) if g.is_dir()}
+
+
+def defaults_list(path: Path) -> list[tuple[str, str]]:
+    """(group, choice) of each group a config file's defaults list chooses, as `hydra/launcher` or `dataset`."""
+    from omegaconf import OmegaConf
+
+    chosen = []
+    for entry in OmegaConf.to_container(OmegaConf.load(path)).get("defaults") or []:
+        if isinstance(entry, dict):
+            for key, choice in entry.items():
+                # `override /hydra/sweeper@pkg: optuna` and `optional dataset: x` name the groups hydra/sweeper
+                # and dataset.
+                group = key.split()[-1].lstrip("/").split("@")[0]
+                chosen.append((group, str(choice)))
+    return chosen
+
+
+def default_groups() -> set[str]:
+    """The groups conf/train.yaml chooses: `group=choice` overrides them; any other group is added, `+group=choice`."""
+    return {group for group, _ in defaults_list(config_dir() / "train.yaml") if not group.startswith("hydra/")}
+
+
 class ConfigError(ValueError):
     """A config value that nnrun cannot use; its message is the one line the user sees."""
 
     def __init__(self, key: str, value: Any, allowed: str):
         self.key, self.value, self.allowed = key, value, allowed
         super().__init__(f"{key}={_show(value)} is not allowed: {allowed}")
+
+
+class UsageError(ConfigError):
+    """Bad input that is no one key's value (a command line nnrun cannot use, a resumed sweep that is another
+    sweep), with its own one-line message."""
+
+    def __init__(self, message: str):
+        self.key, self.value, self.allowed = "", None, message
+        ValueError.__init__(self, message)
 
 
 def _show(value: Any) -> str:
@@ -258,6 +300,52 @@ def unknown_key(key: str, value: Any, section: str, known: Collection[str], cfg:
                                    f"{hint}")
 
 
+def explain_override(tree: Mapping[str, Any], key: str, value: Any) -> None:
+    """Why an override of dotted `key` cannot go into the config `tree` (plain containers) that lacks it, as a
+    ConfigError: a key the schema has needs a plus (this config does not set it), a value is not a section, any
+    other key is unknown (with the nearest known key). Returns when `tree` has the key after all."""
+    parts = key.split(".")
+    node, depth = tree, 0  # down the sections of the config that hold the start of `key`
+    while depth < len(parts) - 1 and isinstance(node.get(parts[depth]), Mapping):
+        node, depth = node[parts[depth]], depth + 1
+    head, whole = parts[depth], depth == len(parts) - 1  # the first part the config lacks; is it the last?
+    if whole and head in node:
+        return
+    section = ".".join(parts[:depth])
+    known = section_keys(section, tree)
+    if whole and known is not None and head in known:
+        raise ConfigError(key, value, f"this config's {section} does not set {head}; add it with a plus: +{key}=...")
+    if head in node:
+        raise ConfigError(key, value, f"{'.'.join(parts[:depth + 1])} is a value, not a section with keys")
+    raise unknown_key(key, value, section, known if known is not None else set(node), tree)
+
+
+def explain_composition(overrides: Any, compose: Any) -> ConfigError | None:
+    """Why Hydra's parsed `overrides` do not compose, in nnrun's words, or None where no key explains it: each
+    override of a plain key held against the config that the others (group choices, additions) compose to.
+    `compose(lines)` composes override lines to a config as plain containers."""
+    groups = config_groups()
+    plain = [o for o in overrides if not (o.is_hydra_override() or o.is_add() or o.is_force_add() or o.is_delete()
+                                          or o.key_or_group in groups)]
+    tree = compose([o.input_line for o in overrides if o not in plain])
+    for o in plain:
+        value = o.input_line.split("=", 1)[-1] if o.is_sweep_override() else plain_value(o.value())
+        try:
+            explain_override(tree, o.key_or_group, value)
+        except ConfigError as exc:
+            return exc
+    return None
+
+
+def plain_value(value: Any) -> Any:
+    """A value of Hydra's parsed overrides as plain Python (its lists and dicts as such)."""
+    if isinstance(value, (list, tuple)):
+        return [plain_value(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain_value(v) for k, v in value.items()}
+    return value
+
+
 def nearest_key(key: str, leaf: str, known: Collection[str], cfg: Mapping[str, Any]) -> str:
     """'; did you mean X?' for an unknown `key` whose unknown part is `leaf`, or '' when nothing is near.
 
@@ -390,13 +478,17 @@ def parse_train(t: Mapping[str, Any]) -> TrainLoopConfig:
 
 
 def parse(cfg: Mapping[str, Any]) -> TrainConfig:
-    """Validate a composed config (a DictConfig or plain dict) into a `TrainConfig`, or raise ConfigError."""
+    """Validate a composed config (a DictConfig or plain dict) into a `TrainConfig`, or raise ConfigError. A
+    DictConfig's `hydra` node (Hydra's settings, whose run dir resolves by making one) is neither read nor resolved."""
     from omegaconf import DictConfig, OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
     if isinstance(cfg, DictConfig):
         try:
-            cfg = OmegaConf.to_container(cfg, resolve=True, throw_on_missing=False)
+            cfg = {key: OmegaConf.to_container(value, resolve=True, throw_on_missing=False)
+                   if OmegaConf.is_config(value) else value
+                   for key, value in ((key, OmegaConf.select(cfg, key, throw_on_missing=False))
+                                      for key in cfg if key != "hydra")}
         except OmegaConfBaseException as exc:  # e.g. seed=${oops}: an interpolation that resolves to nothing
             key = getattr(exc, "full_key", None) or "config"
             raise ConfigError(key, getattr(exc, "value", None) or "${...}",

@@ -1,4 +1,5 @@
-"""Terminal output with rich: the table at the end of a run, a sweep job's line, and the sweep's summary.
+"""Terminal output with rich: the table at the end of a run, a sweep's progress through its phases, a sweep job's
+line, the sweep's summary, and the one line of bad input.
 
 Paths and commands are printed with `soft_wrap=True`: rich then never breaks them inside a word, so a path
 copied from a narrow terminal, or read from a pipe, is whole (the terminal itself may still fold a long line).
@@ -6,9 +7,12 @@ copied from a narrow terminal, or read from a pipe, is whole (the terminal itsel
 
 from __future__ import annotations
 
+import os
+import sys
+import time
 from collections import Counter
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, NoReturn
 
 from rich.console import Console
 from rich.table import Table
@@ -91,3 +95,63 @@ def print_sweep_summary(sweep_dir: str, statuses: Iterable[str], n_jobs: int, co
     _print_line(console, "sweep dir:", sweep_dir)
     _print_line(console, "compare:  ", f"tensorboard --logdir {sweep_dir}")
     _print_line(console, "table:    ", f"nnrun report {sweep_dir}")
+
+
+def fail(message: str, code: int = 2) -> NoReturn:
+    """One clear line on stderr, then exit (2 = bad input). HYDRA_FULL_ERROR=1 keeps the traceback."""
+    if os.environ.get("HYDRA_FULL_ERROR") == "1" and sys.exc_info()[0] is not None:
+        raise
+    print(f"nnrun: error: {message}", file=sys.stderr)
+    sys.exit(code)
+
+
+class Phase:
+    """A sweep's phase over its jobs (checking them, setting them up): a rich progress bar on a terminal; when the
+    output is piped, a line as it starts, one every PLAIN_EVERY_S seconds, and one as it ends.
+
+        with Phase("checking", "checked", n_jobs) as phase:
+            for job in jobs:
+                ...
+                phase.advance()
+    """
+
+    PLAIN_EVERY_S = 5.0
+
+    def __init__(self, doing: str, done: str, total: int, console: Console | None = None):
+        self.doing, self.done, self.total = doing, done, total
+        self.console = console or Console()
+        self.count, self.bar = 0, None
+
+    def __enter__(self) -> "Phase":
+        self.began = self.said = time.monotonic()
+        if self.console.is_terminal:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+            # No refresh thread (it would take the GIL from the work); advance() redraws, throttled.
+            self.bar = Progress(TextColumn(f"nnrun: {self.doing}"), BarColumn(), MofNCompleteColumn(),
+                                TextColumn("jobs"), TimeElapsedColumn(), console=self.console, transient=True,
+                                auto_refresh=False)
+            self.bar.__enter__()
+            self.task = self.bar.add_task(self.doing, total=self.total)
+        else:
+            self.console.print(f"nnrun: {self.doing} {self.total} job{'' if self.total == 1 else 's'}")
+        return self
+
+    def advance(self) -> None:
+        self.count += 1
+        now = time.monotonic()
+        if self.bar is not None:
+            self.bar.update(self.task, completed=self.count)
+            if now - self.said > 0.1:
+                self.bar.refresh()
+                self.said = now
+        elif now - self.said > self.PLAIN_EVERY_S:
+            self.console.print(f"nnrun: {self.doing}: {self.count}/{self.total} jobs")
+            self.said = now
+
+    def __exit__(self, kind, *_) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(kind, *_)
+        if kind is None:
+            self.console.print(f"nnrun: {self.done} {self.count} job{'' if self.count == 1 else 's'} in "
+                               f"{time.monotonic() - self.began:.2f} s")

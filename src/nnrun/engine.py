@@ -34,35 +34,20 @@ from nnrun.data import Dataset, load
 FINISHED = ("completed", "stopped_early", "diverged")
 
 
-class RunInterrupted(Exception):
+class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM stopped training; metrics.json and checkpoint.pt of every unfinished run are written.
 
-    The message ends with the command that goes on from there: the `nnrun train` command line typed, with
-    train.resume set to `resume_dir`: the run dir, or for a sweep (its dir, or a job's in it) the sweep dir, since
-    a sweep resumes as a whole (each job from the job with the same overrides; finished ones are carried over).
+    A KeyboardInterrupt, so that it passes Hydra's job and error handling on its way to the command line, which
+    prints the command that goes on (cli.interrupted): `resume_dir` is what train.resume takes, the run dir, or
+    for a sweep (its dir, or a job's in it) the sweep dir, since a sweep resumes as a whole.
     """
 
     def __init__(self, run_dir: Path, signum: int):
-        self.run_dir, self.signum = run_dir, signum
-        run_dir = Path(run_dir)
+        self.run_dir, self.signum = Path(run_dir), signum
         # A sweep dir holds Hydra's multirun.yaml (what train.resume takes for a sweep, see nnrun.sweep).
-        self.resume_dir = run_dir.parent if (run_dir.parent / "multirun.yaml").is_file() else run_dir
-        super().__init__(f"interrupted by {signal.Signals(signum).name}; results saved in {run_dir}\n"
-                         f"to go on: {self.resume_command()}")
-
-    def resume_command(self) -> str:
-        """`nnrun train` with the arguments it was started with (cli.train_args; any train.resume replaced),
-        quoted for the shell, then train.resume=<resume_dir>: relative when below the working dir."""
-        import shlex
-
-        from nnrun import cli
-        from nnrun.console import shown_path
-
-        resume = f"train.resume={shown_path(self.resume_dir)}"
-        if cli.train_args is None:  # not started by `nnrun train` in this process (a launcher's worker, a test)
-            return f"nnrun train <the same arguments> {shlex.quote(resume)}"
-        kept = [arg for arg in cli.train_args if arg.split("=", 1)[0].lstrip("+~") != "train.resume"]
-        return shlex.join(["nnrun", "train", *kept, resume])
+        parent = self.run_dir.parent
+        self.resume_dir = parent if (parent / "multirun.yaml").is_file() else self.run_dir
+        super().__init__(f"interrupted by {signal.Signals(signum).name}; results saved in {self.resume_dir}")
 
 
 @dataclass
@@ -281,7 +266,7 @@ def train_jobs(jobs: Sequence[Job], *, max_models: int = 256, memory_budget_mb: 
                       f"{time.perf_counter() - began:.2f} s ({_count(m.result.status for m in chunk)})")
     if faults and raise_faults:
         raise faults[0]
-    if received and raise_interrupt:
+    if raise_interrupt and received and any(m.result.status == "interrupted" for m in members):
         raise RunInterrupted(jobs[0].run_dir if len(jobs) == 1 else jobs[0].run_dir.parent, received[0])
     results = {id(m.job): m.result for m in members}
     if announce:
@@ -614,17 +599,9 @@ def check_writable(run_dir: Path) -> None:
 MIN_FREE_BYTES = 16 << 20  # a run writes a few MiB at most; less than this free and it would fail midway
 
 
-def find_resume_dir(cfg: TrainConfig, run_dir: Path, *, root: Path = Path("."), sweep_dir: Path | None = None,
-                    overrides: Sequence[str] = ()) -> Path | None:
-    """Where `train.resume` points. A single run: a run dir (or its checkpoint.pt), or `latest` = the newest
-    earlier run of this exp_name under `root`/experiments. A sweep's job (`sweep_dir` set): the job with the same
-    overrides in the sweep that train.resume names (a sweep dir, or `latest`: the newest other sweep of this
-    exp_name), None when that sweep never started it."""
-    from nnrun import sweep
-
-    if sweep_dir is not None:
-        source = sweep.resume_sweep_dir(cfg.exp_name, cfg.train.resume, sweep_dir, root)
-        return sweep.same_job(source, overrides)
+def find_resume_dir(cfg: TrainConfig, run_dir: Path, *, root: Path = Path(".")) -> Path:
+    """Where a run's `train.resume` points: a run dir (or its checkpoint.pt), or `latest` = the newest earlier run
+    of this exp_name under `root`/experiments. (A sweep's job resumes from its namesake: nnrun.sweep.namesake.)"""
     if cfg.train.resume != "latest":
         path = Path(cfg.train.resume).expanduser()
         return path.parent if path.name == checkpoint.CHECKPOINT_FILE else path

@@ -10,6 +10,8 @@ from pathlib import Path
 from typing import Any, Callable
 
 STATUSES = ("completed", "stopped_early", "diverged", "interrupted", "failed")
+# A run with one of these is over (all are results): a resumed sweep carries such a job over, untrained.
+FINISHED = ("completed", "stopped_early", "diverged")
 FINAL_KEYS = ("loss/train", "loss/val", "accuracy/train", "accuracy/val", "accuracy/test")
 METRICS_FILE = "metrics.json"
 

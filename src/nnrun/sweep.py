@@ -1,12 +1,12 @@
-"""The multirun side of `nnrun train -m`: the task's return value, resuming a sweep, the jobs a stacking
-launcher collects, a Hydra callback that prepares a sweep (checking that a resumed one is the same sweep) and
-sums it up when it ends, and the sampler of nnrun's Optuna searches."""
+"""The multirun side of `nnrun train -m`: the task's return value, resuming a sweep (the job each job goes on
+from), a Hydra callback that prepares a sweep (checking that a resumed one is the same sweep) and sums it up when
+it ends, and the sampler of nnrun's Optuna searches."""
 
 from __future__ import annotations
 
-import contextlib
+import sys
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
@@ -86,30 +86,6 @@ def objective(result, hydra_cfg: DictConfig) -> float:
     return value
 
 
-@contextlib.contextmanager
-def collecting_jobs() -> Iterator[list]:
-    """While it lasts, nnrun's task sets its job up (run dir, validated config, where it resumes from) and
-    hands it to the list this yields (`collect`) instead of training it: the vectorized launcher runs each job
-    through Hydra's own `run_job`, then trains the jobs it collected as stacks."""
-    global _collected
-    outer, _collected = _collected, []
-    try:
-        yield _collected
-    finally:
-        _collected = outer
-
-
-_collected: list | None = None
-
-
-def collect(job: Any) -> bool:
-    """Hand `job` to the launcher collecting jobs, if one is; False: the task trains it itself."""
-    if _collected is None:
-        return False
-    _collected.append(job)
-    return True
-
-
 def without_resume(overrides) -> list[str]:
     """A job's override lines less train.resume: what names the same job in the sweep it resumes."""
     return [line for line in overrides if line.split("=", 1)[0].lstrip("+~") != RESUME_KEY]
@@ -133,27 +109,57 @@ def resume_sweep_dir(exp_name: str, resume: str, current: Path, root: Path = Pat
     return path
 
 
-def same_job(sweep_dir: Path, overrides) -> Path | None:
-    """The job dir of `sweep_dir` that ran with these overrides (train.resume aside), None if there is none."""
+def job_key(overrides) -> tuple[str, ...]:
+    """What names a job in a sweep and in the sweep that resumes it: its override lines less train.resume."""
+    return tuple(sorted(without_resume(overrides)))
+
+
+def job_overrides(job_dir: Path) -> list[str] | None:
+    """The override lines a sweep's job dir ran with (its .hydra/overrides.yaml), None where it has none."""
     import yaml
 
-    wanted = sorted(without_resume(overrides))
+    try:
+        return yaml.safe_load((Path(job_dir) / ".hydra" / "overrides.yaml").read_text(encoding="utf-8")) or []
+    except (OSError, yaml.YAMLError):
+        return None
+
+
+def index(sweep_dir: Path) -> dict[tuple[str, ...], Path]:
+    """Each job dir of a sweep by its `job_key`, reading each job's overrides once."""
+    jobs = {}
     for path in sorted(Path(sweep_dir).glob("*/.hydra/overrides.yaml")):
-        if sorted(without_resume(yaml.safe_load(path.read_text(encoding="utf-8")) or [])) == wanted:
-            return path.parent.parent
-    return None
+        found = job_overrides(path.parent.parent)
+        if found is not None:
+            jobs.setdefault(job_key(found), path.parent.parent)
+    return jobs
 
 
-def check_same_sweep(config: DictConfig) -> None:
-    """A sweep resumed with train.resume must be the one it resumes: the same command line (train.resume
-    aside) and the same swept values. Raises ConfigError naming the first difference."""
-    from omegaconf import OmegaConf
+def namesake(sweep_dir: Path, name: str, overrides) -> Path | None:
+    """The job dir of `sweep_dir` that ran with these overrides (train.resume aside) and saved a checkpoint: what
+    this job goes on from. None where that sweep never trained such a job (it has none, or only set it up).
 
-    from nnrun.config import ConfigError
+    A resumed sweep is the same sweep (`check_same_sweep`): the same jobs, numbered and named alike, so the dir
+    of this job's own name is looked at first, and taken when its overrides agree. Only where they do not (its
+    dirs named otherwise, hydra.sweep.subdir) is the whole sweep indexed."""
+    from nnrun.checkpoint import CHECKPOINT_FILE
+
+    found = Path(sweep_dir) / name
+    wanted = job_key(overrides)
+    ran = job_overrides(found)
+    if ran is None or job_key(ran) != wanted:
+        found = index(sweep_dir).get(wanted)
+    return found if found is not None and (found / CHECKPOINT_FILE).is_file() else None
+
+
+def check_same_sweep(config: DictConfig) -> Path | None:
+    """The sweep that a sweep resumed with train.resume resumes (None without train.resume). It must be the same
+    sweep: the same command line (train.resume aside) and the same swept values, else ConfigError naming the
+    first difference."""
+    from nnrun.config import UsageError
 
     resume = OmegaConf.select(config, RESUME_KEY, default=None)
     if resume is None:
-        return
+        return None
     source = resume_sweep_dir(str(config.exp_name), str(resume), Path(config.hydra.sweep.dir),
                               Path(config.hydra.runtime.cwd))
     before = OmegaConf.load(source / "multirun.yaml")
@@ -169,23 +175,45 @@ def check_same_sweep(config: DictConfig) -> None:
         if then.get(key) != now.get(key):
             was = f"{key}={then[key]}" if key in then else f"no {key}"
             has = f"{key}={now[key]}" if key in now else f"no {key}"
-            raise ConfigError(RESUME_KEY, resume, f"the same sweep as the one it resumes; {source} ran with {was}, "
-                                                  f"this one has {has}")
+            raise UsageError(f"{RESUME_KEY}={resume} names the sweep {source}, which ran with {was} where this "
+                             f"command has {has}: a sweep goes on with the command line it was started with")
+    return source
+
+
+def resume_line(source: Path) -> str:
+    """One line on what a resumed sweep takes from the sweep `source`: its finished jobs are carried over, its
+    jobs with a checkpoint go on from it, the rest start afresh."""
+    from nnrun.checkpoint import CHECKPOINT_FILE
+    from nnrun.metrics import FINISHED, read_metrics
+
+    finished = going_on = 0
+    for path in Path(source).glob("*/.hydra/overrides.yaml"):
+        job_dir = path.parent.parent
+        if (read_metrics(job_dir) or {}).get("status") in FINISHED:
+            finished += 1
+        elif (job_dir / CHECKPOINT_FILE).is_file():
+            going_on += 1
+    return (f"nnrun: resuming the sweep {source}: {finished} finished job{'' if finished == 1 else 's'} carried over, "
+            f"{going_on} going on from {'its' if going_on == 1 else 'their'} checkpoint"
+            f"{'' if going_on == 1 else 's'}, the others from the start")
 
 
 class SweepSummary(Callback):
-    """Before a sweep, check that a resumed sweep is the one it resumes and make the dir of an SQLite study;
-    after the sweep, one table of how the jobs ended, and their statuses in `SweepSummary.statuses`."""
+    """Before a sweep: check that a resumed sweep is the one it resumes (and say what it takes from it), and make
+    the dir of an SQLite study. After the sweep: one table of how the jobs ended; then, when a job failed, exit 1
+    (a fault; diverged is a result). The callbacks run in the process that started the sweep, under every
+    launcher and sweeper."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         from nnrun.config import ConfigError
+        from nnrun.console import fail
 
         try:
-            check_same_sweep(config)
+            source = check_same_sweep(config)
         except ConfigError as exc:
-            from nnrun.app import fail
-
             fail(str(exc))
+        if source is not None:
+            print(resume_line(source), flush=True)
         # SQLite creates the file but not its dir, and Optuna opens the study before the first job
         # (which is what would create experiments/<exp>/).
         path = sqlite_path(config.hydra.sweeper.get("storage"))
@@ -199,9 +227,8 @@ class SweepSummary(Callback):
         statuses = job_statuses(sweep_dir)
         print_sweep_summary(str(sweep_dir), statuses, len(statuses),
                             best_trial=_optuna_best(sweep_dir / "optimization_results.yaml"))
-        # Kept for `nnrun train`'s exit code: 1 when a job failed (a fault; diverged is a result). This runs in
-        # the process that started the sweep, under every launcher.
-        SweepSummary.statuses = statuses
+        if "failed" in statuses:
+            sys.exit(1)
 
 
 def _optuna_best(path: Path) -> str | None:

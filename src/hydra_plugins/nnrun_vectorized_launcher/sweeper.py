@@ -1,0 +1,203 @@
+"""nnrun's sweeper for Hydra (`hydra/sweeper=nnrun`, nnrun's default): a sweep's jobs expanded as Hydra's basic
+sweeper expands them, every job's config built once and checked before any job starts.
+
+The jobs are Hydra's basic sweeper's: `hydra.sweeper.params` then the command line, each sweep's values in
+order, their cartesian product in `itertools.product`'s order, numbered from 0, in batches of `max_batch_size`.
+Where Hydra's basic sweeper then composes every job from scratch only to see that it composes, this one builds
+each job's config with `SweepConfigs` (one composition per set of group choices and keys, the rest derived) and
+hands it to the task function's own check when the task has one (`task_function.check`: nnrun's reads it through
+its schema and its data). The first job refused is one line naming its overrides, exit 2, before the sweep dir
+exists. nnrun's vectorized launchers then launch the very configs checked (`launcher.use_checked`); any other
+launcher composes its jobs as it always does.
+
+A task without a check (a Hydra app that is not nnrun's) gets what Hydra's basic sweeper gives it: each batch's
+jobs composed (`validate_batch_is_legal`) before they launch.
+"""
+
+import itertools
+import signal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Dict, List, Optional, Sequence
+
+# No `from __future__ import annotations`: Hydra imports plugins outside sys.modules, where dataclass
+# cannot resolve string annotations.
+from hydra.core.config_store import ConfigStore
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.plugins import Plugins
+from hydra.core.utils import JobReturn
+from hydra.errors import HydraException
+from hydra.plugins.sweeper import Sweeper
+from hydra.types import HydraContext, TaskFunction
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+
+@dataclass
+class NnrunSweeperConf:
+    _target_: str = "hydra_plugins.nnrun_vectorized_launcher.sweeper.NnrunSweeper"
+    # Jobs launched at once; null = all of them (as Hydra's basic sweeper).
+    max_batch_size: Optional[int] = None
+    # Sweeps set in a config (an experiment file), before the command line's: {key: "a,b,c"}.
+    params: Optional[Dict[str, str]] = None
+
+
+ConfigStore.instance().store(group="hydra/sweeper", name="nnrun", node=NnrunSweeperConf, provider="nnrun")
+
+
+def expand(overrides: Sequence[Any], max_batch_size: Optional[int]) -> List[List[List[str]]]:
+    """The jobs of these parsed overrides in batches, as Hydra's basic sweeper makes them: one list of override
+    lines per job. A key given twice keeps its first place and its last value."""
+    lists: Dict[str, List[str]] = {}
+    for o in overrides:
+        key = o.get_key_element()
+        if not o.is_sweep_override():
+            lists[key] = [f"{key}={o.get_value_element_as_str()}"]
+        elif o.is_discrete_sweep():
+            lists[key] = [f"{key}={value}" for value in o.sweep_string_iterator()]
+        else:
+            raise HydraException(f"{NnrunSweeper.__name__} does not support sweep type : "
+                                 f"{o.value_type.name} ({o.input_line}: a range to sample needs a sweeper "
+                                 "that samples, such as hydra/sweeper=optuna)")
+    jobs = [list(job) for job in itertools.product(*lists.values())]
+    size = len(jobs) if max_batch_size in (None, -1) else max_batch_size
+    if size is None or size < 1:
+        raise HydraException(f"hydra.sweeper.max_batch_size={max_batch_size} is not allowed: an integer >= 1 or null")
+    return [jobs[i:i + size] for i in range(0, len(jobs), size)]
+
+
+class NnrunSweeper(Sweeper):
+    def __init__(self, max_batch_size: Optional[int] = None, params: Optional[Dict[str, str]] = None) -> None:
+        self.max_batch_size = max_batch_size
+        self.params = dict(params or {})
+        self.hydra_context: Optional[HydraContext] = None
+        self.config: Optional[DictConfig] = None
+        self.launcher: Any = None
+        self.task_function: Optional[TaskFunction] = None
+        self.sweep_dir = Path()
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        self.hydra_context, self.config, self.task_function = hydra_context, config, task_function
+        self.launcher = Plugins.instance().instantiate_launcher(hydra_context=hydra_context,
+                                                                task_function=task_function, config=config)
+
+    def sweep(self, arguments: List[str]) -> Any:
+        assert self.config is not None and self.hydra_context is not None and self.launcher is not None
+        # Resolved (`now`) before the jobs' configs are made: each copies the sweep's resolver cache, so all name
+        # one sweep dir.
+        self.sweep_dir = Path(str(self.config.hydra.sweep.dir))
+        parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
+        lines = [f"{key}={value}" for key, value in self.params.items()] + list(arguments)
+        overrides = parser.parse_overrides(lines)
+        batches = expand(overrides, self.max_batch_size)
+        check = getattr(self.task_function, "check", None)
+        if check is None:  # not nnrun's task: Hydra's basic sweeper's checks, batch by batch as it launches them
+            return self.launch(batches, validate=True)
+        jobs = [job for batch in batches for job in batch]
+        print(f"nnrun: a sweep of {len(jobs)} job{'' if len(jobs) == 1 else 's'}{_shape(overrides)}",
+              flush=True)
+        self.check(check, jobs)
+        try:
+            returns = self.launch(batches)
+        except KeyboardInterrupt as exc:
+            if not self.all_ended(len(jobs)):
+                raise interrupted(exc, self.sweep_dir) from None
+            returns = []
+        # Every job has ended: Ctrl-C from here on would only cut the summary short (nnrun's command line puts
+        # the handler back when the sweep is over).
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        return returns
+
+    def launch(self, batches: List[List[List[str]]], validate: bool = False) -> List[Sequence[JobReturn]]:
+        """Save the sweep's config in its dir (multirun.yaml), then launch its batches one after another."""
+        assert self.config is not None and self.launcher is not None
+        self.sweep_dir.mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
+        returns: List[Sequence[JobReturn]] = []
+        initial_job_idx = 0
+        for batch in batches:
+            if validate:
+                self.validate_batch_is_legal(batch)
+            results = self.launcher.launch(batch, initial_job_idx=initial_job_idx)
+            for result in results:
+                _ = result.return_value  # as Hydra's basic sweeper: a job that raised ends the sweep here
+            initial_job_idx += len(batch)
+            returns.append(results)
+        return returns
+
+    def check(self, check: Callable[[DictConfig], Any], jobs: List[List[str]]) -> None:
+        """Build each job's config once and read it through the task's `check`, before any job starts; the first
+        job refused is bad input: one line naming it, exit 2, nothing made on disk. A launcher that takes the
+        checked configs (nnrun's vectorized launchers: `use_checked`) is handed them."""
+        from hydra_plugins.nnrun_vectorized_launcher.sweep_configs import SweepConfigs
+        from hydra_plugins.nnrun_vectorized_launcher.vectorized_launcher import young_garbage_only
+        from nnrun.config import ConfigError
+        from nnrun.console import Phase, fail
+
+        assert self.config is not None and self.hydra_context is not None
+        configs = SweepConfigs(self.hydra_context.config_loader, self.config)
+        keep = getattr(self.launcher, "use_checked", None)
+        checked = {}
+        try:
+            with Phase("checking", "checked", len(jobs)) as phase, young_garbage_only() as collect:
+                for num, overrides in enumerate(jobs):
+                    try:
+                        cfg = configs.load(overrides)
+                        made = check(cfg)
+                    except (ConfigError, HydraException, OmegaConfBaseException) as exc:
+                        fail(f"job #{num} ({' '.join(overrides)}): {self.why(exc, overrides)}")
+                    if keep is not None:
+                        checked[tuple(overrides)] = (cfg, made)
+                    collect()
+                    phase.advance()
+        except KeyboardInterrupt as exc:
+            raise interrupted(exc, None) from None
+        if keep is not None:
+            keep(checked)
+
+    def why(self, exc: Exception, overrides: List[str]) -> str:
+        """A job's refusal in nnrun's words: the schema's, or for a config that does not compose, the override
+        that nnrun's schema explains (an unknown key), else the first line of Hydra's message."""
+        from nnrun.config import ConfigError, explain_composition
+
+        if isinstance(exc, ConfigError):
+            return str(exc)
+        assert self.config is not None and self.hydra_context is not None
+        loader, parser = self.hydra_context.config_loader, OverridesParser.create()
+
+        def compose(lines: List[str]) -> Any:
+            return OmegaConf.to_container(loader.load_sweep_config(self.config, lines), resolve=False)
+
+        try:
+            explained = explain_composition(parser.parse_overrides(overrides), compose)
+        except (HydraException, OmegaConfBaseException):
+            explained = None
+        if explained is not None:
+            return str(explained)
+        return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+
+    def all_ended(self, n_jobs: int) -> bool:
+        """Whether all `n_jobs` of this sweep have ended: each has a metrics.json, and none says interrupted (a stop
+        signal that came after the last of them changes nothing)."""
+        from nnrun.metrics import read_metrics
+
+        assert self.config is not None
+        found = [read_metrics(path.parent.parent) for path in self.sweep_dir.glob("*/.hydra/overrides.yaml")]
+        return len(found) == n_jobs and all(m is not None and m.get("status") != "interrupted" for m in found)
+
+
+def _shape(overrides: Sequence[Any]) -> str:
+    """': optimizer.lr x 16, seed x 16': what a sweep varies and over how many values."""
+    swept = [f"{o.get_key_element()} x {len(list(o.sweep_string_iterator()))}"
+             for o in overrides if o.is_sweep_override() and o.is_discrete_sweep()]
+    return f": {', '.join(swept)}" if swept else ""
+
+
+def interrupted(exc: KeyboardInterrupt, sweep_dir: Optional[Path]) -> KeyboardInterrupt:
+    """Ctrl-C during a sweep, as the engine's RunInterrupted: what train.resume takes to go on (the sweep dir,
+    None before it exists). One that is a RunInterrupted already (raised by the engine) goes on as it is."""
+    from nnrun.engine import RunInterrupted
+
+    if isinstance(exc, RunInterrupted) or sweep_dir is None:
+        return exc
+    return RunInterrupted(sweep_dir, signal.SIGINT)
