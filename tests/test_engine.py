@@ -2,6 +2,7 @@
 
 import json
 import math
+import signal
 
 import pytest
 import torch
@@ -316,3 +317,16 @@ def test_resuming_a_run_that_restored_its_best_weights_continues_from_its_last_s
     a, b = checkpoint.load(tmp_path / "resumed"), checkpoint.load(tmp_path / "whole")
     for key in a["resume"]["model"]:
         assert torch.equal(a["resume"]["model"][key], b["resume"]["model"][key]), key
+
+
+def test_run_interrupted_names_the_dir_that_resumes_the_run_or_its_whole_sweep(tmp_path):
+    from nnrun import engine
+
+    sweep_dir = tmp_path / "sweep"
+    job_dir = sweep_dir / "0_seed=0"
+    job_dir.mkdir(parents=True)
+    (sweep_dir / "multirun.yaml").write_text("{}")
+    stopped = engine.RunInterrupted(job_dir, signal.SIGTERM)
+    assert (stopped.run_dir, stopped.resume_dir, stopped.signum) == (job_dir, sweep_dir, signal.SIGTERM)
+    assert str(stopped) == f"interrupted by SIGTERM; results saved in {job_dir}"
+    assert engine.RunInterrupted(tmp_path / "run", signal.SIGINT).resume_dir == tmp_path / "run"

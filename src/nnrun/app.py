@@ -213,7 +213,7 @@ def make_job(parsed, cfg: DictConfig, hydra_cfg: DictConfig, multirun: bool):
     hydra.job.chdir): the dataset's file, and the run that train.resume names."""
     from dataclasses import replace
 
-    from nnrun import engine
+    from nnrun import engine, sweep
 
     if parsed.dataset.path is not None and Path.cwd() != Path(hydra_cfg.runtime.cwd):  # hydra.job.chdir
         parsed = replace(parsed, dataset=replace(parsed.dataset, path=str(Path(parsed.dataset.path).absolute())))
@@ -222,9 +222,12 @@ def make_job(parsed, cfg: DictConfig, hydra_cfg: DictConfig, multirun: bool):
     job = engine.Job(parsed, run_dir, overrides, OmegaConf.to_yaml(cfg, resolve=True), in_sweep=multirun)
     if parsed.train.resume is not None:
         root = Path(hydra_cfg.runtime.cwd)  # experiments/ is where nnrun was started
-        sweep_dir = root / str(hydra_cfg.sweep.dir) if multirun else None
-        job.resume_from = engine.find_resume_dir(parsed, run_dir, root=root, sweep_dir=sweep_dir,
-                                                 overrides=overrides)
+        if multirun:  # the job with the same overrides in the sweep train.resume names; None: it never started
+            source = sweep.resume_sweep_dir(parsed.exp_name, parsed.train.resume, root / str(hydra_cfg.sweep.dir),
+                                            root)
+            job.resume_from = sweep.same_job(source, overrides)
+        else:
+            job.resume_from = engine.find_resume_dir(parsed, run_dir, root=root)
     return job
 
 

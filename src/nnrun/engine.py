@@ -35,34 +35,19 @@ FINISHED = ("completed", "stopped_early", "diverged")
 
 
 class RunInterrupted(Exception):
-    """Ctrl-C or SIGTERM stopped training; metrics.json and checkpoint.pt of every unfinished run are written.
+    """Ctrl-C, SIGTERM or SIGUSR2 cut runs short; each has its metrics.json (`interrupted`) and checkpoint.pt.
 
-    The message ends with the command that goes on from there: the `nnrun train` command line typed, with
-    train.resume set to `resume_dir`: the run dir, or for a sweep (its dir, or a job's in it) the sweep dir, since
-    a sweep resumes as a whole (each job from the job with the same overrides; finished ones are carried over).
+    `resume_dir` is what train.resume takes to go on: the run dir, or for a sweep (its dir, or a job's in it) the
+    sweep dir, since a sweep resumes as a whole (each job from the job with the same overrides; finished ones
+    are carried over). The command line that goes on is the caller's to say: it knows what was typed.
     """
 
     def __init__(self, run_dir: Path, signum: int):
-        self.run_dir, self.signum = run_dir, signum
-        run_dir = Path(run_dir)
+        self.run_dir, self.signum = Path(run_dir), signum
         # A sweep dir holds Hydra's multirun.yaml (what train.resume takes for a sweep, see nnrun.sweep).
-        self.resume_dir = run_dir.parent if (run_dir.parent / "multirun.yaml").is_file() else run_dir
-        super().__init__(f"interrupted by {signal.Signals(signum).name}; results saved in {run_dir}\n"
-                         f"to go on: {self.resume_command()}")
-
-    def resume_command(self) -> str:
-        """`nnrun train` with the arguments it was started with (cli.train_args; any train.resume replaced),
-        quoted for the shell, then train.resume=<resume_dir>: relative when below the working dir."""
-        import shlex
-
-        from nnrun import cli
-        from nnrun.console import shown_path
-
-        resume = f"train.resume={shown_path(self.resume_dir)}"
-        if cli.train_args is None:  # not started by `nnrun train` in this process (a launcher's worker, a test)
-            return f"nnrun train <the same arguments> {shlex.quote(resume)}"
-        kept = [arg for arg in cli.train_args if arg.split("=", 1)[0].lstrip("+~") != "train.resume"]
-        return shlex.join(["nnrun", "train", *kept, resume])
+        in_sweep = (self.run_dir.parent / "multirun.yaml").is_file()
+        self.resume_dir = self.run_dir.parent if in_sweep else self.run_dir
+        super().__init__(f"interrupted by {signal.Signals(signum).name}; results saved in {run_dir}")
 
 
 @dataclass
@@ -614,17 +599,10 @@ def check_writable(run_dir: Path) -> None:
 MIN_FREE_BYTES = 16 << 20  # a run writes a few MiB at most; less than this free and it would fail midway
 
 
-def find_resume_dir(cfg: TrainConfig, run_dir: Path, *, root: Path = Path("."), sweep_dir: Path | None = None,
-                    overrides: Sequence[str] = ()) -> Path | None:
-    """Where `train.resume` points. A single run: a run dir (or its checkpoint.pt), or `latest` = the newest
-    earlier run of this exp_name under `root`/experiments. A sweep's job (`sweep_dir` set): the job with the same
-    overrides in the sweep that train.resume names (a sweep dir, or `latest`: the newest other sweep of this
-    exp_name), None when that sweep never started it."""
-    from nnrun import sweep
-
-    if sweep_dir is not None:
-        source = sweep.resume_sweep_dir(cfg.exp_name, cfg.train.resume, sweep_dir, root)
-        return sweep.same_job(source, overrides)
+def find_resume_dir(cfg: TrainConfig, run_dir: Path, *, root: Path = Path(".")) -> Path:
+    """The run `train.resume` names for a single run: a run dir (or its checkpoint.pt), or `latest` = the newest
+    earlier run of this exp_name under `root`/experiments. (A sweep's job resumes from the job with its
+    overrides in the sweep train.resume names: its caller finds that one.)"""
     if cfg.train.resume != "latest":
         path = Path(cfg.train.resume).expanduser()
         return path.parent if path.name == checkpoint.CHECKPOINT_FILE else path
