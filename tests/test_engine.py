@@ -7,7 +7,7 @@ import signal
 import pytest
 import torch
 
-from conftest import train
+from conftest import parsed, read_metrics, train
 from nnrun import checkpoint
 from nnrun.predict import predict
 
@@ -317,6 +317,64 @@ def test_resuming_a_run_that_restored_its_best_weights_continues_from_its_last_s
     a, b = checkpoint.load(tmp_path / "resumed"), checkpoint.load(tmp_path / "whole")
     for key in a["resume"]["model"]:
         assert torch.equal(a["resume"]["model"][key], b["resume"]["model"][key]), key
+
+
+def _signals_from(monkeypatch, received):
+    from contextlib import contextmanager
+
+    from nnrun import engine
+
+    @contextmanager
+    def fake():
+        yield received
+
+    monkeypatch.setattr(engine, "stop_signals", fake)
+
+
+class SignalOnce(list):
+    """A stand-in for the engine's received-signals list: SIGTERM arrives once `path` exists."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+
+    def __bool__(self):
+        if not len(self) and self.path.exists():
+            self.append(signal.SIGTERM)
+        return len(self) > 0
+
+
+def test_a_signal_once_every_run_has_ended_leaves_the_results_as_they_are(tmp_path, monkeypatch):
+    from contextlib import contextmanager
+
+    from nnrun import engine
+
+    @contextmanager
+    def signal_after_training():
+        received = []
+        yield received
+        received.append(signal.SIGINT)  # Ctrl-C as the last run has just been saved
+
+    monkeypatch.setattr(engine, "stop_signals", signal_after_training)
+    result = train(["train.epochs=3"], tmp_path)  # no RunInterrupted
+    assert result.status == "completed" and read_metrics(tmp_path)["status"] == "completed"
+
+
+def test_a_signal_between_stacks_interrupts_only_the_runs_it_cut(tmp_path, monkeypatch):
+    from nnrun import engine
+
+    def two_stacks(under):  # two kinds of model, trained one after the other; SIGTERM once the first is saved
+        _signals_from(monkeypatch, SignalOnce(under / "first" / "metrics.json"))
+        return [engine.Job(parsed(["train.epochs=3"]), under / "first"),
+                engine.Job(parsed(["train.epochs=3", "model.hidden=[8]"]), under / "second")]
+
+    jobs = two_stacks(tmp_path / "a")
+    with pytest.raises(engine.RunInterrupted) as stopped:
+        engine.train_jobs(jobs)
+    assert stopped.value.signum == signal.SIGTERM
+    assert [read_metrics(job.run_dir)["status"] for job in jobs] == ["completed", "interrupted"]
+    results = engine.train_jobs(two_stacks(tmp_path / "b"), raise_interrupt=False)
+    assert [r.status for r in results] == ["completed", "interrupted"]
 
 
 def test_run_interrupted_names_the_dir_that_resumes_the_run_or_its_whole_sweep(tmp_path):

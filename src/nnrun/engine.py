@@ -238,9 +238,10 @@ def train_jobs(jobs: Sequence[Job], *, max_models: int = 256, memory_budget_mb: 
 
     Bad input (a data file that cannot be read, a run that cannot be resumed, ...) raises ConfigError before any
     model trains. A fault in a stack ends its models `failed`; with `raise_faults` it is raised once every
-    stack has run, else the other stacks' results stand. Ctrl-C or SIGTERM: the stack training finishes its
-    step, every run not finished is saved `interrupted`, then RunInterrupted (with `raise_interrupt`; else the
-    results, `interrupted` among them). `announce`: a line per finished job and per stack.
+    stack has run, else the other stacks' results stand. Ctrl-C, SIGTERM or SIGUSR2: the stack training finishes
+    its step, every run not finished is saved `interrupted`, then RunInterrupted (with `raise_interrupt`; else
+    the results, `interrupted` among them). A signal that comes once every run has ended changes nothing.
+    `announce`: a line per finished job and per stack.
     """
     members, stacks = plan(jobs, max_models=max_models, memory_budget_mb=memory_budget_mb)
 
@@ -266,9 +267,9 @@ def train_jobs(jobs: Sequence[Job], *, max_models: int = 256, memory_budget_mb: 
                       f"{time.perf_counter() - began:.2f} s ({_count(m.result.status for m in chunk)})")
     if faults and raise_faults:
         raise faults[0]
-    if received and raise_interrupt:
-        raise RunInterrupted(jobs[0].run_dir if len(jobs) == 1 else jobs[0].run_dir.parent, received[0])
     results = {id(m.job): m.result for m in members}
+    if raise_interrupt and any(r.status == "interrupted" for r in results.values()):
+        raise RunInterrupted(jobs[0].run_dir if len(jobs) == 1 else jobs[0].run_dir.parent, received[0])
     if announce:
         print(f"nnrun: trained {len(jobs)} jobs in {len(stacks)} stack{'' if len(stacks) == 1 else 's'} "
               f"({_count(r.status for r in results.values())})")
