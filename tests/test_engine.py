@@ -388,3 +388,68 @@ def test_run_interrupted_names_the_dir_that_resumes_the_run_or_its_whole_sweep(t
     assert (stopped.run_dir, stopped.resume_dir, stopped.signum) == (job_dir, sweep_dir, signal.SIGTERM)
     assert str(stopped) == f"interrupted by SIGTERM; results saved in {job_dir}"
     assert engine.RunInterrupted(tmp_path / "run", signal.SIGINT).resume_dir == tmp_path / "run"
+
+
+def test_a_finished_sweep_job_is_carried_over_without_building_a_model_or_loading_its_checkpoint(
+        tmp_path, monkeypatch, capsys):
+    from nnrun import engine, models
+
+    train(["train.epochs=3"], tmp_path / "old")
+    (tmp_path / "old" / "checkpoint.pt").write_bytes(b"unreadable")  # loading it would fail
+    monkeypatch.setattr(models, "build", lambda *args: pytest.fail("a model was built"))
+    capsys.readouterr()
+    job = engine.Job(parsed(["train.epochs=3"]), tmp_path / "new", resume_from=tmp_path / "old", in_sweep=True)
+    (result,) = engine.train_jobs([job])
+    assert result.carried_over and result.status == "completed" and result.resumed_after is None
+    assert read_metrics(tmp_path / "new") == read_metrics(tmp_path / "old")
+    assert (tmp_path / "new" / "checkpoint.pt").read_bytes() == b"unreadable"  # copied as it is
+    assert capsys.readouterr().out == ""  # the sweep says it once for all its jobs
+
+
+def test_a_sweep_job_set_up_but_never_trained_in_the_resumed_sweep_trains_from_the_start(tmp_path):
+    from nnrun import engine
+
+    (tmp_path / "old" / ".hydra").mkdir(parents=True)  # what Hydra made before the sweep was stopped
+    job = engine.Job(parsed(["train.epochs=3"]), tmp_path / "new", resume_from=tmp_path / "old", in_sweep=True)
+    (result,) = engine.train_jobs([job])
+    assert (result.status, result.epochs_run, result.resumed_after, result.carried_over) == (
+        "completed", 3, None, False)
+
+
+def test_a_single_run_says_where_it_resumes_and_a_sweep_job_leaves_it_to_the_sweep(tmp_path, monkeypatch,
+                                                                                    capsys):
+    from nnrun import engine
+
+    overrides = ["dataset=spirals", "dataset.n_samples=200", "train.batch_size=16", "train.epochs=4"]
+    _fake_signals(monkeypatch, 20)  # inside the second epoch
+    with pytest.raises(engine.RunInterrupted):
+        train(overrides, tmp_path / "first")
+    monkeypatch.undo()
+    saved = checkpoint.load(tmp_path / "first")["resume"]
+    assert saved["partial"] is not None
+    capsys.readouterr()
+    single = train([*overrides, f"train.resume={tmp_path / 'first'}"], tmp_path / "single")
+    assert capsys.readouterr().out == (f"nnrun: resuming {tmp_path / 'first'} after epoch {saved['epochs_done']} "
+                                       f"(inside epoch {saved['partial']['epoch']})\n")
+    job = engine.Job(parsed(overrides), tmp_path / "job", resume_from=tmp_path / "first", in_sweep=True)
+    (swept,) = engine.train_jobs([job])
+    assert capsys.readouterr().out == ""
+    assert single.resumed_after == swept.resumed_after == saved["epochs_done"]
+    assert single.final == swept.final and single.status == "completed"
+
+
+def test_a_resumed_run_stopped_before_its_first_step_keeps_its_place_inside_the_epoch(tmp_path, monkeypatch):
+    from nnrun import engine
+
+    overrides = ["dataset=spirals", "dataset.n_samples=200", "train.batch_size=16", "train.epochs=4"]
+    _fake_signals(monkeypatch, 20)
+    with pytest.raises(engine.RunInterrupted):
+        train(overrides, tmp_path / "first")
+    _fake_signals(monkeypatch, 0)  # Ctrl-C before the resumed run's first step
+    with pytest.raises(engine.RunInterrupted):
+        train([*overrides, f"train.resume={tmp_path / 'first'}"], tmp_path / "second")
+    first, second = (checkpoint.load(tmp_path / name)["resume"] for name in ("first", "second"))
+    assert (second["epochs_done"], second["step"]) == (first["epochs_done"], first["step"])
+    assert {k: second["partial"][k] for k in ("epoch", "next_start")} == \
+        {k: first["partial"][k] for k in ("epoch", "next_start")}
+    assert torch.equal(second["partial"]["order"], first["partial"]["order"])
