@@ -2,11 +2,12 @@
 
 import json
 import math
+import signal
 
 import pytest
 import torch
 
-from conftest import train
+from conftest import parsed, read_metrics, train
 from nnrun import checkpoint
 from nnrun.predict import predict
 
@@ -316,3 +317,128 @@ def test_resuming_a_run_that_restored_its_best_weights_continues_from_its_last_s
     a, b = checkpoint.load(tmp_path / "resumed"), checkpoint.load(tmp_path / "whole")
     for key in a["resume"]["model"]:
         assert torch.equal(a["resume"]["model"][key], b["resume"]["model"][key]), key
+
+
+def _signals_from(monkeypatch, received):
+    from contextlib import contextmanager
+
+    from nnrun import engine
+
+    @contextmanager
+    def fake():
+        yield received
+
+    monkeypatch.setattr(engine, "stop_signals", fake)
+
+
+class SignalOnce(list):
+    """A stand-in for the engine's received-signals list: SIGTERM arrives once `path` exists."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+
+    def __bool__(self):
+        if not len(self) and self.path.exists():
+            self.append(signal.SIGTERM)
+        return len(self) > 0
+
+
+def test_a_signal_once_every_run_has_ended_leaves_the_results_as_they_are(tmp_path, monkeypatch):
+    from contextlib import contextmanager
+
+    from nnrun import engine
+
+    @contextmanager
+    def signal_after_training():
+        received = []
+        yield received
+        received.append(signal.SIGINT)  # Ctrl-C as the last run has just been saved
+
+    monkeypatch.setattr(engine, "stop_signals", signal_after_training)
+    result = train(["train.epochs=3"], tmp_path)  # no RunInterrupted
+    assert result.status == "completed" and read_metrics(tmp_path)["status"] == "completed"
+
+
+def test_a_signal_between_stacks_interrupts_only_the_runs_it_cut(tmp_path, monkeypatch):
+    from nnrun import engine
+
+    def two_stacks(under):  # two kinds of model, trained one after the other; SIGTERM once the first is saved
+        _signals_from(monkeypatch, SignalOnce(under / "first" / "metrics.json"))
+        return [engine.Job(parsed(["train.epochs=3"]), under / "first"),
+                engine.Job(parsed(["train.epochs=3", "model.hidden=[8]"]), under / "second")]
+
+    jobs = two_stacks(tmp_path / "a")
+    with pytest.raises(engine.RunInterrupted) as stopped:
+        engine.train_jobs(jobs)
+    assert stopped.value.signum == signal.SIGTERM
+    assert [read_metrics(job.run_dir)["status"] for job in jobs] == ["completed", "interrupted"]
+    results = engine.train_jobs(two_stacks(tmp_path / "b"), raise_interrupt=False)
+    assert [r.status for r in results] == ["completed", "interrupted"]
+
+
+def test_run_interrupted_names_the_dir_that_resumes_the_run_or_its_whole_sweep(tmp_path):
+    from nnrun import engine
+
+    sweep_dir = tmp_path / "sweep"
+    job_dir = sweep_dir / "0_seed=0"
+    job_dir.mkdir(parents=True)
+    (sweep_dir / "multirun.yaml").write_text("{}")
+    stopped = engine.RunInterrupted(job_dir, signal.SIGTERM)
+    assert (stopped.run_dir, stopped.resume_dir, stopped.signum) == (job_dir, sweep_dir, signal.SIGTERM)
+    assert str(stopped) == f"interrupted by SIGTERM; results saved in {sweep_dir}"
+    assert engine.RunInterrupted(tmp_path / "run", signal.SIGINT).resume_dir == tmp_path / "run"
+
+
+def test_a_finished_sweep_job_is_carried_over_without_building_a_model_or_loading_its_checkpoint(
+        tmp_path, monkeypatch, capsys):
+    from nnrun import engine, models
+
+    train(["train.epochs=3"], tmp_path / "old")
+    (tmp_path / "old" / "checkpoint.pt").write_bytes(b"unreadable")  # loading it would fail
+    monkeypatch.setattr(models, "build", lambda *args: pytest.fail("a model was built"))
+    capsys.readouterr()
+    job = engine.Job(parsed(["train.epochs=3"]), tmp_path / "new", resume_from=tmp_path / "old", in_sweep=True)
+    (result,) = engine.train_jobs([job])
+    assert result.status == "completed"
+    assert read_metrics(tmp_path / "new") == read_metrics(tmp_path / "old")
+    assert (tmp_path / "new" / "checkpoint.pt").read_bytes() == b"unreadable"  # copied as it is
+    assert capsys.readouterr().out == ""  # the sweep says it once for all its jobs
+
+
+def test_a_single_run_says_where_it_resumes_and_a_sweep_job_leaves_it_to_the_sweep(tmp_path, monkeypatch,
+                                                                                    capsys):
+    from nnrun import engine
+
+    overrides = ["dataset=spirals", "dataset.n_samples=200", "train.batch_size=16", "train.epochs=4"]
+    _fake_signals(monkeypatch, 20)  # inside the second epoch
+    with pytest.raises(engine.RunInterrupted):
+        train(overrides, tmp_path / "first")
+    monkeypatch.undo()
+    saved = checkpoint.load(tmp_path / "first")["resume"]
+    assert saved["partial"] is not None
+    capsys.readouterr()
+    single = train([*overrides, f"train.resume={tmp_path / 'first'}"], tmp_path / "single")
+    assert capsys.readouterr().out == (f"nnrun: resuming {tmp_path / 'first'} after epoch {saved['epochs_done']} "
+                                       f"(inside epoch {saved['partial']['epoch']})\n")
+    job = engine.Job(parsed(overrides), tmp_path / "job", resume_from=tmp_path / "first", in_sweep=True)
+    (swept,) = engine.train_jobs([job])
+    assert capsys.readouterr().out == ""
+    assert single.final == swept.final and single.status == "completed"
+
+
+def test_a_resumed_run_stopped_before_its_first_step_keeps_its_place_inside_the_epoch(tmp_path, monkeypatch):
+    from nnrun import engine
+
+    overrides = ["dataset=spirals", "dataset.n_samples=200", "train.batch_size=16", "train.epochs=4"]
+    _fake_signals(monkeypatch, 20)
+    with pytest.raises(engine.RunInterrupted):
+        train(overrides, tmp_path / "first")
+    _fake_signals(monkeypatch, 0)  # Ctrl-C before the resumed run's first step
+    with pytest.raises(engine.RunInterrupted):
+        train([*overrides, f"train.resume={tmp_path / 'first'}"], tmp_path / "second")
+    first, second = (checkpoint.load(tmp_path / name)["resume"] for name in ("first", "second"))
+    assert (second["epochs_done"], second["step"]) == (first["epochs_done"], first["step"])
+    assert {k: second["partial"][k] for k in ("epoch", "next_start")} == \
+        {k: first["partial"][k] for k in ("epoch", "next_start")}
+    assert torch.equal(second["partial"]["order"], first["partial"]["order"])

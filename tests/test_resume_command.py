@@ -59,7 +59,7 @@ def test_ctrl_c_prints_the_command_that_goes_on_and_it_completes_the_work(sweep,
     assert all(read_metrics(d)["status"] == "completed" and read_metrics(d)["epochs_run"] == 300 for d in finished)
 
 
-def test_an_interrupted_resumed_run_says_to_resume_the_new_run_not_the_old(tmp_path, monkeypatch):
+def test_an_interrupted_resumed_sweep_says_to_resume_the_new_sweep_not_the_old(tmp_path, monkeypatch):
     from nnrun import cli, engine
 
     monkeypatch.chdir(tmp_path)
@@ -67,8 +67,15 @@ def test_an_interrupted_resumed_run_says_to_resume_the_new_run_not_the_old(tmp_p
     job_dir = sweep_dir / "0_seed=0"
     job_dir.mkdir(parents=True)
     (sweep_dir / "multirun.yaml").write_text("{}")
-    monkeypatch.setattr(cli, "train_args", ["-m", "seed=0,1", "train.resume=experiments/x/multirun/old", "a=b c"])
-    message = str(engine.RunInterrupted(job_dir, signal.SIGTERM))
-    assert message.splitlines()[-1] == ("to go on: nnrun train -m seed=0,1 'a=b c' "
-                                        "train.resume=experiments/x/multirun/2026-01-01_00-00-00")
-    assert message.startswith(f"interrupted by SIGTERM; results saved in {job_dir}")
+    typed = ["-m", "seed=0,1", "train.resume=experiments/x/multirun/old", "a=b c"]
+    said = cli.interrupted(engine.RunInterrupted(job_dir, signal.SIGTERM), typed).splitlines()
+    assert said == [f"nnrun: interrupted by SIGTERM; results saved in {sweep_dir}",
+                    "to go on: nnrun train -m seed=0,1 'a=b c' train.resume=experiments/x/multirun/2026-01-01_00-00-00"]
+
+
+def test_ctrl_c_before_anything_trained_says_how_to_start_again():
+    from nnrun import cli
+
+    said = cli.interrupted(KeyboardInterrupt(), ["-m", "seed=0,1", "model.hidden=[4]"]).splitlines()
+    assert said == ["nnrun: interrupted before any training; nothing was saved",
+                    "to start again: nnrun train -m seed=0,1 'model.hidden=[4]'"]

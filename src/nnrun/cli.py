@@ -93,9 +93,9 @@ def interrupted(exc: KeyboardInterrupt, args: list[str]) -> str:
     resume_dir = getattr(exc, "resume_dir", None)
     kept = [arg for arg in args if arg.split("=", 1)[0].lstrip("+~") != "train.resume"]
     if resume_dir is None:
-        return f"nnrun: interrupted before any training; nothing was saved\nto start again: {shlex.join(['nnrun', 'train', *args])}"
-    resume = f"train.resume={shown_path(resume_dir)}"
-    return f"nnrun: {exc}\nto go on: {shlex.join(['nnrun', 'train', *kept, resume])}"
+        return ("nnrun: interrupted before any training; nothing was saved\n"
+                f"to start again: {shlex.join(['nnrun', 'train', *args])}")
+    return f"nnrun: {exc}\nto go on: {shlex.join(['nnrun', 'train', *kept, f'train.resume={shown_path(resume_dir)}'])}"
 
 
 def import_torch() -> None:

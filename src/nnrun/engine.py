@@ -3,8 +3,10 @@
 One loop for every run. It trains a stack of K >= 1 networks of one shape (`models.StackedMLP`), each with its
 own seed, optimizer numbers, early stopping, TensorBoard events, checkpoint.pt and metrics.json: `nnrun train`
 is a stack of one, and the vectorized launcher hands `train_jobs` a whole sweep, which it trains in as few
-stacks as the jobs allow. Every rule (when to evaluate and log, early stopping and restore_best, divergence,
-Ctrl-C, checkpoints, resume) is written once, here, and applies to each model on its own.
+stacks as the jobs allow. A `Stack` holds one stack's model, optimizer and rows (a row: one run's weights, its
+best and last finite weights, its `Member`); `train_stack` is the loop. Every rule (when to evaluate and log,
+early stopping and restore_best, divergence, Ctrl-C, checkpoints, resume) is written once, here, and applies to
+each model on its own.
 
 Data stays as tensors on the device (no DataLoader: the lecture's data fits in memory many times over). A step
 is the stack's forward pass, `backward()` of the sum of the models' losses (the models share no weights, so
@@ -30,23 +32,21 @@ from nnrun import checkpoint, losses, metrics, models, optim, stacking
 from nnrun.config import ConfigError, EarlyStoppingConfig, TrainConfig, check_loss_fits
 from nnrun.data import Dataset, load
 
-# Statuses of a run that is over: a sweep resumed with train.resume carries such a job over, untrained.
-FINISHED = ("completed", "stopped_early", "diverged")
 
 
 class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C or SIGTERM stopped training; metrics.json and checkpoint.pt of every unfinished run are written.
+    """Ctrl-C, SIGTERM or SIGUSR2 cut runs short; each has its metrics.json (`interrupted`) and checkpoint.pt.
 
     A KeyboardInterrupt, so that it passes Hydra's job and error handling on its way to the command line, which
-    prints the command that goes on (cli.interrupted): `resume_dir` is what train.resume takes, the run dir, or
-    for a sweep (its dir, or a job's in it) the sweep dir, since a sweep resumes as a whole.
+    says what was saved and the command that goes on (it knows what was typed: cli.interrupted). `resume_dir` is
+    what train.resume takes to go on: the run dir, or for a sweep (its dir, or a job's in it) the sweep dir, since a
+    sweep resumes as a whole (each job from the job with the same overrides; finished ones are carried over).
     """
 
     def __init__(self, run_dir: Path, signum: int):
         self.run_dir, self.signum = Path(run_dir), signum
         # A sweep dir holds Hydra's multirun.yaml (what train.resume takes for a sweep, see nnrun.sweep).
-        parent = self.run_dir.parent
-        self.resume_dir = parent if (parent / "multirun.yaml").is_file() else self.run_dir
+        self.resume_dir = self.run_dir.parent if (self.run_dir.parent / "multirun.yaml").is_file() else self.run_dir
         super().__init__(f"interrupted by {signal.Signals(signum).name}; results saved in {self.resume_dir}")
 
 
@@ -184,18 +184,17 @@ def images_due(cfg: TrainConfig, data: Dataset, epoch: int) -> bool:
 
 
 @dataclass
-class Progress:
-    """Where a run stands: all that a checkpoint must hold for a resumed run to match an uninterrupted one."""
+class Position:
+    """Where a run stands in its epochs: with its weights, optimizer, generator and early stopping, what a
+    checkpoint holds for a resumed run to match an uninterrupted one."""
 
     epochs_done: int = 0  # last epoch whose steps and evaluation are complete
     step: int = 0
     # Set when training stopped inside an epoch: that epoch, the next batch's start, the epoch's batch order.
     partial: dict[str, Any] | None = None
-    best_weights: dict[str, torch.Tensor] | None = None
-    last_good: dict[str, torch.Tensor] | None = None  # newest finite weights: a diverged run never saves NaNs
 
     @property
-    def position(self) -> tuple:
+    def key(self) -> tuple:
         """Runs at one position can share a stack: they take every step from here on together."""
         inside = None if self.partial is None else (self.partial["epoch"], self.partial["next_start"])
         return self.epochs_done, self.step, inside
@@ -203,19 +202,22 @@ class Progress:
 
 @dataclass
 class Member:
-    """One model of a stack: its job, its plain MLP (the weights it is finished and saved with), its generator
-    (batch order and dropout masks), optimizer numbers, early stopping, logger and where it stands."""
+    """One job as it trains: its plain MLP (the weights it is finished and saved with), its generator (batch
+    order and dropout masks), optimizer numbers and state, early stopping, logger, where it stands, and its
+    best and last finite weights. A job carried over has its result and nothing else."""
 
     job: Job
-    module: models.MLP
-    rng: torch.Generator
-    group: dict
-    stopper: EarlyStopping
-    progress: Progress
-    started: float
-    optimizer_state: dict | None = None  # a resumed run's, until its stack takes it
-    logger: Any = None
     result: RunResult | None = None
+    module: models.MLP | None = None
+    rng: torch.Generator | None = None
+    group: dict = field(default_factory=dict)
+    stopper: EarlyStopping | None = None
+    position: Position = field(default_factory=Position)
+    best_weights: dict[str, torch.Tensor] | None = None
+    last_good: dict[str, torch.Tensor] | None = None  # newest finite weights: a diverged run never saves NaNs
+    optimizer_state: dict | None = None  # torch.optim's format: a resumed run's, then its stack's (`Stack.sync`)
+    started: float = 0.0
+    logger: Any = None
 
 
 def train(cfg: TrainConfig, run_dir: Path, *, overrides: Sequence[str] = (), config_yaml: str = "",
@@ -238,9 +240,10 @@ def train_jobs(jobs: Sequence[Job], *, max_models: int = 256, memory_budget_mb: 
 
     Bad input (a data file that cannot be read, a run that cannot be resumed, ...) raises ConfigError before any
     model trains. A fault in a stack ends its models `failed`; with `raise_faults` it is raised once every
-    stack has run, else the other stacks' results stand. Ctrl-C or SIGTERM: the stack training finishes its
-    step, every run not finished is saved `interrupted`, then RunInterrupted (with `raise_interrupt`; else the
-    results, `interrupted` among them). `announce`: a line per finished job and per stack.
+    stack has run, else the other stacks' results stand. Ctrl-C, SIGTERM or SIGUSR2: the stack training finishes
+    its step, every run not finished is saved `interrupted`, then RunInterrupted (with `raise_interrupt`; else
+    the results, `interrupted` among them). A signal that comes once every run has ended changes nothing.
+    `announce`: a line per finished job and per stack.
     """
     members, stacks = plan(jobs, max_models=max_models, memory_budget_mb=memory_budget_mb)
 
@@ -266,9 +269,9 @@ def train_jobs(jobs: Sequence[Job], *, max_models: int = 256, memory_budget_mb: 
                       f"{time.perf_counter() - began:.2f} s ({_count(m.result.status for m in chunk)})")
     if faults and raise_faults:
         raise faults[0]
-    if raise_interrupt and received and any(m.result.status == "interrupted" for m in members):
-        raise RunInterrupted(jobs[0].run_dir if len(jobs) == 1 else jobs[0].run_dir.parent, received[0])
     results = {id(m.job): m.result for m in members}
+    if raise_interrupt and any(r.status == "interrupted" for r in results.values()):
+        raise RunInterrupted(jobs[0].run_dir if len(jobs) == 1 else jobs[0].run_dir.parent, received[0])
     if announce:
         print(f"nnrun: trained {len(jobs)} jobs in {len(stacks)} stack{'' if len(stacks) == 1 else 's'} "
               f"({_count(r.status for r in results.values())})")
@@ -292,7 +295,7 @@ def plan(jobs: Sequence[Job], *, max_models: int = 256, memory_budget_mb: int = 
         started = [start(job, data, loss, where) for job in kind]
         members += started
         size = stacking.models_per_stack(stacking.bytes_per_model(cfg, data), memory_budget_mb << 20, max_models)
-        for same_start in stacking.group([m for m in started if m.result is None], lambda m: m.progress.position):
+        for same_start in stacking.group([m for m in started if m.result is None], lambda m: m.position.key):
             stacks += [(cfg, data, loss, chunk) for chunk in stacking.chunks(same_start, size)]
     return members, stacks
 
@@ -305,162 +308,182 @@ def _count(statuses) -> str:
 
 def start(job: Job, data: Dataset, loss: losses.Loss, device: torch.device) -> Member:
     """A job's model, generator and optimizer numbers as its seed makes them, or as its checkpoint left them
-    when it resumes. A finished job of a sweep being resumed is carried over: its files are copied into the
-    new run dir and its result set, and it trains no more."""
+    when it resumes. A sweep's job whose run in the sweep it resumes had finished is carried over (its files
+    copied, its result read) before anything is built. A single run says where it resumes; a sweep's jobs print
+    nothing (the sweep says it once for all: nnrun.sweep.resume_line)."""
     cfg, started = job.cfg, time.perf_counter()
     check_writable(job.run_dir)
+    source = job.resume_from
+    if job.in_sweep and source is not None:
+        if (metrics.read_metrics(source) or {}).get("status") in metrics.FINISHED:
+            return Member(job, result=carry_over(job))
     module = models.build(data.n_features, cfg.model.hidden, loss.n_outputs(data.n_classes), cfg.activation,
                           cfg.model.dropout, cfg.model.init_std, cfg.seed).to(device)
     # One generator drives batch order and dropout masks: the run depends on its seed alone.
-    member = Member(job, module, torch.Generator(device=device).manual_seed(cfg.seed),
-                    optim.param_group(cfg.optimizer), EarlyStopping(cfg.train.early_stopping), Progress(), started)
-    if job.resume_from is None:
+    member = Member(job, module=module, rng=torch.Generator(device=device).manual_seed(cfg.seed),
+                    group=optim.param_group(cfg.optimizer), stopper=EarlyStopping(cfg.train.early_stopping),
+                    started=started)
+    if source is None:
         return member
     try:
-        payload = checkpoint.load(job.resume_from)
+        payload = checkpoint.load(source)
     except checkpoint.CheckpointError as exc:
         raise ConfigError("train.resume", cfg.train.resume, str(exc)) from None
     if payload["spec"] != module.spec or payload["config"]["optimizer"]["name"] != cfg.optimizer.name:
-        raise ConfigError("train.resume", str(job.resume_from), "a run of the same model and optimizer "
+        raise ConfigError("train.resume", str(source), "a run of the same model and optimizer "
                           f"(it has {payload['spec']} with {payload['config']['optimizer']['name']})")
     saved = payload["resume"]
-    if payload["status"] in FINISHED and job.in_sweep:
-        member.result = carry_over(job, payload["status"])
-        return member
     if saved is None:
-        raise ConfigError("train.resume", str(job.resume_from), f"a run that can go on; this one {payload['status']}")
+        raise ConfigError("train.resume", str(source), f"a run that can go on; this one {payload['status']}")
     module.load_state_dict(saved["model"])
     member.rng.set_state(saved["rng"]["train"])
     member.stopper.load_state_dict(saved["early_stopping"])
-    member.optimizer_state = saved["optimizer"]
-    on = lambda w: None if w is None else {k: v.to(device) for k, v in w.items()}  # noqa: E731
-    partial = saved["partial"]
-    if partial is not None and partial["order"] is not None:
-        partial = {**partial, "order": partial["order"].to(device)}
-    member.progress = Progress(epochs_done=saved["epochs_done"], step=saved["step"], partial=partial,
-                               best_weights=on(saved["best_weights"]), last_good=on(saved["last_good"]))
-    print(f"nnrun: resuming {job.resume_from} after epoch {saved['epochs_done']}"
-          + (f" (inside epoch {partial['epoch']})" if partial else ""))
+    member.optimizer_state, member.best_weights, member.last_good = (saved["optimizer"], saved["best_weights"],
+                                                                     saved["last_good"])
+    member.position = Position(saved["epochs_done"], saved["step"], saved["partial"])
+    if not job.in_sweep:
+        print(f"nnrun: resuming {source} after epoch {saved['epochs_done']}"
+              + (f" (inside epoch {saved['partial']['epoch']})" if saved["partial"] else ""))
     return member
+
+
+def carry_over(job: Job) -> RunResult:
+    """A finished run of the sweep being resumed, carried into this job's run dir as it is: its metrics.json,
+    checkpoint.pt and TensorBoard events (not its .hydra/ and log: this job has its own)."""
+    for path in Path(job.resume_from).iterdir():
+        if path.is_file() and path.suffix != ".log":
+            shutil.copy2(path, job.run_dir / path.name)
+    return RunResult.read(job.run_dir, job.cfg.train.early_stopping.monitor)
+
+
+class Stack:
+    """The runs that train together. `model` (a StackedMLP) holds their weights, row r being run r's, and
+    `optimizer` their optimizer states; per row, `members[r]`, its newest finite weights `last_good[r]`, and,
+    where `has_best[r]`, its best epoch's `best[r]` (the loop sets them). Every row stands at one position
+    (epochs done, step, a stop inside an epoch). Rows whose runs end leave it together (`end`)."""
+
+    def __init__(self, members: Sequence[Member]):
+        self.members = list(members)
+        self.model = models.StackedMLP([m.module for m in members])
+        self.model.generators = [m.rng for m in members]
+        self.optimizer = optim.build(members[0].job.cfg.optimizer.name, [self.model.flat],
+                                     [m.group for m in members])
+        weights = self.model.flat.detach()
+        start = members[0].position  # every member's (`plan` groups them so), but for its batch order
+        self.epochs_done, self.step, self.partial = start.epochs_done, start.step, start.partial
+        if self.partial is not None and self.partial["order"] is not None:
+            orders = torch.stack([m.position.partial["order"] for m in members])
+            self.partial = {**self.partial, "order": orders.to(weights.device)}
+        self.optimizer.steps = self.step
+        for row, m in enumerate(members):
+            if m.optimizer_state is not None:
+                self.optimizer.load_row(row, m.optimizer_state, self.model.split_row)
+
+        def rows(saved: list) -> torch.Tensor:  # a resumed run's snapshots as it saved them; else its weights now
+            return torch.stack([w if s is None else self.model.row_of(s).to(w.device) for w, s in zip(weights, saved)])
+
+        self.last_good, self.best = rows([m.last_good for m in members]), rows([m.best_weights for m in members])
+        self.has_best = torch.tensor([m.best_weights is not None for m in members])
+
+    def batch_order(self, n: int, batch_size: int) -> tuple[torch.Tensor | None, int]:
+        """This epoch's batch orders (K, n) and the first batch's start: the rest of the epoch a run stopped
+        inside, else each model's own permutation (None: the whole set is one batch)."""
+        if self.partial is not None:
+            partial, self.partial = self.partial, None
+            return partial["order"], partial["next_start"]
+        if batch_size == n:
+            return None, 0
+        return torch.stack([torch.randperm(n, generator=m.rng, device=self.model.flat.device)
+                            for m in self.members]), 0
+
+    def sync(self, r: int) -> Member:
+        """Row r into its member: the weights into its MLP, its position, snapshots and optimizer state (what
+        its checkpoint holds)."""
+        m = self.members[r]
+        names = list(m.module.state_dict())
+        m.module.load_state_dict(self.model.state_dict_of(self.model.flat[r], names))
+        partial = self.partial and {**self.partial, "order": None if self.partial["order"] is None
+                                    else self.partial["order"][r]}
+        m.position = Position(self.epochs_done, self.step, partial)
+        m.best_weights = self.model.state_dict_of(self.best[r], names) if self.has_best[r] else None
+        m.last_good = self.model.state_dict_of(self.last_good[r], names)
+        m.optimizer_state = self.optimizer.state_dict_of(r, m.group, self.model.split_row)
+        return m
+
+    def end(self, statuses: dict[int, str], data: Dataset, loss: losses.Loss) -> None:
+        """The runs at these rows end, each with its status (see `finish`), and leave the stack."""
+        for r, status in statuses.items():
+            self.members[r].result = finish(self.sync(r), status, data, loss)
+        kept = [r for r in range(len(self.members)) if r not in statuses]
+        if statuses and kept:  # rebuilt only when some leave and some stay
+            index = torch.tensor(kept, device=self.model.flat.device)
+            self.model.keep(index)
+            self.optimizer.keep(index, [self.model.flat])
+            self.last_good, self.best = self.last_good[index], self.best[index]
+        self.members, self.has_best = [self.members[r] for r in kept], self.has_best[kept]
 
 
 def train_stack(members: list[Member], data: Dataset, loss: losses.Loss, received: list[int], *,
                 show_progress: bool = False, console=None) -> None:
     """Train `members` (one kind, one starting point) as one stack until each run ends; each gets its result."""
     cfg = members[0].job.cfg  # what the stack shares: data, architecture, loss, optimizer rule, loop settings
-    device = data.train.x.device
-    stack = models.StackedMLP([m.module for m in members])
-    stack.generators = [m.rng for m in members]
-    optimizer = optim.build(cfg.optimizer.name, [stack.flat], [m.group for m in members])
-    position = members[0].progress  # shared by the stack's runs (train_jobs groups them so)
-    epochs_done, step, partial = position.epochs_done, position.step, position.partial
-    optimizer.steps = step
-    for row, m in enumerate(members):
-        if m.optimizer_state is not None:
-            optimizer.load_row(row, m.optimizer_state, stack.split_row)
-    if partial is not None and partial["order"] is not None:
-        partial = {**partial, "order": torch.stack([m.progress.partial["order"] for m in members])}
-    # Per row: the newest weights seen finite, and (with restore_best) the best epoch's.
-    last_good = torch.stack([stack.row_of(m.progress.last_good) if m.progress.last_good is not None
-                             else stack.flat.detach()[r] for r, m in enumerate(members)])
-    best = torch.stack([stack.row_of(m.progress.best_weights) if m.progress.best_weights is not None
-                        else stack.flat.detach()[r] for r, m in enumerate(members)])
-    has_best = [m.progress.best_weights is not None for m in members]
+    rules, stopping = cfg.train, cfg.train.early_stopping
+    evaluate_every_epoch = stopping.patience is not None
+    # Restoring the best weights is part of early stopping: without it, a run ends with its last weights.
+    restore_best = evaluate_every_epoch and stopping.restore_best
+    x, n = data.train.x, len(data.train)
+    y = loss.targets(data.train.y, x.dtype)
+    batch_size = min(rules.batch_size or n, n)
+    stack = Stack(members)
+    model, optimizer = stack.model, stack.optimizer
 
     from nnrun.logging import RunLogger  # tensorboard is imported only when a run starts
 
     for m in members:
         m.logger = RunLogger(m.job.run_dir, m.job.config_yaml)
-    alive = list(range(len(members)))  # row r of the stack is members[alive[r]]
-    monitor = cfg.train.early_stopping.monitor
-    evaluate_every_epoch = cfg.train.early_stopping.patience is not None
-    # Restoring the best weights is part of early stopping: without it, a run ends with its last weights.
-    restore_best = evaluate_every_epoch and cfg.train.early_stopping.restore_best
-    x, n = data.train.x, len(data.train)
-    y = loss.targets(data.train.y, x.dtype)
-    batch_size = min(cfg.train.batch_size or n, n)
-    epochs, checkpoint_every = cfg.train.epochs, cfg.train.checkpoint_every
-    progress = _Progress(show_progress and len(members) == 1, epochs, cfg.exp_name, console, done=epochs_done)
-
-    def sync(r: int, inside: dict | None = None) -> Member:
-        """Row r's state into its member: weights into its MLP, and its Progress (what its checkpoint holds)."""
-        m = members[alive[r]]
-        names = list(m.module.state_dict())
-        m.module.load_state_dict(stack.state_dict_of(stack.flat[r], names))
-        row_partial = None if inside is None else {
-            **inside, "order": None if inside["order"] is None else inside["order"][r]}
-        m.progress = Progress(epochs_done, step, row_partial,
-                              stack.state_dict_of(best[r], names) if has_best[alive[r]] else None,
-                              stack.state_dict_of(last_good[r], names))
-        return m
-
-    def finish(statuses: dict[int, str], inside: dict | None = None) -> None:
-        """The runs at these rows end, each with its status (see `_finish`), and leave the stack."""
-        nonlocal alive, last_good, best
-        for r, status in statuses.items():
-            m = sync(r, inside)
-            m.result = _finish(m, status, optimizer.state_dict_of(r, m.group, stack.split_row), data, loss)
-        rows = list(statuses)
-        kept = [r for r in range(len(alive)) if r not in statuses]
-        if rows and kept:
-            index = torch.tensor(kept, device=device)
-            stack.keep(index)
-            optimizer.keep(index, [stack.flat])
-            last_good, best = last_good[index], best[index]
-        alive = [alive[r] for r in kept]
-
-    status, inside = "completed", None
+    bar = ProgressBar(show_progress and len(members) == 1, rules.epochs, cfg.exp_name, console, stack.epochs_done)
+    status = "completed"
     try:
-        with progress:
-            stack.train()
-            # --- the loop -----------------------------------------------------------------------------------
-            for epoch in range(epochs_done + 1, epochs + 1):
+        with bar:
+            model.train()
+            for epoch in range(stack.epochs_done + 1, rules.epochs + 1):
+                # --- train an epoch (or the rest of the one a run stopped inside) ---------------------------
                 if received:
                     status = "interrupted"
                     break
-                if partial is not None:  # resuming inside an epoch: its batch orders and position
-                    order, first, partial = partial["order"], partial["next_start"], None
-                else:  # each model's own batch order
-                    order = None if batch_size == n else torch.stack(
-                        [torch.randperm(n, generator=members[j].rng, device=device) for j in alive])
-                    first = 0
+                order, first = stack.batch_order(n, batch_size)
                 for begin in range(first, n, batch_size):
                     idx = None if order is None else order[:, begin:begin + batch_size]
                     xb, yb = (x, y) if idx is None else (x[idx], y[idx])
-                    stack.flat.grad = None
-                    per_model = loss.fn(stack(xb), yb)
+                    model.flat.grad = None
+                    per_model = loss.fn(model(xb), yb)
                     per_model.sum().backward()
                     optimizer.step()
-                    step += 1
-                    if cfg.train.log_steps:
-                        for j, value in zip(alive, per_model.tolist()):
-                            members[j].logger.scalars(step, {"loss/step": value})
+                    stack.step += 1
+                    if rules.log_steps:
+                        for m, value in zip(stack.members, per_model.tolist()):
+                            m.logger.scalars(stack.step, {"loss/step": value})
                     if received:  # finish this step, then stop where a resume can pick up exactly
-                        inside = {"epoch": epoch, "next_start": begin + batch_size, "order": order}
+                        stack.partial = {"epoch": epoch, "next_start": begin + batch_size, "order": order}
                         break
-                if inside is not None:
+                if stack.partial is not None:
                     status = "interrupted"
                     break
-                epochs_done = epoch
+                stack.epochs_done = epoch
 
-                # --- evaluate, log, stop: each run on its own -------------------------------------------
+                # --- evaluate if due, log, decide each run's fate ----------------------------------------
                 due, images = log_due(cfg, epoch), images_due(cfg, data, epoch)
-                save_now = checkpoint_every is not None and epoch % checkpoint_every == 0
-                if not (due or evaluate_every_epoch or images or save_now):
-                    continue
                 ended: dict[int, str] = {}
                 if due or evaluate_every_epoch:
-                    (train_loss, train_acc), (val_loss, val_acc) = evaluate(stack, loss, data.train, data.val)
-                    finite, improved = [], []
-                    for r, j in enumerate(alive):
-                        m = members[j]
+                    (train_loss, train_acc), (val_loss, val_acc) = evaluate(model, loss, data.train, data.val)
+                    improved = []
+                    for r, m in enumerate(stack.members):
                         values = {"loss/train": train_loss[r], "loss/val": val_loss[r],
                                   "accuracy/train": train_acc[r], "accuracy/val": val_acc[r]}
-                        if not (math.isfinite(values["loss/train"]) and math.isfinite(values["loss/val"])):
+                        if not (math.isfinite(train_loss[r]) and math.isfinite(val_loss[r])):
                             ended[r] = "diverged"
                         else:
-                            finite.append(r)
-                            if m.stopper.update(epoch, values[monitor]) and evaluate_every_epoch:
+                            if m.stopper.update(epoch, values[stopping.monitor]) and evaluate_every_epoch:
                                 improved.append(r)
                             if m.stopper.should_stop:
                                 ended[r] = "stopped_early"
@@ -468,48 +491,49 @@ def train_stack(members: list[Member], data: Dataset, loss: losses.Loss, receive
                         # value, where early stopping goes back to, is on the curve).
                         if due or r in ended or r in improved:
                             m.logger.scalars(epoch, {**values, "lr": m.job.cfg.optimizer.lr})
-                            progress.update(epoch, values["loss/train"], values["loss/val"])
+                            bar.update(epoch, train_loss[r], val_loss[r])
                     # A diverged run keeps the weights it had before: its snapshots do not move.
-                    last_good[finite] = stack.flat.detach()[finite]
-                    if restore_best and improved:
-                        best[improved] = stack.flat.detach()[improved]
-                        for r in improved:
-                            has_best[alive[r]] = True
+                    weights = model.flat.detach()
+                    finite = [r for r in range(len(stack.members)) if ended.get(r) != "diverged"]
+                    stack.last_good[finite] = weights[finite]
+                    if restore_best:
+                        stack.best[improved], stack.has_best[improved] = weights[improved], True
+
+                # --- pictures and checkpoints when due; ended runs leave the stack ------------------------
+                save_now = rules.checkpoint_every is not None and epoch % rules.checkpoint_every == 0
                 if images or save_now:
-                    for r, j in enumerate(alive):
-                        if ended.get(r) == "diverged":
-                            continue
-                        m = sync(r)
+                    for r in (r for r in range(len(stack.members)) if ended.get(r) != "diverged"):
+                        m = stack.sync(r)
                         if images:
                             from nnrun import pictures
 
                             pictures.log_epoch(m.logger, m.module, data, loss, epoch)
                         if save_now and r not in ended:
-                            checkpoint.save(m.job.run_dir, checkpoint_payload(
-                                m, "running", optimizer.state_dict_of(r, m.group, stack.split_row), data, loss))
-                finish(ended)
-                if not alive:
+                            checkpoint.save(m.job.run_dir, checkpoint_payload(m, "running", data, loss))
+                stack.end(ended, data, loss)
+                if not stack.members:
                     break
     except Exception:
         # A fault: keep what is known of every run still training (status failed), then let the caller report it.
-        finish({r: "failed" for r in range(len(alive))})
+        stack.end(dict.fromkeys(range(len(stack.members)), "failed"), data, loss)
         raise
 
     # --- finish: the runs still in the stack ------------------------------------------------------------
-    finish({r: status for r in range(len(alive))}, inside)
+    stack.end(dict.fromkeys(range(len(stack.members)), status), data, loss)
 
 
-def _finish(m: Member, status: str, optimizer_state: dict, data: Dataset, loss: losses.Loss) -> RunResult:
+def finish(m: Member, status: str, data: Dataset, loss: losses.Loss) -> RunResult:
     """Pick the weights to keep, evaluate them, write checkpoint.pt and metrics.json (atomic), then the last
-    pictures, HParams, and close the run's event file. `m.module` holds the last step's weights."""
-    cfg, progress, stopper = m.job.cfg, m.progress, m.stopper
+    pictures, HParams, and close the run's event file. `m` is synced (`Stack.sync`): its MLP holds the last
+    step's weights."""
+    cfg, stopper, epochs_run = m.job.cfg, m.stopper, m.position.epochs_done
     weights, weights_epoch = None, None
     if status == "diverged":
-        weights, weights_epoch = progress.last_good, progress.epochs_done
-    elif progress.best_weights is not None and status in ("completed", "stopped_early"):
-        weights, weights_epoch = progress.best_weights, stopper.best_epoch
+        weights, weights_epoch = m.last_good, epochs_run
+    elif m.best_weights is not None and status in ("completed", "stopped_early"):
+        weights, weights_epoch = m.best_weights, stopper.best_epoch
     # Saved before the kept weights are loaded: the resume state holds the last step's weights.
-    checkpoint.save(m.job.run_dir, checkpoint_payload(m, status, optimizer_state, data, loss, weights, weights_epoch))
+    checkpoint.save(m.job.run_dir, checkpoint_payload(m, status, data, loss, weights, weights_epoch))
     if weights is not None:
         m.module.load_state_dict(weights)
     final: dict[str, float | None] = {key: None for key in metrics.FINAL_KEYS}
@@ -519,45 +543,43 @@ def _finish(m: Member, status: str, optimizer_state: dict, data: Dataset, loss: 
     device = data.train.x.device
     monitor = cfg.train.early_stopping.monitor
     result_metrics = metrics.build_metrics(
-        status=status, epochs_run=progress.epochs_done, best_epoch=stopper.best_epoch,
+        status=status, epochs_run=epochs_run, best_epoch=stopper.best_epoch,
         best_value=stopper.best_value, monitor=monitor, final=final,
         wall_time_s=time.perf_counter() - m.started, device=str(device) if device.type == "cuda" else "cpu",
         seed=cfg.seed, overrides=list(m.job.overrides))
     metrics.write_metrics(m.job.run_dir, result_metrics)
-    logger = m.logger
     if status == "stopped_early" and images_due(cfg, data, cfg.train.epochs):
         from nnrun import pictures
 
         # The slider's last picture: where training ended (with the restored weights), not epoch `epochs`.
-        pictures.log_epoch(logger, m.module, data, loss, progress.epochs_done)
+        pictures.log_epoch(m.logger, m.module, data, loss, epochs_run)
     if cfg.train.landscape and status not in ("diverged", "failed"):
         from nnrun import landscape
 
-        landscape.log(logger, m.module, loss, data.train, progress.epochs_done)
+        landscape.log(m.logger, m.module, loss, data.train, epochs_run)
     from nnrun.config import flatten
 
     # The final values, accuracy/test among them, go with the HParams (as `result/...`): one point each, not curves.
-    logger.hparams(flatten(cfg.to_dict()), final)
-    logger.close()
-    return RunResult(m.job.run_dir, status, progress.epochs_done, stopper.best_epoch, monitor,
+    m.logger.hparams(flatten(cfg.to_dict()), final)
+    m.logger.close()
+    return RunResult(m.job.run_dir, status, epochs_run, stopper.best_epoch, monitor,
                      metrics.finite_or_none(stopper.best_value), result_metrics["final"], result_metrics)
 
 
-def checkpoint_payload(m: Member, status: str, optimizer_state: dict, data: Dataset, loss: losses.Loss,
+def checkpoint_payload(m: Member, status: str, data: Dataset, loss: losses.Loss,
                        weights: dict[str, torch.Tensor] | None = None,
                        weights_epoch: int | None = None) -> dict[str, Any]:
     """What checkpoint.pt holds: the weights to use (`model`), what predict needs, and what resume needs."""
-    current = m.module.state_dict()
-    progress = m.progress
+    current, position = m.module.state_dict(), m.position
     # A diverged run's last state holds NaNs: it is not saved, and such a run cannot be resumed.
     resume_state = None if status == "diverged" else {
-        "epochs_done": progress.epochs_done, "step": progress.step, "partial": progress.partial,
-        "model": current, "optimizer": optimizer_state,
+        "epochs_done": position.epochs_done, "step": position.step, "partial": position.partial,
+        "model": current, "optimizer": m.optimizer_state,
         "rng": {"train": m.rng.get_state()}, "early_stopping": m.stopper.state_dict(),
-        "best_weights": progress.best_weights, "last_good": progress.last_good}
+        "best_weights": m.best_weights, "last_good": m.last_good}
     return {
         "model": current if weights is None else weights,
-        "epoch": progress.epochs_done if weights_epoch is None else weights_epoch,
+        "epoch": position.epochs_done if weights_epoch is None else weights_epoch,
         "spec": m.module.spec,
         "loss": loss.name,
         "mean": data.mean, "std": data.std,
@@ -567,17 +589,6 @@ def checkpoint_payload(m: Member, status: str, optimizer_state: dict, data: Data
         # The state at the last step (not restored best weights), so a resumed run continues exactly.
         "resume": resume_state,
     }
-
-
-def carry_over(job: Job, status: str) -> RunResult:
-    """A finished run of the sweep being resumed, carried into this job's run dir as it is: its metrics.json,
-    checkpoint.pt and TensorBoard events (not its .hydra/ and log: this job has its own)."""
-    source = Path(job.resume_from)
-    for path in source.iterdir():
-        if path.is_file() and path.suffix != ".log":
-            shutil.copy2(path, job.run_dir / path.name)
-    print(f"nnrun: {job.run_dir.name}: {status} in {source}, carried over")
-    return RunResult.read(job.run_dir, job.cfg.train.early_stopping.monitor)
 
 
 def check_writable(run_dir: Path) -> None:
@@ -613,37 +624,37 @@ def find_resume_dir(cfg: TrainConfig, run_dir: Path, *, root: Path = Path(".")) 
     return candidates[-1].parent
 
 
-class _Progress:
+class ProgressBar:
     """A rich progress bar, updated at log epochs only (a redraw per epoch would cost more than the step)."""
 
     def __init__(self, enabled: bool, epochs: int, name: str, console=None, done: int = 0):
         self.enabled, self.epochs, self.name, self.console, self.done = enabled, epochs, name, console, done
-        self._progress = None
+        self._bar = None
 
     def __enter__(self):
         if self.enabled:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
             # No refresh thread: it would take the GIL from the training loop; update() redraws, throttled.
-            self._progress = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                      TextColumn("{task.fields[losses]}"), TimeElapsedColumn(),
-                                      console=self.console, auto_refresh=False)
+            self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                                 TextColumn("{task.fields[losses]}"), TimeElapsedColumn(),
+                                 console=self.console, auto_refresh=False)
             self._drawn_at = 0.0
-            self._progress.__enter__()
-            self._task = self._progress.add_task(self.name, total=self.epochs, completed=self.done, losses="")
+            self._bar.__enter__()
+            self._task = self._bar.add_task(self.name, total=self.epochs, completed=self.done, losses="")
         return self
 
     def update(self, epoch: int, train_loss: float, val_loss: float) -> None:
-        if self._progress is not None:
-            self._progress.update(self._task, completed=epoch,
-                                  losses=f"loss/train {train_loss:.4f}  loss/val {val_loss:.4f}")
+        if self._bar is not None:
+            self._bar.update(self._task, completed=epoch,
+                             losses=f"loss/train {train_loss:.4f}  loss/val {val_loss:.4f}")
             now = time.monotonic()
             if now - self._drawn_at > 0.25 or epoch == self.epochs:
-                self._progress.refresh()
+                self._bar.refresh()
                 self._drawn_at = now
 
     def __exit__(self, *exc):
-        if self._progress is not None:
-            self._progress.refresh()
-            self._progress.__exit__(*exc)
+        if self._bar is not None:
+            self._bar.refresh()
+            self._bar.__exit__(*exc)
         return False
