@@ -86,6 +86,12 @@ def test_a_32_job_sweep_of_8_a_stack_is_4_slurm_jobs_with_the_local_vectorized_s
     array = jobs[0].split("_")[0]
     assert jobs == [f"{array}_{task}" for task in range(4)]
     assert f"4 stacks submitted to SLURM as {array}_0 ... {array}_3 (32 jobs)" in sweep.stdout
+    # The settings reach sbatch as the submitit plugin hands them over: its defaults, slurm_ names for SLURM's.
+    script = (on_cluster / ".submitit" / array / f"{array}_submission.sh").read_text()
+    # (array_parallelism, 256, capped by submitit at the array's 4 tasks)
+    for line in (f"--partition={PARTITION}", "--time=60", "--signal=USR2@120", "--array=0-3%4", "--nodes=1",
+                 "--ntasks-per-node=1", "--job-name=train"):
+        assert f"#SBATCH {line}\n" in script, script
     for task in range(4):
         # One line as each stack's SLURM job ends, in whatever order they end.
         assert re.search(rf"nnrun: stack {task + 1}/4 \(SLURM job {array}_{task}\): 8 jobs, "
@@ -158,8 +164,8 @@ def test_ctrl_c_while_the_sweep_waits_cancels_its_slurm_jobs_which_save_their_ru
 @pytest.mark.slow
 @pytest.mark.slurm
 def test_a_stack_killed_outright_is_a_line_naming_its_log_and_its_runs_count_as_failed(cluster, tmp_path):
-    """SIGKILL leaves no result file, and a cluster without accounting no state submitit can read: squeue's
-    saying the job has ended is what ends the wait."""
+    """SIGKILL leaves no result file: SLURM's accounting (sacct), which submitit asks, saying the job has ended
+    is what ends the wait."""
     process = start(["train", "-m", *LAUNCHER, "seed=0,1", "train.epochs=1000000", "exp_name=kill"], tmp_path)
     when(lambda: len(list((tmp_path / "experiments").glob("kill/multirun/*/*/events.out.tfevents.*"))) == 2,
          process)
@@ -168,7 +174,8 @@ def test_a_stack_killed_outright_is_a_line_naming_its_log_and_its_runs_count_as_
     (pid,) = stack_processes(only_sweep_dir(tmp_path, "kill"))
     os.kill(pid, signal.SIGKILL)
     out, err = process.communicate(timeout=300)
-    assert f"nnrun: stack 1/1 (SLURM job {job}) ended without returning its results" in err, err
+    assert f"nnrun: stack 1/1 (SLURM job {job}) ended without returning its results; its runs count as their " \
+           "run dirs say" in err, err
     assert f"/.submitit/{job}/{job}_0_log.err)" in err
     assert re.search(rf"nnrun: stack 1/1 \(SLURM job {job}\): 2 jobs, #0-#1 after \d+ s: 2 failed", out), out
     assert summary_count(out, "failed") == 2
@@ -235,6 +242,10 @@ def test_the_stacks_planned_for_slurm_are_the_engines_chunks_of_one_kind_and_sta
     (["hydra.launcher.timeout_min=1"], "hydra.launcher.signal_delay_s=120 is not allowed: less than "
                                        "hydra.launcher.timeout_min x 60 (60 s)"),
     (["hydra.launcher.mem_gb=-1"], "hydra.launcher.mem_gb=-1 is not allowed: an integer >= 1 or null"),
+    (["hydra.launcher.tasks_per_node=2"], "hydra.launcher.tasks_per_node=2 is not allowed: 1 (a stack trains in "
+                                          "one process)"),
+    (["hydra.launcher.max_num_timeout=3"], "hydra.launcher.max_num_timeout=3 is not allowed: 0 (a stack cut by "
+                                           "its time limit saves its runs interrupted"),
 ])
 def test_slurm_settings_that_make_no_sense_are_one_line_and_exit_2_before_any_job(settings, said, tmp_path):
     pytest.importorskip("submitit")

@@ -5,7 +5,8 @@ the launching process, where nnrun's task makes its run dir, `.hydra/` and log a
 jobs are then split into the stacks `engine.train_jobs` would train (`plan_stacks`), and each stack becomes one
 SLURM job (a task of one submitit job array) that calls `train_on_node`: `engine.train_jobs` on the cluster's node,
 writing each run's events, checkpoint.pt and metrics.json into its run dir on the shared file system. The
-launching process waits, prints a line as each stack's SLURM job ends, and sets each job's return value.
+launching process waits as submitit does (a job's result file, or SLURM's accounting: sacct), prints a line as
+each stack's SLURM job ends, and sets each job's return value.
 
 SLURM's SIGTERM (`scancel`, preemption) and the SIGUSR2 it sends `signal_delay_s` before the time limit make the
 engine finish its step and save every unfinished run `interrupted` with its checkpoint; the same command with
@@ -13,13 +14,12 @@ engine finish its step and save every unfinished run `interrupted` with its chec
 """
 
 import io
-import subprocess
 import sys
 import time
 from collections import Counter
 from contextlib import redirect_stderr
-from dataclasses import dataclass, field
-from typing import Any, Dict, List, NamedTuple, Optional
+from dataclasses import dataclass, fields
+from typing import Any, Dict, List, NamedTuple, Tuple
 
 # No `from __future__ import annotations`: Hydra imports plugins outside sys.modules, where dataclass
 # cannot resolve string annotations.
@@ -27,42 +27,27 @@ from hydra.core.config_store import ConfigStore
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from hydra_plugins.nnrun_vectorized_launcher.vectorized_launcher import VectorizedLauncher, bad_input
+from hydra_plugins.nnrun_vectorized_launcher.vectorized_launcher import (
+    VectorizedLauncher, VectorizedLauncherConf, bad_input)
+
+try:  # Hydra's submitit plugin, of nnrun's sweep extra; without it nnrun's pre-flight says what to install
+    from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, SlurmQueueConf
+except ImportError:
+    SlurmQueueConf = None
 
 
 NAME = "vectorized_slurm"
 
+if SlurmQueueConf is not None:
+    @dataclass
+    class VectorizedSlurmLauncherConf(SlurmQueueConf, VectorizedLauncherConf):
+        """hydra/launcher=submitit_slurm's settings (partition, timeout_min, ..., submitit_folder), with its
+        defaults, and the vectorized launcher's (max_models, memory_budget_mb)."""
 
-@dataclass
-class VectorizedSlurmLauncherConf:
-    _target_: str = "hydra_plugins.nnrun_vectorized_launcher.vectorized_slurm_launcher.VectorizedSlurmLauncher"
-    # The most models in one stack, that is in one SLURM job; a bigger sweep is more SLURM jobs.
-    max_models: int = 256
-    # Memory one stack may use (parameters, gradients, optimizer state, activations); caps models per stack.
-    memory_budget_mb: int = 1024
-    # Where submitit keeps each SLURM job's script, pickles and logs; %j is the job's id.
-    submitit_folder: str = "${hydra.sweep.dir}/.submitit/%j"
-    # The SLURM settings of every stack's job (sbatch's options of the same names).
-    partition: Optional[str] = None
-    timeout_min: int = 60
-    cpus_per_task: Optional[int] = None
-    gpus_per_node: Optional[int] = None
-    mem_gb: Optional[int] = None
-    qos: Optional[str] = None
-    account: Optional[str] = None
-    constraint: Optional[str] = None
-    # Seconds before the time limit at which SLURM sends SIGUSR2: the stack saves its runs `interrupted`.
-    signal_delay_s: int = 120
-    # The most stacks running at once.
-    array_parallelism: int = 256
-    # Shell lines run before the job (`module load ...`).
-    setup: Optional[List[str]] = None
-    # Any other sbatch option, e.g. {mail-type: END}.
-    additional_parameters: Dict[str, Any] = field(default_factory=dict)
-    name: str = "${hydra.job.name}"
+        _target_: str = "hydra_plugins.nnrun_vectorized_launcher.vectorized_slurm_launcher.VectorizedSlurmLauncher"
 
-
-ConfigStore.instance().store(group="hydra/launcher", name=NAME, node=VectorizedSlurmLauncherConf, provider="nnrun")
+    ConfigStore.instance().store(group="hydra/launcher", name=NAME, node=VectorizedSlurmLauncherConf,
+                                 provider="nnrun")
 
 
 class Outcome(NamedTuple):
@@ -99,19 +84,18 @@ def plan_stacks(jobs: List[Any], max_models: int, memory_budget_mb: int):
 
 
 class VectorizedSlurmLauncher(VectorizedLauncher):
-    def __init__(self, max_models: int = 256, memory_budget_mb: int = 1024,
-                 submitit_folder: str = ".submitit/%j", **slurm: Any) -> None:
+    def __init__(self, max_models: int = 256, memory_budget_mb: int = 1024, **params: Any) -> None:
         super().__init__(max_models, memory_budget_mb)
-        self.submitit_folder = submitit_folder
-        # partition, timeout_min, ... (VectorizedSlurmLauncherConf's SLURM settings) as plain values for submitit
-        self.slurm = {k: OmegaConf.to_container(v) if OmegaConf.is_config(v) else v for k, v in slurm.items()}
+        # The submitit plugin's settings (SlurmQueueConf's fields) as plain values, as that plugin keeps them
+        self.params = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+                       for k, v in params.items()}
         self.executor: Any = None
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
         # nnrun's pre-flight has checked that this is a multirun and that sbatch is here.
-        check_settings(self.slurm)
-        self.executor = make_executor(self.submitit_folder, self.slurm)
+        check_settings(self.params)
+        self.executor = make_executor(self.params)
 
     def train(self, runs: List[Any]) -> None:
         """Plan the collected jobs' stacks, submit each as a SLURM job, wait; each job's return value is what its
@@ -139,17 +123,20 @@ class VectorizedSlurmLauncher(VectorizedLauncher):
         jobs = submit(self.executor, stacks, self.max_models, self.memory_budget_mb)
         print(f"nnrun: {len(stacks)} stack{'' if len(stacks) == 1 else 's'} submitted to SLURM as "
               f"{_ids(jobs)} ({sum(map(len, stacks))} jobs)", flush=True)
+        # Each SLURM job that has not ended yet: its stack's name, its runs (engine.Jobs) and their numbers.
+        waiting = {job: (f"stack {i + 1}/{len(stacks)}", stack, nums)
+                   for i, (job, stack, nums) in enumerate(zip(jobs, stacks, numbers))}
         outcomes: Dict[int, Outcome] = {}
-        pending = list(range(len(stacks)))
+        began = time.monotonic()
         try:
-            wait(jobs, stacks, numbers, pending, outcomes)
+            wait(waiting, outcomes, began)
         except KeyboardInterrupt:
-            print(f"nnrun: interrupted: cancelling SLURM jobs {_ids([jobs[i] for i in pending])}; each saves its "
-                  "runs (interrupted, with their checkpoints)", file=sys.stderr, flush=True)
-            for i in pending:
-                jobs[i].cancel(check=False)
+            print(f"nnrun: interrupted: cancelling SLURM jobs {_ids(list(waiting))}; each saves its runs "
+                  "(interrupted, with their checkpoints)", file=sys.stderr, flush=True)
+            for job in waiting:
+                job.cancel(check=False)
             try:
-                wait(jobs, stacks, numbers, pending, outcomes)
+                wait(waiting, outcomes, began)
             except KeyboardInterrupt:  # twice: leave them to finish saving on their own
                 pass
             print("nnrun: the same command with train.resume=latest goes on from there", file=sys.stderr)
@@ -157,38 +144,44 @@ class VectorizedSlurmLauncher(VectorizedLauncher):
         return outcomes
 
 
-# The least each number may be; None where the setting may be left unset (null: SLURM's default).
+# Numbers sbatch would take but that make no sense: (the least value, whether null, SLURM's default, is allowed).
+# Their types are the config schema's (SlurmQueueConf), checked as Hydra composes it.
 LEAST = {"timeout_min": (1, False), "signal_delay_s": (0, False), "array_parallelism": (1, False),
          "cpus_per_task": (1, True), "gpus_per_node": (0, True), "mem_gb": (1, True)}
+# Settings a stack's job can honour only at one value: (that value, why)
+ONLY = {"nodes": (1, "a stack trains in one process"), "tasks_per_node": (1, "a stack trains in one process"),
+        "max_num_timeout": (0, "a stack cut by its time limit saves its runs interrupted, and the same command "
+                               "with train.resume=latest goes on from there")}
 
 
-def check_settings(slurm: Dict[str, Any]) -> None:
-    """Numbers sbatch would take but that make no sense, as bad input: a time limit under a minute, a signal
-    that would come before the stacks have begun."""
+def check_settings(params: Dict[str, Any]) -> None:
+    """Settings that make no sense for a stack's job, as bad input: a time limit under a minute, a signal that
+    would come before the stacks have begun, more than one process for a stack."""
     for key, (least, nullable) in LEAST.items():
-        value = slurm.get(key)
-        if value is None and nullable:
-            continue
-        if not isinstance(value, int) or isinstance(value, bool) or value < least:
-            bad_input(f"hydra.launcher.{key}={value} is not allowed: an integer >= {least}"
+        if params[key] is not None and params[key] < least:
+            bad_input(f"hydra.launcher.{key}={params[key]} is not allowed: an integer >= {least}"
                       + (" or null" if nullable else ""))
-    if slurm["signal_delay_s"] >= slurm["timeout_min"] * 60:
-        bad_input(f"hydra.launcher.signal_delay_s={slurm['signal_delay_s']} is not allowed: less than "
-                  f"hydra.launcher.timeout_min x 60 ({slurm['timeout_min'] * 60} s), or SLURM would signal each "
+    for key, (only, why) in ONLY.items():
+        if params[key] != only:
+            bad_input(f"hydra.launcher.{key}={params[key]} is not allowed: {only} ({why})")
+    if params["signal_delay_s"] >= params["timeout_min"] * 60:
+        bad_input(f"hydra.launcher.signal_delay_s={params['signal_delay_s']} is not allowed: less than "
+                  f"hydra.launcher.timeout_min x 60 ({params['timeout_min'] * 60} s), or SLURM would signal each "
                   "stack to stop as it starts")
 
 
-def make_executor(folder: str, slurm: Dict[str, Any]) -> Any:
-    """A submitit executor for SLURM with the launcher's settings (its names are the keys of
-    VectorizedSlurmLauncherConf); a setting sbatch cannot take is bad input."""
+def make_executor(params: Dict[str, Any]) -> Any:
+    """A submitit executor for SLURM, given the settings as the submitit plugin gives them: submitit_folder is
+    its folder, max_num_timeout slurm_max_num_timeout, BaseQueueConf's fields keep their names (submitit's
+    generic parameters) and the others take `slurm_`. A setting submitit cannot take is bad input."""
     import submitit
 
-    generic = {"timeout_min", "cpus_per_task", "gpus_per_node", "mem_gb", "name"}  # AutoExecutor's own names
+    params = dict(params)
+    folder, max_num_timeout = params.pop("submitit_folder"), params.pop("max_num_timeout")
+    generic = {f.name for f in fields(BaseQueueConf)}
     try:
-        # A run that is cut short saves itself (`interrupted`); submitit must not requeue it to start over.
-        executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=0)
-        executor.update_parameters(**{key if key in generic else f"slurm_{key}": value
-                                      for key, value in slurm.items()})
+        executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=max_num_timeout)
+        executor.update_parameters(**{k if k in generic else f"slurm_{k}": v for k, v in params.items()})
     except (ValueError, TypeError, NameError, AssertionError, RuntimeError) as exc:
         bad_input(f"hydra/launcher={NAME}: {first_line(str(exc))}")
     return executor
@@ -209,50 +202,31 @@ def submit(executor: Any, stacks: List[List[Any]], max_models: int, memory_budge
     return jobs
 
 
-def wait(jobs: List[Any], stacks: List[List[Any]], numbers: List[List[int]], pending: List[int],
-         outcomes: Dict[int, Outcome], poll_s: float = 1.0, queue_every_s: float = 15.0) -> None:
-    """Until every stack in `pending` has ended (removed from it as it does): its jobs' outcomes and its line.
+def wait(waiting: Dict[Any, Tuple[str, List[Any], List[int]]], outcomes: Dict[int, Outcome], began: float) -> None:
+    """Until every SLURM job in `waiting` has ended, as submitit tells (its result file, or sacct's state): each
+    stack's outcomes and line, as it ends; it leaves `waiting` then."""
+    import submitit
 
-    A stack has ended when its SLURM job's result file is there, or when squeue no longer lists the job (killed
-    before it could write one). submitit's own `done()` asks sacct, which a cluster without accounting cannot
-    answer (it would then wait forever for a killed job, and sacct says so on stderr at every poll)."""
-    began, asked = time.monotonic(), float("-inf")
-    while pending:
-        gone: set = set()
-        if time.monotonic() - asked >= queue_every_s:
-            gone, asked = left_queue([jobs[i].job_id for i in pending]), time.monotonic()
-        for i in list(pending):
-            if jobs[i].paths.result_pickle.exists() or jobs[i].job_id in gone:
-                name = f"stack {i + 1}/{len(stacks)}"
-                outcomes.update(stack_outcomes(jobs[i], stacks[i], name, numbered(numbers[i]), began))
-                pending.remove(i)
-        if pending:
-            time.sleep(poll_s)
+    for job in submitit.helpers.as_completed(list(waiting), poll_frequency=1):
+        outcomes.update(stack_outcomes(job, *waiting[job], began))
+        del waiting[job]
 
 
-# Seconds a result file may take to show on a shared file system after its job has left the queue.
-RESULT_WAIT_S = 15
-
-
-def stack_outcomes(job: Any, stack: List[Any], name: str, which: str, began: float) -> Dict[int, Outcome]:
+def stack_outcomes(job: Any, name: str, stack: List[Any], nums: List[int], began: float) -> Dict[int, Outcome]:
     """Each run's outcome as the stack's SLURM job returned it, or, where it returned nothing (killed, failed
     outside training), as its run dir holds it; prints the stack's line."""
+    from submitit.core.utils import FailedJobError, UncompletedJobError
+
     took = time.monotonic() - began
-    deadline = time.monotonic() + RESULT_WAIT_S
-    while not job.paths.result_pickle.exists() and time.monotonic() < deadline:
-        time.sleep(1)
-    returned, problem = None, "it was killed before it could return them"
-    if job.paths.result_pickle.exists():
-        try:
-            returned = job.result()
-        except Exception as exc:  # whatever the job raised, as submitit hands it back (FailedJobError)
-            problem = last_line(str(exc))
-    if returned is None:
-        print(f"nnrun: {name} (SLURM job {job.job_id}) ended without returning its results: {problem} "
-              f"(its log: {job.paths.stderr})", file=sys.stderr, flush=True)
-    outcomes = returned if returned is not None else [read_outcome(run) for run in stack]
+    try:
+        outcomes = job.result()
+    except (UncompletedJobError, FailedJobError):
+        log = job.paths.stderr if job.paths.stderr.exists() else job.paths.stdout  # stderr_to_stdout: one log
+        print(f"nnrun: {name} (SLURM job {job.job_id}) ended without returning its results; its runs count as "
+              f"their run dirs say (its log: {log})", file=sys.stderr, flush=True)
+        outcomes = [read_outcome(run) for run in stack]
     counted = ", ".join(f"{n} {status}" for status, n in Counter(o.status for o in outcomes).items())
-    print(f"nnrun: {name} (SLURM job {job.job_id}): {which} after {took:.0f} s: {counted}", flush=True)
+    print(f"nnrun: {name} (SLURM job {job.job_id}): {numbered(nums)} after {took:.0f} s: {counted}", flush=True)
     return {id(run): outcome for run, outcome in zip(stack, outcomes)}
 
 
@@ -267,33 +241,10 @@ def read_outcome(job: Any) -> Outcome:
     return Outcome(result.status, result.objective)
 
 
-def left_queue(job_ids: List[str]) -> set:
-    """Of these SLURM job ids, those squeue no longer lists: ended. A cluster without accounting (sacct) tells
-    submitit nothing about a job killed before it wrote its result; squeue still does. Nothing when squeue
-    cannot answer."""
-    arrays = sorted({job_id.split("_")[0] for job_id in job_ids})
-    try:
-        listed = subprocess.run(["squeue", "--noheader", "--array", "--format=%i", f"--jobs={','.join(arrays)}"],
-                                capture_output=True, text=True, timeout=60)
-    except (OSError, subprocess.TimeoutExpired):
-        return set()
-    if listed.returncode != 0:
-        # squeue refuses ids it has forgotten (a while after they end): then none is queued.
-        return set(job_ids) if "Invalid job id" in listed.stderr else set()
-    queued = set(listed.stdout.split())
-    return {job_id for job_id in job_ids if job_id not in queued}
-
-
 def first_line(message: str) -> str:
     """The first line that says something: sbatch's 'sbatch: error: ...' line."""
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     return next((line for line in lines if "error" in line.lower()), lines[0] if lines else "no message")
-
-
-def last_line(message: str) -> str:
-    lines = [line.strip() for line in message.splitlines() if line.strip() and not set(line.strip()) <= {"-"}]
-    return next((line for line in reversed(lines) if not line.startswith(("You can check", "or at paths", "- "))),
-                "no message")
 
 
 def numbered(nums: List[int]) -> str:
