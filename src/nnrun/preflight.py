@@ -113,7 +113,8 @@ SWEEP_EXTRA = {
     ("hydra/launcher", "joblib"): ("hydra_plugins.hydra_joblib_launcher", "Hydra's joblib launcher"),
     ("hydra/launcher", "submitit_local"): ("hydra_plugins.hydra_submitit_launcher", "Hydra's submitit launcher"),
     ("hydra/launcher", "submitit_slurm"): ("hydra_plugins.hydra_submitit_launcher", "Hydra's submitit launcher"),
-    ("hydra/launcher", "vectorized_slurm"): ("submitit", "submitit"),
+    # Its settings are the submitit plugin's (SlurmQueueConf); it submits with submitit, which comes with it.
+    ("hydra/launcher", "vectorized_slurm"): ("hydra_plugins.hydra_submitit_launcher", "Hydra's submitit launcher"),
     ("hydra/sweeper", "optuna"): ("hydra_plugins.hydra_optuna_sweeper", "Hydra's optuna sweeper"),
     ("hydra/sweeper/sampler", None): ("hydra_plugins.hydra_optuna_sweeper", "Hydra's optuna sweeper"),
 }

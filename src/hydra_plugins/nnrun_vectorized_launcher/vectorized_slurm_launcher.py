@@ -119,7 +119,7 @@ class VectorizedSlurmLauncher(VectorizedLauncher):
     def run_stacks(self, stacks: List[List[Any]], numbers: List[List[int]]) -> Dict[int, Outcome]:
         """Submit each stack as one task of a SLURM job array; wait for them, a line as each ends (naming its jobs
         by `numbers`, hydra.job.num). Ctrl-C cancels the stacks still queued or running (each saves its runs
-        `interrupted`), waits for them and exits 130."""
+        `interrupted`), waits for them, and lets the interrupt go on up."""
         jobs = submit(self.executor, stacks, self.max_models, self.memory_budget_mb)
         print(f"nnrun: {len(stacks)} stack{'' if len(stacks) == 1 else 's'} submitted to SLURM as "
               f"{_ids(jobs)} ({sum(map(len, stacks))} jobs)", flush=True)
@@ -139,8 +139,7 @@ class VectorizedSlurmLauncher(VectorizedLauncher):
                 wait(waiting, outcomes, began)
             except KeyboardInterrupt:  # twice: leave them to finish saving on their own
                 pass
-            print("nnrun: the same command with train.resume=latest goes on from there", file=sys.stderr)
-            sys.exit(130)
+            raise  # the sweeper and the command line say how to go on
         return outcomes
 
 
