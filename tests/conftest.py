@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -52,6 +54,43 @@ def run_nnrun(args: list[str], cwd: Path, env: dict | None = None, timeout: floa
     full_env.pop("HYDRA_FULL_ERROR", None) if not (env and "HYDRA_FULL_ERROR" in env) else None
     return subprocess.run([sys.executable, "-m", "nnrun", *args], cwd=cwd, env=full_env, capture_output=True,
                           text=True, timeout=timeout, **kwargs)
+
+
+def start(args: list[str], cwd: Path) -> subprocess.Popen:
+    """`python -m nnrun <args>` started in `cwd` (this checkout's src/ first), its output piped."""
+    env = {**os.environ, "PYTHONPATH": str(SRC), "COLUMNS": "200"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.Popen([sys.executable, "-m", "nnrun", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+
+
+def interrupt_when(process: subprocess.Popen, ready, timeout: float = 120) -> tuple[int, str, str]:
+    """Ctrl-C once `ready()` holds (polled), then the exit code and output."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "never got there"
+        time.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=timeout)
+    return process.returncode, out, err
+
+
+def results(sweep_dir: Path) -> dict[tuple, dict]:
+    """metrics.json of each job of a sweep, by its overrides (train.resume aside)."""
+    return {tuple(o for o in m["overrides"] if not o.startswith(("train.resume", "exp_name"))): m
+            for m in (read_metrics(d) for d in run_dirs(sweep_dir))}
+
+
+def assert_same_results(got: dict, expected: dict, tolerance: float = 1e-6) -> None:
+    """Each job's status, epochs, best epoch and metrics, by its overrides (`results`), equal to `tolerance`."""
+    assert got.keys() == expected.keys()
+    for key, m in expected.items():
+        r = got[key]
+        assert (r["status"], r["epochs_run"], r["best"]["epoch"]) == (m["status"], m["epochs_run"],
+                                                                      m["best"]["epoch"]), key
+        assert r["final"] == pytest.approx(m["final"], abs=tolerance), key
+        assert r["best"] == pytest.approx(m["best"], abs=tolerance), key
 
 
 def run_main(args: list[str], capsys) -> tuple[int, str, str]:

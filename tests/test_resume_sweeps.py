@@ -4,57 +4,13 @@ job ends as it would have without the interruption. Resuming another sweep is ba
 
 from __future__ import annotations
 
-import signal
-import subprocess
-import sys
-import time
-from pathlib import Path
-
 import pytest
 
-from conftest import SRC, read_metrics, run_dirs, run_nnrun
+from conftest import assert_same_results, interrupt_when, read_metrics, results, run_dirs, run_nnrun, start
 
 # The first job stops early within a few dozen epochs, the second trains on to the end.
 SWEEP = ["optimizer.lr=3.0,0.01", "train.epochs=2000", "train.early_stopping.patience=20", "train.log_every=500",
          "train.checkpoint_every=500"]
-
-
-def start(args: list[str], cwd: Path) -> subprocess.Popen:
-    import os
-
-    env = {**os.environ, "PYTHONPATH": str(SRC), "COLUMNS": "200"}
-    env.pop("HYDRA_FULL_ERROR", None)
-    return subprocess.Popen([sys.executable, "-m", "nnrun", *args], cwd=cwd, env=env, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-
-
-def interrupt_when(process: subprocess.Popen, ready, timeout: float = 120) -> tuple[int, str, str]:
-    """Ctrl-C once `ready()` holds (polled), then the exit code and output."""
-    deadline = time.monotonic() + timeout
-    while not ready():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "never got there"
-        time.sleep(0.05)
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=timeout)
-    return process.returncode, out, err
-
-
-def results(sweep_dir: Path) -> dict[tuple, dict]:
-    """metrics.json of each job of a sweep, by its overrides (train.resume aside)."""
-    return {tuple(o for o in m["overrides"] if not o.startswith(("train.resume", "exp_name"))): m
-            for m in (read_metrics(d) for d in run_dirs(sweep_dir))}
-
-
-def assert_same_results(got: dict, expected: dict, tolerance: float = 1e-6) -> None:
-    """Each job's status, epochs, best epoch and metrics, by its overrides (`results`), equal to `tolerance`."""
-    assert got.keys() == expected.keys()
-    for key, m in expected.items():
-        r = got[key]
-        assert (r["status"], r["epochs_run"], r["best"]["epoch"]) == (m["status"], m["epochs_run"],
-                                                                      m["best"]["epoch"]), key
-        assert r["final"] == pytest.approx(m["final"], abs=tolerance), key
-        assert r["best"] == pytest.approx(m["best"], abs=tolerance), key
 
 
 @pytest.mark.slow

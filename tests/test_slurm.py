@@ -104,7 +104,9 @@ def run_sweep(cwd: Path) -> Sweep:
     proc = run_nnrun(["train", "-m", "hydra/launcher=submitit_slurm", f"hydra.launcher.partition={PARTITION}",
                       "hydra.launcher.timeout_min=1", "hydra.launcher.signal_delay_s=5", "dataset=csv",
                       "model.hidden=[4]", "train.log_every=1000", "exp_name=slurm",
-                      "dataset.path=good.csv,missing.csv", "train.epochs=20,100000000"], cwd=cwd, timeout=300)
+                      # The missing file is read from the job's own dir (hydra.job.chdir): found only as it starts.
+                      "hydra.job.chdir=true", f"dataset.path={cwd / 'good.csv'},missing.csv",
+                      "train.epochs=20,100000000"], cwd=cwd, timeout=300)
     return Sweep(cwd, proc.returncode, proc.stdout, proc.stderr)
 
 
@@ -156,7 +158,7 @@ def test_a_slurm_job_whose_data_file_is_missing_fails_alone(sweep):
     for job in sweep.missing:
         assert read_metrics(job)["status"] == "failed" and read_metrics(job)["epochs_run"] == 0
         # The path as it was typed: the job runs where the sweep was started (no hydra.job.chdir).
-        assert "failed: dataset.path=missing.csv: no such file" in sweep.log(job, "err")
+        assert "/missing.csv: no such file" in sweep.log(job, "err")
     assert summary_count(sweep.stdout, "completed") == 1
 
 

@@ -1,0 +1,190 @@
+"""nnrun's sweeper (hydra/sweeper=nnrun, the default): the jobs of Hydra's basic sweeper, every one built once and
+checked before any starts, launched by the vectorized launcher as checked, resumed in one pass, and Ctrl-C in
+every phase one line."""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import pytest
+
+from conftest import (assert_same_results, interrupt_when, read_metrics, results, run_dirs, run_main, run_nnrun,
+                      start)
+
+# Command lines whose jobs both sweepers expand: sweeps, ranges, a key given twice, glob, lists, group choices,
+# params from an experiment file, batches.
+COMMAND_LINES = [
+    ["optimizer.lr=0.1,0.01", "seed=range(3)"],
+    ["seed=0,1", "train.epochs=3", "seed=2,3"],
+    ["activation=glob(*,exclude=[gelu,elu,softplus])", "seed=0"],
+    ["model.hidden=[4],[8,8]", "optimizer=sgd,adam"],
+    ["+exp=optimizers", "seed=0", "optimizer.lr=choice(0.1,0.2)"],
+    ["optimizer.betas=[0.9,0.99],[0.8,0.9]", "hydra.sweeper.max_batch_size=1"],
+    ["seed=range(5)", "hydra.sweeper.max_batch_size=2"],
+]
+
+
+def _jobs(hydra_sweep_runner, sweeper: str, line: list[str], tmp_path: Path) -> list[list[tuple[int, list[str]]]]:
+    """The batches a sweep launched, each job as (hydra.job.num, its overrides), with a task that only returns."""
+    from nnrun.config import config_dir
+
+    with hydra_sweep_runner(calling_file=str(config_dir() / "train.yaml"), calling_module=None,
+                            task_function=lambda cfg: 0, config_path=str(config_dir()), config_name="train",
+                            overrides=[f"hydra/sweeper={sweeper}", "hydra/job_logging=disabled",
+                                       "~hydra.callbacks.sweep_summary", *line],
+                            temp_dir=tmp_path / sweeper) as sweep:
+        return [[(ret.hydra_cfg.hydra.job.num, ret.overrides) for ret in batch] for batch in sweep.returns]
+
+
+@pytest.mark.usefixtures("hydra_restore_singletons")
+@pytest.mark.parametrize("line", COMMAND_LINES, ids=[" ".join(line) for line in COMMAND_LINES])
+def test_the_sweeper_launches_the_jobs_of_hydras_basic_sweeper_in_its_order_numbering_and_batches(
+        hydra_sweep_runner, line, tmp_path):
+    from nnrun.app import register_resolvers
+
+    register_resolvers()  # nnrun's, which name the job dirs (the fixture clears what others registered)
+    ours = _jobs(hydra_sweep_runner, "nnrun", line, tmp_path)
+    assert ours == _jobs(hydra_sweep_runner, "basic", line, tmp_path)
+    assert sum(map(len, ours)) > 1
+
+
+def test_a_sweep_with_one_bad_combination_is_refused_before_any_job_naming_it(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for loss in ("cross_entropy,bce", "bce,cross_entropy"):  # the bad job first or last: refused all the same
+        code, out, err = run_main(["train", "-m", "dataset=spirals", f"loss={loss}", "dataset.classes=2,3"], capsys)
+        assert code == 2
+        bad = 3 if loss.startswith("cross") else 1
+        assert err.splitlines() == [f"nnrun: error: job #{bad} (dataset=spirals loss=bce dataset.classes=3): "
+                                    "loss='bce' is not allowed: bce and mse need 2 classes, the data has 3; "
+                                    "use loss=cross_entropy"]
+        assert out.startswith("nnrun: a sweep of 4 jobs: loss x 2, dataset.classes x 2\nnnrun: checking 4 jobs\n")
+        assert not (tmp_path / "experiments").exists()
+
+
+def test_a_glob_sweep_runs_one_job_per_matching_choice(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_main(["train", "-m", "hydra/launcher=vectorized", "activation=glob(s*)",
+                               "model.hidden=[2]", "train.epochs=2", "hydra/job_logging=none"], capsys)
+    assert code == 0, err
+    names = sorted(d.name for d in run_dirs(tmp_path / "experiments"))
+    assert names == ["0_activation=sigmoid,model.hidden=[2],train.epochs=2",
+                     "1_activation=softplus,model.hidden=[2],train.epochs=2"]
+
+
+def test_the_vectorized_launcher_launches_the_configs_the_sweeper_checked(tmp_path, capsys, monkeypatch):
+    """Each job's config is built once, by the sweeper: the launcher composes none again."""
+    from hydra_plugins.nnrun_vectorized_launcher.sweep_configs import SweepConfigs
+
+    built = []
+    real_load = SweepConfigs.load
+    monkeypatch.setattr(SweepConfigs, "load", lambda self, overrides: built.append(overrides) or real_load(self, overrides))
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_main(["train", "-m", "hydra/launcher=vectorized", "optimizer.lr=0.1,0.01", "seed=range(4)",
+                               "train.epochs=3", "hydra/job_logging=none"], capsys)
+    assert code == 0, err
+    assert len(built) == 8 and len({tuple(job) for job in built}) == 8
+    lines = out.splitlines()
+    assert lines[:3] == ["nnrun: a sweep of 8 jobs: optimizer.lr x 2, seed x 4", "nnrun: checking 8 jobs",
+                         lines[2]] and lines[2].startswith("nnrun: checked 8 jobs in ")
+    assert lines[3] == "nnrun: setting up 8 jobs" and lines[4].startswith("nnrun: set up 8 jobs in ")
+    assert [read_metrics(d)["status"] for d in run_dirs(tmp_path / "experiments")] == ["completed"] * 8
+
+
+def test_a_stop_signal_after_the_last_job_ended_leaves_the_summary_and_exit_code_as_they_are(
+        tmp_path, capsys, monkeypatch):
+    """Ctrl-C just after the stacks trained (the launcher still handing back its results) changes nothing: the
+    summary follows, the exit code is the sweep's, nothing is called interrupted; Ctrl-C's handler is put back."""
+    from nnrun import engine
+
+    real_train_jobs = engine.train_jobs
+
+    def then_ctrl_c(*args, **kwargs):
+        results = real_train_jobs(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(engine, "train_jobs", then_ctrl_c)
+    monkeypatch.chdir(tmp_path)
+    handler = signal.getsignal(signal.SIGINT)
+    code, out, err = run_main(["train", "-m", "hydra/launcher=vectorized", "seed=0,1", "train.epochs=3",
+                               "hydra/job_logging=none"], capsys)
+    assert code == 0 and "interrupt" not in out + err, err
+    assert "sweep: 2 jobs" in out and signal.getsignal(signal.SIGINT) is handler
+
+
+def test_a_resumed_sweep_finds_each_job_by_its_name_and_says_once_what_it_takes_over(tmp_path, capsys,
+                                                                                     monkeypatch):
+    from nnrun import sweep
+
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "-m", "hydra/launcher=vectorized", "seed=range(6)", "train.epochs=3", "hydra/job_logging=none"]
+    assert run_main(args, capsys)[0] == 0
+    read = []
+    real = sweep.job_overrides
+    monkeypatch.setattr(sweep, "job_overrides", lambda job_dir: read.append(job_dir) or real(job_dir))
+    code, out, err = run_main([*args, "train.resume=latest"], capsys)
+    assert code == 0, err
+    assert len(read) == 6  # each job's namesake read once: no scan of the old sweep per job
+    sweeps = sorted((tmp_path / "experiments" / "default" / "multirun").iterdir())
+    said = [line for line in out.splitlines() if "resuming" in line or "carried over" in line]
+    assert said == [f"nnrun: resuming the sweep {sweeps[0]}: 6 finished jobs carried over, 0 going on from their "
+                    "checkpoints, the others from the start"]
+    assert [read_metrics(d) for d in run_dirs(sweeps[1])] == [read_metrics(d) for d in run_dirs(sweeps[0])]
+
+
+def test_a_job_goes_on_from_its_namesake_only_where_it_saved_a_checkpoint(tmp_path):
+    from nnrun import sweep
+
+    def job(name: str, overrides: list[str], checkpoint: bool) -> Path:
+        (tmp_path / name / ".hydra").mkdir(parents=True)
+        (tmp_path / name / ".hydra" / "overrides.yaml").write_text("".join(f"- {o}\n" for o in overrides))
+        if checkpoint:
+            (tmp_path / name / "checkpoint.pt").write_bytes(b"")
+        return tmp_path / name
+
+    trained = job("0_seed=0", ["seed=0", "train.resume=x"], checkpoint=True)
+    job("1_seed=1", ["seed=1"], checkpoint=False)  # set up, never trained
+    elsewhere = job("job-b", ["seed=2"], checkpoint=True)  # named otherwise (hydra.sweep.subdir)
+    assert sweep.namesake(tmp_path, "0_seed=0", ["seed=0", "train.resume=latest"]) == trained
+    assert sweep.namesake(tmp_path, "1_seed=1", ["seed=1"]) is None
+    assert sweep.namesake(tmp_path, "2_seed=2", ["seed=2"]) == elsewhere
+    assert sweep.namesake(tmp_path, "3_seed=3", ["seed=3"]) is None
+
+
+# 64 jobs of one stack, checkpointed as they train.
+SIXTY_FOUR = ["train", "-m", "hydra/launcher=vectorized", "optimizer.lr=0.3,0.1,0.03,0.01", "seed=range(16)",
+              "train.epochs=400", "train.log_every=100", "train.checkpoint_every=20", "hydra/job_logging=none"]
+
+
+@pytest.mark.slow
+def test_a_64_job_sweep_cut_while_set_up_and_while_training_resumes_to_the_uncut_results(tmp_path):
+    whole = run_nnrun([*SIXTY_FOUR, "exp_name=whole"], tmp_path)
+    assert whole.returncode == 0, whole.stderr
+    (whole_dir,) = (tmp_path / "experiments" / "whole" / "multirun").iterdir()
+    for phase, ready in (("set_up", lambda d: len(list(d.glob("*/*/.hydra"))) >= 20),
+                         ("training", lambda d: list(d.glob("*/*/checkpoint.pt")))):
+        experiment = tmp_path / "experiments" / phase / "multirun"
+        code, out, err = interrupt_when(start([*SIXTY_FOUR, f"exp_name={phase}"], tmp_path),
+                                        lambda: experiment.is_dir() and ready(experiment))
+        assert code == 130, err
+        (cut_dir,) = experiment.iterdir()
+        said = err.strip().splitlines()
+        assert said[0].startswith("nnrun: interrupted by SIGINT; results saved in ") and len(said) == 2, err
+        assert said[1].endswith(f"exp_name={phase} train.resume={cut_dir.relative_to(tmp_path)}")
+        resumed = run_nnrun([*SIXTY_FOUR, f"exp_name={phase}", f"train.resume={cut_dir}"], tmp_path)
+        assert resumed.returncode == 0, resumed.stderr
+        new_dir = max(experiment.iterdir())
+        assert_same_results(results(new_dir), results(whole_dir))
+
+
+@pytest.mark.slow
+def test_ctrl_c_while_a_sweep_is_checked_is_one_line_and_starts_nothing(tmp_path):
+    process = start(["train", "-m", "optimizer.lr=range(0.001,1,0.001)", "train.epochs=2"], tmp_path)
+    said = process.stdout.readline() + process.stdout.readline()
+    assert said.startswith("nnrun: a sweep of 999 jobs") and "nnrun: checking 999 jobs" in said
+    process.send_signal(signal.SIGINT)
+    out, err = process.communicate(timeout=60)
+    assert process.returncode == 130
+    assert err.splitlines() == ["nnrun: interrupted before any training; nothing was saved",
+                                "to start again: nnrun train -m 'optimizer.lr=range(0.001,1,0.001)' train.epochs=2"]
+    assert not (tmp_path / "experiments").exists()
