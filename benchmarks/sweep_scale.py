@@ -12,8 +12,11 @@ launcher's default of at most 256 models a stack. While a sweep runs, a thread r
 launching process's resident memory (VmRSS, and its peak VmHWM) and open files (/proc/<pid>/fd), and, under
 SLURM, the same of each stack's SLURM job (the python process running submitit's `_submit`, told apart by its
 SLURM_JOB_ID). The lines a launcher prints as each stack ends are read as they come, with the memory at that
-moment: memory per chunk, which must stay flat (the bar: within 50 MiB). Last, the vectorized and the SLURM
-sweep's metrics.json are compared: the same statuses, and final losses equal to 1e-5. Exit 1 when either fails.
+moment: memory per chunk, which must stay flat (the bar: within 50 MiB). The time each job takes to be set up must
+stay flat too, from the first jobs to the last: it is read from the times at which the launching process wrote the
+jobs' .hydra/overrides.yaml, one after another (the bar: the median gap between the last tenth of the jobs within
+20% of the first tenth's). Last, the vectorized and the SLURM sweep's metrics.json are compared: the same
+statuses, and final losses equal to 1e-5. Exit 1 when any bar fails.
 
 The machine it ran on is shared: the load average before and after each sweep is printed with it.
 """
@@ -39,6 +42,7 @@ LRS = [f"{10 ** (-3 + 2 * i / 15):.6g}" for i in range(16)]  # 1e-3 .. 1e-1, 16 
 BASIC_SAMPLE = 64
 SAMPLE_S = 0.1
 FLAT_MIB = 50  # the most RSS may grow from the first stack to the last
+FLAT_SET_UP = 0.2  # the most the set-up time per job may grow from the first tenth of the jobs to the last
 
 
 def status_kb(pid: int, field_name: str) -> int | None:
@@ -101,6 +105,7 @@ class Sweep:
     chunks: list[tuple[str, float]] = field(default_factory=list)  # (stack line, launcher RSS MiB then)
     load: tuple[float, float] = (0.0, 0.0)
     results: dict[str, dict] = field(default_factory=dict)
+    set_up_ms: tuple[float, float] = (0.0, 0.0)  # median set-up time per job: the first tenth, the last tenth
 
     @property
     def ms_per_job(self) -> float:
@@ -156,6 +161,10 @@ def run_sweep(name: str, launcher: list[str], overrides: list[str], jobs: int, w
     sweep.load = (before, os.getloadavg()[0])
     if process.returncode != 0:
         sys.exit(f"{name} sweep failed ({process.returncode}):\n{(workdir / 'stderr.txt').read_text()[-3000:]}")
+    written = sorted(p.stat().st_mtime for p in Path(folder).glob("*/*/.hydra/overrides.yaml"))
+    gaps = [b - a for a, b in zip(written, written[1:])]
+    tenth = max(1, len(gaps) // 10)
+    sweep.set_up_ms = (sorted(gaps[:tenth])[tenth // 2] * 1000, sorted(gaps[-tenth:])[tenth // 2] * 1000)
     for path in Path(folder).glob("*/*/metrics.json"):
         found = json.loads(path.read_text())
         sweep.results[" ".join(o for o in found["overrides"] if not o.startswith("exp_name"))] = found
@@ -230,11 +239,18 @@ def main() -> int:
         print(f"  stacks: {stacks_s(s):.1f} s of the {s.wall_s:.1f} s; the rest, "
               f"{(s.wall_s - stacks_s(s)) / s.jobs * 1000:.0f} ms a job, is the launching process's (start, Hydra's "
               "sweeper composing each job to validate it, run_job, planning)")
+        first, last = s.set_up_ms
+        grew = last / first - 1
+        print(f"  set-up time per job (median gap between jobs' .hydra/ writes): first tenth {first:.1f} ms, "
+              f"last tenth {last:.1f} ms ({grew:+.0%}; bar: within {FLAT_SET_UP:.0%}: "
+              f"{'met' if grew <= FLAT_SET_UP else 'NOT met'})")
+        flat &= grew <= FLAT_SET_UP
         rss = [r for _, r in s.chunks]
         flat &= bool(rss) and max(rss) - rss[0] < FLAT_MIB
         peaks = [w.peak_mib for w in s.stack_jobs.values()]
         flat &= not peaks or max(peaks) - min(peaks) < FLAT_MIB
-    print(f"\nbar: memory flat across stacks (RSS after each, and each SLURM job's peak, within {FLAT_MIB} MiB): "
+    print(f"\nbar: set-up time per job flat, and memory flat across stacks (RSS after each, and each SLURM job's "
+          f"peak, within {FLAT_MIB} MiB): "
           f"{'met' if flat else 'NOT met'}")
     same = True
     if slurm:

@@ -16,11 +16,18 @@ The vectorized sweep takes seconds where the basic one takes minutes, so one slo
 moves its time far more: it runs `--repeats` times (default 5), some before the basic sweep and the rest after
 it (so a slow or fast spell of the machine falls on both sides), and the median counts (all times are printed).
 
-Last, the stacked training's own time (engine.train_stack: the loop, evaluation, each run's files) per
+Then the stacked training's own time (engine.train_stack: the loop, evaluation, each run's files) per
 model-step of 64 models in one stack against one model alone, in this process.
 
+Last, the sweep around the stack (`--only plan`): a 256-job XOR sweep (500 epochs) under `vectorized`, run with
+nnrun's sweeper (the default) and with `hydra/sweeper=basic` (Hydra's, which composes every job once more to
+check it), then resumed with train.resume when all its jobs have finished (each is carried over). For each, the
+wall time of the process and the launching process's time per job: the wall time less the stacks' training (their
+`nnrun: stack ...` lines), over the jobs.
+
 Bars: whole process, 64-job XOR >= 12x, 256-job XOR >= 25x, 64-job spirals >= 6x; the stacked training per
-model-step at K = 64 >= 20x.
+model-step at K = 64 >= 20x; nnrun's sweeper <= 0.5x the wall time of Hydra's basic sweeper; resuming the finished
+sweep <= 0.5x the wall time of running it.
 """
 
 from __future__ import annotations
@@ -29,6 +36,7 @@ import argparse
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -47,6 +55,47 @@ SWEEPS = {
 }
 XOR_256 = (XOR, 16, 25.0)  # 16 lrs x 16 seeds, against the 64-job basic sweep's time per job
 STACK_BAR = 20.0
+PLAN_EPOCHS, PLAN_BAR = 500, 0.5  # the sweep around the stack: 256 XOR jobs; nnrun's sweeper and resuming
+
+
+def nnrun_sweep(args: list[str], workdir: Path, device: str) -> tuple[float, str]:
+    """One `nnrun train -m` process in `workdir`: (wall seconds, stdout)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO / "src"), os.environ.get("PYTHONPATH", "")])}
+    started = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "nnrun", "train", "-m", f"device={device}", "threads=1", *args],
+                          cwd=workdir, env=env, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    if done.returncode != 0:
+        sys.exit(f"sweep failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return wall, done.stdout
+
+
+def launching_per_job(wall: float, stdout: str, jobs: int) -> float:
+    """The launching process's seconds per job: its wall time less the stacks' training, over the jobs."""
+    training = sum(float(s) for s in re.findall(r"^nnrun: stack \d+/\d+: \d+ runs in ([\d.]+) s", stdout, re.M))
+    return (wall - training) / jobs
+
+
+def sweep_around_the_stack(device: str, quick: bool) -> list[tuple[str, float, float]]:
+    """nnrun's sweeper against Hydra's basic sweeper, and resuming the finished sweep against running it:
+    [(what, ratio, bar)], each ratio to stay at or below its bar."""
+    epochs = 50 if quick else PLAN_EPOCHS
+    sweep = ["hydra/launcher=vectorized", *XOR, f"train.epochs={epochs}", f"optimizer.lr={','.join(LRS)}",
+             "seed=range(16)"]
+    with tempfile.TemporaryDirectory() as tmp:
+        work = Path(tmp)
+        nnrun_s, nnrun_out = nnrun_sweep([*sweep, "exp_name=plan"], work, device)
+        basic_s, basic_out = nnrun_sweep([*sweep, "exp_name=plan_basic", "hydra/sweeper=basic"], work, device)
+        (done,) = (work / "experiments" / "plan" / "multirun").iterdir()
+        resume_s, resume_out = nnrun_sweep([*sweep, "exp_name=plan", f"train.resume={done}"], work, device)
+        assert "256 finished jobs carried over" in resume_out, resume_out[-2000:]
+    print(f"sweep around the stack: 256 XOR jobs x {epochs} epochs under hydra/launcher=vectorized on {device}")
+    for name, wall, out in (("nnrun's sweeper", nnrun_s, nnrun_out), ("hydra/sweeper=basic", basic_s, basic_out),
+                            ("resumed, all finished", resume_s, resume_out)):
+        print(f"  {name:22} {wall:7.2f} s   launching process {launching_per_job(wall, out, 256) * 1000:6.1f} ms "
+              "per job", flush=True)
+    return [("nnrun's sweeper / hydra/sweeper=basic", nnrun_s / basic_s, PLAN_BAR),
+            ("resuming the finished sweep / running it", resume_s / nnrun_s, PLAN_BAR)]
 
 
 def run_sweep(launcher: str, overrides: list[str], workdir: Path, device: str, seeds: int) -> tuple[float, dict]:
@@ -133,7 +182,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="fewer epochs: a smoke test")
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
-    parser.add_argument("--only", choices=(*SWEEPS, "xor256", "stack"), help="run one part")
+    parser.add_argument("--only", choices=(*SWEEPS, "xor256", "stack", "plan"), help="run one part")
     parser.add_argument("--repeats", type=int, default=5,
                         help="vectorized runs, the median counts: half before the basic sweep, half after (default 5)")
     args = parser.parse_args()
@@ -194,8 +243,11 @@ def main() -> None:
     if args.only in (None, "stack"):
         bars.append(("stacked training per model-step, K = 64", stacked_training(args.device, args.quick),
                      STACK_BAR))
+    at_most = sweep_around_the_stack(args.device, args.quick) if args.only in (None, "plan") else []
     for name, ratio, bar in bars:
         print(f"bar {name}: {ratio:.1f}x >= {bar:g}x: {'met' if ratio >= bar else 'NOT met'}")
+    for name, ratio, bar in at_most:
+        print(f"bar {name}: {ratio:.2f}x <= {bar:g}x: {'met' if ratio <= bar else 'NOT met'}")
     sys.exit(1 if failed else 0)
 
 
