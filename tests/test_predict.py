@@ -105,3 +105,18 @@ def test_text_label_csv_through_the_cli_and_predict_on_the_experiment(tmp_path):
     assert re.fullmatch(r"hours=9, lectures=2: P\(fail\) = [0-9.]+, P\(pass\) = [0-9.]+ -> pass\n",
                         predicted.stdout), predicted.stdout
     assert run_dir.name in predicted.stderr
+
+
+def test_excel_csv_with_a_bom_trains_and_a_semicolon_points_file_predicts(tmp_path, capsys):
+    """Training data saved by Excel (BOM, commas), points saved elsewhere (no BOM, semicolons): the names match."""
+    data = tmp_path / "grades.csv"
+    data.write_text("\ufeff" + grades_csv(tmp_path / "plain.csv").read_text(), encoding="utf-8")
+    train(["dataset=csv", f"dataset.path={data}", "model.hidden=[4]", "optimizer=adam", "optimizer.lr=0.05",
+           "train.epochs=150"], tmp_path / "run")
+    assert checkpoint.load(tmp_path / "run")["feature_names"] == ["hours", "lectures"]
+    points = tmp_path / "points.csv"
+    points.write_text("lectures;hours\n2;9\n3;1\n")
+    assert predict_main([str(tmp_path / "run"), "--csv", str(points)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(": ")[0] for line in out] == ["hours=9, lectures=2", "hours=1, lectures=3"]
+    assert out[0].endswith("-> pass") and out[1].endswith("-> fail")

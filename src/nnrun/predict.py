@@ -20,25 +20,20 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _read_points(path: Path, names: list[str]) -> list[list[float]]:
-    from nnrun.data import DataError, read_table
+    from nnrun.data import DataError, feature_value, read_table
 
-    header, rows = read_table(path, f"--csv {path}")
-    missing = [n for n in names if n not in header]
+    table = read_table(path, f"--csv {path}")
+    missing = [n for n in names if n not in table.header]
     if missing:
         raise DataError(f"{path}: missing feature column(s) {', '.join(missing)}; the run was trained on "
-                        f"{', '.join(names)}")
-    cols = [header.index(n) for n in names]
+                        f"{', '.join(names)}; the file has {', '.join(table.header)} "
+                        f"(separated by {table.separator_name})")
+    cols = [table.header.index(n) for n in names]
     points = []
-    for line, row in enumerate(rows, start=2):
-        if len(row) != len(header):
-            raise DataError(f"{path}: row {line} has {len(row)} cells, the header has {len(header)}")
-        point = []
-        for name, c in zip(names, cols):
-            try:
-                point.append(float(row[c]))
-            except ValueError:
-                raise DataError(f"{path}: row {line}, column {name!r}: {row[c].strip()!r} is not a number") from None
-        points.append(point)
+    for line, row in table.rows:
+        if len(row) != len(table.header):
+            raise DataError(f"{path}: row {line} has {len(row)} cells, the header has {len(table.header)}")
+        points.append([feature_value(path, line, name, row[c], table.separator) for name, c in zip(names, cols)])
     return points
 
 
