@@ -87,3 +87,13 @@ def test_job_line_of_a_failed_job_shows_dashes_and_colours_its_status():
     assert text.count("\n") == 1
     assert "\x1b[31mfailed" in text  # red
     assert "best loss/val —" in text and "final loss/val — accuracy/val —" in text
+
+
+def test_run_table_shows_every_final_value_and_no_empty_cell():
+    out = narrow(80)
+    console.print_run(result(), cfg(), console=out)
+    lines = out.file.getvalue().splitlines()
+    (values,) = [line for line in lines if "0.0125" in line]
+    assert [cell.strip() for cell in values.strip("│").split("│")] == ["0.0125", "0.0125", "0.9750", "0.9750",
+                                                                       "0.9750"]
+    assert all(len(line) <= 80 for line in lines if not line.startswith("run dir:"))

@@ -121,3 +121,64 @@ def test_missing_csv_is_a_data_error(tmp_path):
 def test_fractions_that_leave_no_training_data_are_refused():
     with pytest.raises(ConfigError, match="leave training data"):
         data.load(DatasetConfig(name="gaussians", n_samples=4, val_fraction=0.5, test_fraction=0.4))
+
+
+def grades(separator: str = ",", bom: bool = False) -> str:
+    """The pass_fail data as a spreadsheet saves it: lectures, hours, result (the first column is the target
+    in `first_target`)."""
+    rows = [["lectures", "hours", "result"]] + [[str(i % 13), str((3 * i) % 12), "pass" if i % 13 > 6 else "fail"]
+                                                 for i in range(20)]
+    return ("\ufeff" if bom else "") + "".join(separator.join(row) + "\r\n" for row in rows)
+
+
+def test_csv_byte_order_mark_is_not_part_of_the_first_name(tmp_path):
+    """Excel's "CSV UTF-8" starts with a BOM: the first column is still `lectures`, and a target named after
+    the first column is found."""
+    path = tmp_path / "excel.csv"
+    path.write_text(grades(bom=True), encoding="utf-8")
+    d = data.load(DatasetConfig(name="csv", path=str(path)))
+    assert d.feature_names == ["lectures", "hours"] and d.class_names == ["fail", "pass"]
+    first = tmp_path / "first.csv"
+    first.write_text("\ufeffresult,lectures,hours\npass,9,3\nfail,1,2\npass,8,8\n", encoding="utf-8")
+    assert data.load(DatasetConfig(name="csv", path=str(first), target="result")).feature_names == \
+        ["lectures", "hours"]
+
+
+@pytest.mark.parametrize("separator", [";", "\t", "|"])
+def test_csv_separator_is_detected(tmp_path, separator):
+    path = tmp_path / "grades.csv"
+    path.write_text(grades(separator))
+    d = data.load(DatasetConfig(name="csv", path=str(path)))
+    with_commas = tmp_path / "commas.csv"
+    with_commas.write_text(grades(","))
+    same = data.load(DatasetConfig(name="csv", path=str(with_commas)))
+    assert d.feature_names == ["lectures", "hours"] and d.class_names == ["fail", "pass"]
+    assert torch.equal(d.train.x, same.train.x) and torch.equal(d.train.y, same.train.y)
+
+
+def test_csv_decimal_comma_and_one_column_header_say_what_was_read(tmp_path):
+    path = tmp_path / "german.csv"
+    path.write_text("lectures;hours;result\n3;2,5;pass\n1;1;fail\n")
+    with pytest.raises(data.DataError) as err:
+        data.load(DatasetConfig(name="csv", path=str(path)))
+    assert "row 2, column 'hours': '2,5' is not a number; it has a decimal comma, write '2.5'" in str(err.value)
+    lonely = tmp_path / "lonely.csv"
+    lonely.write_text("lectures hours result\n3 2 pass\n1 1 fail\n")
+    with pytest.raises(data.DataError) as err:
+        data.load(DatasetConfig(name="csv", path=str(lonely)))
+    assert "no feature columns besides the target 'lectures hours result': the header is one column; " \
+           "columns are separated by ',', ';', tab or '|'" in str(err.value)
+
+
+def test_csv_that_is_not_utf8_is_one_line(tmp_path):
+    path = tmp_path / "latin1.csv"
+    path.write_bytes("größe,result\n1,a\n2,b\n".encode("latin-1"))
+    with pytest.raises(data.DataError, match=r"not UTF-8 text \(byte 0xf6 at offset 2\); save it as CSV UTF-8"):
+        data.load(DatasetConfig(name="csv", path=str(path)))
+
+
+def test_csv_rows_are_named_by_their_line_in_the_file(tmp_path):
+    path = tmp_path / "gaps.csv"
+    path.write_text("a,y\n1,0\n\n\n2,1\nthree,0\n")
+    with pytest.raises(data.DataError, match="row 6, column 'a': 'three'"):
+        data.load(DatasetConfig(name="csv", path=str(path)))

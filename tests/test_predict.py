@@ -105,3 +105,86 @@ def test_text_label_csv_through_the_cli_and_predict_on_the_experiment(tmp_path):
     assert re.fullmatch(r"hours=9, lectures=2: P\(fail\) = [0-9.]+, P\(pass\) = [0-9.]+ -> pass\n",
                         predicted.stdout), predicted.stdout
     assert run_dir.name in predicted.stderr
+
+
+def test_excel_csv_with_a_bom_trains_and_a_semicolon_points_file_predicts(tmp_path, capsys):
+    """Training data saved by Excel (BOM, commas), points saved elsewhere (no BOM, semicolons): the names match."""
+    data = tmp_path / "grades.csv"
+    data.write_text("\ufeff" + grades_csv(tmp_path / "plain.csv").read_text(), encoding="utf-8")
+    train(["dataset=csv", f"dataset.path={data}", "model.hidden=[4]", "optimizer=adam", "optimizer.lr=0.05",
+           "train.epochs=150"], tmp_path / "run")
+    assert checkpoint.load(tmp_path / "run")["feature_names"] == ["hours", "lectures"]
+    points = tmp_path / "points.csv"
+    points.write_text("lectures;hours\n2;9\n3;1\n")
+    assert predict_main([str(tmp_path / "run"), "--csv", str(points)]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert [line.split(": ")[0] for line in out] == ["hours=9, lectures=2", "hours=1, lectures=3"]
+    assert out[0].endswith("-> pass") and out[1].endswith("-> fail")
+
+
+def lay_out_job(payload, job_dir, name: str, status: str, best: float | None, mtime: float = 1_000_000_000):
+    """A sweep job as the engine leaves it: checkpoint.pt (its class names say which job answered) and
+    metrics.json with its best loss/val."""
+    from nnrun.metrics import build_metrics, write_metrics
+
+    lay_out(payload, job_dir, [f"{name}0", f"{name}1"], mtime)
+    write_metrics(job_dir, build_metrics(status=status, epochs_run=200, best_epoch=100, best_value=best,
+                                         monitor="loss/val", final={}, wall_time_s=1.0, device="cpu", seed=0,
+                                         overrides=[f"optimizer.lr={name}"]))
+
+
+@pytest.fixture
+def lr_sweep(trained, tmp_path):
+    """experiments/lr/multirun/<time>/ with four jobs: the newest is not the best, and the one with the lowest
+    best loss/val diverged afterwards (its checkpoint holds its last finite weights, not its best)."""
+    sweep = tmp_path / "experiments" / "lr" / "multirun" / "2026-01-03_00-00-00"
+    sweep.mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    lay_out_job(trained, sweep / "0_optimizer.lr=0.01", "slow", "completed", 0.30)
+    lay_out_job(trained, sweep / "1_optimizer.lr=0.1", "good", "completed", 0.05)
+    lay_out_job(trained, sweep / "2_optimizer.lr=10", "wild", "diverged", 0.01)
+    lay_out_job(trained, sweep / "3_optimizer.lr=0.001", "newest", "completed", 0.60, mtime=2_000_000_000)
+    (sweep / "4_optimizer.lr=100").mkdir()  # a job that failed before it saved anything
+    return sweep
+
+
+def test_a_sweep_dir_means_its_best_job_and_says_which(lr_sweep, capsys):
+    assert predict_main([str(lr_sweep), "1", "0"]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip().endswith("-> good1")
+    assert err == (f"nnrun: predict: using {lr_sweep / '1_optimizer.lr=0.1'} (the best of 4 jobs by best "
+                   "loss/val: 0.0500, completed)\n")
+
+
+def test_best_on_an_experiment_dir_takes_its_best_run_not_its_newest(lr_sweep, trained, capsys):
+    exp = lr_sweep.parents[1]
+    lay_out_job(trained, exp / "runs" / "2026-01-04_00-00-00", "single", "stopped_early", 0.02, 3_000_000_000)
+    assert predict_main([str(exp), "1", "0"]) == 0
+    assert capsys.readouterr().out.strip().endswith("-> single1")  # the newest
+    assert predict_main([str(exp), "--best", "1", "0"]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip().endswith("-> single1") and "the best of 5 runs by best loss/val: 0.0200" in err
+    lay_out_job(trained, exp / "runs" / "2026-01-05_00-00-00", "late", "completed", 0.9, 4_000_000_000)
+    assert predict_main([str(exp), "--best", "1", "0"]) == 0
+    assert capsys.readouterr().out.strip().endswith("-> single1")
+
+
+def test_a_diverged_run_says_so_before_its_probabilities(lr_sweep, capsys):
+    wild = lr_sweep / "2_optimizer.lr=10"
+    payload = checkpoint.load(wild)
+    checkpoint.save(wild, {**payload, "status": "diverged"})
+    assert predict_main([str(wild), "1", "0"]) == 0
+    out, err = capsys.readouterr()
+    assert err.startswith(f"nnrun: predict: warning: {wild} diverged (its loss became inf or NaN)")
+    assert out.strip().endswith("-> wild1")
+
+
+@pytest.mark.slow
+def test_predict_into_a_closed_pipe_ends_quietly(trained, tmp_path):
+    from test_report import into_closed_pipe
+
+    lay_out(trained, tmp_path / "run", ["0", "1"], 1_000_000_000)
+    points = tmp_path / "points.csv"
+    points.write_text("x1,x2\n" + "1,0\n" * 5000)
+    done = into_closed_pipe(["predict", str(tmp_path / "run"), "--csv", str(points)], cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (141, "")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import read_metrics, train
+from conftest import SRC, read_metrics, train
 from nnrun import report
 
 BASE = ["dataset=xor", "model.hidden=[4]", "train.epochs=20", "train.log_every=5"]
@@ -18,16 +18,20 @@ BASE = ["dataset=xor", "model.hidden=[4]", "train.epochs=20", "train.log_every=5
 
 def fake_sweep_job(sweep: Path, num: int, overrides: list[str]) -> Path:
     """A job dir laid out as Hydra's multirun makes it (.hydra/overrides.yaml, config.yaml), trained in-process."""
+    run_dir = sweep / f"{num}_{','.join(overrides)}"
+    lay_out_job(run_dir, BASE + overrides)
+    return run_dir
+
+
+def lay_out_job(run_dir: Path, overrides: list[str]) -> None:
+    """`overrides` trained in-process into run_dir, with the .hydra/ files Hydra writes."""
     from conftest import compose
     from omegaconf import OmegaConf
 
-    run_dir = sweep / f"{num}_{','.join(overrides)}"
     (run_dir / ".hydra").mkdir(parents=True)
     (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
-    cfg = compose(BASE + overrides)
-    (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(cfg))
-    train(BASE + overrides, run_dir)
-    return run_dir
+    (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(compose(overrides)))
+    train(overrides, run_dir)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +56,7 @@ def run_report(args: list[str], capsys, monkeypatch) -> tuple[int, str, str]:
 def test_report_groups_seeds_as_mean_and_std_sorted_by_monitor(sweep, capsys, monkeypatch):
     code, out, _ = run_report([sweep, "--no-plot"], capsys, monkeypatch)
     assert code == 0
-    assert "4 runs, sorted by best loss/val" in out
+    assert "4 runs in 2 groups of seeds (mean±std), sorted by best loss/val" in out
     assert "seeds" in out and "completed×2" in out
     # lr=0.1 learns xor in 20 epochs, lr=0.001 barely moves: the better group comes first.
     assert out.index("│ 0.1 ") < out.index("│ 0.001 ")
@@ -80,9 +84,9 @@ def test_report_varying_keys_leave_out_what_every_run_shares(sweep):
 
 def test_report_reads_curves_from_the_event_file(sweep):
     run = report.read_run(sorted(sweep.iterdir())[0])
-    steps = [step for step, _ in run.curves["loss/val"]]
+    steps = [step for step, _ in run.scalars()["loss/val"]]
     assert steps == [1, 5, 10, 15, 20]
-    assert {"loss/train", "loss/val", "accuracy/train", "accuracy/val", "lr"} <= set(run.curves)
+    assert {"loss/train", "loss/val", "accuracy/train", "accuracy/val", "lr"} <= set(run.scalars())
 
 
 def test_report_shows_failed_and_unfinished_runs(sweep, tmp_path, capsys, monkeypatch):
@@ -129,8 +133,8 @@ def test_report_on_a_missing_dir_exits_2(tmp_path, capsys, monkeypatch):
 def hand_run(overrides: dict[str, str], status: str, best: float | None, final: float | None,
              curve: list[float] = ()) -> report.Run:
     """A Run as read_run would make it, without training."""
-    finals = {"loss/train": final, "loss/val": final, "accuracy/val": None if final is None else 0.9512,
-              "accuracy/test": None if final is None else 0.9433}
+    finals = {"loss/train": final, "loss/val": final, "accuracy/train": None if final is None else 0.9876,
+              "accuracy/val": None if final is None else 0.9512, "accuracy/test": None if final is None else 0.9433}
     return report.Run(Path("/runs") / ",".join(f"{k}={v}" for k, v in overrides.items()), overrides, status,
                       "loss/val", 100, 42, best, finals, {"loss/val": list(enumerate(curve, start=1))})
 
@@ -205,6 +209,167 @@ def test_report_plot_log_scales_losses_that_span_decades():
 
         plt.close(spread)
         plt.close(close)
+
+
+def test_report_reads_a_finished_run_from_its_metrics_json_alone(sweep, tmp_path):
+    """The event file is read only when a curve is drawn; the overrides come from metrics.json too."""
+    import shutil
+
+    job = tmp_path / "job"
+    shutil.copytree(sorted(sweep.iterdir())[0], job)
+    (job / ".hydra" / "overrides.yaml").unlink()
+    run = report.read_run(job)
+    assert run.curves is None
+    assert run.overrides == report.parse_overrides([*BASE, "optimizer.lr=0.001", "seed=0"])
+    assert run.best == read_metrics(job)["best"]["loss/val"]
+    assert [step for step, _ in run.scalars()["loss/val"]] == [1, 5, 10, 15, 20]  # on demand
+
+
+def test_report_plot_reads_the_curves_of_the_best_runs_only(tmp_path):
+    runs = [hand_run({"optimizer.lr": str(i)}, "completed", i, i) for i in range(1, 31)]
+    for run in runs:
+        run.curves = None  # unread: reading it would look for an event file under /runs
+    drawn = runs[:report.MAX_CURVES]
+    for run in drawn:
+        run.curves = {"loss/val": [(1, 1.0), (2, 0.5)]}
+    figure = report.plot(runs, ["optimizer.lr"], "loss/val")
+    try:
+        assert all(run.curves is None for run in runs[report.MAX_CURVES:])
+        assert figure.axes[0].get_title() == f"loss/val (the best {report.MAX_CURVES} of 30 runs)"
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)
+
+
+def experiments_groups():
+    """Runs of every lecture experiment, as `nnrun report experiments/` sees them: each sets its own keys, so
+    the overrides that vary are many."""
+    runs = []
+    for exp, overrides in [
+            ("lr_sweep", {"optimizer.lr": "0.398107"}), ("lr_sweep", {"optimizer.lr": "0.00631"}),
+            ("optimizers", {"optimizer": "rmsprop"}), ("capacity", {"model.hidden": "[128,128]"}),
+            ("dropout_ablation", {"model.dropout": "0.5", "seed": "2"}),
+            ("batch_size", {"train.batch_size": "null"}),
+            ("linear_vs_nonlinear", {"activation": "leaky_relu"}),
+            ("spirals", {"dataset.classes": "3", "loss": "cross_entropy", "train.early_stopping.patience": "100"}),
+            ("spirals_optuna", {"optimizer.lr": "0.0044303752452182690", "model.dropout": "0.2",
+                                "activation": "tanh"})]:
+        runs.append(hand_run({"exp": exp, **overrides}, "stopped_early", 0.2345, 0.3456))
+    keys = report.varying_keys(runs)
+    return report.sort_groups(report.group_by_seed(runs, keys), "loss/val"), keys
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_report_over_all_experiments_fits_the_terminal_with_every_override_whole(width):
+    groups, keys = experiments_groups()
+    assert len(keys) >= 10
+    out = render(groups, keys, width=width)
+    assert all(len(line) <= width for line in out.splitlines()), max(len(line) for line in out.splitlines())
+    for whole in ("exp=lr_sweep", "optimizer.lr=0.398", "optimizer.lr=0.00631", "model.hidden=[128,128]",
+                  "train.early_stopping.patience=100", "loss=cross_entropy", "0.2345", "stopped_early"):
+        assert whole in out, whole
+    assert "overrides stacked in one column to fit" in out
+
+
+def test_report_narrower_than_any_table_prints_a_block_per_row():
+    groups, keys = experiments_groups()
+    out = render(groups, keys, width=40)
+    lines = out.splitlines()
+    assert all(len(line) <= 40 for line in lines)
+    assert "1. exp=lr_sweep" in lines[1]
+    assert "   train.early_stopping.patience=100" in lines
+    assert "   status stopped_early" in out and "best loss/val 0.2345" in out
+
+
+def test_report_override_values_share_one_format_with_significant_digits():
+    assert report.override_texts(["0.00631", "0.003162", "0.398107"]) == ["0.00631", "0.00316", "0.398"]
+    # As typed where nothing needs rounding; whole numbers stay whole; values that differ stay different.
+    assert report.override_texts(["1e-4", "0.001", "0.1", "10"]) == ["1e-4", "0.001", "0.1", "10"]
+    assert report.override_texts(["100", "0.044303752452182690", "relu"]) == ["100", "0.0443", "relu"]
+    assert report.override_texts(["0.123456", "0.123457"]) == ["0.123456", "0.123457"]
+    assert report.override_texts(["12345", "7"]) == ["12345", "7"]
+
+
+def test_report_labels_group_means_and_counts_in_words(lr_sweep_groups):
+    groups, keys = lr_sweep_groups
+    runs = [run for group in groups for run in group.runs]
+    assert report.title(runs, groups, "loss/val") == "18 runs in 6 groups of seeds (mean±std), sorted by best loss/val"
+    assert report.title(runs[:1], groups[:1], "loss/val") == "1 run, sorted by best loss/val"
+    out = render(groups, keys, width=200, wide=True)
+    assert "42±0" in out  # the best epoch of a group: a mean, shown as one
+
+
+def test_report_plot_log_axis_stops_where_the_losses_stop_mattering():
+    solved = [hand_run({"optimizer.lr": lr}, "completed", 1e-47, 1e-47, curve=[0.69, 1e-3, 1e-20, 1e-47])
+              for lr in ("0.1", "1")]
+    stuck = hand_run({"optimizer.lr": "1e-4"}, "completed", 0.68, 0.68, curve=[0.69, 0.685, 0.68, 0.68])
+    figure = report.plot([*solved, stuck], ["optimizer.lr"], "loss/val")
+    try:
+        curves = figure.axes[0]
+        assert curves.get_yscale() == "log"
+        assert curves.get_ylim()[0] == pytest.approx(0.69e-6)  # six decades below where training starts
+    finally:
+        import matplotlib.pyplot as plt
+
+        plt.close(figure)
+
+
+def test_report_metric_picks_the_columns_shown(sweep, capsys, monkeypatch):
+    code, out, _ = run_report([sweep, "--no-plot", "--metric", "loss/train", "--metric", "accuracy/train"],
+                              capsys, monkeypatch)
+    assert code == 0
+    assert "loss/train" in out and "accuracy/train" in out and "accuracy/test" not in out
+    fast = [read_metrics(d)["final"]["loss/train"] for d in sorted(sweep.glob("*optimizer.lr=0.1,*"))]
+    assert f"{statistics.fmean(fast):.4f}±{statistics.stdev(fast):.4f}" in out
+    code, _, err = run_report([sweep, "--metric", "loss/tset"], capsys, monkeypatch)
+    assert code == 2 and err.count("\n") == 1
+    assert err.startswith("nnrun: error: report: --metric='loss/tset' is not allowed") and "accuracy/test" in err
+
+
+def test_report_shows_the_untrained_test_accuracy_next_to_the_trained_one(tmp_path, capsys, monkeypatch):
+    """The pass_fail claim: an untrained net predicts badly, the trained one well. Both numbers in one table."""
+    from conftest import parsed
+
+    overrides = ["+exp=pass_fail", "train.epochs=60"]
+    run_dir = tmp_path / "run"
+    lay_out_job(run_dir, overrides)
+    code, out, _ = run_report([run_dir, "--metric", "untrained/accuracy/test", "--metric", "accuracy/test"],
+                              capsys, monkeypatch)
+    assert code == 0
+    before = report.untrained(parsed(overrides))["accuracy/test"]
+    after = read_metrics(run_dir)["final"]["accuracy/test"]
+    assert before < 0.8 <= after
+    assert "1 run, sorted by best loss/val" in out
+    (row,) = [line for line in out.splitlines() if "completed" in line]
+    assert f"{before:.4f}" in row and f"{after:.4f}" in row
+    assert "untrained" in out and "accuracy/test" in out
+    with (run_dir / "report.csv").open() as handle:
+        (line,) = csv.DictReader(handle)
+    assert float(line["untrained accuracy/test"]) == pytest.approx(before)
+
+
+def into_closed_pipe(args: list[str], cwd: Path):
+    """`python -m nnrun <args>` writing into a pipe whose reader has gone, as after `| head -1`."""
+    import os
+    import subprocess
+    import sys
+
+    read, write = os.pipe()
+    os.close(read)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
+    try:
+        return subprocess.run([sys.executable, "-m", "nnrun", *args], cwd=cwd, env=env, stdout=write,
+                              stderr=subprocess.PIPE, text=True, timeout=300)
+    finally:
+        os.close(write)
+
+
+@pytest.mark.slow
+def test_report_into_a_closed_pipe_ends_quietly(sweep, tmp_path):
+    done = into_closed_pipe(["report", str(sweep), "--no-plot", "--out", str(tmp_path)], cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (141, "")
+    assert len(list(csv.DictReader((tmp_path / "report.csv").open()))) == 4  # written before the table
 
 
 # The CLI path after a real `nnrun train -m` is checked in test_sweeps.py (one sweep serves both).

@@ -41,7 +41,7 @@ def find(path: Path) -> Path:
         if found:
             return found[-1]
     raise CheckpointError(f"{path}: no run here: no {CHECKPOINT_FILE}, and no run with one under runs/ or "
-                          f"multirun/; give a run dir or an experiment dir (experiments/<exp>)")
+                          f"multirun/; give a run dir, a sweep dir or an experiment dir (experiments/<exp>)")
 
 
 def load(path: Path) -> dict[str, Any]:

@@ -165,5 +165,13 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run() -> None:
-    """The `nnrun` program."""
-    sys.exit(main())
+    """The `nnrun` program. Output into a pipe that closed (`nnrun report DIR | head -1`) ends it quietly, as
+    Unix tools end: no traceback, exit 141 (128 + SIGPIPE), what a shell reports for them."""
+    try:
+        code = main()
+        sys.stdout.flush()  # here, not at exit: a closed pipe found there would print a traceback after all
+    except BrokenPipeError:
+        # Python flushes stdout once more when it exits; what is left in its buffer has nowhere to go.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        code = 141  # 128 + SIGPIPE
+    sys.exit(code)

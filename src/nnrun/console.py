@@ -18,6 +18,18 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from nnrun.metrics import FINAL_KEYS
+
+class PipeConsole(Console):
+    """rich's Console for output that may go into a pipe that closes (`nnrun report DIR | head -1`): there rich
+    exits 1 (`on_broken_pipe`, made to be overridden); this raises BrokenPipeError, which `cli.run` ends as Unix
+    tools end, quietly."""
+
+    def on_broken_pipe(self) -> None:
+        self.quiet = True
+        raise BrokenPipeError
+
+
 STATUS_STYLE = {"completed": "green", "stopped_early": "cyan", "diverged": "yellow", "interrupted": "magenta",
                 "failed": "red"}
 
@@ -29,13 +41,11 @@ def _fmt(value) -> str:
 def print_run(result, cfg, console: Console | None = None) -> None:
     console = console or Console()
     table = Table(title=f"{cfg.exp_name}: {result.status}", title_style=STATUS_STYLE.get(result.status, ""))
-    table.add_column("metric")
-    for split in ("train", "val", "test"):
-        table.add_column(split, justify="right")
-    final = result.final
-    table.add_row("loss", _fmt(final.get("loss/train")), _fmt(final.get("loss/val")), "")
-    table.add_row("accuracy", _fmt(final.get("accuracy/train")), _fmt(final.get("accuracy/val")),
-                  _fmt(final.get("accuracy/test")))
+    # One column per final value of metrics.json: the test split has an accuracy there, no loss, and a grid of
+    # metric × split would leave that cell empty.
+    for key in FINAL_KEYS:
+        table.add_column(key.replace("/", "\n"), justify="right")
+    table.add_row(*(_fmt(result.final.get(key)) for key in FINAL_KEYS))
     console.print(table)
     console.print(f"epochs run {result.epochs_run}, best {result.monitor} {_fmt(result.best_value)} at epoch "
                   f"{result.best_epoch}, {result.metrics['wall_time_s']:.2f} s on {result.metrics['device']}")

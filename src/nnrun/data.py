@@ -7,7 +7,10 @@ train / val / test by fraction and standardises with the training split's mean a
 from __future__ import annotations
 
 import csv
+import io
+import itertools
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -126,17 +129,50 @@ def gaussians(cfg: DatasetConfig, g: torch.Generator) -> Generated:
     return x, which, ["x1", "x2"], [str(c) for c in range(k)]
 
 
-def read_table(path: Path, named_as: str) -> tuple[list[str], list[list[str]]]:
-    """(header, data rows) of a CSV file with a header row; blank lines skipped. `named_as` is how the user
-    gave the path (e.g. 'dataset.path=x.csv'), for the error when it is missing."""
+# The separators a data file may use: Excel writes ';' where the decimal mark is a comma, and tab-separated text
+# is what a spreadsheet's copy gives.
+SEPARATORS = ",;\t|"
+
+
+@dataclass
+class Table:
+    """A CSV file's header row (names stripped), its data rows with their line numbers in the file, and the
+    separator they were read with."""
+
+    header: list[str]
+    rows: list[tuple[int, list[str]]]
+    separator: str
+
+    @property
+    def separator_name(self) -> str:
+        return {"\t": "tab"}.get(self.separator, repr(self.separator))
+
+
+def read_table(path: Path, named_as: str) -> Table:
+    """A CSV file with a header row, as people have them: a UTF-8 byte-order mark (Excel's "CSV UTF-8") is not
+    part of the first name, and the separator (comma, semicolon, tab or bar) is found with `csv.Sniffer`; blank
+    lines are skipped. `named_as` is how the user gave the path (e.g. 'dataset.path=x.csv'), for the error when
+    it is missing."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataError(f"{named_as}: no such file")
-    with path.open(newline="", encoding="utf-8") as handle:
-        rows = [row for row in csv.reader(handle) if row and any(cell.strip() for cell in row)]
+    try:
+        text = path.read_bytes().decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
+                        "save it as CSV UTF-8") from None
+    lines = io.StringIO(text, newline="")
+    try:
+        # The first lines are enough to tell; a file of one column has no separator to find (a comma then).
+        separator = csv.Sniffer().sniff("".join(itertools.islice(lines, 20)), delimiters=SEPARATORS).delimiter
+    except csv.Error:
+        separator = ","
+    lines.seek(0)
+    reader = csv.reader(lines, delimiter=separator)
+    rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
     if len(rows) < 2:
         raise DataError(f"{path}: empty; need a header row and at least one data row")
-    return [name.strip() for name in rows[0]], rows[1:]
+    return Table([name.strip() for name in rows[0][1]], rows[1:], separator)
 
 
 def read_csv(cfg: DatasetConfig, g: torch.Generator) -> Generated:
@@ -144,25 +180,30 @@ def read_csv(cfg: DatasetConfig, g: torch.Generator) -> Generated:
     "pass"). Either way the labels are mapped to 0..K-1 in sorted order (by value for numbers, alphabetically
     for text) and kept as the class names."""
     path = Path(cfg.path).expanduser()
-    header, rows = read_table(path, f"dataset.path={cfg.path}")
+    table = read_table(path, f"dataset.path={cfg.path}")
+    header = table.header
     target = cfg.target if cfg.target is not None else header[-1]
     if target not in header:
-        raise DataError(f"{path}: no target column {target!r}; columns are {', '.join(header)}")
+        raise DataError(f"{path}: no target column {target!r}; columns are {', '.join(header)} "
+                        f"(separated by {table.separator_name})")
     t = header.index(target)
-    features, labels = [], []
-    for line, row in enumerate(rows, start=2):
+    if len(header) < 2:
+        raise DataError(f"{path}: no feature columns besides the target {target!r}: the header is one column; "
+                        "columns are separated by ',', ';', tab or '|'")
+    features, labels, lines = [], [], []
+    for line, row in table.rows:
         if len(row) != len(header):
-            raise DataError(f"{path}: row {line} has {len(row)} cells, the header has {len(header)}")
+            raise DataError(f"{path}: row {line} has {len(row)} cells, the header has {len(header)} "
+                            f"(separated by {table.separator_name})")
         label = row[t].strip()
         if not label:
             raise DataError(f"{path}: row {line}, column {target!r}: empty label")
         labels.append(label)
-        features.append([_feature(path, line, name, cell, target)
+        lines.append(line)
+        features.append([feature_value(path, line, name, cell, table.separator, target)
                          for i, (name, cell) in enumerate(zip(header, row)) if i != t])
-    if not features[0]:
-        raise DataError(f"{path}: no feature columns besides the target {target!r}")
     names, index = class_index(labels)
-    for line, label in enumerate(labels, start=2):
+    for line, label in zip(lines, labels):
         if index[label] is None:
             raise DataError(f"{path}: row {line}, column {target!r}: {label} is not a finite number")
     if len(names) < 2:
@@ -171,12 +212,18 @@ def read_csv(cfg: DatasetConfig, g: torch.Generator) -> Generated:
     return torch.tensor(features, dtype=torch.float32), y, [h for h in header if h != target], names
 
 
-def _feature(path: Path, line: int, name: str, cell: str, target: str) -> float:
+def feature_value(path: Path, line: int, name: str, cell: str, separator: str = ",",
+                  target: str | None = None) -> float:
+    """A feature cell as a number, or a DataError naming file, row and column (and what may be wrong)."""
     try:
         value = float(cell)
     except ValueError:
-        raise DataError(f"{path}: row {line}, column {name!r}: {cell.strip()!r} is not a number; feature columns "
-                        f"hold numbers, only the target column ({target!r}) may hold text") from None
+        hint = ""
+        if separator != "," and re.fullmatch(r"\s*[-+]?\d*,\d+\s*", cell):
+            hint = f"; it has a decimal comma, write {cell.strip().replace(',', '.')!r}"
+        elif target is not None:
+            hint = f"; feature columns hold numbers, only the target column ({target!r}) may hold text"
+        raise DataError(f"{path}: row {line}, column {name!r}: {cell.strip()!r} is not a number{hint}") from None
     if not math.isfinite(value):
         raise DataError(f"{path}: row {line}, column {name!r}: {cell.strip()} is not a finite number")
     return value

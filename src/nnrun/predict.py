@@ -12,43 +12,81 @@ def _parser() -> argparse.ArgumentParser:
         prog="nnrun predict",
         description="Predict with a trained run: raw feature values in, class probabilities out.")
     parser.add_argument("run_dir", type=Path,
-                        help="a run dir (holding checkpoint.pt), the checkpoint file, or an experiment dir "
-                             "(experiments/<exp>: its newest run)")
+                        help="a run dir (holding checkpoint.pt), the checkpoint file, a sweep dir (its best job by "
+                             "the monitored metric), or an experiment dir (experiments/<exp>: its newest run)")
     parser.add_argument("features", nargs="*", help="one point's feature values, in the training data's order")
     parser.add_argument("--csv", type=Path, help="a CSV file of points, header row of feature names")
+    parser.add_argument("--best", action="store_true",
+                        help="on an experiment dir (or any dir above runs): its best run by the monitored metric "
+                             "(train.early_stopping.monitor), not its newest")
     return parser
 
 
-def _read_points(path: Path, names: list[str]) -> list[list[float]]:
-    from nnrun.data import DataError, read_table
+# What predictions from a run that did not end well are worth, said before they are printed.
+STATUS_WARNINGS = {
+    "diverged": "diverged (its loss became inf or NaN): these predictions come from its last finite weights, "
+                "not from a trained network",
+    "failed": "failed: these predictions come from the weights it had when it stopped",
+    "interrupted": "was interrupted before training ended: these predictions come from its weights at epoch {epoch}",
+}
 
-    header, rows = read_table(path, f"--csv {path}")
-    missing = [n for n in names if n not in header]
+
+def locate(path: Path, best: bool = False) -> tuple[Path, str | None]:
+    """The checkpoint `path` means, and when it picked one run among several, a line saying which. A run dir or
+    checkpoint file is itself; a sweep dir (it holds Hydra's multirun.yaml), or with `best` any dir, its best run
+    by the monitored metric; an experiment dir its newest run (checkpoint.find)."""
+    from nnrun.checkpoint import CHECKPOINT_FILE, find
+
+    path = Path(path).expanduser()
+    if path.is_file() or (path / CHECKPOINT_FILE).is_file():
+        return find(path), None
+    sweep = (path / "multirun.yaml").is_file()
+    if path.is_dir() and (best or sweep):
+        return best_checkpoint(path, "jobs" if sweep else "runs")
+    found = find(path)
+    return found, f"using {found.parent} (the newest run under {path})"
+
+
+def best_checkpoint(root: Path, runs_are: str) -> tuple[Path, str]:
+    """The checkpoint of the best run under `root` (report.best_run: by the metric most runs monitor, runs that
+    ended with usable weights first) and the line that says which."""
+    from nnrun import report
+    from nnrun.checkpoint import CHECKPOINT_FILE, CheckpointError
+
+    runs = [report.read_run(d) for d in report.find_run_dirs(root) if (d / CHECKPOINT_FILE).is_file()]
+    if not runs:
+        raise CheckpointError(f"{root}: no run with a {CHECKPOINT_FILE} under it")
+    run = report.best_run(runs)
+    value = "no value" if run.best is None or run.monitor != report.common_monitor(runs) else f"{run.best:.4f}"
+    return run.path / CHECKPOINT_FILE, (f"using {run.path} (the best of {len(runs)} {runs_are} by best "
+                                        f"{report.common_monitor(runs)}: {value}, {run.status})")
+
+
+def _read_points(path: Path, names: list[str]) -> list[list[float]]:
+    from nnrun.data import DataError, feature_value, read_table
+
+    table = read_table(path, f"--csv {path}")
+    missing = [n for n in names if n not in table.header]
     if missing:
         raise DataError(f"{path}: missing feature column(s) {', '.join(missing)}; the run was trained on "
-                        f"{', '.join(names)}")
-    cols = [header.index(n) for n in names]
+                        f"{', '.join(names)}; the file has {', '.join(table.header)} "
+                        f"(separated by {table.separator_name})")
+    cols = [table.header.index(n) for n in names]
     points = []
-    for line, row in enumerate(rows, start=2):
-        if len(row) != len(header):
-            raise DataError(f"{path}: row {line} has {len(row)} cells, the header has {len(header)}")
-        point = []
-        for name, c in zip(names, cols):
-            try:
-                point.append(float(row[c]))
-            except ValueError:
-                raise DataError(f"{path}: row {line}, column {name!r}: {row[c].strip()!r} is not a number") from None
-        points.append(point)
+    for line, row in table.rows:
+        if len(row) != len(table.header):
+            raise DataError(f"{path}: row {line} has {len(row)} cells, the header has {len(table.header)}")
+        points.append([feature_value(path, line, name, row[c], table.separator) for name, c in zip(names, cols)])
     return points
 
 
 def main(argv: list[str]) -> int:
-    args = _parser().parse_args(argv)
-    from nnrun.checkpoint import CheckpointError, find, load
+    args = _parser().parse_intermixed_args(argv)  # flags before, between or after the numbers
+    from nnrun.checkpoint import CheckpointError, load
     from nnrun.config import ConfigError
 
     try:
-        path = find(args.run_dir)
+        path, chosen = locate(args.run_dir, args.best)
         payload = load(path)
         names = list(payload["feature_names"])
         if args.csv is not None:
@@ -64,8 +102,12 @@ def main(argv: list[str]) -> int:
     except (CheckpointError, ConfigError) as exc:
         print(f"nnrun: error: {exc}", file=sys.stderr)
         return 2
-    if not (args.run_dir.is_file() or path.parent == args.run_dir.expanduser()):
-        print(f"nnrun: predict: using {path.parent} (the newest run under {args.run_dir})", file=sys.stderr)
+    if chosen:
+        print(f"nnrun: predict: {chosen}", file=sys.stderr)
+    warning = STATUS_WARNINGS.get(payload.get("status"))
+    if warning:
+        print(f"nnrun: predict: warning: {path.parent} {warning.format(epoch=payload.get('epoch'))}",
+              file=sys.stderr)
     for point, proba in zip(points, predict(payload, points)):
         print(format_prediction(names, point, payload["class_names"], proba))
     return 0

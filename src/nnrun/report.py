@@ -1,9 +1,10 @@
 """`nnrun report DIR`: compare every run under a dir (a sweep, or all of experiments/) in one table and one plot.
 
-A run is a dir holding `.hydra/` or `metrics.json`. Its status and final/best metrics come from metrics.json;
-its curves (and, for a run still going, its latest values) come from its TensorBoard event file, read with
-tensorboard's own reader. Runs that differ only by `seed` are grouped as mean ± std. Writes report.csv and
-report.png next to the runs (or under --out).
+A run is a dir holding `.hydra/` or `metrics.json`. A finished run is read from its metrics.json alone (status,
+overrides, best and final metrics); its TensorBoard event file only when a curve of it is drawn. A run still
+going has no metrics.json: its latest values come from its event file, read with tensorboard's own reader. Runs
+that differ only by `seed` are grouped as mean ± std. Writes report.csv and report.png next to the runs (or under
+--out).
 """
 
 from __future__ import annotations
@@ -11,23 +12,30 @@ from __future__ import annotations
 import argparse
 import csv
 import math
+import os
 import statistics
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
+from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-FINAL_COLUMNS = ("loss/train", "loss/val", "accuracy/val", "accuracy/test")
-TABLE_FINAL_COLUMNS = ("loss/val", "accuracy/val", "accuracy/test")  # the CSV has them all
+from nnrun.config import EarlyStoppingConfig
+from nnrun.metrics import FINAL_KEYS
+
+UNTRAINED = "untrained/"  # `--metric untrained/accuracy/test`: the run's network before its first step
+METRICS = (*FINAL_KEYS, *(UNTRAINED + key for key in FINAL_KEYS))
+TABLE_METRICS = ("loss/val", "accuracy/val", "accuracy/test")  # the table's final columns unless --metric says
 # What the report never lists as a varying override: they say nothing about the result.
-IGNORED_KEYS = {"hydra/launcher", "hydra/sweeper", "device", "threads", "dataset.path"}
+IGNORED_KEYS = {"hydra/launcher", "hydra/sweeper", "device", "threads", "dataset.path", "train.resume"}
 UNFINISHED = "unfinished"  # no metrics.json yet: still running, or killed before it could write one
+MAX_CURVES = 12  # loss/val curves drawn in report.png: every run's up to this many, else the best ones'
 
 
 @dataclass
 class Run:
-    """One run dir as the report sees it."""
+    """One run dir as the report sees it. `curves` (every scalar tag of its event file) is read on first use."""
 
     path: Path
     overrides: dict[str, str]
@@ -37,11 +45,25 @@ class Run:
     best_epoch: int | None
     best: float | None
     final: dict[str, float | None]
-    curves: dict[str, list[tuple[int, float]]] = field(repr=False)
+    curves: dict[str, list[tuple[int, float]]] | None = field(default=None, repr=False)
+    untrained: dict[str, float | None] | None = field(default=None, repr=False)
 
     @property
     def seed(self) -> str | None:
         return self.overrides.get("seed")
+
+    def scalars(self) -> dict[str, list[tuple[int, float]]]:
+        if self.curves is None:
+            self.curves = read_curves(self.path)
+        return self.curves
+
+    def value(self, metric: str) -> float | None:
+        """A metric of METRICS: a final value from metrics.json, or the untrained network's (computed once)."""
+        if not metric.startswith(UNTRAINED):
+            return self.final.get(metric)
+        if self.untrained is None:
+            self.untrained = untrained_metrics(self.path)
+        return self.untrained.get(metric[len(UNTRAINED):])
 
 
 @dataclass
@@ -59,8 +81,14 @@ class Group:
 
 
 def find_run_dirs(root: Path) -> list[Path]:
-    found = {p.parent for p in root.rglob(".hydra") if p.is_dir()}
-    found |= {p.parent for p in root.rglob("metrics.json")}
+    """Every run dir under `root` (or `root` itself): one walk of the tree, not into a run (runs do not nest)."""
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        if ".hydra" in dirnames or "metrics.json" in filenames:
+            found.append(Path(dirpath))
+            dirnames.clear()
+        else:
+            dirnames[:] = [d for d in dirnames if not d.startswith(".")]  # .submitit/, .git/: never runs
     return sorted(found)
 
 
@@ -79,7 +107,8 @@ def _read_yaml(path: Path) -> Any:
     import yaml
 
     try:
-        return yaml.safe_load(path.read_text(encoding="utf-8"))
+        # libyaml's safe loader where PyYAML was built with it: a run's config.yaml in a millisecond, not ten.
+        return yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
     except (OSError, yaml.YAMLError):
         return None
 
@@ -111,7 +140,7 @@ def read_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def maximize(monitor: str) -> bool:
-    return monitor.startswith("accuracy")
+    return EarlyStoppingConfig(monitor=monitor).maximize
 
 
 def _finite(value) -> float | None:
@@ -121,22 +150,57 @@ def _finite(value) -> float | None:
 def read_run(run_dir: Path) -> Run:
     from nnrun.metrics import read_metrics
 
-    overrides = parse_overrides(_read_yaml(run_dir / ".hydra" / "overrides.yaml") or [])
     metrics = read_metrics(run_dir)
+    if metrics is not None:
+        lines = metrics.get("overrides")
+        if lines is None:
+            lines = _read_yaml(run_dir / ".hydra" / "overrides.yaml") or []
+        best = metrics.get("best") or {}
+        monitor = next((k for k in best if k != "epoch"), None) or _monitor(run_dir)
+        return Run(run_dir, parse_overrides(lines), metrics.get("status", "failed"), monitor,
+                   metrics.get("epochs_run"), best.get("epoch"), _finite(best.get(monitor)),
+                   {k: _finite(v) for k, v in (metrics.get("final") or {}).items()})
+    # Still running (or killed): the latest logged point is its "final", the best logged point its best.
+    overrides = parse_overrides(_read_yaml(run_dir / ".hydra" / "overrides.yaml") or [])
     monitor = _monitor(run_dir)
     curves = read_curves(run_dir)
-    if metrics is not None:
-        best = metrics.get("best") or {}
-        monitor = next((k for k in best if k != "epoch"), monitor)
-        return Run(run_dir, overrides, metrics.get("status", "failed"), monitor, metrics.get("epochs_run"),
-                   best.get("epoch"), _finite(best.get(monitor)),
-                   {k: _finite(v) for k, v in (metrics.get("final") or {}).items()}, curves)
-    # Still running (or killed): the latest logged point is its "final", the best logged point its best.
     final = {tag: _finite(points[-1][1]) for tag, points in curves.items() if points}
     points = [(step, v) for step, v in curves.get(monitor, []) if math.isfinite(v)]
     best_epoch, best = (max if maximize(monitor) else min)(points, key=lambda p: p[1]) if points else (None, None)
     last_epoch = max((pts[-1][0] for pts in curves.values() if pts), default=None)
     return Run(run_dir, overrides, UNFINISHED, monitor, last_epoch, best_epoch, best, final, curves)
+
+
+def untrained_metrics(run_dir: Path) -> dict[str, float | None]:
+    """Loss and accuracy on each split of the run's network before its first step (the lecture's "an untrained
+    net predicts badly"): the run's config from .hydra/config.yaml, its data and its seed's initial weights.
+    Empty when the config or the data cannot be read."""
+    from nnrun.config import ConfigError, parse
+
+    config = _read_yaml(Path(run_dir) / ".hydra" / "config.yaml")
+    try:
+        return untrained(parse(config)) if isinstance(config, dict) else {}
+    except ConfigError as exc:  # a data file moved away since: the run's other numbers still stand
+        print(f"nnrun: report: {run_dir}: no untrained values ({exc})", file=sys.stderr)
+        return {}
+
+
+def untrained(cfg) -> dict[str, float | None]:
+    """{loss/train, accuracy/train, ..., accuracy/test} of `cfg`'s network as its run starts: the same data
+    split and the same initial weights (models.build with the run's seed, as the engine builds them)."""
+    from nnrun import losses, models
+    from nnrun.data import load
+    from nnrun.engine import evaluate
+
+    data = load(cfg.dataset)
+    loss = losses.LOSSES[cfg.loss]
+    model = models.build(data.n_features, cfg.model.hidden, loss.n_outputs(data.n_classes), cfg.activation,
+                         cfg.model.dropout, cfg.model.init_std, cfg.seed)
+    values = {}
+    for split, (split_loss, accuracy) in zip(("train", "val", "test"),
+                                              evaluate(model, loss, data.train, data.val, data.test)):
+        values[f"loss/{split}"], values[f"accuracy/{split}"] = split_loss, accuracy
+    return values
 
 
 # --- comparing them -----------------------------------------------------------------------------------
@@ -176,6 +240,32 @@ def sort_groups(groups: list[Group], monitor: str) -> list[Group]:
     return sorted(groups, key=order)
 
 
+def common_monitor(runs: list[Run]) -> str:
+    """The metric most runs monitor (train.early_stopping.monitor): what "best" means for them all."""
+    return Counter(r.monitor for r in runs).most_common(1)[0][0]
+
+
+# Statuses whose weights are the run's to use: the last finite ones of a diverged run, or those of one that
+# failed, are not what "the best run" should hand out while another run has better.
+USABLE = ("completed", "stopped_early", "interrupted")
+
+
+def best_run(runs: list[Run]) -> Run:
+    """The best of `runs` by the monitored metric (the one most of them monitor): among the runs that ended with
+    usable weights when there are any, else among all; a run without a value last."""
+    monitor = common_monitor(runs)
+    sign = -1.0 if maximize(monitor) else 1.0
+
+    def order(run: Run):
+        value = run.best if run.monitor == monitor else None
+        return (run.status not in USABLE, value is None, 0.0 if value is None else sign * value)
+
+    return min(runs, key=order)
+
+
+# --- the table ----------------------------------------------------------------------------------------
+
+
 def _fmt(mean: float | None, std: float | None = None, n: int = 1) -> str:
     if mean is None:
         return "—"
@@ -187,10 +277,38 @@ def _number_text(value: float) -> str:
     return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.4g}"
 
 
-def _short(value: str) -> str:
-    """An Optuna-proposed 0.0044303752452182690 shows as 0.00443 (report.csv keeps every digit)."""
-    number = _number(value)
-    return f"{number:.4g}" if number is not None and len(value) > 8 else value
+SIGNIFICANT = 4  # override values typed with more significant digits than this are shown rounded
+
+
+def _significant_digits(text: str) -> int:
+    try:
+        return len(Decimal(text.strip()).normalize().as_tuple().digits)
+    except (InvalidOperation, ValueError):
+        return 0
+
+
+def override_texts(values: list[str]) -> list[str]:
+    """A column of override values as shown. As typed, unless a number in it was typed with more than
+    SIGNIFICANT significant digits (an Optuna-proposed lr 0.0044303752452182690, a log-spaced 0.398107): then
+    every number of the column in one format, positional, with as few significant digits (3 or more) as keep
+    different values apart: 0.00631, 0.00316, 0.398. Whole numbers stay whole. report.csv keeps every digit."""
+    from numpy import format_float_positional
+
+    numbers = {v: _number(v) for v in values}
+    if all(n is None or _significant_digits(v) <= SIGNIFICANT for v, n in numbers.items()):
+        return list(values)
+    distinct = {n for n in numbers.values() if n is not None}
+
+    def shown(number: float, digits: int) -> str:
+        if number.is_integer() and abs(number) < 1e15:
+            return str(int(number))
+        return format_float_positional(number, precision=digits, unique=True, fractional=False, trim="-")
+
+    for digits in range(3, 18):
+        texts = {n: shown(n, digits) for n in distinct}
+        if len(set(texts.values())) == len(distinct):
+            break
+    return [v if numbers[v] is None else texts[numbers[v]] for v in values]
 
 
 def _status_cell(runs: list[Run]) -> str:
@@ -215,20 +333,40 @@ def _key_header(key: str, values: list[str]) -> str:
 
 @dataclass
 class Column:
-    """One column of the report table: `name` says which (an override key, "status", "final loss/val")."""
+    """One column of the report table: `name` says which (an override key, "status", "final loss/val");
+    `cells` are rich Text, one per group."""
 
     name: str
     header: str
-    cells: list  # rich Text
+    cells: list
     numeric: bool = True
+    wraps: bool = False  # may break between words (status: "completed×2" / "diverged×1"), never inside one
+
+    def width(self, wrapped: bool = True) -> int:
+        """The narrowest this column gets without cutting a value (`wrapped`: status broken between statuses),
+        or, not `wrapped`, its natural width, every cell on its lines."""
+        from rich.cells import cell_len
+
+        texts = [self.header, *(str(c) for c in self.cells)]
+        pieces = (word for text in texts for line in text.split("\n") for word in
+                  (line.split(" ") if self.wraps and wrapped else [line]))
+        return max(cell_len(piece) for piece in pieces)
 
 
-# Left out first, in this order, when the table is wider than the terminal; `--wide` keeps them all.
-# The overrides, status and best value always show: they say which run did how well.
+# Left out first, in this order, when the table is wider than the terminal; `--wide` keeps them all. The
+# overrides, status and best value always show: they say which run did how well. Columns of metrics picked with
+# --metric are never left out: the user asked for them.
 DROP_ORDER = ("best epoch", "seeds", "final loss/val", "final accuracy/test", "final accuracy/val")
+OVERRIDES = "overrides"  # the column that holds every override of a row as key=value lines (`stack_overrides`)
 
 
-def table_columns(groups: list[Group], keys: list[str], monitor: str) -> list[Column]:
+def metric_name(metric: str) -> str:
+    """A column's name: 'final loss/val', 'untrained accuracy/test'."""
+    return f"untrained {metric[len(UNTRAINED):]}" if metric.startswith(UNTRAINED) else f"final {metric}"
+
+
+def table_columns(groups: list[Group], keys: list[str], monitor: str,
+                  metrics: tuple[str, ...] = TABLE_METRICS) -> list[Column]:
     from rich.text import Text
 
     grouped = any(len(g.runs) > 1 for g in groups)
@@ -236,17 +374,20 @@ def table_columns(groups: list[Group], keys: list[str], monitor: str) -> list[Co
     for key in keys:
         if grouped and key == "seed":
             continue
-        values = [_short(dict(g.key).get(key, g.runs[0].overrides.get(key, ""))) for g in groups]
+        values = override_texts([dict(g.key).get(key, g.runs[0].overrides.get(key, "")) for g in groups])
         columns.append(Column(key, _key_header(key, values), [Text(v) for v in values], numeric=False))
     if grouped:
         columns.append(Column("seeds", "seeds", [Text(str(len(g.runs))) for g in groups]))
     columns.append(Column("status", "status", [Text.from_markup(_status_cell(g.runs)) for g in groups],
-                          numeric=False))
-    epochs = [[float(r.best_epoch) for r in g.runs if r.best_epoch is not None] for g in groups]
-    columns.append(Column("best epoch", "best\nepoch",
-                          [Text("—" if not e else f"{statistics.fmean(e):.0f}") for e in epochs]))
+                          numeric=False, wraps=True))
+    epochs = []
+    for group in groups:
+        mean, std = mean_std([float(r.best_epoch) for r in group.runs if r.best_epoch is not None])
+        epochs.append(Text("—" if mean is None else f"{mean:.0f}±{std:.0f}" if len(group.runs) > 1
+                           else f"{mean:.0f}"))
+    columns.append(Column("best epoch", "best\nepoch", epochs))
     for name, get in [(f"best {monitor}", lambda r: r.best),
-                      *((f"final {tag}", lambda r, tag=tag: r.final.get(tag)) for tag in TABLE_FINAL_COLUMNS)]:
+                      *((metric_name(m), lambda r, m=m: r.value(m)) for m in metrics)]:
         cells = []
         for group in groups:
             values = group.values(get)
@@ -255,74 +396,141 @@ def table_columns(groups: list[Group], keys: list[str], monitor: str) -> list[Co
     return columns
 
 
+def stack_overrides(columns: list[Column], keys: list[str]) -> list[Column]:
+    """The override columns as one: each row's key=value lines, one per override it has. As wide as the longest
+    key=value, where separate columns are as wide as all of them side by side."""
+    from rich.text import Text
+
+    stacked = [c for c in columns if c.name in keys]
+    if len(stacked) < 2:
+        return columns
+    lines = [[f"{c.name}={cell}" for c, cell in zip(stacked, row) if str(cell)]
+             for row in zip(*(c.cells for c in stacked))]
+    column = Column(OVERRIDES, OVERRIDES, [Text("\n".join(row)) for row in lines], numeric=False)
+    return [column, *(c for c in columns if c.name not in keys)]
+
+
+def table_width(columns: list[Column], wrapped: bool = True) -> int:
+    """The narrowest a rich Table of `columns` (its default box, one space of padding) prints without cutting a
+    value (or, not `wrapped`, its natural width): the columns' own widths, two spaces of padding and one border
+    each, one border more."""
+    return sum(c.width(wrapped) + 3 for c in columns) + 1
+
+
 def _table(columns: list[Column], title: str):
     """A rich Table that never cuts a value: every column but status keeps its widest cell on one line;
     status may wrap between statuses ("completed×2" / "diverged×1"), never inside one."""
-    from rich.cells import cell_len
     from rich.table import Table
 
     table = Table(title=title)
     for column in columns:
-        wraps = column.name == "status"
-        widest = max(cell_len(line) for text in (column.header, *column.cells) for line in str(text).split("\n"))
-        table.add_column(column.header, justify="right" if column.numeric else "left", no_wrap=not wraps,
-                         min_width=None if wraps else widest)
+        table.add_column(column.header, justify="right" if column.numeric else "left", no_wrap=not column.wraps,
+                         min_width=column.width(), overflow="fold")
     for row in zip(*(column.cells for column in columns)):
         table.add_row(*row)
     return table
 
 
+def fit(columns: list[Column], keys: list[str], width: int,
+        optional: tuple[str, ...] = DROP_ORDER) -> tuple[list[Column], list[str]] | None:
+    """The columns that fit `width`, and the names of those left out: first each override in a column of its
+    own, leaving out the `optional` columns in their order until it fits; then the overrides stacked in one
+    column, again leaving out what must go. None when even that is too wide."""
+    for layout in (columns, stack_overrides(columns, keys)):
+        dropped: list[str] = []
+        shown = layout
+        for name in (None, *(n for n in optional if any(c.name == n for c in layout))):
+            if name is not None:
+                shown = [c for c in shown if c.name != name]
+                dropped.append(name)
+            if table_width(shown) <= width:
+                return shown, dropped
+    return None
+
+
 def print_table(groups: list[Group], keys: list[str], monitor: str, title: str, console=None,
-                wide: bool = False) -> None:
-    """The comparison table at the console's width: columns are left out (DROP_ORDER) until it fits, never a
-    value cut. With `wide`, or when even the essential columns do not fit, it is printed at its full width."""
-    from rich.console import Console
-    from rich.measure import Measurement
+                wide: bool = False, metrics: tuple[str, ...] = TABLE_METRICS,
+                optional: tuple[str, ...] = DROP_ORDER) -> None:
+    """The comparison table at the console's width: columns are left out (`optional`, in that order) and the
+    overrides stacked into one column until it fits, never a value cut; when even that is too wide, one block
+    of lines per row. With `wide`, every column, at the table's full width."""
+    from nnrun.console import PipeConsole
 
-    console = console or Console()
-    columns = table_columns(groups, keys, monitor)
-    table = _table(columns, title)
-
-    def measure(table) -> Measurement:
-        return Measurement.get(console, console.options.update_width(1 << 16), table)
-
-    dropped = []
-    for name in () if wide else DROP_ORDER:
-        if measure(table).minimum <= console.width:
-            break
-        columns = [c for c in columns if c.name != name]
-        dropped.append(name)
-        table = _table(columns, title)
-    needed = measure(table).maximum if wide else measure(table).minimum
-    if needed > console.width:
-        table.width = needed  # wider than the terminal: it folds the lines, but every value stays whole
+    console = console or PipeConsole()
+    columns = table_columns(groups, keys, monitor, metrics)
+    fitted = (columns, []) if wide else fit(columns, keys, console.width, optional)
+    if fitted is None:
+        print_blocks(columns, keys, title, console)
+        return
+    shown, dropped = fitted
+    table = _table(shown, title)
+    if wide:
+        table.width = max(table_width(shown, wrapped=False), console.width)
     console.print(table, crop=False)
+    fitting = f"to fit {console.width} columns"
+    notes = [f"overrides stacked in one column {fitting}"] if any(c.name == OVERRIDES for c in shown) else []
     if dropped:
-        console.print(f"(left out to fit {console.width} columns: {', '.join(dropped)}; "
-                      "--wide shows every column)", style="dim")
+        notes.append(f"left out{'' if notes else ' ' + fitting}: {', '.join(dropped)}")
+    if notes:
+        console.print(f"({'; '.join(notes)}; --wide shows every column)", style="dim")
 
 
-def write_csv(path: Path, runs: list[Run], keys: list[str], monitor: str) -> None:
-    """One row per run (no grouping: the raw numbers, for a spreadsheet or pandas)."""
+def print_blocks(columns: list[Column], keys: list[str], title: str, console) -> None:
+    """The table as one block per row, for a terminal too narrow for any table of it: the row's number and its
+    overrides, then its status and numbers, indented; each `key=value` and `name value` whole, lines broken
+    between them."""
+    from rich.text import Text
+
+    console.print(Text(title, style="italic"), soft_wrap=True)
+    indent = "   "
+    for number, row in enumerate(zip(*(c.cells for c in columns)), start=1):
+        cells = dict(zip((c.name for c in columns), row))
+        overrides = [f"{k}={cells[k]}" for k in keys if k in cells and str(cells[k])]
+        numbers = [f"{c.name} {cells[c.name]}".replace("\n", " ") for c in columns if c.name not in keys]
+        head, *rest = _wrap([f"{number}.", *overrides], console.width - len(indent))
+        for line in [head, *(indent + line for line in rest + _wrap(numbers, console.width - len(indent)))]:
+            console.print(Text(line), soft_wrap=True)
+
+
+def _wrap(items: list[str], width: int) -> list[str]:
+    """`items` joined by spaces into lines of at most `width`, broken only between items (an item wider than
+    `width` is a line of its own)."""
+    lines: list[str] = []
+    for item in items:
+        if lines and len(lines[-1]) + 1 + len(item) <= width:
+            lines[-1] += " " + item
+        else:
+            lines.append(item)
+    return lines
+
+
+# --- the files ----------------------------------------------------------------------------------------
+
+
+def write_csv(path: Path, runs: list[Run], keys: list[str], monitor: str, metrics: tuple[str, ...] = ()) -> None:
+    """One row per run (no grouping: the raw numbers, for a spreadsheet or pandas): every final metric, and the
+    untrained ones asked for."""
     from nnrun.metrics import atomic_write
 
+    extra = [m for m in metrics if m.startswith(UNTRAINED)]
     header = ["run_dir", *keys, "status", "epochs_run", "best_epoch", f"best {monitor}",
-              *(f"final {t}" for t in FINAL_COLUMNS)]
+              *(f"final {t}" for t in FINAL_KEYS), *(metric_name(m) for m in extra)]
+
+    def cell(value) -> Any:
+        return "" if value is None else value
 
     def write(handle) -> None:
         writer = csv.writer(handle)
         writer.writerow(header)
         for run in runs:
             writer.writerow([str(run.path), *(run.overrides.get(k, "") for k in keys), run.status,
-                             "" if run.epochs_run is None else run.epochs_run,
-                             "" if run.best_epoch is None else run.best_epoch,
-                             "" if run.best is None else run.best,
-                             *("" if run.final.get(t) is None else run.final[t] for t in FINAL_COLUMNS)])
+                             cell(run.epochs_run), cell(run.best_epoch), cell(run.best),
+                             *(cell(run.final.get(t)) for t in FINAL_KEYS), *(cell(run.value(m)) for m in extra)])
 
     atomic_write(path, write)
 
 
-def _number(text: str) -> float | None:
+def _number(text: str | None) -> float | None:
     try:
         value = float(text)
     except (TypeError, ValueError):
@@ -346,12 +554,17 @@ def write_plot(path: Path, runs: list[Run], keys: list[str], monitor: str) -> No
 
 
 SPREAD_FOR_LOG_SCALE = 100  # max / min of the plotted values above which a linear axis flattens the small ones
+# A log axis reaches this far below the values it is drawn for (the curves' starting losses, the typical best
+# value): a loss a million times below where training started is as good as zero, and 1e-47 against 1e-6
+# says nothing more.
+LOG_AXIS_DECADES = 6
 
 
 def plot(runs: list[Run], keys: list[str], monitor: str):
-    """loss/val against epoch for every run; then the best monitored value against each swept number.
-    A value axis spanning more than two decades (an lr sweep: one run at loss 10, the rest near 0.01) is
-    log-scaled, so the small values are not flattened against the axis."""
+    """loss/val against epoch for the best MAX_CURVES runs (`runs` is best first; their event files are read
+    here); then the best monitored value of every run against each swept number. A value axis spanning more than
+    two decades (an lr sweep: one run at loss 10, the rest near 0.01) is log-scaled, so the small values are not
+    flattened against the axis, and clipped LOG_AXIS_DECADES below what matters."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed, and no GUI toolkit imported
@@ -360,16 +573,19 @@ def plot(runs: list[Run], keys: list[str], monitor: str):
     params = numeric_keys(runs, keys)
     fig, axes = plt.subplots(1, 1 + len(params), figsize=(6 * (1 + len(params)), 4.5), squeeze=False)
     curves_ax = axes[0][0]
-    plotted = []
-    for run in runs:
-        points = run.curves.get("loss/val", [])
+    plotted, starts = [], []
+    drawn = runs[:MAX_CURVES]
+    for run in drawn:
+        points = run.scalars().get("loss/val", [])
         if points:
             label = ",".join(f"{k}={run.overrides.get(k, '')}" for k in keys) or run.path.name
             curves_ax.plot([p[0] for p in points], [p[1] for p in points], label=label, linewidth=1)
             plotted += [p[1] for p in points]
-    curves_ax.set(title="loss/val", xlabel="epoch", ylabel="loss/val")
-    _log_scale_if_spread(curves_ax, plotted)
-    if 0 < len(runs) <= 12:
+            starts.append(points[0][1])
+    which = "" if len(drawn) == len(runs) else f" (the best {len(drawn)} of {len(runs)} runs)"
+    curves_ax.set(title=f"loss/val{which}", xlabel="epoch", ylabel="loss/val")
+    _log_scale_if_spread(curves_ax, plotted, starts)
+    if drawn:
         curves_ax.legend(fontsize="x-small")
     for ax, key in zip(axes[0][1:], params):
         xs = [_number(r.overrides[key]) for r in runs if r.best is not None]
@@ -380,16 +596,23 @@ def plot(runs: list[Run], keys: list[str], monitor: str):
         positive = all(x > 0 for x in xs) and xs
         if positive and (key.endswith("lr") or max(xs) / min(xs) >= 100):
             ax.set_xscale("log")  # learning rates are swept in decades
-        _log_scale_if_spread(ax, ys)
+        _log_scale_if_spread(ax, ys, ys)
         ax.set(title=f"best {monitor} vs {key}", xlabel=key, ylabel=f"best {monitor}")
     fig.tight_layout()
     return fig
 
 
-def _log_scale_if_spread(ax, values: list[float]) -> None:
+def _log_scale_if_spread(ax, values: list[float], reference: list[float]) -> None:
+    """Log-scale the y axis when `values` span more than SPREAD_FOR_LOG_SCALE, its bottom no lower than
+    LOG_AXIS_DECADES below the median of `reference`."""
     positive = [v for v in values if math.isfinite(v) and v > 0]
-    if positive and max(positive) / min(positive) > SPREAD_FOR_LOG_SCALE:
-        ax.set_yscale("log")
+    if not positive or max(positive) / min(positive) <= SPREAD_FOR_LOG_SCALE:
+        return
+    ax.set_yscale("log")
+    typical = [v for v in reference if math.isfinite(v) and v > 0]
+    floor = statistics.median(typical) * 10.0 ** -LOG_AXIS_DECADES if typical else min(positive)
+    if min(positive) < floor:
+        ax.set_ylim(bottom=floor)
 
 
 # --- the command --------------------------------------------------------------------------------------
@@ -401,6 +624,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="A table (and plot) of every run under DIR: the overrides that vary, status, best epoch, "
                     "final and best metrics, sorted by the monitored metric; seeds grouped as mean ± std.")
     parser.add_argument("dir", metavar="DIR", type=Path, help="a sweep dir, an experiment dir, or experiments/")
+    parser.add_argument("--metric", action="append", default=None, metavar="NAME",
+                        help="a metric to show (repeat, or NAME,NAME): a final value of metrics.json "
+                             f"({', '.join(FINAL_KEYS)}), or the network's before training, "
+                             f"{UNTRAINED}NAME (e.g. {UNTRAINED}accuracy/test); default "
+                             f"{' '.join(TABLE_METRICS)}")
     parser.add_argument("--out", type=Path, default=None, help="where report.csv and report.png go (default DIR)")
     parser.add_argument("--no-plot", action="store_true", help="skip report.png (and the matplotlib import)")
     parser.add_argument("--wide", action="store_true",
@@ -409,9 +637,40 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def picked_metrics(args: list[str] | None) -> tuple[str, ...] | None:
+    """--metric's names in order (comma lists split), or None when none was given; a name not in METRICS is a
+    ConfigError naming the allowed ones."""
+    from nnrun.config import ConfigError
+
+    if not args:
+        return None
+    names = [name.strip() for arg in args for name in arg.split(",") if name.strip()]
+    for name in names:
+        if name not in METRICS:
+            raise ConfigError("--metric", name, f"one of {', '.join(FINAL_KEYS)}, or {UNTRAINED}<one of them>")
+    return tuple(dict.fromkeys(names))
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def title(runs: list[Run], groups: list[Group], monitor: str) -> str:
+    """'18 runs in 6 groups of seeds (mean±std), sorted by best loss/val'."""
+    grouped = f" in {_plural(len(groups), 'group')} of seeds (mean±std)" if len(groups) < len(runs) else ""
+    return f"{_plural(len(runs), 'run')}{grouped}, sorted by best {monitor}"
+
+
 def main(argv: list[str] | None = None) -> int:
+    from nnrun.config import ConfigError
+
     args = build_parser().parse_args(argv)
     root: Path = args.dir
+    try:
+        picked = picked_metrics(args.metric)
+    except ConfigError as exc:
+        print(f"nnrun: error: report: {exc}", file=sys.stderr)
+        return 2
     if not root.is_dir():
         print(f"nnrun: error: report: {root} is not a directory", file=sys.stderr)
         return 2
@@ -422,14 +681,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     runs = [read_run(d) for d in run_dirs]
     keys = varying_keys(runs)
-    monitor = Counter(r.monitor for r in runs).most_common(1)[0][0]
+    monitor = common_monitor(runs)
     groups = sort_groups(group_by_seed(runs, keys), monitor)
-    print_table(groups, keys, monitor, title=f"{len(runs)} runs, sorted by best {monitor}", wide=args.wide)
+    ordered = [run for group in groups for run in group.runs]
     out = args.out or root
     out.mkdir(parents=True, exist_ok=True)
-    ordered = [run for group in groups for run in group.runs]
-    write_csv(out / "report.csv", ordered, keys, monitor)
+    # report.csv first: output cut short (`| head`) still leaves it written.
+    write_csv(out / "report.csv", ordered, keys, monitor, picked or ())
     written = [out / "report.csv"]
+    print_table(groups, keys, monitor, title(runs, groups, monitor), wide=args.wide,
+                metrics=picked or TABLE_METRICS, optional=DROP_ORDER if picked is None else DROP_ORDER[:2])
     if not args.no_plot:
         write_plot(out / "report.png", ordered, keys, monitor)
         written.append(out / "report.png")
