@@ -151,11 +151,12 @@ class TrainTask:
             (result,) = engine.train_jobs([job], show_progress=not job.in_sweep)
         except ConfigError as exc:  # the data, read as training starts
             return self.failed(exc, cfg, hydra_cfg)
-        except engine.RunInterrupted:
+        except engine.RunInterrupted as exc:
             if not job.in_sweep or hydra_cfg.runtime.choices.get("hydra/launcher") == "basic":
                 raise  # the process the user started: the run or sweep stops here (see cli)
             # A launcher's worker (joblib, submitit: a SLURM job timed out or cancelled): the job is a result,
-            # `interrupted` with its checkpoint, and the launcher must hear back from it.
+            # `interrupted` with its checkpoint, and the launcher must hear back from it. Its log says so.
+            print(f"nnrun: {exc}", file=sys.stderr)
             return sweep.objective(None, hydra_cfg)
         except Exception as exc:
             if not job.in_sweep:

@@ -246,6 +246,10 @@ def train_jobs(jobs: Sequence[Job], *, max_models: int = 256, memory_budget_mb: 
     `announce`: a line per finished job and per stack.
     """
     members, stacks = plan(jobs, max_models=max_models, memory_budget_mb=memory_budget_mb)
+    if announce:
+        carried = len(members) - sum(len(chunk) for *_, chunk in stacks)
+        print(f"nnrun: training {len(members) - carried} jobs in {len(stacks)} stack{'' if len(stacks) == 1 else 's'}"
+              + (f" ({carried} carried over)" if carried else ""), flush=True)
 
     # --- train them, one after another --------------------------------------------------------------------
     faults: list[Exception] = []
