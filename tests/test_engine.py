@@ -390,22 +390,6 @@ def test_run_interrupted_names_the_dir_that_resumes_the_run_or_its_whole_sweep(t
     assert engine.RunInterrupted(tmp_path / "run", signal.SIGINT).resume_dir == tmp_path / "run"
 
 
-def test_a_finished_sweep_job_is_carried_over_without_building_a_model_or_loading_its_checkpoint(
-        tmp_path, monkeypatch, capsys):
-    from nnrun import engine, models
-
-    train(["train.epochs=3"], tmp_path / "old")
-    (tmp_path / "old" / "checkpoint.pt").write_bytes(b"unreadable")  # loading it would fail
-    monkeypatch.setattr(models, "build", lambda *args: pytest.fail("a model was built"))
-    capsys.readouterr()
-    job = engine.Job(parsed(["train.epochs=3"]), tmp_path / "new", resume_from=tmp_path / "old", in_sweep=True)
-    (result,) = engine.train_jobs([job])
-    assert result.status == "completed"
-    assert read_metrics(tmp_path / "new") == read_metrics(tmp_path / "old")
-    assert (tmp_path / "new" / "checkpoint.pt").read_bytes() == b"unreadable"  # copied as it is
-    assert capsys.readouterr().out == ""  # the sweep says it once for all its jobs
-
-
 def test_a_single_run_says_where_it_resumes_and_a_sweep_job_leaves_it_to_the_sweep(tmp_path, monkeypatch,
                                                                                     capsys):
     from nnrun import engine

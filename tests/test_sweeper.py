@@ -112,19 +112,24 @@ def test_a_stop_signal_after_the_last_job_ended_leaves_the_summary_and_exit_code
     assert "sweep: 2 jobs" in out and signal.getsignal(signal.SIGINT) is handler
 
 
-def test_a_resumed_sweep_finds_each_job_by_its_name_and_says_once_what_it_takes_over(tmp_path, capsys,
-                                                                                     monkeypatch):
-    from nnrun import sweep
+@pytest.mark.parametrize("launcher", ["vectorized", "basic"])
+def test_a_resumed_sweep_carries_its_finished_jobs_over_without_setting_them_up(launcher, tmp_path, capsys,
+                                                                                monkeypatch):
+    """Each job finds its namesake by its name (no scan of the old sweep per job), a finished one is copied over
+    without a model built (under the vectorized launcher, without Hydra's run_job), and the sweep says once
+    what it takes over."""
+    from nnrun import models, sweep
 
     monkeypatch.chdir(tmp_path)
-    args = ["train", "-m", "hydra/launcher=vectorized", "seed=range(6)", "train.epochs=3", "hydra/job_logging=none"]
+    args = ["train", "-m", f"hydra/launcher={launcher}", "seed=range(6)", "train.epochs=3", "hydra/job_logging=none"]
     assert run_main(args, capsys)[0] == 0
     read = []
     real = sweep.job_overrides
     monkeypatch.setattr(sweep, "job_overrides", lambda job_dir: read.append(job_dir) or real(job_dir))
+    monkeypatch.setattr(models, "build", lambda *args: pytest.fail("a model was built"))
     code, out, err = run_main([*args, "train.resume=latest"], capsys)
     assert code == 0, err
-    assert len(read) == 6  # each job's namesake read once: no scan of the old sweep per job
+    assert len(read) == 6
     sweeps = sorted((tmp_path / "experiments" / "default" / "multirun").iterdir())
     said = [line for line in out.splitlines() if "resuming" in line or "carried over" in line]
     assert said == [f"nnrun: resuming the sweep {sweeps[0]}: 6 finished jobs carried over, 0 going on from their "

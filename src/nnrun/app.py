@@ -130,14 +130,38 @@ class TrainTask:
     def set_up(self, cfg: DictConfig, checked=None):
         """This job made ready to train (an engine.Job), for a launcher that trains many jobs together; `checked`:
         its config as `check` read it. A sweep's job that cannot run ends here, `failed` (its metrics.json says so),
-        and what it returns is its objective; a run that cannot is refused."""
+        and what it returns is its objective; a run that cannot is refused. So does a job that a resumed sweep
+        carries over (`carry`)."""
         from nnrun.config import parse
 
         hydra_cfg = HydraConfig.get()
         try:
-            return make_job(checked or parse(cfg), cfg, hydra_cfg)
+            carried = self.carry(cfg, hydra_cfg)
+            return carried if carried is not None else make_job(checked or parse(cfg), cfg, hydra_cfg)
         except ConfigError as exc:
             return self.failed(exc, cfg, hydra_cfg)
+
+    @staticmethod
+    def carry(cfg: DictConfig, hydra_cfg: DictConfig) -> float | None:
+        """A job of a resumed sweep whose namesake in the sweep it resumes had finished: that run carried into this
+        job's dir as it is (`sweep.carry_over`), untrained; returns its objective. None for any other job.
+        `hydra_cfg` is the job's `hydra` node: a launcher may call this before Hydra's run_job, to skip it."""
+        from nnrun import engine
+        from nnrun.metrics import FINISHED, read_metrics
+
+        resume = OmegaConf.select(cfg, "train.resume")
+        if resume is None or hydra_cfg.mode != RunMode.MULTIRUN:
+            return None
+        root = Path(hydra_cfg.runtime.cwd)
+        sweep_dir = root / str(hydra_cfg.sweep.dir)
+        name = str(hydra_cfg.sweep.subdir)
+        source = sweep.namesake(sweep.resume_sweep_dir(str(cfg.exp_name), str(resume), sweep_dir, root), name,
+                                list(hydra_cfg.overrides.task))
+        if source is None or (read_metrics(source) or {}).get("status") not in FINISHED:
+            return None
+        sweep.carry_over(source, sweep_dir / name)
+        monitor = OmegaConf.select(cfg, "train.early_stopping.monitor")
+        return sweep.objective(engine.RunResult.read(sweep_dir / name, monitor), hydra_cfg)
 
     def __call__(self, cfg: DictConfig) -> float:
         from nnrun import console, engine

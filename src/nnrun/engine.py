@@ -87,7 +87,7 @@ class Job:
     config_yaml: str = ""
     # The run dir that train.resume names for this job (see `find_resume_dir`); None: train from the start.
     resume_from: Path | None = None
-    in_sweep: bool = False  # a sweep's job: resuming it from a finished one carries that one's results over
+    in_sweep: bool = False  # a sweep's job: the sweep, not the job, says where its jobs resume
 
 
 def resolve_device(name: str) -> torch.device:
@@ -247,9 +247,7 @@ def train_jobs(jobs: Sequence[Job], *, max_models: int = 256, memory_budget_mb: 
     """
     members, stacks = plan(jobs, max_models=max_models, memory_budget_mb=memory_budget_mb)
     if announce:
-        carried = len(members) - sum(len(chunk) for *_, chunk in stacks)
-        print(f"nnrun: training {len(members) - carried} jobs in {len(stacks)} stack{'' if len(stacks) == 1 else 's'}"
-              + (f" ({carried} carried over)" if carried else ""), flush=True)
+        print(f"nnrun: training {len(jobs)} jobs in {len(stacks)} stack{'' if len(stacks) == 1 else 's'}", flush=True)
 
     # --- train them, one after another --------------------------------------------------------------------
     faults: list[Exception] = []
@@ -284,8 +282,8 @@ def train_jobs(jobs: Sequence[Job], *, max_models: int = 256, memory_budget_mb: 
 
 def plan(jobs: Sequence[Job], *, max_models: int = 256, memory_budget_mb: int = 1024,
          device: torch.device | None = None) -> tuple[list[Member], list[tuple]]:
-    """How `train_jobs` trains `jobs`: every job's Member (`start`; a finished job of a sweep being resumed is
-    carried over there, its result set), and the stacks, each (config, data, loss, members): jobs of one kind
+    """How `train_jobs` trains `jobs`: every job's Member (`start`), and the stacks, each (config, data, loss,
+    members): jobs of one kind
     (`stacking.batch_key`) that start at one point, in chunks of what a stack may hold. Bad input raises
     ConfigError here, before anything trains. `device`: where the data and models go (default: the config's)."""
     members, stacks = [], []
@@ -299,7 +297,7 @@ def plan(jobs: Sequence[Job], *, max_models: int = 256, memory_budget_mb: int = 
         started = [start(job, data, loss, where) for job in kind]
         members += started
         size = stacking.models_per_stack(stacking.bytes_per_model(cfg, data), memory_budget_mb << 20, max_models)
-        for same_start in stacking.group([m for m in started if m.result is None], lambda m: m.position.key):
+        for same_start in stacking.group(started, lambda m: m.position.key):
             stacks += [(cfg, data, loss, chunk) for chunk in stacking.chunks(same_start, size)]
     return members, stacks
 
@@ -312,15 +310,11 @@ def _count(statuses) -> str:
 
 def start(job: Job, data: Dataset, loss: losses.Loss, device: torch.device) -> Member:
     """A job's model, generator and optimizer numbers as its seed makes them, or as its checkpoint left them
-    when it resumes. A sweep's job whose run in the sweep it resumes had finished is carried over (its files
-    copied, its result read) before anything is built. A single run says where it resumes; a sweep's jobs print
-    nothing (the sweep says it once for all: nnrun.sweep.resume_line)."""
+    when it resumes. A single run says where it resumes; a sweep's jobs print nothing (the sweep says it once for
+    all: nnrun.sweep.resume_line; a job whose run there had finished never gets here: nnrun.sweep.carry_over)."""
     cfg, started = job.cfg, time.perf_counter()
     check_writable(job.run_dir)
     source = job.resume_from
-    if job.in_sweep and source is not None:
-        if (metrics.read_metrics(source) or {}).get("status") in metrics.FINISHED:
-            return Member(job, result=carry_over(job))
     module = models.build(data.n_features, cfg.model.hidden, loss.n_outputs(data.n_classes), cfg.activation,
                           cfg.model.dropout, cfg.model.init_std, cfg.seed).to(device)
     # One generator drives batch order and dropout masks: the run depends on its seed alone.
@@ -349,15 +343,6 @@ def start(job: Job, data: Dataset, loss: losses.Loss, device: torch.device) -> M
         print(f"nnrun: resuming {source} after epoch {saved['epochs_done']}"
               + (f" (inside epoch {saved['partial']['epoch']})" if saved["partial"] else ""))
     return member
-
-
-def carry_over(job: Job) -> RunResult:
-    """A finished run of the sweep being resumed, carried into this job's run dir as it is: its metrics.json,
-    checkpoint.pt and TensorBoard events (not its .hydra/ and log: this job has its own)."""
-    for path in Path(job.resume_from).iterdir():
-        if path.is_file() and path.suffix != ".log":
-            shutil.copy2(path, job.run_dir / path.name)
-    return RunResult.read(job.run_dir, job.cfg.train.early_stopping.monitor)
 
 
 class Stack:

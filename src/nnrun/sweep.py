@@ -151,6 +151,18 @@ def namesake(sweep_dir: Path, name: str, overrides) -> Path | None:
     return found if found is not None and (found / CHECKPOINT_FILE).is_file() else None
 
 
+def carry_over(source: Path, run_dir: Path) -> None:
+    """A finished job of the sweep being resumed, carried into this job's dir as it is: whatever the dir does not
+    hold yet (its own .hydra/ and log, where Hydra's run_job made them) comes from `source`."""
+    import shutil
+
+    def held(folder: str, names: list[str]) -> list[str]:
+        here = run_dir / Path(folder).relative_to(source)
+        return [name for name in names if (here / name).exists()]
+
+    shutil.copytree(source, run_dir, ignore=held, dirs_exist_ok=True)
+
+
 def check_same_sweep(config: DictConfig) -> Path | None:
     """The sweep that a sweep resumed with train.resume resumes (None without train.resume). It must be the same
     sweep: the same command line (train.resume aside) and the same swept values, else ConfigError naming the

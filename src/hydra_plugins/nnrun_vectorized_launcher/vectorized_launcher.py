@@ -4,12 +4,15 @@ Shaped as Hydra's basic launcher: each job's config (the one nnrun's sweeper che
 `load_sweep_config`'s) is numbered and run through Hydra's own `run_job`, which makes its run dir, `.hydra/` and
 log and calls the callbacks. What runs there is the task's `set_up` (nnrun's task has one), which only makes the job
 ready to train; once every job is, `engine.train_jobs` trains them together (the stacks of `nnrun.stacking`), and
-each job's return value is its result. A task without `set_up` runs job by job, as under the basic launcher.
+each job's return value is its result. A job that a resumed sweep carries over (the task's `carry`: its namesake
+there had finished) is copied over before run_job and skips it: no set-up at all, and no job callbacks. A task
+without `set_up` runs job by job, as under the basic launcher.
 """
 
 import functools
 import gc
 import logging
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -93,11 +96,19 @@ class VectorizedLauncher(Launcher):
         from nnrun import engine
         from nnrun.console import Phase
 
+        carry = getattr(self.task_function, "carry", None)
         runs: List[JobReturn] = []
         with Phase("setting up", "set up", len(job_overrides)) as phase, young_garbage_only() as collect:
             for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
                 cfg, checked = self.checked.pop(tuple(overrides), (None, None))
-                runs.append(self.run(configs, overrides, idx, functools.partial(set_up, checked=checked), cfg))
+                cfg = numbered(configs.load(list(overrides)) if cfg is None else cfg, idx)
+                carried = None if carry is None else carry(cfg, cfg.hydra)
+                if carried is not None:  # a finished job of the sweep this one resumes: no set-up at all
+                    runs.append(JobReturn(overrides=list(overrides), cfg=cfg, hydra_cfg=cfg, task_name=str(
+                        cfg.hydra.job.name), working_dir=os.getcwd(), status=JobStatus.COMPLETED))
+                    runs[-1].return_value = carried
+                else:
+                    runs.append(self.run(configs, overrides, idx, functools.partial(set_up, checked=checked), cfg))
                 collect()
                 phase.advance()
         # As Hydra's basic launcher: the launcher's own logging again, not the last job's log file.
@@ -109,10 +120,7 @@ class VectorizedLauncher(Launcher):
     def run(self, configs: Any, overrides: Sequence[str], idx: int, task: Any,
             cfg: Optional[DictConfig] = None) -> JobReturn:
         """One job through Hydra's `run_job`, numbered `idx`, its config `cfg` or composed (`SweepConfigs`)."""
-        cfg = configs.load(list(overrides)) if cfg is None else cfg
-        with open_dict(cfg):
-            cfg.hydra.job.id = idx
-            cfg.hydra.job.num = idx
+        cfg = numbered(configs.load(list(overrides)) if cfg is None else cfg, idx)
         return run_job(hydra_context=self.hydra_context, task_function=task, config=cfg,
                        job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
 
@@ -132,6 +140,14 @@ class VectorizedLauncher(Launcher):
             bad_input(str(exc))
         for (ret, _), result in zip(runs, results):
             ret.return_value = objective(result, ret.hydra_cfg.hydra)
+
+
+def numbered(cfg: DictConfig, idx: int) -> DictConfig:
+    """A job's config with its number (hydra.job.id and num), as Hydra's basic launcher numbers it."""
+    with open_dict(cfg):
+        cfg.hydra.job.id = idx
+        cfg.hydra.job.num = idx
+    return cfg
 
 
 def bad_input(message: str) -> None:

@@ -69,18 +69,16 @@ def train_on_node(jobs: List[Any], max_models: int, memory_budget_mb: int) -> Li
 
 def plan_stacks(jobs: List[Any], max_models: int, memory_budget_mb: int):
     """The stacks `engine.train_jobs(jobs, max_models=..., memory_budget_mb=...)` trains (`engine.plan`), made
-    where the sweep is launched, as lists of jobs. Returns (carried, stacks): a finished job of a resumed sweep is
-    carried over here and is in no stack; `carried` pairs it with its result. Bad input (data, a run that cannot
-    be resumed) raises ConfigError."""
+    where the sweep is launched, as lists of jobs. Bad input (data, a run that cannot be resumed) raises
+    ConfigError."""
     import torch
 
     from nnrun import engine
 
     # Only where each run starts is read here; the node trains on its own device.
-    members, stacks = engine.plan(jobs, max_models=max_models, memory_budget_mb=memory_budget_mb,
-                                  device=torch.device("cpu"))
-    carried = [(m.job, m.result) for m in members if m.result is not None]
-    return carried, [[m.job for m in chunk] for *_, chunk in stacks]
+    _, stacks = engine.plan(jobs, max_models=max_models, memory_budget_mb=memory_budget_mb,
+                            device=torch.device("cpu"))
+    return [[m.job for m in chunk] for *_, chunk in stacks]
 
 
 class VectorizedSlurmLauncher(VectorizedLauncher):
@@ -106,13 +104,11 @@ class VectorizedSlurmLauncher(VectorizedLauncher):
         from nnrun.sweep import objective
 
         try:
-            carried, stacks = plan_stacks([job for _, job in runs], self.max_models, self.memory_budget_mb)
+            stacks = plan_stacks([job for _, job in runs], self.max_models, self.memory_budget_mb)
         except ConfigError as exc:  # bad input found while the stacks are planned: before any submission
             bad_input(str(exc))
-        outcomes: Dict[int, Any] = {id(job): result for job, result in carried}
-        if stacks:
-            numbers = {id(job): ret.hydra_cfg.hydra.job.num for ret, job in runs}
-            outcomes.update(self.run_stacks(stacks, [[numbers[id(job)] for job in stack] for stack in stacks]))
+        numbers = {id(job): ret.hydra_cfg.hydra.job.num for ret, job in runs}
+        outcomes = self.run_stacks(stacks, [[numbers[id(job)] for job in stack] for stack in stacks])
         for ret, job in runs:
             ret.return_value = objective(outcomes.get(id(job)), ret.hydra_cfg.hydra)
 
