@@ -382,7 +382,7 @@ def train_stack(members: list[Member], data: Dataset, loss: losses.Loss, receive
                         else stack.flat.detach()[r] for r, m in enumerate(members)])
     has_best = [m.progress.best_weights is not None for m in members]
 
-    from nnrun.logging import RunLogger  # tensorboard is imported only when a run starts
+    from nnrun.tensorboard_events import RunLogger  # tensorboard is imported only when a run starts
 
     for m in members:
         m.logger = RunLogger(m.job.run_dir, m.job.config_yaml)

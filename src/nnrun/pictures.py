@@ -14,7 +14,7 @@ from typing import NamedTuple
 import torch
 
 from nnrun.data import Dataset
-from nnrun.logging import PICTURES
+from nnrun.tensorboard_events import PICTURES
 from nnrun.losses import Loss
 
 # Class colours (RGB 0-1): orange and blue as in the Playground, then more for multi-class data.
@@ -232,8 +232,8 @@ def hidden_plane(weight: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, t
     return torch.stack(axes), centre
 
 
-# TensorBoard tags: under `pictures/`, which sorts after the loss and accuracy curves (see nnrun.logging); the XOR
-# panels numbered in the lecture's order.
+# TensorBoard tags: under `pictures/`, which sorts after the loss and accuracy curves (see nnrun.tensorboard_events);
+# the XOR panels numbered in the lecture's order.
 BOUNDARY = f"{PICTURES}/decision_boundary"
 ORIGINAL, HIDDEN, CLASSIFIED = (f"{PICTURES}/xor_1_original_data", f"{PICTURES}/xor_2_hidden_space",
                                 f"{PICTURES}/xor_3_linear_classification")

@@ -97,7 +97,7 @@ class EventFile:
         self.path = Path(log_dir) / name
         self._file = open(self.path, "wb")
         self.write([Event(wall_time=time.time(), file_version="brain.Event:2",
-                          source_metadata=SourceMetadata(writer="nnrun.logging"))])
+                          source_metadata=SourceMetadata(writer="nnrun.tensorboard_events"))])
         self.flush()
 
     def event(self, summary, step: int = 0):

@@ -1,4 +1,4 @@
-"""The run's event file, written by nnrun.logging from TensorBoard's protos without torch's SummaryWriter:
+"""The run's event file, written by nnrun.tensorboard_events from TensorBoard's protos without torch's SummaryWriter:
 TensorBoard's readers get back what was logged, the file is a valid TFRecord stream under TensorBoard's name,
 scalars reach the disk while the run goes on, and the plugin summaries are the ones torch's SummaryWriter would
 have written."""
@@ -18,8 +18,8 @@ import numpy as np
 import pytest
 import torch
 
-from nnrun import logging as nnrun_logging
-from nnrun.logging import RunLogger, hparam_value
+from nnrun import tensorboard_events as nnrun_logging
+from nnrun.tensorboard_events import RunLogger, hparam_value
 
 CONFIG = "seed: 0\nmodel:\n  hidden: [4]\n"
 HPARAMS = {"seed": 0, "optimizer.lr": 0.1, "model.hidden": [4], "model.activation": "sigmoid",
@@ -259,7 +259,7 @@ def test_logging_a_run_imports_no_gfile_boto3_or_summary_writer(tmp_path):
     """TensorBoard's gfile pulls in boto3 (half a second) for S3; the logger needs neither it nor torch's writer."""
     script = (
         "import sys, numpy as np\n"
-        "from nnrun.logging import RunLogger\n"
+        "from nnrun.tensorboard_events import RunLogger\n"
         f"logger = RunLogger({str(tmp_path)!r}, 'a: 1')\n"
         "logger.scalars(1, {'loss/train': 0.5})\n"
         "logger.image('picture', np.zeros((3, 4, 4), np.uint8), 1)\n"
