@@ -29,6 +29,7 @@ import torch
 from nnrun import checkpoint, losses, metrics, models, optim, stacking
 from nnrun.config import ConfigError, EarlyStoppingConfig, TrainConfig, check_loss_fits
 from nnrun.data import Dataset, load
+from nnrun.pictures import Pictures
 
 # Statuses of a run that is over: a sweep resumed with train.resume carries such a job over, untrained.
 FINISHED = ("completed", "stopped_early", "diverged")
@@ -386,6 +387,7 @@ def train_stack(members: list[Member], data: Dataset, loss: losses.Loss, receive
 
     for m in members:
         m.logger = RunLogger(m.job.run_dir, m.job.config_yaml)
+    drawing = Pictures(data.train)  # what the runs' pictures share is made once, when they first draw
     alive = list(range(len(members)))  # row r of the stack is members[alive[r]]
     monitor = cfg.train.early_stopping.monitor
     evaluate_every_epoch = cfg.train.early_stopping.patience is not None
@@ -414,7 +416,8 @@ def train_stack(members: list[Member], data: Dataset, loss: losses.Loss, receive
         nonlocal alive, last_good, best
         for r, status in statuses.items():
             m = sync(r, inside)
-            m.result = _finish(m, status, optimizer.state_dict_of(r, m.group, stack.split_row), data, loss)
+            m.result = _finish(m, status, optimizer.state_dict_of(r, m.group, stack.split_row), data, loss,
+                               drawing)
         rows = list(statuses)
         kept = [r for r in range(len(alive)) if r not in statuses]
         if rows and kept:
@@ -496,9 +499,7 @@ def train_stack(members: list[Member], data: Dataset, loss: losses.Loss, receive
                             continue
                         m = sync(r)
                         if images:
-                            from nnrun import pictures
-
-                            pictures.log_epoch(m.logger, m.module, data, loss, epoch)
+                            drawing.log_epoch(m.logger, m.module, loss, epoch)
                         if save_now and r not in ended:
                             checkpoint.save(m.job.run_dir, checkpoint_payload(
                                 m, "running", optimizer.state_dict_of(r, m.group, stack.split_row), data, loss))
@@ -514,7 +515,8 @@ def train_stack(members: list[Member], data: Dataset, loss: losses.Loss, receive
     finish({r: status for r in range(len(alive))}, inside)
 
 
-def _finish(m: Member, status: str, optimizer_state: dict, data: Dataset, loss: losses.Loss) -> RunResult:
+def _finish(m: Member, status: str, optimizer_state: dict, data: Dataset, loss: losses.Loss,
+            drawing: Pictures) -> RunResult:
     """Pick the weights to keep, evaluate them, write checkpoint.pt and metrics.json (atomic), then the last
     pictures, HParams, and close the run's event file. `m.module` holds the last step's weights."""
     cfg, progress, stopper = m.job.cfg, m.progress, m.stopper
@@ -541,10 +543,8 @@ def _finish(m: Member, status: str, optimizer_state: dict, data: Dataset, loss: 
     metrics.write_metrics(m.job.run_dir, result_metrics)
     logger = m.logger
     if status == "stopped_early" and images_due(cfg, data, cfg.train.epochs):
-        from nnrun import pictures
-
         # The slider's last picture: where training ended (with the restored weights), not epoch `epochs`.
-        pictures.log_epoch(logger, m.module, data, loss, progress.epochs_done)
+        drawing.log_epoch(logger, m.module, loss, progress.epochs_done)
     if cfg.train.landscape and status not in ("diverged", "failed"):
         from nnrun import landscape
 
