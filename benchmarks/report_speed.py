@@ -35,7 +35,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from nnrun import metrics, report  # noqa: E402
-from nnrun.logging import RunLogger  # noqa: E402
+from nnrun.tensorboard_events import RunLogger  # noqa: E402
 
 # (exp_name, swept key, its values): the lecture's sweeps, made long enough to reach --runs with seeds.
 SWEEPS = [

@@ -55,12 +55,13 @@ def test_hidden_space_panel_classifies_each_point_as_the_net_does():
                                    rtol=1e-5, atol=1e-5)
 
 
-def test_decision_boundary_marks_made_once_per_data_draw_the_same_picture():
-    """The training points' marks are kept per data tensor: the picture is the one drawn from scratch, every time,
-    and new data get their own."""
+def test_decision_boundary_marks_made_once_draw_the_same_picture():
+    """A Pictures object makes the training points' plane and marks once: the picture is the one drawn from
+    scratch, every time, and new data get their own."""
     import torch.nn.functional as F
 
     from nnrun import losses, models, pictures
+    from nnrun.data import Split
 
     loss = losses.LOSSES["bce"]
     model = models.build(2, [6], 1, "tanh", 0.0, None, seed=1)
@@ -73,8 +74,38 @@ def test_decision_boundary_marks_made_once_per_data_draw_the_same_picture():
         colours = pictures.to_uint8(pictures.colour_by_proba(proba, pictures.GRID))
         background = F.interpolate(colours[None], size=(200, 200), mode="bilinear", align_corners=True)[0]
         expected = pictures.point_marks(x, y, lo, hi, 200, 200).draw(background)
+        drawing = pictures.Pictures(Split(x, y))
         for _ in range(2):
-            assert torch.equal(pictures.decision_boundary(model, loss, x, y), expected)
+            assert torch.equal(drawing.decision_boundary(model, loss), expected)
+
+
+class RecordingLogger:
+    """What a run's logger is asked to log: [(tag, step)]."""
+
+    def __init__(self):
+        self.images: list[tuple[str, int]] = []
+
+    def image(self, tag: str, chw, step: int) -> None:
+        assert chw.shape == (3, 200, 200) and chw.dtype == torch.uint8
+        self.images.append((tag, step))
+
+
+def test_each_run_of_a_stack_logs_the_original_data_once_and_the_other_pictures_every_epoch():
+    from nnrun import losses, models, pictures
+    from nnrun.data import Split
+
+    x = torch.randn(20, 2, generator=torch.Generator().manual_seed(0))
+    drawing = pictures.Pictures(Split(x, (x[:, 0] > 0).long()))
+    runs = [RecordingLogger(), RecordingLogger()]
+    model = models.build(2, [4], 1, "tanh", 0.0, None, seed=0)
+    for epoch in (1, 5, 9):
+        for logger in runs:
+            drawing.log_epoch(logger, model, losses.LOSSES["bce"], epoch)
+    for logger in runs:
+        assert logger.images == [(pictures.BOUNDARY, 1), (pictures.ORIGINAL, 1), (pictures.HIDDEN, 1),
+                                 (pictures.CLASSIFIED, 1),
+                                 *[(tag, epoch) for epoch in (5, 9)
+                                   for tag in (pictures.BOUNDARY, pictures.HIDDEN, pictures.CLASSIFIED)]]
 
 
 def _reference_picture(proba: torch.Tensor, marks, size: int = 200) -> torch.Tensor:
@@ -117,6 +148,7 @@ def test_pictures_laid_out_pixel_by_pixel_equal_the_plain_channel_by_channel_dra
     """The pictures are made in (H, W, 3) memory, as PNG wants them, and marks drawn on uint8: the pixels must be
     those of the plain channel-by-channel drawing, for both heatmap panels and the blank ones."""
     from nnrun import losses, models, pictures
+    from nnrun.data import Split
 
     x = torch.randn(40, 2, generator=torch.Generator().manual_seed(5))
     y = (x[:, 0] * x[:, 1] > 0).long()
@@ -127,7 +159,7 @@ def test_pictures_laid_out_pixel_by_pixel_equal_the_plain_channel_by_channel_dra
         with torch.no_grad():
             proba = loss.proba(model(grid))
         marks = pictures.point_marks(x, y, lo, hi, 200, 200)
-        drawn = pictures.decision_boundary(model, loss, x, y)
+        drawn = pictures.Pictures(Split(x, y)).decision_boundary(model, loss)
         assert drawn.shape == (3, 200, 200) and drawn.permute(1, 2, 0).is_contiguous()
         assert torch.equal(drawn, _reference_picture(proba, marks))
 

@@ -43,7 +43,7 @@ CASES = {
 @pytest.fixture
 def curves(monkeypatch):
     """Every scalar any RunLogger writes, by run dir: {run_dir: {tag: {step: value}}}."""
-    from nnrun.logging import RunLogger
+    from nnrun.tensorboard_events import RunLogger
 
     seen: dict[str, dict[str, dict[int, float]]] = {}
     original = RunLogger.scalars

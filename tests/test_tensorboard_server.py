@@ -1,6 +1,6 @@
 """A real `tensorboard` server over a small sweep serves what the contract promises: one run per job, the
-scalar tags, one HParams session group per job with its flattened config and final metrics, and the loss and
-accuracy curves as the first charts a user sees."""
+scalar tags, the train-vs-val loss chart, the config text, one HParams session group per job with its flattened
+config and final metrics, and the loss and accuracy curves as the first charts a user sees."""
 
 from __future__ import annotations
 
@@ -88,6 +88,13 @@ def test_tensorboard_serves_runs_scalars_and_one_hparams_row_per_job(sweep_dir, 
     for name in jobs:
         assert {"loss/train", "loss/val", "accuracy/train", "accuracy/val", "lr",
                 "result/loss/val", "result/accuracy/val", "result/accuracy/test"} <= set(tags[name])
+
+    # The custom-scalars tab: train and val loss on one chart; the text tab: each run's config.
+    layout = get_json(f"{tensorboard_url}/data/plugin/custom_scalars/layout")
+    charts = {chart["title"]: chart["multiline"]["tag"] for category in layout["category"]
+              for chart in category["chart"]}
+    assert charts["loss (train vs val)"] == ["loss/train", "loss/val"]
+    assert get_json(f"{tensorboard_url}/data/plugin/text/tags") == {name: ["config/text_summary"] for name in jobs}
 
     experiment = get_json(f"{tensorboard_url}/data/plugin/hparams/experiment", {"experimentName": ""})
     hparams = {info["name"]: info for info in experiment["hparamInfos"]}

@@ -31,6 +31,7 @@ import torch
 from nnrun import checkpoint, losses, metrics, models, optim, stacking
 from nnrun.config import ConfigError, EarlyStoppingConfig, TrainConfig, check_loss_fits
 from nnrun.data import Dataset, load
+from nnrun.pictures import Pictures
 
 
 
@@ -399,10 +400,10 @@ class Stack:
         m.optimizer_state = self.optimizer.state_dict_of(r, m.group, self.model.split_row)
         return m
 
-    def end(self, statuses: dict[int, str], data: Dataset, loss: losses.Loss) -> None:
+    def end(self, statuses: dict[int, str], data: Dataset, loss: losses.Loss, drawing: Pictures) -> None:
         """The runs at these rows end, each with its status (see `finish`), and leave the stack."""
         for r, status in statuses.items():
-            self.members[r].result = finish(self.sync(r), status, data, loss)
+            self.members[r].result = finish(self.sync(r), status, data, loss, drawing)
         kept = [r for r in range(len(self.members)) if r not in statuses]
         if statuses and kept:  # rebuilt only when some leave and some stay
             index = torch.tensor(kept, device=self.model.flat.device)
@@ -426,10 +427,11 @@ def train_stack(members: list[Member], data: Dataset, loss: losses.Loss, receive
     stack = Stack(members)
     model, optimizer = stack.model, stack.optimizer
 
-    from nnrun.logging import RunLogger  # tensorboard is imported only when a run starts
+    from nnrun.tensorboard_events import RunLogger  # tensorboard is imported only when a run starts
 
     for m in members:
         m.logger = RunLogger(m.job.run_dir, m.job.config_yaml)
+    drawing = Pictures(data.train)  # what the runs' pictures share is made once, when they first draw
     bar = ProgressBar(show_progress and len(members) == 1, rules.epochs, cfg.exp_name, console, stack.epochs_done)
     status = "completed"
     try:
@@ -494,24 +496,22 @@ def train_stack(members: list[Member], data: Dataset, loss: losses.Loss, receive
                     for r in (r for r in range(len(stack.members)) if ended.get(r) != "diverged"):
                         m = stack.sync(r)
                         if images:
-                            from nnrun import pictures
-
-                            pictures.log_epoch(m.logger, m.module, data, loss, epoch)
+                            drawing.log_epoch(m.logger, m.module, loss, epoch)
                         if save_now and r not in ended:
                             checkpoint.save(m.job.run_dir, checkpoint_payload(m, "running", data, loss))
-                stack.end(ended, data, loss)
+                stack.end(ended, data, loss, drawing)
                 if not stack.members:
                     break
     except Exception:
         # A fault: keep what is known of every run still training (status failed), then let the caller report it.
-        stack.end(dict.fromkeys(range(len(stack.members)), "failed"), data, loss)
+        stack.end(dict.fromkeys(range(len(stack.members)), "failed"), data, loss, drawing)
         raise
 
     # --- finish: the runs still in the stack ------------------------------------------------------------
-    stack.end(dict.fromkeys(range(len(stack.members)), status), data, loss)
+    stack.end(dict.fromkeys(range(len(stack.members)), status), data, loss, drawing)
 
 
-def finish(m: Member, status: str, data: Dataset, loss: losses.Loss) -> RunResult:
+def finish(m: Member, status: str, data: Dataset, loss: losses.Loss, drawing: Pictures) -> RunResult:
     """Pick the weights to keep, evaluate them, write checkpoint.pt and metrics.json (atomic), then the last
     pictures, HParams, and close the run's event file. `m` is synced (`Stack.sync`): its MLP holds the last
     step's weights."""
@@ -538,10 +538,8 @@ def finish(m: Member, status: str, data: Dataset, loss: losses.Loss) -> RunResul
         seed=cfg.seed, overrides=list(m.job.overrides))
     metrics.write_metrics(m.job.run_dir, result_metrics)
     if status == "stopped_early" and images_due(cfg, data, cfg.train.epochs):
-        from nnrun import pictures
-
         # The slider's last picture: where training ended (with the restored weights), not epoch `epochs`.
-        pictures.log_epoch(m.logger, m.module, data, loss, epochs_run)
+        drawing.log_epoch(m.logger, m.module, loss, epochs_run)
     if cfg.train.landscape and status not in ("diverged", "failed"):
         from nnrun import landscape
 

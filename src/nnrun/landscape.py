@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 
 from nnrun.data import Split
-from nnrun.logging import PICTURES
+from nnrun.tensorboard_events import PICTURES
 from nnrun.losses import Loss
 
 STEPS = 41  # grid points per axis (odd, so the trained weights sit on the centre point)

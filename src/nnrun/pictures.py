@@ -3,19 +3,19 @@
 The look of the TensorFlow Playground: each pixel coloured by the predicted class probabilities, the
 training points on top. A net with a hidden layer also gets the lecture's three panels (original data,
 the data after the non-linear transformation = the last hidden layer's activations, and the linear
-classification the output layer does there). Imported only by runs that draw, so others pay nothing.
+classification the output layer does there). `Pictures` draws and logs them for the runs of one training set.
 """
 
 from __future__ import annotations
 
-import weakref
+import functools
 from typing import NamedTuple
 
 import torch
 
-from nnrun.data import Dataset
-from nnrun.logging import PICTURES
+from nnrun.data import Split
 from nnrun.losses import Loss
+from nnrun.tensorboard_events import PICTURES
 
 # Class colours (RGB 0-1): orange and blue as in the Playground, then more for multi-class data.
 PALETTE = torch.tensor([
@@ -127,49 +127,6 @@ def point_marks(points: torch.Tensor, labels: torch.Tensor, lo: torch.Tensor, hi
     return Marks(pixel[inside], filled[last_fill], fill_colours[last_fill].T)
 
 
-# The decision boundary's plane and points, and the original-data panel, are the training data's at every epoch
-# (and for every model of a stacked sweep): made once per data tensor. Keyed by id() with weak references to tell
-# live tensors from new ones at a reused address; the last few data only.
-_per_data: dict[tuple, tuple] = {}
-_PER_DATA_KEPT = 8
-
-
-def _once_per_data(what: str, points: torch.Tensor, labels: torch.Tensor, size: int, make):
-    """`make()`, computed once per (what, points, labels, size) while those tensors live."""
-    key = (what, id(points), size)
-    cached = _per_data.get(key)
-    if cached is not None and cached[0]() is points and cached[1]() is labels:
-        return cached[2]
-    value = make()
-    _per_data[key] = (weakref.ref(points), weakref.ref(labels), value)
-    while len(_per_data) > _PER_DATA_KEPT:
-        del _per_data[next(iter(_per_data))]
-    return value
-
-
-def _marks_of_data(points: torch.Tensor, labels: torch.Tensor, size: int) -> tuple[torch.Tensor, Marks]:
-    """(grid points, marks) of the decision boundary's plane for `points`."""
-    def make():
-        cpu_points = points.cpu()
-        grid, lo, hi = plane(cpu_points, GRID)
-        return grid, point_marks(cpu_points, labels.cpu(), lo, hi, size, size)
-
-    return _once_per_data("boundary", points, labels, size, make)
-
-
-@torch.no_grad()
-def decision_boundary(model: torch.nn.Module, loss: Loss, points: torch.Tensor, labels: torch.Tensor,
-                      size: int = SIZE) -> torch.Tensor:
-    """(3, size, size) uint8: the model's class probabilities over the plane of `points`, points on top."""
-    was_training = model.training
-    model.eval()
-    device = next(model.parameters()).device
-    grid, marks = _marks_of_data(points, labels, size)
-    proba = loss.proba(model(grid.to(device))).float().cpu()
-    model.train(was_training)
-    return marks.draw(heatmap(proba, size))
-
-
 def to_uint8(image: torch.Tensor) -> torch.Tensor:
     """A float 0..1 image as uint8 0..255 (clamped, truncated), in the same layout."""
     return (image.clamp(0, 1) * 255).to(torch.uint8)
@@ -232,22 +189,11 @@ def hidden_plane(weight: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, t
     return torch.stack(axes), centre
 
 
-# TensorBoard tags: under `pictures/`, which sorts after the loss and accuracy curves (see nnrun.logging); the XOR
-# panels numbered in the lecture's order.
+# TensorBoard tags: under `pictures/`, which sorts after the loss and accuracy curves (see nnrun.tensorboard_events);
+# the XOR panels numbered in the lecture's order.
 BOUNDARY = f"{PICTURES}/decision_boundary"
 ORIGINAL, HIDDEN, CLASSIFIED = (f"{PICTURES}/xor_1_original_data", f"{PICTURES}/xor_2_hidden_space",
                                 f"{PICTURES}/xor_3_linear_classification")
-# Runs whose original-data panel is logged already: the data never change, so one picture per run is enough.
-_original_logged: "weakref.WeakSet" = weakref.WeakSet()
-
-
-def original_data(points: torch.Tensor, labels: torch.Tensor, size: int = SIZE) -> torch.Tensor:
-    """Panel 1, (3, size, size) uint8: the training points in the input plane, nothing else (the same picture
-    for every run on these data: drawn once; not to be changed in place)."""
-    def make():  # the decision boundary's marks: the same points on the same plane
-        return _marks_of_data(points, labels, size)[1].draw(white(size))
-
-    return _once_per_data("original", points, labels, size, make)
 
 
 @torch.no_grad()
@@ -280,24 +226,50 @@ def plane_logits(output: torch.nn.Linear, basis: torch.Tensor, centre: torch.Ten
     return F.linear(grid, weight @ basis.T, weight @ centre + bias)
 
 
-def xor_panels(model: torch.nn.Module, loss: Loss, points: torch.Tensor, labels: torch.Tensor,
-               size: int = SIZE) -> dict[str, torch.Tensor]:
-    """The lecture's three panels, keyed by their TensorBoard tags."""
-    hidden, classified = hidden_space(model, loss, points, labels, size)
-    return {ORIGINAL: original_data(points, labels, size), HIDDEN: hidden, CLASSIFIED: classified}
+class Pictures:
+    """The pictures of the runs that train on one training set, as a stack's runs do: the decision boundary's
+    plane, the points' marks on it and the original-data panel are the data's, the same at every epoch and for
+    every model, so they are made once, here; each run logs the original-data panel once (the data never change).
+    """
 
+    def __init__(self, train: Split, size: int = SIZE):
+        self.points, self.labels, self.size = train.x, train.y, size
+        self._runs_with_original: set = set()  # the loggers of the runs that have the original-data panel
 
-def log_epoch(logger, model: torch.nn.Module, data: Dataset, loss: Loss, epoch: int) -> None:
-    """The pictures of one epoch: the decision boundary with the training points; for a net with a hidden
-    layer also the lecture's XOR panels (for any 2-D data: the hidden space of spirals tells the same story).
-    The original-data panel is logged once per run, the other two at every image epoch."""
-    x, y = data.train.x, data.train.y
-    logger.image(BOUNDARY, decision_boundary(model, loss, x, y), epoch)
-    if not getattr(model, "spec", {}).get("hidden"):
-        return
-    if logger not in _original_logged:
-        logger.image(ORIGINAL, original_data(x, y), epoch)
-        _original_logged.add(logger)
-    hidden, classified = hidden_space(model, loss, x, y)
-    logger.image(HIDDEN, hidden, epoch)
-    logger.image(CLASSIFIED, classified, epoch)
+    @functools.cached_property
+    def input_plane(self) -> tuple[torch.Tensor, Marks]:
+        """(GRID² points of the input plane around the training points, where those points go on a picture)."""
+        points = self.points.cpu()
+        grid, lo, hi = plane(points, GRID)
+        return grid, point_marks(points, self.labels.cpu(), lo, hi, self.size, self.size)
+
+    @functools.cached_property
+    def original_data(self) -> torch.Tensor:
+        """Panel 1, (3, size, size) uint8: the training points in the input plane, nothing else (not to be
+        changed in place: every run logs this one)."""
+        return self.input_plane[1].draw(white(self.size))
+
+    @torch.no_grad()
+    def decision_boundary(self, model: torch.nn.Module, loss: Loss) -> torch.Tensor:
+        """(3, size, size) uint8: the model's class probabilities over the input plane, the points on top."""
+        was_training = model.training
+        model.eval()
+        grid, marks = self.input_plane
+        proba = loss.proba(model(grid.to(next(model.parameters()).device))).float().cpu()
+        model.train(was_training)
+        return marks.draw(heatmap(proba, self.size))
+
+    def log_epoch(self, logger, model: torch.nn.Module, loss: Loss, epoch: int) -> None:
+        """The pictures of one epoch of the run that `logger` writes: the decision boundary with the training
+        points; for a net with a hidden layer also the lecture's XOR panels (for any 2-D data: the hidden space
+        of spirals tells the same story). The original-data panel goes once per run, the other two at every
+        image epoch."""
+        logger.image(BOUNDARY, self.decision_boundary(model, loss), epoch)
+        if not getattr(model, "spec", {}).get("hidden"):
+            return
+        if logger not in self._runs_with_original:
+            logger.image(ORIGINAL, self.original_data, epoch)
+            self._runs_with_original.add(logger)
+        hidden, classified = hidden_space(model, loss, self.points, self.labels, self.size)
+        logger.image(HIDDEN, hidden, epoch)
+        logger.image(CLASSIFIED, classified, epoch)
