@@ -12,8 +12,8 @@ from hydra.plugins.sweeper import Sweeper
 from hydra.test_utils.launcher_common_tests import BatchedSweeperTestSuite, IntegrationTestSuite, LauncherTestSuite
 
 
-from hydra_plugins.nnrun_vectorized_launcher.sweeper import NnrunSweeper
-from hydra_plugins.nnrun_vectorized_launcher.vectorized_launcher import VectorizedLauncher
+from hydra_plugins.nnrun.sweeper import NnrunSweeper
+from hydra_plugins.nnrun.vectorized_launcher import VectorizedLauncher
 
 
 @pytest.fixture(autouse=True)

@@ -32,7 +32,7 @@ def test_sweep_configs_equal_hydras_own_composition():
     from hydra.types import RunMode
     from omegaconf import OmegaConf
 
-    from hydra_plugins.nnrun_vectorized_launcher.sweep_configs import SweepConfigs
+    from hydra_plugins.nnrun.sweep_configs import SweepConfigs
     from nnrun.app import config_dir, register_resolvers
 
     register_resolvers()

@@ -7,7 +7,7 @@ import ast
 from pathlib import Path
 
 SRC = Path(__file__).resolve().parents[1] / "src"
-OURS = ("nnrun", "hydra_plugins.nnrun_vectorized_launcher")
+OURS = ("nnrun", "hydra_plugins.nnrun")
 
 
 def _private(dotted: str) -> bool:

@@ -74,7 +74,7 @@ def test_a_glob_sweep_runs_one_job_per_matching_choice(tmp_path, capsys, monkeyp
 
 def test_the_vectorized_launcher_launches_the_configs_the_sweeper_checked(tmp_path, capsys, monkeypatch):
     """Each job's config is built once, by the sweeper: the launcher composes none again."""
-    from hydra_plugins.nnrun_vectorized_launcher.sweep_configs import SweepConfigs
+    from hydra_plugins.nnrun.sweep_configs import SweepConfigs
 
     built = []
     real_load = SweepConfigs.load

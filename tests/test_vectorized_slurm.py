@@ -205,7 +205,7 @@ def test_vectorized_slurm_without_m_is_one_line_and_exit_2(tmp_path):
     # Printing the config runs nothing: it needs neither -m nor sbatch.
     shown = run_nnrun(["train", "hydra/launcher=vectorized_slurm", "--cfg", "hydra"], tmp_path, env={"PATH": ""})
     assert shown.returncode == 0, shown.stderr
-    assert "nnrun_vectorized_launcher.vectorized_slurm_launcher.VectorizedSlurmLauncher" in shown.stdout
+    assert "nnrun.vectorized_slurm_launcher.VectorizedSlurmLauncher" in shown.stdout
 
 
 @pytest.mark.slow
@@ -225,7 +225,7 @@ def test_vectorized_slurm_where_there_is_no_sbatch_is_one_line_and_exit_2(tmp_pa
 def test_the_stacks_planned_for_slurm_are_the_engines_chunks_of_one_kind_and_start(tmp_path):
     """32 jobs of one kind, 8 a stack: 4 stacks in the jobs' order; another architecture is another stack."""
     from conftest import parsed
-    from hydra_plugins.nnrun_vectorized_launcher.vectorized_slurm_launcher import plan_stacks
+    from hydra_plugins.nnrun.vectorized_slurm_launcher import plan_stacks
     from nnrun import engine
 
     jobs = [engine.Job(parsed([f"seed={s}", f"optimizer.lr={lr}"]), tmp_path / str(n))

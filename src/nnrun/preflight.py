@@ -3,7 +3,7 @@
 Hydra would report an unknown key or group choice as a multi-line error with exit code 1. Here each override is
 checked against conf/, and the config is composed as Hydra will compose it (a run's whole config, read through the
 schema; a sweep's fixed part), so bad input is one line and exit 2, up front. Each job of a sweep is checked by
-nnrun's sweeper (hydra_plugins/nnrun_vectorized_launcher/sweeper.py), all of them before the first starts.
+nnrun's sweeper (hydra_plugins/nnrun/sweeper.py), all of them before the first starts.
 """
 
 from __future__ import annotations

@@ -27,7 +27,7 @@ from hydra.core.config_store import ConfigStore
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from hydra_plugins.nnrun_vectorized_launcher.vectorized_launcher import (
+from hydra_plugins.nnrun.vectorized_launcher import (
     VectorizedLauncher, VectorizedLauncherConf, bad_input)
 
 try:  # Hydra's submitit plugin, of nnrun's sweep extra; without it nnrun's pre-flight says what to install
@@ -44,7 +44,7 @@ if SlurmQueueConf is not None:
         """hydra/launcher=submitit_slurm's settings (partition, timeout_min, ..., submitit_folder), with its
         defaults, and the vectorized launcher's (max_models, memory_budget_mb)."""
 
-        _target_: str = "hydra_plugins.nnrun_vectorized_launcher.vectorized_slurm_launcher.VectorizedSlurmLauncher"
+        _target_: str = "hydra_plugins.nnrun.vectorized_slurm_launcher.VectorizedSlurmLauncher"
 
     ConfigStore.instance().store(group="hydra/launcher", name=NAME, node=VectorizedSlurmLauncherConf,
                                  provider="nnrun")

@@ -35,7 +35,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 @dataclass
 class NnrunSweeperConf:
-    _target_: str = "hydra_plugins.nnrun_vectorized_launcher.sweeper.NnrunSweeper"
+    _target_: str = "hydra_plugins.nnrun.sweeper.NnrunSweeper"
     # Jobs launched at once; null = all of them (as Hydra's basic sweeper).
     max_batch_size: Optional[int] = None
     # Sweeps set in a config (an experiment file), before the command line's: {key: "a,b,c"}.
@@ -129,8 +129,8 @@ class NnrunSweeper(Sweeper):
         """Build each job's config once and read it through the task's `check`, before any job starts; the first
         job refused is bad input: one line naming it, exit 2, nothing made on disk. A launcher that takes the
         checked configs (nnrun's vectorized launchers: `use_checked`) is handed them."""
-        from hydra_plugins.nnrun_vectorized_launcher.sweep_configs import SweepConfigs
-        from hydra_plugins.nnrun_vectorized_launcher.vectorized_launcher import young_garbage_only
+        from hydra_plugins.nnrun.sweep_configs import SweepConfigs
+        from hydra_plugins.nnrun.vectorized_launcher import young_garbage_only
         from nnrun.config import ConfigError
         from nnrun.console import Phase, fail
 

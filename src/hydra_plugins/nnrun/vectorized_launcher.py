@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class VectorizedLauncherConf:
-    _target_: str = "hydra_plugins.nnrun_vectorized_launcher.vectorized_launcher.VectorizedLauncher"
+    _target_: str = "hydra_plugins.nnrun.vectorized_launcher.VectorizedLauncher"
     # The most models in one stack; a bigger sweep runs in chunks.
     max_models: int = 256
     # Memory one stack may use (parameters, gradients, optimizer state, activations); caps models per stack.
@@ -77,7 +77,7 @@ class VectorizedLauncher(Launcher):
         self.checked = checked
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from hydra_plugins.nnrun_vectorized_launcher.sweep_configs import SweepConfigs
+        from hydra_plugins.nnrun.sweep_configs import SweepConfigs
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None

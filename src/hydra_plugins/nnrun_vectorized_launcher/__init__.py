@@ -1,1 +1,0 @@
-"""nnrun's vectorized launcher for Hydra: `nnrun train -m hydra/launcher=vectorized ...`."""
