@@ -69,7 +69,7 @@ def test_an_interrupted_resumed_sweep_says_to_resume_the_new_sweep_not_the_old(t
     (sweep_dir / "multirun.yaml").write_text("{}")
     typed = ["-m", "seed=0,1", "train.resume=experiments/x/multirun/old", "a=b c"]
     said = cli.interrupted(engine.RunInterrupted(job_dir, signal.SIGTERM), typed).splitlines()
-    assert said == [f"nnrun: interrupted by SIGTERM; results saved in {sweep_dir}",
+    assert said == ["nnrun: interrupted by SIGTERM; results saved in experiments/x/multirun/2026-01-01_00-00-00",
                     "to go on: nnrun train -m seed=0,1 'a=b c' train.resume=experiments/x/multirun/2026-01-01_00-00-00"]
 
 

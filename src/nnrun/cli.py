@@ -95,7 +95,9 @@ def interrupted(exc: KeyboardInterrupt, args: list[str]) -> str:
     if resume_dir is None:
         return ("nnrun: interrupted before any training; nothing was saved\n"
                 f"to start again: {shlex.join(['nnrun', 'train', *args])}")
-    return f"nnrun: {exc}\nto go on: {shlex.join(['nnrun', 'train', *kept, f'train.resume={shown_path(resume_dir)}'])}"
+    shown = shown_path(resume_dir)
+    return (f"nnrun: interrupted by {signal.Signals(getattr(exc, 'signum', signal.SIGINT)).name}; results saved in "
+            f"{shown}\nto go on: {shlex.join(['nnrun', 'train', *kept, f'train.resume={shown}'])}")
 
 
 def import_torch() -> None:
