@@ -129,8 +129,7 @@ class NnrunSweeper(Sweeper):
         """Build each job's config once and read it through the task's `check`, before any job starts; the first
         job refused is bad input: one line naming it, exit 2, nothing made on disk. A launcher that takes the
         checked configs (nnrun's vectorized launchers: `use_checked`) is handed them."""
-        from hydra_plugins.nnrun.sweep_configs import SweepConfigs
-        from hydra_plugins.nnrun.vectorized_launcher import young_garbage_only
+        from hydra_plugins.nnrun.sweep_configs import SweepConfigs, young_garbage_only
         from nnrun.config import ConfigError
         from nnrun.console import Phase, fail
 

@@ -10,13 +10,11 @@ without `set_up` runs job by job, as under the basic launcher.
 """
 
 import functools
-import gc
 import logging
 import os
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 # No `from __future__ import annotations`: Hydra imports plugins outside sys.modules, where dataclass
 # cannot resolve string annotations.
@@ -42,20 +40,6 @@ ConfigStore.instance().store(group="hydra/launcher", name="vectorized", node=Vec
                              provider="nnrun")
 
 
-@contextmanager
-def young_garbage_only() -> Iterator[Any]:
-    """While a sweep's jobs are set up, Python's collector runs only on what each job left behind (call what this
-    yields after each): its full passes would walk every config kept so far (each JobReturn keeps two copies), a
-    cost per job that grows with the jobs before it."""
-    enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield functools.partial(gc.collect, 1)
-    finally:
-        if enabled:
-            gc.enable()
-
-
 class VectorizedLauncher(Launcher):
     def __init__(self, max_models: int = 256, memory_budget_mb: int = 1024) -> None:
         self.max_models, self.memory_budget_mb = max_models, memory_budget_mb
@@ -77,7 +61,7 @@ class VectorizedLauncher(Launcher):
         self.checked = checked
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from hydra_plugins.nnrun.sweep_configs import SweepConfigs
+        from hydra_plugins.nnrun.sweep_configs import SweepConfigs, young_garbage_only
 
         setup_globals()
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
