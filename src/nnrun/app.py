@@ -1,33 +1,35 @@
 """The Hydra application behind `nnrun train`: output-dir resolvers and the task function, `TrainTask`.
 
-`@hydra.main` wraps a `TrainTask`, a plain object of this package, so launchers that pickle the task (joblib,
-submitit) can carry it. Besides training a job (calling it), the task offers nnrun's sweeper and stacking
-launchers its two halves: `check` (a job's config as the task will read it) and `set_up` (a job ready to train).
+`@hydra.main` wraps a `TrainTask`, a plain object, so launchers that pickle the task (joblib, submitit) can carry
+it. Besides training a job (calling it), it offers nnrun's sweeper and launchers its halves: `check` (a job's config
+as the task reads it), `carry` (a finished job a resumed sweep takes over) and `set_up` (a job ready to train).
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import re
+import shutil
 import sys
+from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 
 import hydra
+from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from nnrun import sweep
-from nnrun.config import ConfigError, config_dir
-from nnrun.console import fail
+from nnrun import console, sweep
+from nnrun.config import ConfigError, check_loss_fits, config_dir, config_groups, default_groups, parse
+from nnrun.metrics import FINISHED, build_metrics, read_metrics, write_metrics
 
 
 def unique_run_dir(exp_name: str) -> str:
-    """experiments/<exp>/runs/<YYYY-MM-DD_HH-MM-SS>, or ..._1, _2 ... when another run took that second.
-
-    The dir is created here (mkdir is atomic), so two runs started in the same second never share it.
-    """
+    """experiments/<exp>/runs/<YYYY-MM-DD_HH-MM-SS>, or ..._1, _2 ... when another run took that second: made
+    here (mkdir is atomic), so two runs started in the same second never share it."""
     parent = Path("experiments") / str(exp_name) / "runs"
     parent.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
@@ -85,14 +87,8 @@ Runs land in experiments/<exp_name>/; view them with: tensorboard --logdir exper
 
 
 def train_help(overrides: list[str]) -> str:
-    """`nnrun train --help`: the groups read off conf/ and the config composed with `overrides`.
-
-    Hydra's own --help lists groups by composing each one (about a second); listing files is instant.
-    """
-    from hydra import compose, initialize_config_dir
-
-    from nnrun.config import config_groups, default_groups
-
+    """`nnrun train --help`: the groups read off conf/ (Hydra's own --help composes each one, about a second) and
+    the config composed with `overrides`."""
     groups, defaults = config_groups(), default_groups()
     chosen = "\n".join(f"  {group}: {', '.join(choices)}" for group, choices in groups.items() if group in defaults)
     added = "\n".join(f"  +{group}=<name>: {', '.join(choices)}"
@@ -112,16 +108,13 @@ class TrainTask:
 
     def check(self, cfg: DictConfig):
         """A job's whole config (with `hydra`) as this task will read it, or ConfigError: the schema, and for a CSV
-        file the loss's fit to its classes (the file read where the job will read it; a relative path that
-        hydra.job.chdir makes the job's own is left to the job). nnrun's sweeper calls this for every job of a
-        sweep before any starts."""
-        from nnrun.config import check_loss_fits, parse
-
+        file the loss's fit to its classes (a relative path that hydra.job.chdir makes the job's own is left to
+        the job). nnrun's sweeper calls this for every job of a sweep before any starts."""
         parsed = parse(cfg)
         data = parsed.dataset
         if data.name == "csv" and (Path(data.path).is_absolute() or not cfg.hydra.job.chdir):
             if data not in self.classes:
-                from nnrun.data import load
+                from nnrun.data import load  # torch
 
                 self.classes[data] = load(data).n_classes
             check_loss_fits(parsed.loss, self.classes[data])
@@ -129,11 +122,8 @@ class TrainTask:
 
     def set_up(self, cfg: DictConfig, checked=None):
         """This job made ready to train (an engine.Job), for a launcher that trains many jobs together; `checked`:
-        its config as `check` read it. A sweep's job that cannot run ends here, `failed` (its metrics.json says so),
-        and what it returns is its objective; a run that cannot is refused. So does a job that a resumed sweep
-        carries over (`carry`)."""
-        from nnrun.config import parse
-
+        its config as `check` read it. A job that cannot run (`failed`) or that is carried over returns its
+        objective instead."""
         hydra_cfg = HydraConfig.get()
         try:
             carried = self.carry(cfg, hydra_cfg)
@@ -146,8 +136,7 @@ class TrainTask:
         """A job of a resumed sweep whose namesake in the sweep it resumes had finished: that run carried into this
         job's dir as it is (`sweep.carry_over`), untrained; returns its objective. None for any other job.
         `hydra_cfg` is the job's `hydra` node: a launcher may call this before Hydra's run_job, to skip it."""
-        from nnrun import engine
-        from nnrun.metrics import FINISHED, read_metrics
+        from nnrun import engine  # torch
 
         resume = OmegaConf.select(cfg, "train.resume")
         if resume is None or hydra_cfg.mode != RunMode.MULTIRUN:
@@ -164,7 +153,7 @@ class TrainTask:
         return sweep.objective(engine.RunResult.read(sweep_dir / name, monitor), hydra_cfg)
 
     def __call__(self, cfg: DictConfig) -> float:
-        from nnrun import console, engine
+        from nnrun import engine  # torch
 
         job = self.set_up(cfg)
         if not isinstance(job, engine.Job):
@@ -201,7 +190,7 @@ class TrainTask:
         metrics.json that says so (nnrun report lists it as failed, not unfinished)."""
         if hydra_cfg.mode != RunMode.MULTIRUN:
             discard_run_dir(Path(hydra_cfg.runtime.output_dir))
-            fail(str(exc))
+            console.fail(str(exc))
         print(f"nnrun: job {hydra_cfg.job.num} failed: {exc}", file=sys.stderr)
         write_failed(cfg, hydra_cfg)
         return sweep.objective(None, hydra_cfg)
@@ -209,11 +198,9 @@ class TrainTask:
 
 def write_failed(cfg: DictConfig, hydra_cfg: DictConfig) -> None:
     """metrics.json of a sweep's job that failed before it trained."""
-    from nnrun import metrics
-
     monitor = OmegaConf.select(cfg, "train.early_stopping.monitor", default="loss/val")
     seed = OmegaConf.select(cfg, "seed", default=0)
-    metrics.write_metrics(Path(hydra_cfg.runtime.output_dir), metrics.build_metrics(
+    write_metrics(Path(hydra_cfg.runtime.output_dir), build_metrics(
         status="failed", epochs_run=0, best_epoch=0, best_value=None, monitor=str(monitor), final={},
         wall_time_s=0.0, device="cpu", seed=seed if isinstance(seed, int) else 0,
         overrides=list(hydra_cfg.overrides.task)))
@@ -223,9 +210,6 @@ def discard_run_dir(run_dir: Path) -> None:
     """Remove the run dir Hydra made for a run that never started (.hydra/ and an empty log, which Hydra's job
     logging holds open: the log is closed first), and runs/ and the experiment dirs above it if that left them
     empty. A dir holding anything more stays."""
-    import logging
-    import shutil
-
     run_dir = run_dir.resolve()
     root = logging.getLogger()
     for handler in list(root.handlers):
@@ -251,9 +235,7 @@ def make_job(parsed, cfg: DictConfig, hydra_cfg: DictConfig):
     """The engine's Job for this Hydra job, its paths read where the job runs (its working dir: see
     hydra.job.chdir): the dataset's file, and the run that train.resume names (for a sweep's job: the job of
     the sweep it resumes with the same overrides)."""
-    from dataclasses import replace
-
-    from nnrun import engine
+    from nnrun import engine  # torch
 
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     if parsed.dataset.path is not None and Path.cwd() != Path(hydra_cfg.runtime.cwd):  # hydra.job.chdir

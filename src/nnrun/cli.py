@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import difflib
+import gc
 import os
+import shlex
 import signal
 import sys
+
+from nnrun import __version__
+from nnrun.config import ConfigError
+from nnrun.preflight import check, split_args
 
 USAGE = """\
 usage: nnrun <command> [args...]
@@ -36,16 +42,7 @@ PRINT_CONFIG_FLAGS = {"--cfg", "-c"}  # checked (the config printed must be vali
 COMPLETION_FLAGS = ("-sc", "--shell-completion")
 
 
-def _usage_error(message: str) -> int:
-    print(f"nnrun: error: {message}", file=sys.stderr)
-    print("run 'nnrun --help' for usage", file=sys.stderr)
-    return 2
-
-
 def _run_train(args: list[str]) -> int:
-    from nnrun.config import ConfigError
-    from nnrun.preflight import check, split_args
-
     try:
         flags, overrides = split_args(args)
         if not INFO_FLAGS & flags:
@@ -82,34 +79,24 @@ def _run_train(args: list[str]) -> int:
 
 
 def interrupted(exc: KeyboardInterrupt, args: list[str]) -> str:
-    """What Ctrl-C (or SIGTERM) leaves: what was saved where, and the command that goes on from there: this
-    command line (any train.resume replaced), quoted for the shell, with train.resume=<the run or sweep dir>
-    (relative when below the working dir). Nothing saved yet (Ctrl-C while a sweep is checked, or before a run
-    trains): the command that starts it again."""
-    import shlex
-
-    from nnrun.console import shown_path
+    """What Ctrl-C (or SIGTERM) leaves: what was saved where, and this command line with
+    train.resume=<the run or sweep dir> to go on; with nothing saved yet, the command that starts it again."""
+    from nnrun.console import shown_path  # rich; and nnrun.sweep, Hydra: neither is for `nnrun --help`
+    from nnrun.sweep import without_resume
 
     resume_dir = getattr(exc, "resume_dir", None)
-    kept = [arg for arg in args if arg.split("=", 1)[0].lstrip("+~") != "train.resume"]
     if resume_dir is None:
         return ("nnrun: interrupted before any training; nothing was saved\n"
                 f"to start again: {shlex.join(['nnrun', 'train', *args])}")
     shown = shown_path(resume_dir)
     return (f"nnrun: interrupted by {signal.Signals(getattr(exc, 'signum', signal.SIGINT)).name}; results saved in "
-            f"{shown}\nto go on: {shlex.join(['nnrun', 'train', *kept, f'train.resume={shown}'])}")
+            f"{shown}\nto go on: {shlex.join(['nnrun', 'train', *without_resume(args), 'train.resume=' + str(shown)])}")
 
 
 def import_torch() -> None:
-    """Import torch for a run or sweep (once its command line has passed the checks), with Python's cyclic garbage
-    collector paused, then put everything imported so far out of the collector's reach (`gc.freeze`).
-
-    torch's import makes about a million objects; a full collection walks all of them, and a sweep's configs
-    (whose nodes point at their parents: cycles) set off several, each 0.1-0.2 s on a 64-job sweep of tiny
-    networks, a tenth of its time. What the import makes lives as long as the process anyway.
-    """
-    import gc
-
+    """Import torch with the cyclic garbage collector paused, then freeze what it made (`gc.freeze`): about a
+    million objects, which every full collection that a sweep's configs set off would walk (0.1-0.2 s each on a
+    64-job sweep of tiny networks, a tenth of its time). They live as long as the process anyway."""
     if "torch" in sys.modules:
         return
     gc.collect()  # what came before (the checks' configs) is freed, not frozen
@@ -144,8 +131,6 @@ def main(argv: list[str] | None = None) -> int:
         print(USAGE, end="")
         return 0 if args else 2
     if args[0] in ("-V", "--version"):
-        from nnrun import __version__
-
         print(f"nnrun {__version__}")
         return 0
     if args[0] in COMPLETION_FLAGS:
@@ -163,7 +148,9 @@ def main(argv: list[str] | None = None) -> int:
         return report_main(rest)
     match = difflib.get_close_matches(command, COMMANDS, n=1)
     hint = f"; did you mean {match[0]!r}?" if match else ""
-    return _usage_error(f"unknown command {command!r}: choose one of {', '.join(COMMANDS)}{hint}")
+    print(f"nnrun: error: unknown command {command!r}: choose one of {', '.join(COMMANDS)}{hint}\n"
+          "run 'nnrun --help' for usage", file=sys.stderr)
+    return 2
 
 
 def run() -> None:

@@ -15,10 +15,12 @@ from pathlib import Path
 from typing import Iterable, NoReturn
 
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from nnrun.metrics import FINAL_KEYS
+
 
 class PipeConsole(Console):
     """rich's Console for output that may go into a pipe that closes (`nnrun report DIR | head -1`): there rich
@@ -115,15 +117,41 @@ def fail(message: str, code: int = 2) -> NoReturn:
     sys.exit(code)
 
 
-class Phase:
-    """A sweep's phase over its jobs (checking them, setting them up): a rich progress bar on a terminal; when the
-    output is piped, a line as it starts, one every PLAIN_EVERY_S seconds, and one as it ends.
+class ProgressBar:
+    """A rich progress bar without rich's refresh thread (it would take the GIL from the work): `update` redraws,
+    at most every `every` seconds and at the end. Not `enabled`: it shows nothing."""
 
-        with Phase("checking", "checked", n_jobs) as phase:
-            for job in jobs:
-                ...
-                phase.advance()
-    """
+    def __init__(self, description: str, total: int, console: Console | None = None, *, done: int = 0,
+                 note: str = "", transient: bool = False, every: float = 0.25, enabled: bool = True):
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                            TextColumn("{task.fields[note]}"), TimeElapsedColumn(), console=console,
+                            transient=transient, auto_refresh=False) if enabled else None
+        self.description, self.total, self.done, self.note = description, total, done, note
+        self.every, self.drawn_at = every, 0.0
+
+    def __enter__(self) -> "ProgressBar":
+        if self.bar is not None:
+            self.bar.__enter__()
+            self.task = self.bar.add_task(self.description, total=self.total, completed=self.done, note=self.note)
+        return self
+
+    def update(self, completed: int, note: str | None = None) -> None:
+        if self.bar is not None:
+            self.bar.update(self.task, completed=completed, note=self.note if note is None else note)
+            now = time.monotonic()
+            if now - self.drawn_at > self.every or completed == self.total:
+                self.bar.refresh()
+                self.drawn_at = now
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.refresh()
+            self.bar.__exit__(*exc)
+
+
+class Phase:
+    """A sweep's phase over its jobs (checking them, setting them up): a progress bar on a terminal; when the
+    output is piped, a line as it starts, one every PLAIN_EVERY_S seconds, and one as it ends."""
 
     PLAIN_EVERY_S = 5.0
 
@@ -135,33 +163,33 @@ class Phase:
     def __enter__(self) -> "Phase":
         self.began = self.said = time.monotonic()
         if self.console.is_terminal:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            # No refresh thread (it would take the GIL from the work); advance() redraws, throttled.
-            self.bar = Progress(TextColumn(f"nnrun: {self.doing}"), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("jobs"), TimeElapsedColumn(), console=self.console, transient=True,
-                                auto_refresh=False)
-            self.bar.__enter__()
-            self.task = self.bar.add_task(self.doing, total=self.total)
+            self.bar = ProgressBar(f"nnrun: {self.doing}", self.total, self.console, note="jobs", transient=True,
+                                   every=0.1).__enter__()
         else:
-            self.console.print(f"nnrun: {self.doing} {self.total} job{'' if self.total == 1 else 's'}")
+            self.console.print(f"nnrun: {self.doing} {plural(self.total, 'job')}")
         return self
 
     def advance(self) -> None:
         self.count += 1
-        now = time.monotonic()
         if self.bar is not None:
-            self.bar.update(self.task, completed=self.count)
-            if now - self.said > 0.1:
-                self.bar.refresh()
-                self.said = now
-        elif now - self.said > self.PLAIN_EVERY_S:
+            self.bar.update(self.count)
+        elif time.monotonic() - self.said > self.PLAIN_EVERY_S:
             self.console.print(f"nnrun: {self.doing}: {self.count}/{self.total} jobs")
-            self.said = now
+            self.said = time.monotonic()
 
     def __exit__(self, kind, *_) -> None:
         if self.bar is not None:
             self.bar.__exit__(kind, *_)
         if kind is None:
-            self.console.print(f"nnrun: {self.done} {self.count} job{'' if self.count == 1 else 's'} in "
+            self.console.print(f"nnrun: {self.done} {plural(self.count, 'job')} in "
                                f"{time.monotonic() - self.began:.2f} s")
+
+
+def plural(n: int, word: str) -> str:
+    """'1 job', '3 jobs'."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
+def counted(statuses: Iterable[str]) -> str:
+    """'3 completed, 1 diverged': how many of each, in order of first appearance."""
+    return ", ".join(f"{n} {status}" for status, n in Counter(statuses).items())

@@ -19,6 +19,7 @@ import math
 import shutil
 import signal
 import sys
+import tempfile
 import threading
 import time
 from contextlib import contextmanager
@@ -28,20 +29,19 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
-from nnrun import checkpoint, losses, metrics, models, optim, stacking
-from nnrun.config import ConfigError, EarlyStoppingConfig, TrainConfig, check_loss_fits
+from nnrun import checkpoint, landscape, losses, metrics, models, optim, stacking
+from nnrun.config import ConfigError, EarlyStoppingConfig, TrainConfig, check_loss_fits, flatten
+from nnrun.console import ProgressBar, counted, plural, print_job_line
 from nnrun.data import Dataset, load
 from nnrun.pictures import Pictures
-
-
+from nnrun.tensorboard_events import RunLogger
 
 class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C, SIGTERM or SIGUSR2 cut runs short; each has its metrics.json (`interrupted`) and checkpoint.pt.
 
     A KeyboardInterrupt, so that it passes Hydra's job and error handling on its way to the command line, which
-    says what was saved and the command that goes on (it knows what was typed: cli.interrupted). `resume_dir` is
-    what train.resume takes to go on: the run dir, or for a sweep (its dir, or a job's in it) the sweep dir, since a
-    sweep resumes as a whole (each job from the job with the same overrides; finished ones are carried over).
+    says what was saved and how to go on (cli.interrupted). `resume_dir` is what train.resume takes: the run dir,
+    or for a sweep's job the sweep dir, since a sweep resumes as a whole.
     """
 
     def __init__(self, run_dir: Path, signum: int):
@@ -248,7 +248,7 @@ def train_jobs(jobs: Sequence[Job], *, max_models: int = 256, memory_budget_mb: 
     """
     members, stacks = plan(jobs, max_models=max_models, memory_budget_mb=memory_budget_mb)
     if announce:
-        print(f"nnrun: training {len(jobs)} jobs in {len(stacks)} stack{'' if len(stacks) == 1 else 's'}", flush=True)
+        print(f"nnrun: training {len(jobs)} jobs in {plural(len(stacks), 'stack')}", flush=True)
 
     # --- train them, one after another --------------------------------------------------------------------
     faults: list[Exception] = []
@@ -264,29 +264,26 @@ def train_jobs(jobs: Sequence[Job], *, max_models: int = 256, memory_budget_mb: 
                     print(f"nnrun: a stack of {len(chunk)} runs failed: {type(exc).__name__}: {exc}",
                           file=sys.stderr)
             if announce:
-                from nnrun.console import print_job_line
-
                 for m in chunk:
                     print_job_line(m.result)
                 print(f"nnrun: stack {number}/{len(stacks)}: {len(chunk)} runs in "
-                      f"{time.perf_counter() - began:.2f} s ({_count(m.result.status for m in chunk)})")
+                      f"{time.perf_counter() - began:.2f} s ({counted(m.result.status for m in chunk)})")
     if faults and raise_faults:
         raise faults[0]
     results = {id(m.job): m.result for m in members}
     if raise_interrupt and any(r.status == "interrupted" for r in results.values()):
         raise RunInterrupted(jobs[0].run_dir if len(jobs) == 1 else jobs[0].run_dir.parent, received[0])
     if announce:
-        print(f"nnrun: trained {len(jobs)} jobs in {len(stacks)} stack{'' if len(stacks) == 1 else 's'} "
-              f"({_count(r.status for r in results.values())})")
+        print(f"nnrun: trained {len(jobs)} jobs in {plural(len(stacks), 'stack')} "
+              f"({counted(r.status for r in results.values())})")
     return [results[id(job)] for job in jobs]
 
 
 def plan(jobs: Sequence[Job], *, max_models: int = 256, memory_budget_mb: int = 1024,
          device: torch.device | None = None) -> tuple[list[Member], list[tuple]]:
     """How `train_jobs` trains `jobs`: every job's Member (`start`), and the stacks, each (config, data, loss,
-    members): jobs of one kind
-    (`stacking.batch_key`) that start at one point, in chunks of what a stack may hold. Bad input raises
-    ConfigError here, before anything trains. `device`: where the data and models go (default: the config's)."""
+    members): jobs of one kind (`stacking.batch_key`) that start at one point, in chunks of what a stack may hold.
+    Bad input raises ConfigError here, before anything trains. `device`: where they go (default: the config's)."""
     members, stacks = [], []
     for kind in stacking.group(jobs, lambda job: stacking.batch_key(job.cfg)):
         cfg = kind[0].cfg
@@ -301,12 +298,6 @@ def plan(jobs: Sequence[Job], *, max_models: int = 256, memory_budget_mb: int = 
         for same_start in stacking.group(started, lambda m: m.position.key):
             stacks += [(cfg, data, loss, chunk) for chunk in stacking.chunks(same_start, size)]
     return members, stacks
-
-
-def _count(statuses) -> str:
-    """'3 completed, 1 diverged'."""
-    listed = list(statuses)
-    return ", ".join(f"{listed.count(s)} {s}" for s in dict.fromkeys(listed))
 
 
 def start(job: Job, data: Dataset, loss: losses.Loss, device: torch.device) -> Member:
@@ -426,13 +417,11 @@ def train_stack(members: list[Member], data: Dataset, loss: losses.Loss, receive
     batch_size = min(rules.batch_size or n, n)
     stack = Stack(members)
     model, optimizer = stack.model, stack.optimizer
-
-    from nnrun.tensorboard_events import RunLogger  # tensorboard is imported only when a run starts
-
     for m in members:
         m.logger = RunLogger(m.job.run_dir, m.job.config_yaml)
     drawing = Pictures(data.train)  # what the runs' pictures share is made once, when they first draw
-    bar = ProgressBar(show_progress and len(members) == 1, rules.epochs, cfg.exp_name, console, stack.epochs_done)
+    bar = ProgressBar(f"[bold]{cfg.exp_name}", rules.epochs, console, done=stack.epochs_done,
+                      enabled=show_progress and len(members) == 1)
     status = "completed"
     try:
         with bar:
@@ -482,7 +471,7 @@ def train_stack(members: list[Member], data: Dataset, loss: losses.Loss, receive
                         # value, where early stopping goes back to, is on the curve).
                         if due or r in ended or r in improved:
                             m.logger.scalars(epoch, {**values, "lr": m.job.cfg.optimizer.lr})
-                            bar.update(epoch, train_loss[r], val_loss[r])
+                            bar.update(epoch, f"loss/train {train_loss[r]:.4f}  loss/val {val_loss[r]:.4f}")
                     # A diverged run keeps the weights it had before: its snapshots do not move.
                     weights = model.flat.detach()
                     finite = [r for r in range(len(stack.members)) if ended.get(r) != "diverged"]
@@ -541,11 +530,7 @@ def finish(m: Member, status: str, data: Dataset, loss: losses.Loss, drawing: Pi
         # The slider's last picture: where training ended (with the restored weights), not epoch `epochs`.
         drawing.log_epoch(m.logger, m.module, loss, epochs_run)
     if cfg.train.landscape and status not in ("diverged", "failed"):
-        from nnrun import landscape
-
         landscape.log(m.logger, m.module, loss, data.train, epochs_run)
-    from nnrun.config import flatten
-
     # The final values, accuracy/test among them, go with the HParams (as `result/...`): one point each, not curves.
     m.logger.hparams(flatten(cfg.to_dict()), final)
     m.logger.close()
@@ -578,10 +563,11 @@ def checkpoint_payload(m: Member, status: str, data: Dataset, loss: losses.Loss,
     }
 
 
+MIN_FREE_BYTES = 16 << 20  # a run writes a few MiB at most; less than this free and it would fail midway
+
+
 def check_writable(run_dir: Path) -> None:
     """Fail before training, not after, when results could not be saved: unwritable dir or a full disk."""
-    import tempfile
-
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         with tempfile.TemporaryFile(dir=run_dir):
@@ -592,9 +578,6 @@ def check_writable(run_dir: Path) -> None:
     if free < MIN_FREE_BYTES:
         raise ConfigError("hydra.run.dir", str(run_dir),
                           f"a disk with at least {MIN_FREE_BYTES >> 20} MiB free ({free >> 20} MiB left)")
-
-
-MIN_FREE_BYTES = 16 << 20  # a run writes a few MiB at most; less than this free and it would fail midway
 
 
 def find_resume_dir(cfg: TrainConfig, run_dir: Path, *, root: Path = Path(".")) -> Path:
@@ -610,38 +593,3 @@ def find_resume_dir(cfg: TrainConfig, run_dir: Path, *, root: Path = Path(".")) 
         raise ConfigError("train.resume", "latest", f"a run to resume; no checkpoint under {runs}")
     return candidates[-1].parent
 
-
-class ProgressBar:
-    """A rich progress bar, updated at log epochs only (a redraw per epoch would cost more than the step)."""
-
-    def __init__(self, enabled: bool, epochs: int, name: str, console=None, done: int = 0):
-        self.enabled, self.epochs, self.name, self.console, self.done = enabled, epochs, name, console, done
-        self._bar = None
-
-    def __enter__(self):
-        if self.enabled:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-            # No refresh thread: it would take the GIL from the training loop; update() redraws, throttled.
-            self._bar = Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-                                 TextColumn("{task.fields[losses]}"), TimeElapsedColumn(),
-                                 console=self.console, auto_refresh=False)
-            self._drawn_at = 0.0
-            self._bar.__enter__()
-            self._task = self._bar.add_task(self.name, total=self.epochs, completed=self.done, losses="")
-        return self
-
-    def update(self, epoch: int, train_loss: float, val_loss: float) -> None:
-        if self._bar is not None:
-            self._bar.update(self._task, completed=epoch,
-                             losses=f"loss/train {train_loss:.4f}  loss/val {val_loss:.4f}")
-            now = time.monotonic()
-            if now - self._drawn_at > 0.25 or epoch == self.epochs:
-                self._bar.refresh()
-                self._drawn_at = now
-
-    def __exit__(self, *exc):
-        if self._bar is not None:
-            self._bar.refresh()
-            self._bar.__exit__(*exc)
-        return False

@@ -4,6 +4,7 @@ it ends, and the sampler of nnrun's Optuna searches."""
 
 from __future__ import annotations
 
+import shutil
 import sys
 from pathlib import Path
 from typing import Any
@@ -11,13 +12,13 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from nnrun.checkpoint import CHECKPOINT_FILE
+from nnrun.config import ConfigError, UsageError
+from nnrun.console import fail, print_sweep_summary
+from nnrun.metrics import FINISHED, read_metrics, read_yaml
+
 SQLITE_PREFIX = "sqlite:///"
 RESUME_KEY = "train.resume"
-
-
-def worst_value(direction: str) -> float:
-    """What a failed trial scores: below every result when maximising, above every one when minimising."""
-    return float("-inf") if direction.lower().endswith("maximize") else float("inf")
 
 
 def sqlite_path(storage: Any) -> Path | None:
@@ -67,12 +68,9 @@ def resumable_tpe_sampler(seed: int | None = None, **options: Any) -> Any:
     return ResumableTPESampler()
 
 
-def job_statuses(sweep_dir: Path) -> list[str]:
-    """The status of each job dir of a sweep; a job with no metrics.json never trained or was killed: failed."""
-    from nnrun.metrics import read_metrics
-
-    job_dirs = sorted({p.parent.parent for p in sweep_dir.glob("*/.hydra/overrides.yaml")})
-    return [(read_metrics(d) or {}).get("status", "failed") for d in job_dirs]
+def job_dirs(sweep_dir: Path) -> list[Path]:
+    """The job dirs of a sweep (each holds Hydra's .hydra/overrides.yaml), in order."""
+    return sorted(p.parent.parent for p in Path(sweep_dir).glob("*/.hydra/overrides.yaml"))
 
 
 def objective(result, hydra_cfg: DictConfig) -> float:
@@ -81,8 +79,8 @@ def objective(result, hydra_cfg: DictConfig) -> float:
     Hydra's Optuna sweeper would then end the whole search."""
     value = float("nan") if result is None else result.objective
     direction = OmegaConf.select(hydra_cfg, "sweeper.direction", default=None)
-    if isinstance(direction, str) and value != value:
-        return worst_value(direction)
+    if isinstance(direction, str) and value != value:  # below every result when maximising, else above
+        return float("-inf") if direction.lower().endswith("maximize") else float("inf")
     return value
 
 
@@ -94,8 +92,6 @@ def without_resume(overrides) -> list[str]:
 def resume_sweep_dir(exp_name: str, resume: str, current: Path, root: Path = Path(".")) -> Path:
     """The sweep that `train.resume` names for a sweep: a sweep dir (one holding Hydra's multirun.yaml), or
     `latest`, the newest other sweep of this exp_name under `root`/experiments."""
-    from nnrun.config import ConfigError
-
     if resume == "latest":
         sweeps = root / "experiments" / exp_name / "multirun"
         mine = Path(current).resolve()
@@ -116,21 +112,16 @@ def job_key(overrides) -> tuple[str, ...]:
 
 def job_overrides(job_dir: Path) -> list[str] | None:
     """The override lines a sweep's job dir ran with (its .hydra/overrides.yaml), None where it has none."""
-    import yaml
-
-    try:
-        return yaml.safe_load((Path(job_dir) / ".hydra" / "overrides.yaml").read_text(encoding="utf-8")) or []
-    except (OSError, yaml.YAMLError):
-        return None
+    return read_yaml(Path(job_dir) / ".hydra" / "overrides.yaml")
 
 
 def index(sweep_dir: Path) -> dict[tuple[str, ...], Path]:
     """Each job dir of a sweep by its `job_key`, reading each job's overrides once."""
     jobs = {}
-    for path in sorted(Path(sweep_dir).glob("*/.hydra/overrides.yaml")):
-        found = job_overrides(path.parent.parent)
+    for job_dir in job_dirs(sweep_dir):
+        found = job_overrides(job_dir)
         if found is not None:
-            jobs.setdefault(job_key(found), path.parent.parent)
+            jobs.setdefault(job_key(found), job_dir)
     return jobs
 
 
@@ -141,8 +132,6 @@ def namesake(sweep_dir: Path, name: str, overrides) -> Path | None:
     A resumed sweep is the same sweep (`check_same_sweep`): the same jobs, numbered and named alike, so the dir
     of this job's own name is looked at first, and taken when its overrides agree. Only where they do not (its
     dirs named otherwise, hydra.sweep.subdir) is the whole sweep indexed."""
-    from nnrun.checkpoint import CHECKPOINT_FILE
-
     found = Path(sweep_dir) / name
     wanted = job_key(overrides)
     ran = job_overrides(found)
@@ -154,8 +143,6 @@ def namesake(sweep_dir: Path, name: str, overrides) -> Path | None:
 def carry_over(source: Path, run_dir: Path) -> None:
     """A finished job of the sweep being resumed, carried into this job's dir as it is: whatever the dir does not
     hold yet (its own .hydra/ and log, where Hydra's run_job made them) comes from `source`."""
-    import shutil
-
     def held(folder: str, names: list[str]) -> list[str]:
         here = run_dir / Path(folder).relative_to(source)
         return [name for name in names if (here / name).exists()]
@@ -167,8 +154,6 @@ def check_same_sweep(config: DictConfig) -> Path | None:
     """The sweep that a sweep resumed with train.resume resumes (None without train.resume). It must be the same
     sweep: the same command line (train.resume aside) and the same swept values, else ConfigError naming the
     first difference."""
-    from nnrun.config import UsageError
-
     resume = OmegaConf.select(config, RESUME_KEY, default=None)
     if resume is None:
         return None
@@ -195,12 +180,8 @@ def check_same_sweep(config: DictConfig) -> Path | None:
 def resume_line(source: Path) -> str:
     """One line on what a resumed sweep takes from the sweep `source`: its finished jobs are carried over, its
     jobs with a checkpoint go on from it, the rest start afresh."""
-    from nnrun.checkpoint import CHECKPOINT_FILE
-    from nnrun.metrics import FINISHED, read_metrics
-
     finished = going_on = 0
-    for path in Path(source).glob("*/.hydra/overrides.yaml"):
-        job_dir = path.parent.parent
+    for job_dir in job_dirs(source):
         if (read_metrics(job_dir) or {}).get("status") in FINISHED:
             finished += 1
         elif (job_dir / CHECKPOINT_FILE).is_file():
@@ -217,9 +198,6 @@ class SweepSummary(Callback):
     launcher and sweeper."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from nnrun.config import ConfigError
-        from nnrun.console import fail
-
         try:
             source = check_same_sweep(config)
         except ConfigError as exc:
@@ -233,10 +211,9 @@ class SweepSummary(Callback):
             path.parent.mkdir(parents=True, exist_ok=True)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
-        from nnrun.console import print_sweep_summary
-
         sweep_dir = Path(config.hydra.sweep.dir)
-        statuses = job_statuses(sweep_dir)
+        # A job with no metrics.json never trained or was killed: failed.
+        statuses = [(read_metrics(d) or {}).get("status", "failed") for d in job_dirs(sweep_dir)]
         print_sweep_summary(str(sweep_dir), statuses, len(statuses),
                             best_trial=_optuna_best(sweep_dir / "optimization_results.yaml"))
         if "failed" in statuses:
@@ -245,12 +222,7 @@ class SweepSummary(Callback):
 
 def _optuna_best(path: Path) -> str | None:
     """'best value 0.97 with optimizer.lr=0.01 ...' from the Optuna sweeper's results file, if it wrote one."""
-    import yaml
-
-    try:
-        results = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError):
-        return None
+    results = read_yaml(path)
     if not isinstance(results, dict) or "best_value" not in results:
         return None
     params = " ".join(f"{k}={v}" for k, v in (results.get("best_params") or {}).items())
