@@ -11,10 +11,13 @@ contour lines, the trained weights (a = b = 0) marked in the centre. Drawn once,
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
+from torch.func import functional_call, vmap
 
 from nnrun.data import Split
-from nnrun.tensorboard_events import PICTURES
 from nnrun.losses import Loss
+from nnrun.pictures import to_uint8
+from nnrun.tensorboard_events import PICTURES
 
 STEPS = 41  # grid points per axis (odd, so the trained weights sit on the centre point)
 SPAN = 1.0  # the grid covers a, b in [-SPAN, SPAN]
@@ -49,8 +52,6 @@ def filter_normalised_direction(params: dict[str, torch.Tensor], generator: torc
 def surface(model: torch.nn.Module, loss: Loss, split: Split, steps: int = STEPS, span: float = SPAN,
             seed: int = SEED) -> torch.Tensor:
     """(steps, steps) loss values; row i is b = +span .. -span (top to bottom), column j is a = -span .. +span."""
-    from torch.func import functional_call, vmap
-
     was_training = model.training
     model.eval()
     generator = torch.Generator().manual_seed(seed)
@@ -84,8 +85,6 @@ def colour(values: torch.Tensor) -> torch.Tensor:
 
 def picture(losses: torch.Tensor, size: int = SIZE, levels: int = LEVELS) -> torch.Tensor:
     """(3, size, size) uint8: log-loss heatmap, white contour lines, a red cross on the trained weights."""
-    import torch.nn.functional as F
-
     finite = torch.where(torch.isfinite(losses), losses, torch.full_like(losses, float("inf")))
     top = finite[torch.isfinite(finite)].max() if torch.isfinite(finite).any() else torch.tensor(1.0)
     log_loss = torch.log(finite.clamp(min=1e-8, max=float(top)))  # log: the basin and the walls both show
@@ -103,7 +102,7 @@ def picture(losses: torch.Tensor, size: int = SIZE, levels: int = LEVELS) -> tor
     red = torch.tensor([0.86, 0.15, 0.15]).view(3, 1)
     image[:, c - 1:c + 2, c - arm:c + arm + 1] = red.unsqueeze(-1)
     image[:, c - arm:c + arm + 1, c - 1:c + 2] = red.unsqueeze(-1)
-    return (image.clamp(0, 1) * 255).to(torch.uint8)
+    return to_uint8(image)
 
 
 def log(logger, model: torch.nn.Module, loss: Loss, split: Split, epoch: int) -> None:

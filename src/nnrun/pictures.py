@@ -12,6 +12,7 @@ import functools
 from typing import NamedTuple
 
 import torch
+import torch.nn.functional as F
 
 from nnrun.data import Split
 from nnrun.losses import Loss
@@ -42,12 +43,8 @@ def plane(points: torch.Tensor, size: int = SIZE,
 
 
 def colour_by_proba(proba: torch.Tensor, size: int) -> torch.Tensor:
-    """(size², K) probabilities -> (3, size, size) image, pale where the net is unsure.
-
-    The image is a (3, size, size) view of (size, size, 3) memory, each pixel's colours side by side, as PNG
-    wants them: the steps that follow (upsampling, marks, uint8, encoding) keep that layout and need no copy
-    to change it.
-    """
+    """(size², K) probabilities -> (3, size, size) image, pale where the net is unsure: a view of (size, size, 3)
+    memory, pixel by pixel as PNG wants it, a layout the steps that follow keep without a copy."""
     k = proba.shape[1]
     rgb = proba @ PALETTE[:k]  # (size², 3): pixel by pixel
     confidence = proba.amax(1, keepdim=True)  # 1/K .. 1
@@ -61,9 +58,7 @@ def heatmap(proba: torch.Tensor, size: int = SIZE) -> torch.Tensor:
     points, as uint8, then smoothly upsampled. Bilinear upsampling of uint8 pixels laid out pixel by pixel (the
     layout of `colour_by_proba`, which it keeps) is torch's fast path, a quarter of the time of upsampling floats
     and converting four times as many pixels after; a pixel comes out within one level of that."""
-    import torch.nn.functional as F
-
-    pixels = to_uint8_(colour_by_proba(proba, GRID)).permute(1, 2, 0)[None]  # (1, GRID, GRID, 3)
+    pixels = colour_by_proba(proba, GRID).clamp_(0, 1).mul_(255).to(torch.uint8).permute(1, 2, 0)[None]
     # As (1, 3, GRID, GRID) with the batch's stride too, so that torch sees the channels-last layout and keeps it.
     return F.interpolate(pixels.permute(0, 3, 1, 2), size=(size, size), mode="bilinear", align_corners=True)[0]
 
@@ -71,11 +66,6 @@ def heatmap(proba: torch.Tensor, size: int = SIZE) -> torch.Tensor:
 def white(size: int) -> torch.Tensor:
     """A blank (3, size, size) uint8 canvas, in the pixel-by-pixel layout."""
     return torch.full((size, size, 3), 255, dtype=torch.uint8).permute(2, 0, 1)
-
-
-def point_radius(n_points: int) -> int:
-    """Big markers for the four XOR points, small ones for hundreds of points."""
-    return 6 if n_points <= 16 else 3 if n_points <= 100 else 2
 
 
 class Marks(NamedTuple):
@@ -104,11 +94,10 @@ class Marks(NamedTuple):
 
 def point_marks(points: torch.Tensor, labels: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, h: int, w: int,
                 radius: int | None = None) -> Marks:
-    """Each point a square of its class colour with a white rim, on an h x w image of the plane lo..hi.
-
-    All points at once (a Python loop over hundreds of points would cost more than the net's forward pass).
-    """
-    radius = point_radius(len(points)) if radius is None else radius
+    """Each point a square of its class colour with a white rim, on an h x w image of the plane lo..hi: big for
+    XOR's four points, small for hundreds. All at once (a loop over hundreds would cost more than the net)."""
+    if radius is None:
+        radius = 6 if len(points) <= 16 else 3 if len(points) <= 100 else 2
     col = ((points[:, 0] - lo[0]) / (hi[0] - lo[0]) * (w - 1)).round().long()
     row = ((hi[1] - points[:, 1]) / (hi[1] - lo[1]) * (h - 1)).round().long()
     offsets = torch.arange(-radius - 1, radius + 2)
@@ -130,12 +119,6 @@ def point_marks(points: torch.Tensor, labels: torch.Tensor, lo: torch.Tensor, hi
 def to_uint8(image: torch.Tensor) -> torch.Tensor:
     """A float 0..1 image as uint8 0..255 (clamped, truncated), in the same layout."""
     return (image.clamp(0, 1) * 255).to(torch.uint8)
-
-
-def to_uint8_(image: torch.Tensor) -> torch.Tensor:
-    """`to_uint8` of an image nothing else holds (the grid's colours, before upsampling): scaled in place, one
-    new tensor instead of three."""
-    return image.clamp_(0, 1).mul_(255).to(torch.uint8)
 
 
 @torch.no_grad()
@@ -220,8 +203,6 @@ def plane_logits(output: torch.nn.Linear, basis: torch.Tensor, centre: torch.Ten
     `grid`: one linear map of the two coordinates, weight @ basis.T and weight @ centre + bias, rather than the
     layer applied to G points of the whole hidden width (the same numbers to rounding, a fraction of the work on
     a wide layer). The output layer is linear and needs no mode switch: dropout sits before it."""
-    import torch.nn.functional as F
-
     weight, bias = output.weight.detach().float().cpu(), output.bias.detach().float().cpu()
     return F.linear(grid, weight @ basis.T, weight @ centre + bias)
 
@@ -245,8 +226,7 @@ class Pictures:
 
     @functools.cached_property
     def original_data(self) -> torch.Tensor:
-        """Panel 1, (3, size, size) uint8: the training points in the input plane, nothing else (not to be
-        changed in place: every run logs this one)."""
+        """Panel 1, (3, size, size) uint8: the training points in the input plane (every run logs this one)."""
         return self.input_plane[1].draw(white(self.size))
 
     @torch.no_grad()

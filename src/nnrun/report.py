@@ -21,8 +21,13 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from nnrun.config import EarlyStoppingConfig
-from nnrun.metrics import FINAL_KEYS
+from rich.cells import cell_len
+from rich.table import Table
+from rich.text import Text
+
+from nnrun.config import ConfigError, EarlyStoppingConfig, parse
+from nnrun.console import STATUS_STYLE, PipeConsole, plural
+from nnrun.metrics import FINAL_KEYS, atomic_write, finite_or_none, read_metrics, read_yaml
 
 UNTRAINED = "untrained/"  # `--metric untrained/accuracy/test`: the run's network before its first step
 METRICS = (*FINAL_KEYS, *(UNTRAINED + key for key in FINAL_KEYS))
@@ -47,10 +52,6 @@ class Run:
     final: dict[str, float | None]
     curves: dict[str, list[tuple[int, float]]] | None = field(default=None, repr=False)
     untrained: dict[str, float | None] | None = field(default=None, repr=False)
-
-    @property
-    def seed(self) -> str | None:
-        return self.overrides.get("seed")
 
     def scalars(self) -> dict[str, list[tuple[int, float]]]:
         if self.curves is None:
@@ -103,18 +104,8 @@ def parse_overrides(lines: list[str]) -> dict[str, str]:
     return parsed
 
 
-def _read_yaml(path: Path) -> Any:
-    import yaml
-
-    try:
-        # libyaml's safe loader where PyYAML was built with it: a run's config.yaml in a millisecond, not ten.
-        return yaml.load(path.read_text(encoding="utf-8"), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
-    except (OSError, yaml.YAMLError):
-        return None
-
-
 def _monitor(run_dir: Path) -> str:
-    config = _read_yaml(run_dir / ".hydra" / "config.yaml") or {}
+    config = read_yaml(run_dir / ".hydra" / "config.yaml") or {}
     try:
         return str(config["train"]["early_stopping"]["monitor"])
     except (KeyError, TypeError):
@@ -143,28 +134,22 @@ def maximize(monitor: str) -> bool:
     return EarlyStoppingConfig(monitor=monitor).maximize
 
 
-def _finite(value) -> float | None:
-    return float(value) if value is not None and math.isfinite(float(value)) else None
-
-
 def read_run(run_dir: Path) -> Run:
-    from nnrun.metrics import read_metrics
-
     metrics = read_metrics(run_dir)
     if metrics is not None:
         lines = metrics.get("overrides")
         if lines is None:
-            lines = _read_yaml(run_dir / ".hydra" / "overrides.yaml") or []
+            lines = read_yaml(run_dir / ".hydra" / "overrides.yaml") or []
         best = metrics.get("best") or {}
         monitor = next((k for k in best if k != "epoch"), None) or _monitor(run_dir)
         return Run(run_dir, parse_overrides(lines), metrics.get("status", "failed"), monitor,
-                   metrics.get("epochs_run"), best.get("epoch"), _finite(best.get(monitor)),
-                   {k: _finite(v) for k, v in (metrics.get("final") or {}).items()})
+                   metrics.get("epochs_run"), best.get("epoch"), finite_or_none(best.get(monitor)),
+                   {k: finite_or_none(v) for k, v in (metrics.get("final") or {}).items()})
     # Still running (or killed): the latest logged point is its "final", the best logged point its best.
-    overrides = parse_overrides(_read_yaml(run_dir / ".hydra" / "overrides.yaml") or [])
+    overrides = parse_overrides(read_yaml(run_dir / ".hydra" / "overrides.yaml") or [])
     monitor = _monitor(run_dir)
     curves = read_curves(run_dir)
-    final = {tag: _finite(points[-1][1]) for tag, points in curves.items() if points}
+    final = {tag: finite_or_none(points[-1][1]) for tag, points in curves.items() if points}
     points = [(step, v) for step, v in curves.get(monitor, []) if math.isfinite(v)]
     best_epoch, best = (max if maximize(monitor) else min)(points, key=lambda p: p[1]) if points else (None, None)
     last_epoch = max((pts[-1][0] for pts in curves.values() if pts), default=None)
@@ -175,9 +160,7 @@ def untrained_metrics(run_dir: Path) -> dict[str, float | None]:
     """Loss and accuracy on each split of the run's network before its first step (the lecture's "an untrained
     net predicts badly"): the run's config from .hydra/config.yaml, its data and its seed's initial weights.
     Empty when the config or the data cannot be read."""
-    from nnrun.config import ConfigError, parse
-
-    config = _read_yaml(Path(run_dir) / ".hydra" / "config.yaml")
+    config = read_yaml(Path(run_dir) / ".hydra" / "config.yaml")
     try:
         return untrained(parse(config)) if isinstance(config, dict) else {}
     except ConfigError as exc:  # a data file moved away since: the run's other numbers still stand
@@ -188,7 +171,7 @@ def untrained_metrics(run_dir: Path) -> dict[str, float | None]:
 def untrained(cfg) -> dict[str, float | None]:
     """{loss/train, accuracy/train, ..., accuracy/test} of `cfg`'s network as its run starts: the same data
     split and the same initial weights (models.build with the run's seed, as the engine builds them)."""
-    from nnrun import losses, models
+    from nnrun import losses, models  # torch
     from nnrun.data import load
     from nnrun.engine import evaluate
 
@@ -292,7 +275,7 @@ def override_texts(values: list[str]) -> list[str]:
     SIGNIFICANT significant digits (an Optuna-proposed lr 0.0044303752452182690, a log-spaced 0.398107): then
     every number of the column in one format, positional, with as few significant digits (3 or more) as keep
     different values apart: 0.00631, 0.00316, 0.398. Whole numbers stay whole. report.csv keeps every digit."""
-    from numpy import format_float_positional
+    from numpy import format_float_positional  # numpy, for the rare column that needs it
 
     numbers = {v: _number(v) for v in values}
     if all(n is None or _significant_digits(v) <= SIGNIFICANT for v, n in numbers.items()):
@@ -312,8 +295,6 @@ def override_texts(values: list[str]) -> list[str]:
 
 
 def _status_cell(runs: list[Run]) -> str:
-    from nnrun.console import STATUS_STYLE
-
     counts = Counter(r.status for r in runs)
     return " ".join(f"[{STATUS_STYLE.get(s, 'dim')}]{s}{'' if len(runs) == 1 else f'×{n}'}[/]"
                     for s, n in counts.most_common())
@@ -345,8 +326,6 @@ class Column:
     def width(self, wrapped: bool = True) -> int:
         """The narrowest this column gets without cutting a value (`wrapped`: status broken between statuses),
         or, not `wrapped`, its natural width, every cell on its lines."""
-        from rich.cells import cell_len
-
         texts = [self.header, *(str(c) for c in self.cells)]
         pieces = (word for text in texts for line in text.split("\n") for word in
                   (line.split(" ") if self.wraps and wrapped else [line]))
@@ -367,8 +346,6 @@ def metric_name(metric: str) -> str:
 
 def table_columns(groups: list[Group], keys: list[str], monitor: str,
                   metrics: tuple[str, ...] = TABLE_METRICS) -> list[Column]:
-    from rich.text import Text
-
     grouped = any(len(g.runs) > 1 for g in groups)
     columns = []
     for key in keys:
@@ -399,8 +376,6 @@ def table_columns(groups: list[Group], keys: list[str], monitor: str,
 def stack_overrides(columns: list[Column], keys: list[str]) -> list[Column]:
     """The override columns as one: each row's key=value lines, one per override it has. As wide as the longest
     key=value, where separate columns are as wide as all of them side by side."""
-    from rich.text import Text
-
     stacked = [c for c in columns if c.name in keys]
     if len(stacked) < 2:
         return columns
@@ -420,8 +395,6 @@ def table_width(columns: list[Column], wrapped: bool = True) -> int:
 def _table(columns: list[Column], title: str):
     """A rich Table that never cuts a value: every column but status keeps its widest cell on one line;
     status may wrap between statuses ("completed×2" / "diverged×1"), never inside one."""
-    from rich.table import Table
-
     table = Table(title=title)
     for column in columns:
         table.add_column(column.header, justify="right" if column.numeric else "left", no_wrap=not column.wraps,
@@ -454,8 +427,6 @@ def print_table(groups: list[Group], keys: list[str], monitor: str, title: str, 
     """The comparison table at the console's width: columns are left out (`optional`, in that order) and the
     overrides stacked into one column until it fits, never a value cut; when even that is too wide, one block
     of lines per row. With `wide`, every column, at the table's full width."""
-    from nnrun.console import PipeConsole
-
     console = console or PipeConsole()
     columns = table_columns(groups, keys, monitor, metrics)
     fitted = (columns, []) if wide else fit(columns, keys, console.width, optional)
@@ -479,8 +450,6 @@ def print_blocks(columns: list[Column], keys: list[str], title: str, console) ->
     """The table as one block per row, for a terminal too narrow for any table of it: the row's number and its
     overrides, then its status and numbers, indented; each `key=value` and `name value` whole, lines broken
     between them."""
-    from rich.text import Text
-
     console.print(Text(title, style="italic"), soft_wrap=True)
     indent = "   "
     for number, row in enumerate(zip(*(c.cells for c in columns)), start=1):
@@ -510,8 +479,6 @@ def _wrap(items: list[str], width: int) -> list[str]:
 def write_csv(path: Path, runs: list[Run], keys: list[str], monitor: str, metrics: tuple[str, ...] = ()) -> None:
     """One row per run (no grouping: the raw numbers, for a spreadsheet or pandas): every final metric, and the
     untrained ones asked for."""
-    from nnrun.metrics import atomic_write
-
     extra = [m for m in metrics if m.startswith(UNTRAINED)]
     header = ["run_dir", *keys, "status", "epochs_run", "best_epoch", f"best {monitor}",
               *(f"final {t}" for t in FINAL_KEYS), *(metric_name(m) for m in extra)]
@@ -640,8 +607,6 @@ def build_parser() -> argparse.ArgumentParser:
 def picked_metrics(args: list[str] | None) -> tuple[str, ...] | None:
     """--metric's names in order (comma lists split), or None when none was given; a name not in METRICS is a
     ConfigError naming the allowed ones."""
-    from nnrun.config import ConfigError
-
     if not args:
         return None
     names = [name.strip() for arg in args for name in arg.split(",") if name.strip()]
@@ -651,19 +616,13 @@ def picked_metrics(args: list[str] | None) -> tuple[str, ...] | None:
     return tuple(dict.fromkeys(names))
 
 
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}{'' if n == 1 else 's'}"
-
-
 def title(runs: list[Run], groups: list[Group], monitor: str) -> str:
     """'18 runs in 6 groups of seeds (mean±std), sorted by best loss/val'."""
-    grouped = f" in {_plural(len(groups), 'group')} of seeds (mean±std)" if len(groups) < len(runs) else ""
-    return f"{_plural(len(runs), 'run')}{grouped}, sorted by best {monitor}"
+    grouped = f" in {plural(len(groups), 'group')} of seeds (mean±std)" if len(groups) < len(runs) else ""
+    return f"{plural(len(runs), 'run')}{grouped}, sorted by best {monitor}"
 
 
 def main(argv: list[str] | None = None) -> int:
-    from nnrun.config import ConfigError
-
     args = build_parser().parse_args(argv)
     root: Path = args.dir
     try:

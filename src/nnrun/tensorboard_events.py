@@ -1,28 +1,15 @@
-"""TensorBoard output of one run: scalars, the loss chart layout, HParams, images and the config text.
+"""TensorBoard output of one run: scalars, the loss chart layout, HParams, images and the config text, all in the
+run's own directory (one event file), so `tensorboard --logdir <sweep>` shows one run, one HParams row, per job.
 
-Everything goes into the run's own directory (one event file), so `tensorboard --logdir <sweep>` shows one
-run per job and the HParams table one row per job, with no stray sub-runs.
+Tag names decide what a user sees first: TensorBoard sorts tags, groups them by the part before the first `/` and
+expands the first two groups. The curves are `accuracy/...` and `loss/...`; `lr` follows; pictures (`pictures/...`)
+and the one-point final values (`result/...`) sort after them.
 
-Tag names decide what a user sees first. TensorBoard's Scalars and Time Series tabs sort tags, group them by the
-part before the first `/` and expand only the first two groups (Time Series sorts images among them). The
-per-epoch curves are `accuracy/...` and `loss/...`, the first two groups; `lr` follows; pictures are
-`pictures/...` and the one-point final values `result/...`, both after `lr`, so neither an image nor a chart of
-one point sorts before the curves.
-
-Every summary comes from torch's public builders (`torch.utils.tensorboard.summary`: scalar, image, text,
-custom_scalars, hparams), the ones torch's SummaryWriter writes with. Importing them imports tensorboard's gfile
-and with it boto3 and fsspec, for S3 and other remote paths a run dir never is: 0.3 s once per process on a
-quiet machine, up to 0.8 s on a busy one (benchmarks/event_writer.py). The HParams summaries cannot do without
-it: every public builder of them (torch's, tensorboard's hparams plugin) imports the plugin's metadata, which
-imports gfile.
-
-The events are framed by `EventFile`, not by tensorboard's EventFileWriter (which SummaryWriter wraps), for what
-that writer costs per event (benchmarks/event_writer.py, on one shared 2-core machine): its TFRecord framing
-computes each record's CRC-32C in pure Python, byte by byte, and it hands every event to a writer thread of its
-own per file. One run's events (51 logged epochs, 7 pictures, config, HParams) took it 18-34 ms against
-EventFile's 0.6-0.7 ms; 2,000 per-step losses 320-490 ms against 7-16 ms; a stack of 256 runs, whose files are
-all open while it trains, 4.2-7.0 s and 257 threads against 0.3 s and one (two runs of the benchmark).
-EventFile writes the same records in this thread, with google-crc32c's C CRC, into a buffered file.
+Every summary comes from torch's public builders (`torch.utils.tensorboard.summary`), imported when a run starts:
+with them tensorboard's gfile, boto3 and fsspec, 0.3-0.8 s once per process. The events are framed by `EventFile`,
+not by tensorboard's EventFileWriter, which computes each record's CRC-32C in pure Python and runs a writer thread
+per file: 18-34 ms against 0.6-0.7 ms for one run's events, 4-7 s and 257 threads against 0.3 s for a stack of 256
+runs (benchmarks/event_writer.py). EventFile writes the same records in this thread, with google-crc32c's C CRC.
 """
 
 from __future__ import annotations
@@ -34,6 +21,8 @@ import struct
 import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping
+
+from google_crc32c import value as crc32c
 
 # Seconds between batches of scalars written and flushed to the event file: curves stay live, the loop stays fast.
 FLUSH_SECONDS = 2.0
@@ -66,9 +55,7 @@ def hparam_value(value: Any) -> Any:
 
 
 def masked_crc32c(data: bytes) -> int:
-    """TFRecord's masked CRC-32C of `data` (google-crc32c's C code)."""
-    from google_crc32c import value as crc32c
-
+    """TFRecord's masked CRC-32C of `data`."""
     crc = crc32c(data)
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
 
@@ -127,8 +114,9 @@ class RunLogger:
     """The run dir's event file, with the few calls the engine needs."""
 
     def __init__(self, run_dir: Path, config_yaml: str, flush_seconds: float = FLUSH_SECONDS):
-        from torch.utils.tensorboard import summary
+        from torch.utils.tensorboard import summary  # tensorboard: only when a run starts
 
+        self.summary = summary
         self.run_dir = Path(run_dir)
         self.file = EventFile(run_dir)
         self.flush_seconds = flush_seconds
@@ -141,13 +129,12 @@ class RunLogger:
     def scalars(self, step: int, values: Mapping[str, float]) -> None:
         """All of one step's scalars in one event, written to the file in batches (see `flush`)."""
         from tensorboard.compat.proto.summary_pb2 import Summary
-        from torch.utils.tensorboard.summary import scalar
 
         if "loss/step" not in values:  # per-step losses count optimisation steps, not epochs
             self._last_epoch = max(self._last_epoch, step)
         summary = Summary()
         for tag, value in values.items():
-            summary.MergeFrom(scalar(tag, value))  # appends the builder's one value
+            summary.MergeFrom(self.summary.scalar(tag, value))  # appends the builder's one value
         self._pending.append(self.file.event(summary, step))
         if time.monotonic() - self._flushed_at > self.flush_seconds:
             self.flush()
@@ -165,27 +152,17 @@ class RunLogger:
         """A (C, H, W) picture (uint8 0..255, or float 0..1) as the image `tag` at `step` (on disk at the next
         flush). The builder's PNG is zlib's default level: for nnrun's 200 x 200 pictures about 1.5 ms more to
         encode than level 1, and a third smaller."""
-        from torch.utils.tensorboard.summary import image
-
-        self._pending.append(self.file.event(image(tag, chw, dataformats="CHW"), step))
+        self._pending.append(self.file.event(self.summary.image(tag, chw, dataformats="CHW"), step))
 
     def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float | None]) -> None:
-        """The HParams plugin's session start/end, in this run's own event file, and the final metrics.
-
-        Of the builder's three summaries the experiment summary is left out: TensorBoard then builds the
-        table's columns from every run's session (so runs of a sweep that vary different keys still share one
-        table) and its metric columns from the run's scalar tags, each at its last value. The per-epoch tags
-        end at the last logged epoch, before restore_best puts the best weights back; the `result/<metric>`
-        scalars hold what metrics.json calls final, so the table shows those too (one point each, under a
-        group that sorts after the curves). A metric that is None (diverged, failed) is left out rather than
-        written as NaN.
-        """
-        from torch.utils.tensorboard.summary import hparams as hparams_summaries
-
+        """The HParams plugin's session start/end, and the final metrics as `result/<metric>` scalars (what
+        metrics.json calls final; the per-epoch tags end before restore_best), None ones left out rather than NaN.
+        The builder's experiment summary is left out: TensorBoard then builds the table's columns from every run's
+        session, so runs of a sweep that vary different keys still share one table."""
         final = {f"{RESULT}/{k}": float(v) for k, v in metrics.items() if v is not None}
         if final:
             self.scalars(self._last_epoch, final)
-        _experiment, start, end = hparams_summaries({k: hparam_value(v) for k, v in hparams.items()}, final)
+        _experiment, start, end = self.summary.hparams({k: hparam_value(v) for k, v in hparams.items()}, final)
         self._pending += [self.file.event(start), self.file.event(end)]
 
     def close(self) -> None:
