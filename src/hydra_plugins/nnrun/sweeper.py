@@ -32,6 +32,12 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from hydra_plugins.nnrun.sweep_configs import SweepConfigs, young_garbage_only
+from nnrun.config import ConfigError, explain_composition
+from nnrun.console import Phase, fail, plural
+from nnrun.metrics import read_metrics
+from nnrun.sweep import job_dirs
+
 
 @dataclass
 class NnrunSweeperConf:
@@ -94,8 +100,7 @@ class NnrunSweeper(Sweeper):
         if check is None:  # not nnrun's task: Hydra's basic sweeper's checks, batch by batch as it launches them
             return self.launch(batches, validate=True)
         jobs = [job for batch in batches for job in batch]
-        print(f"nnrun: a sweep of {len(jobs)} job{'' if len(jobs) == 1 else 's'}{_shape(overrides)}",
-              flush=True)
+        print(f"nnrun: a sweep of {plural(len(jobs), 'job')}{_shape(overrides)}", flush=True)
         self.check(check, jobs)
         try:
             returns = self.launch(batches)
@@ -129,10 +134,6 @@ class NnrunSweeper(Sweeper):
         """Build each job's config once and read it through the task's `check`, before any job starts; the first
         job refused is bad input: one line naming it, exit 2, nothing made on disk. A launcher that takes the
         checked configs (nnrun's vectorized launchers: `use_checked`) is handed them."""
-        from hydra_plugins.nnrun.sweep_configs import SweepConfigs, young_garbage_only
-        from nnrun.config import ConfigError
-        from nnrun.console import Phase, fail
-
         assert self.config is not None and self.hydra_context is not None
         configs = SweepConfigs(self.hydra_context.config_loader, self.config)
         keep = getattr(self.launcher, "use_checked", None)
@@ -157,8 +158,6 @@ class NnrunSweeper(Sweeper):
     def why(self, exc: Exception, overrides: List[str]) -> str:
         """A job's refusal in nnrun's words: the schema's, or for a config that does not compose, the override
         that nnrun's schema explains (an unknown key), else the first line of Hydra's message."""
-        from nnrun.config import ConfigError, explain_composition
-
         if isinstance(exc, ConfigError):
             return str(exc)
         assert self.config is not None and self.hydra_context is not None
@@ -178,10 +177,7 @@ class NnrunSweeper(Sweeper):
     def all_ended(self, n_jobs: int) -> bool:
         """Whether all `n_jobs` of this sweep have ended: each has a metrics.json, and none says interrupted (a stop
         signal that came after the last of them changes nothing)."""
-        from nnrun.metrics import read_metrics
-
-        assert self.config is not None
-        found = [read_metrics(path.parent.parent) for path in self.sweep_dir.glob("*/.hydra/overrides.yaml")]
+        found = [read_metrics(job_dir) for job_dir in job_dirs(self.sweep_dir)]
         return len(found) == n_jobs and all(m is not None and m.get("status") != "interrupted" for m in found)
 
 
@@ -195,7 +191,7 @@ def _shape(overrides: Sequence[Any]) -> str:
 def interrupted(exc: KeyboardInterrupt, sweep_dir: Optional[Path]) -> KeyboardInterrupt:
     """Ctrl-C during a sweep, as the engine's RunInterrupted: what train.resume takes to go on (the sweep dir,
     None before it exists). One that is a RunInterrupted already (raised by the engine) goes on as it is."""
-    from nnrun.engine import RunInterrupted
+    from nnrun.engine import RunInterrupted  # torch
 
     if isinstance(exc, RunInterrupted) or sweep_dir is None:
         return exc

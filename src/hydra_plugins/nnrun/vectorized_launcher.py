@@ -24,6 +24,11 @@ from hydra.plugins.launcher import Launcher
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, open_dict
 
+from hydra_plugins.nnrun.sweep_configs import SweepConfigs, young_garbage_only
+from nnrun.config import ConfigError
+from nnrun.console import Phase, fail
+from nnrun.sweep import objective
+
 log = logging.getLogger(__name__)
 
 
@@ -53,7 +58,7 @@ class VectorizedLauncher(Launcher):
         for key in ("max_models", "memory_budget_mb"):
             value = getattr(self, key)
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                bad_input(f"hydra.launcher.{key}={value} is not allowed: an integer >= 1")
+                fail(f"hydra.launcher.{key}={value} is not allowed: an integer >= 1")
 
     def use_checked(self, checked: Dict[Tuple[str, ...], Tuple[DictConfig, Any]]) -> None:
         """The jobs' configs nnrun's sweeper built and checked, by their overrides, each with what the task's check
@@ -61,8 +66,6 @@ class VectorizedLauncher(Launcher):
         self.checked = checked
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
-        from hydra_plugins.nnrun.sweep_configs import SweepConfigs, young_garbage_only
-
         setup_globals()
         assert self.config is not None and self.hydra_context is not None and self.task_function is not None
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
@@ -74,11 +77,10 @@ class VectorizedLauncher(Launcher):
             runs = []
             for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
                 log.info(f"\t#{idx} : {' '.join(filter_overrides(overrides))}")
-                runs.append(self.run(configs, overrides, idx, self.task_function))
+                runs.append(self.run(numbered(configs.load(list(overrides)), idx), self.task_function))
             return runs
 
-        from nnrun import engine
-        from nnrun.console import Phase
+        from nnrun import engine  # torch
 
         carry = getattr(self.task_function, "carry", None)
         runs: List[JobReturn] = []
@@ -92,7 +94,7 @@ class VectorizedLauncher(Launcher):
                         cfg.hydra.job.name), working_dir=os.getcwd(), status=JobStatus.COMPLETED))
                     runs[-1].return_value = carried
                 else:
-                    runs.append(self.run(configs, overrides, idx, functools.partial(set_up, checked=checked), cfg))
+                    runs.append(self.run(cfg, functools.partial(set_up, checked=checked)))
                 collect()
                 phase.advance()
         # As Hydra's basic launcher: the launcher's own logging again, not the last job's log file.
@@ -101,10 +103,8 @@ class VectorizedLauncher(Launcher):
                     if ret.status == JobStatus.COMPLETED and isinstance(ret.return_value, engine.Job)])
         return runs
 
-    def run(self, configs: Any, overrides: Sequence[str], idx: int, task: Any,
-            cfg: Optional[DictConfig] = None) -> JobReturn:
-        """One job through Hydra's `run_job`, numbered `idx`, its config `cfg` or composed (`SweepConfigs`)."""
-        cfg = numbered(configs.load(list(overrides)) if cfg is None else cfg, idx)
+    def run(self, cfg: DictConfig, task: Any) -> JobReturn:
+        """One job, its config numbered, through Hydra's `run_job`."""
         return run_job(hydra_context=self.hydra_context, task_function=task, config=cfg,
                        job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
 
@@ -113,15 +113,13 @@ class VectorizedLauncher(Launcher):
         have returned."""
         if not runs:
             return
-        from nnrun import engine
-        from nnrun.config import ConfigError
-        from nnrun.sweep import objective
+        from nnrun import engine  # torch
 
         try:
             results = engine.train_jobs([job for _, job in runs], max_models=self.max_models,
                                         memory_budget_mb=self.memory_budget_mb, raise_faults=False, announce=True)
         except ConfigError as exc:  # bad input found while the stacks are set up: before any training
-            bad_input(str(exc))
+            fail(str(exc))
         for (ret, _), result in zip(runs, results):
             ret.return_value = objective(result, ret.hydra_cfg.hydra)
 
@@ -132,9 +130,3 @@ def numbered(cfg: DictConfig, idx: int) -> DictConfig:
         cfg.hydra.job.id = idx
         cfg.hydra.job.num = idx
     return cfg
-
-
-def bad_input(message: str) -> None:
-    from nnrun.console import fail
-
-    fail(message)

@@ -16,7 +16,6 @@ engine finish its step and save every unfinished run `interrupted` with its chec
 import io
 import sys
 import time
-from collections import Counter
 from contextlib import redirect_stderr
 from dataclasses import dataclass, fields
 from typing import Any, Dict, List, NamedTuple, Tuple
@@ -27,8 +26,11 @@ from hydra.core.config_store import ConfigStore
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
-from hydra_plugins.nnrun.vectorized_launcher import (
-    VectorizedLauncher, VectorizedLauncherConf, bad_input)
+from hydra_plugins.nnrun.vectorized_launcher import VectorizedLauncher, VectorizedLauncherConf
+from nnrun.config import ConfigError
+from nnrun.console import counted, fail, plural
+from nnrun.metrics import read_metrics
+from nnrun.sweep import objective
 
 try:  # Hydra's submitit plugin, of nnrun's sweep extra; without it nnrun's pre-flight says what to install
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, SlurmQueueConf
@@ -100,13 +102,10 @@ class VectorizedSlurmLauncher(VectorizedLauncher):
         task would have returned."""
         if not runs:
             return
-        from nnrun.config import ConfigError
-        from nnrun.sweep import objective
-
         try:
             stacks = plan_stacks([job for _, job in runs], self.max_models, self.memory_budget_mb)
         except ConfigError as exc:  # bad input found while the stacks are planned: before any submission
-            bad_input(str(exc))
+            fail(str(exc))
         numbers = {id(job): ret.hydra_cfg.hydra.job.num for ret, job in runs}
         outcomes = self.run_stacks(stacks, [[numbers[id(job)] for job in stack] for stack in stacks])
         for ret, job in runs:
@@ -117,7 +116,7 @@ class VectorizedSlurmLauncher(VectorizedLauncher):
         by `numbers`, hydra.job.num). Ctrl-C cancels the stacks still queued or running (each saves its runs
         `interrupted`), waits for them, and lets the interrupt go on up."""
         jobs = submit(self.executor, stacks, self.max_models, self.memory_budget_mb)
-        print(f"nnrun: {len(stacks)} stack{'' if len(stacks) == 1 else 's'} submitted to SLURM as "
+        print(f"nnrun: {plural(len(stacks), 'stack')} submitted to SLURM as "
               f"{_ids(jobs)} ({sum(map(len, stacks))} jobs)", flush=True)
         # Each SLURM job that has not ended yet: its stack's name, its runs (engine.Jobs) and their numbers.
         waiting = {job: (f"stack {i + 1}/{len(stacks)}", stack, nums)
@@ -154,13 +153,13 @@ def check_settings(params: Dict[str, Any]) -> None:
     would come before the stacks have begun, more than one process for a stack."""
     for key, (least, nullable) in LEAST.items():
         if params[key] is not None and params[key] < least:
-            bad_input(f"hydra.launcher.{key}={params[key]} is not allowed: an integer >= {least}"
+            fail(f"hydra.launcher.{key}={params[key]} is not allowed: an integer >= {least}"
                       + (" or null" if nullable else ""))
     for key, (only, why) in ONLY.items():
         if params[key] != only:
-            bad_input(f"hydra.launcher.{key}={params[key]} is not allowed: {only} ({why})")
+            fail(f"hydra.launcher.{key}={params[key]} is not allowed: {only} ({why})")
     if params["signal_delay_s"] >= params["timeout_min"] * 60:
-        bad_input(f"hydra.launcher.signal_delay_s={params['signal_delay_s']} is not allowed: less than "
+        fail(f"hydra.launcher.signal_delay_s={params['signal_delay_s']} is not allowed: less than "
                   f"hydra.launcher.timeout_min x 60 ({params['timeout_min'] * 60} s), or SLURM would signal each "
                   "stack to stop as it starts")
 
@@ -178,7 +177,7 @@ def make_executor(params: Dict[str, Any]) -> Any:
         executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=max_num_timeout)
         executor.update_parameters(**{k if k in generic else f"slurm_{k}": v for k, v in params.items()})
     except (ValueError, TypeError, NameError, AssertionError, RuntimeError) as exc:
-        bad_input(f"hydra/launcher={NAME}: {first_line(str(exc))}")
+        fail(f"hydra/launcher={NAME}: {first_line(str(exc))}")
     return executor
 
 
@@ -193,7 +192,7 @@ def submit(executor: Any, stacks: List[List[Any]], max_models: int, memory_budge
             jobs = executor.map_array(train_on_node, stacks, [max_models] * len(stacks),
                                       [memory_budget_mb] * len(stacks))
     except FailedJobError as exc:
-        bad_input(f"sbatch refused the sweep's jobs: {first_line(str(exc) or said.getvalue())}")
+        fail(f"sbatch refused the sweep's jobs: {first_line(str(exc) or said.getvalue())}")
     return jobs
 
 
@@ -220,15 +219,14 @@ def stack_outcomes(job: Any, name: str, stack: List[Any], nums: List[int], began
         print(f"nnrun: {name} (SLURM job {job.job_id}) ended without returning its results; its runs count as "
               f"their run dirs say (its log: {log})", file=sys.stderr, flush=True)
         outcomes = [read_outcome(run) for run in stack]
-    counted = ", ".join(f"{n} {status}" for status, n in Counter(o.status for o in outcomes).items())
-    print(f"nnrun: {name} (SLURM job {job.job_id}): {numbered(nums)} after {took:.0f} s: {counted}", flush=True)
+    print(f"nnrun: {name} (SLURM job {job.job_id}): {numbered(nums)} after {took:.0f} s: "
+          f"{counted(o.status for o in outcomes)}", flush=True)
     return {id(run): outcome for run, outcome in zip(stack, outcomes)}
 
 
 def read_outcome(job: Any) -> Outcome:
     """A run's outcome as its metrics.json says; none written: failed."""
-    from nnrun import engine
-    from nnrun.metrics import read_metrics
+    from nnrun import engine  # torch
 
     if read_metrics(job.run_dir) is None:
         return Outcome("failed", float("nan"))
