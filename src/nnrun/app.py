@@ -141,16 +141,13 @@ class TrainTask:
         resume = OmegaConf.select(cfg, "train.resume")
         if resume is None or hydra_cfg.mode != RunMode.MULTIRUN:
             return None
-        root = Path(hydra_cfg.runtime.cwd)
-        sweep_dir = root / str(hydra_cfg.sweep.dir)
-        name = str(hydra_cfg.sweep.subdir)
-        source = sweep.namesake(sweep.resume_sweep_dir(str(cfg.exp_name), str(resume), sweep_dir, root), name,
-                                list(hydra_cfg.overrides.task))
+        source = sweep.resumed_job(str(cfg.exp_name), str(resume), hydra_cfg)
         if source is None or (read_metrics(source) or {}).get("status") not in FINISHED:
             return None
-        sweep.carry_over(source, sweep_dir / name)
+        run_dir = Path(hydra_cfg.runtime.cwd) / str(hydra_cfg.sweep.dir) / str(hydra_cfg.sweep.subdir)
+        sweep.carry_over(source, run_dir)
         monitor = OmegaConf.select(cfg, "train.early_stopping.monitor")
-        return sweep.objective(engine.RunResult.read(sweep_dir / name, monitor), hydra_cfg)
+        return sweep.objective(engine.RunResult.read(run_dir, monitor), hydra_cfg)
 
     def __call__(self, cfg: DictConfig) -> float:
         from nnrun import engine  # torch
@@ -245,12 +242,10 @@ def make_job(parsed, cfg: DictConfig, hydra_cfg: DictConfig):
     job = engine.Job(parsed, run_dir, overrides, OmegaConf.to_yaml(cfg, resolve=True), in_sweep=multirun)
     if parsed.train.resume is None:
         return job
-    root = Path(hydra_cfg.runtime.cwd)  # experiments/ is where nnrun was started
     if multirun:
-        source = sweep.resume_sweep_dir(parsed.exp_name, parsed.train.resume, root / str(hydra_cfg.sweep.dir), root)
-        job.resume_from = sweep.namesake(source, run_dir.name, overrides)
-    else:
-        job.resume_from = engine.find_resume_dir(parsed, run_dir, root=root)
+        job.resume_from = sweep.resumed_job(parsed.exp_name, parsed.train.resume, hydra_cfg)
+    else:  # experiments/ is where nnrun was started
+        job.resume_from = engine.find_resume_dir(parsed, run_dir, root=Path(hydra_cfg.runtime.cwd))
     return job
 
 

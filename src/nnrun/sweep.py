@@ -14,7 +14,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nnrun.checkpoint import CHECKPOINT_FILE
 from nnrun.config import ConfigError, UsageError
-from nnrun.console import fail, print_sweep_summary
+from nnrun.console import fail, plural, print_sweep_summary
 from nnrun.metrics import FINISHED, read_metrics, read_yaml
 
 SQLITE_PREFIX = "sqlite:///"
@@ -140,6 +140,13 @@ def namesake(sweep_dir: Path, name: str, overrides) -> Path | None:
     return found if found is not None and (found / CHECKPOINT_FILE).is_file() else None
 
 
+def resumed_job(exp_name: str, resume: str, hydra_cfg: DictConfig) -> Path | None:
+    """The `namesake` of a sweep's job (`hydra_cfg`: its `hydra` node) in the sweep that `resume` names."""
+    root = Path(hydra_cfg.runtime.cwd)  # experiments/ is where nnrun was started
+    source = resume_sweep_dir(exp_name, resume, root / str(hydra_cfg.sweep.dir), root)
+    return namesake(source, str(hydra_cfg.sweep.subdir), list(hydra_cfg.overrides.task))
+
+
 def carry_over(source: Path, run_dir: Path) -> None:
     """A finished job of the sweep being resumed, carried into this job's dir as it is: whatever the dir does not
     hold yet (its own .hydra/ and log, where Hydra's run_job made them) comes from `source`."""
@@ -186,7 +193,7 @@ def resume_line(source: Path) -> str:
             finished += 1
         elif (job_dir / CHECKPOINT_FILE).is_file():
             going_on += 1
-    return (f"nnrun: resuming the sweep {source}: {finished} finished job{'' if finished == 1 else 's'} carried over, "
+    return (f"nnrun: resuming the sweep {source}: {plural(finished, 'finished job')} carried over, "
             f"{going_on} going on from {'its' if going_on == 1 else 'their'} checkpoint"
             f"{'' if going_on == 1 else 's'}, the others from the start")
 
