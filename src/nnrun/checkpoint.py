@@ -6,8 +6,11 @@ from elsewhere cannot run anything on load.
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 from typing import Any
+
+from nnrun.metrics import atomic_write
 
 CHECKPOINT_FILE = "checkpoint.pt"
 
@@ -17,9 +20,7 @@ class CheckpointError(ValueError):
 
 
 def save(run_dir: Path, payload: dict[str, Any]) -> Path:
-    import torch
-
-    from nnrun.metrics import atomic_write
+    import torch  # heavy: nnrun.sweep reads CHECKPOINT_FILE from here
 
     path = Path(run_dir) / CHECKPOINT_FILE
     atomic_write(path, lambda f: torch.save(payload, f), mode="wb")
@@ -45,8 +46,6 @@ def find(path: Path) -> Path:
 
 
 def load(path: Path) -> dict[str, Any]:
-    import pickle
-
     import torch
 
     path = Path(path)

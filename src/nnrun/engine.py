@@ -2,15 +2,11 @@
 
 One loop for every run. It trains a stack of K >= 1 networks of one shape (`models.StackedMLP`), each with its
 own seed, optimizer numbers, early stopping, TensorBoard events, checkpoint.pt and metrics.json: `nnrun train`
-is a stack of one, and the vectorized launcher hands `train_jobs` a whole sweep, which it trains in as few
-stacks as the jobs allow. A `Stack` holds one stack's model, optimizer and rows (a row: one run's weights, its
-best and last finite weights, its `Member`); `train_stack` is the loop. Every rule (when to evaluate and log,
-early stopping and restore_best, divergence, Ctrl-C, checkpoints, resume) is written once, here, and applies to
-each model on its own.
-
-Data stays as tensors on the device (no DataLoader: the lecture's data fits in memory many times over). A step
-is the stack's forward pass, `backward()` of the sum of the models' losses (the models share no weights, so
-each one's gradient is its own) and one optimizer step for all of them.
+is a stack of one; the vectorized launcher hands `train_jobs` a whole sweep. A `Stack` holds one stack's model,
+optimizer and rows (a row: one run's weights, its best and last finite weights, its `Member`); `train_stack` is
+the loop. Data stays as tensors on the device (the lecture's data fits in memory many times over). A step is the
+stack's forward pass, `backward()` of the sum of the models' losses (they share no weights, so each gradient is
+its own) and one optimizer step for all of them.
 """
 
 from __future__ import annotations
@@ -235,17 +231,11 @@ def train(cfg: TrainConfig, run_dir: Path, *, overrides: Sequence[str] = (), con
 def train_jobs(jobs: Sequence[Job], *, max_models: int = 256, memory_budget_mb: int = 1024,
                show_progress: bool = False, console=None, raise_faults: bool = True,
                raise_interrupt: bool = True, announce: bool = False) -> list[RunResult]:
-    """Train `jobs` in as few stacks as they allow (`stacking`): jobs whose configs differ only in per-model
-    values and that stand at the same point (a resumed job goes on from its own) share a stack, of at most
-    `max_models` models and what `memory_budget_mb` holds. Results in the jobs' order.
-
-    Bad input (a data file that cannot be read, a run that cannot be resumed, ...) raises ConfigError before any
-    model trains. A fault in a stack ends its models `failed`; with `raise_faults` it is raised once every
-    stack has run, else the other stacks' results stand. Ctrl-C, SIGTERM or SIGUSR2: the stack training finishes
-    its step, every run not finished is saved `interrupted`, then RunInterrupted (with `raise_interrupt`; else
-    the results, `interrupted` among them). A signal that comes once every run has ended changes nothing.
-    `announce`: a line per finished job and per stack.
-    """
+    """Train `jobs` in as few stacks as they allow (`plan`); results in the jobs' order. Bad input raises
+    ConfigError before any model trains. A fault in a stack ends its models `failed`; with `raise_faults` it is
+    raised once every stack has run. Ctrl-C, SIGTERM or SIGUSR2: the stack finishes its step, every run not
+    finished is saved `interrupted`, then RunInterrupted (with `raise_interrupt`; else the results). A signal
+    that comes once every run has ended changes nothing. `announce`: a line per finished job and per stack."""
     members, stacks = plan(jobs, max_models=max_models, memory_budget_mb=memory_budget_mb)
     if announce:
         print(f"nnrun: training {len(jobs)} jobs in {plural(len(stacks), 'stack')}", flush=True)

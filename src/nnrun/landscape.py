@@ -1,12 +1,7 @@
-"""The loss landscape around the trained weights (Li et al. 2017, "Visualizing the Loss Landscape of Neural Nets").
-
-Two random directions in weight space, each filter-normalised: for every layer, each row of the random
-direction (the weights into one unit) is scaled to the norm of that unit's trained weights, so a step of 1
-along it changes every unit by as much as its own size, whatever the scale of the layer. Biases get no
-direction (as in the paper). The loss is evaluated on a grid θ* + a·d1 + b·d2 and drawn as a heatmap with
-contour lines, the trained weights (a = b = 0) marked in the centre. Drawn once, at the end of a run with
-`train.landscape=true`; imported only then.
-"""
+"""The loss landscape around the trained weights (Li et al. 2017, "Visualizing the Loss Landscape of Neural Nets"),
+drawn once at the end of a run with `train.landscape=true`: the loss on a grid θ* + a·d1 + b·d2 of two random,
+filter-normalised directions (each unit's row scaled to the norm of its trained weights, so a step of 1 changes
+every unit by its own size; biases get none), as a heatmap with contour lines, the trained weights marked."""
 
 from __future__ import annotations
 

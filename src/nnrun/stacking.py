@@ -11,6 +11,7 @@ import json
 from typing import Sequence, TypeVar
 
 from nnrun.config import TrainConfig
+from nnrun.losses import LOSSES
 from nnrun.optim import structure
 
 T = TypeVar("T")
@@ -47,8 +48,6 @@ def bytes_per_model(cfg: TrainConfig, data) -> int:
     Parameters, their gradients, up to three optimizer state tensors and two snapshots (last good, best); the
     activations of a training step (forward, backward, dropout masks) and of evaluating a whole split.
     """
-    from nnrun.losses import LOSSES
-
     n_rows = max(len(data.train), len(data.val), len(data.test))
     batch_rows = min(cfg.train.batch_size or n_rows, n_rows)
     widths = [data.n_features, *cfg.model.hidden, LOSSES[cfg.loss].n_outputs(data.n_classes)]

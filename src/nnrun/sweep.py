@@ -30,14 +30,10 @@ def sqlite_path(storage: Any) -> Path | None:
 
 
 def resumable_tpe_sampler(seed: int | None = None, **options: Any) -> Any:
-    """Optuna's TPE sampler, seeded with `seed` plus the number of trials the study holds when this process first
-    samples from it; `options` are TPESampler's other arguments (hydra.sweeper.sampler's fields).
-
-    Hydra's Optuna sweeper loads a stored study and TPE sees its trials, but a seeded TPESampler starts its
-    random stream afresh in every process, so the first (random, `n_startup_trials`) proposals of a resumed study
-    would repeat the first run's. The offset gives each invocation a new stream, and the same starting study and
-    seed still give the same proposals.
-    """
+    """Optuna's TPE sampler (`options`: its other arguments), seeded with `seed` plus the number of trials the
+    study holds when this process first samples: a seeded TPESampler starts its stream afresh in every process,
+    so a resumed study's first (random) proposals would repeat the first run's; the same study and seed still
+    give the same proposals."""
     from optuna.samplers import BaseSampler, TPESampler
 
     class ResumableTPESampler(BaseSampler):  # defined here: optuna is an extra, and heavy to import
@@ -126,12 +122,9 @@ def index(sweep_dir: Path) -> dict[tuple[str, ...], Path]:
 
 
 def namesake(sweep_dir: Path, name: str, overrides) -> Path | None:
-    """The job dir of `sweep_dir` that ran with these overrides (train.resume aside) and saved a checkpoint: what
-    this job goes on from. None where that sweep never trained such a job (it has none, or only set it up).
-
-    A resumed sweep is the same sweep (`check_same_sweep`): the same jobs, numbered and named alike, so the dir
-    of this job's own name is looked at first, and taken when its overrides agree. Only where they do not (its
-    dirs named otherwise, hydra.sweep.subdir) is the whole sweep indexed."""
+    """The job dir of `sweep_dir` that ran with these overrides (train.resume aside) and saved a checkpoint, else
+    None. A resumed sweep is the same sweep (`check_same_sweep`), so the dir of this job's own `name` is looked at
+    first; only where its overrides differ (hydra.sweep.subdir) is the whole sweep indexed."""
     found = Path(sweep_dir) / name
     wanted = job_key(overrides)
     ran = job_overrides(found)

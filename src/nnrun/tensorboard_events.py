@@ -64,12 +64,8 @@ _U32, _U64 = struct.Struct("<I"), struct.Struct("<Q")
 
 
 class EventFile:
-    """One TensorBoard event file, written in this thread through a buffered file.
-
-    The name and first event are those of TensorBoard's EventFileWriter; each event is one TFRecord: length,
-    masked CRC of the length, the serialized Event, masked CRC of the data (tensorboard's record_writer.py).
-    Nothing reaches the disk before `flush`.
-    """
+    """One TensorBoard event file, named and begun as EventFileWriter's, written in this thread through a buffered
+    file (nothing on disk before `flush`): each event a TFRecord, as tensorboard's record_writer.py frames it."""
 
     def __init__(self, log_dir: Path):
         from tensorboard.compat.proto.event_pb2 import Event, SourceMetadata

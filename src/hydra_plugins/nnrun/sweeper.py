@@ -1,17 +1,12 @@
 """nnrun's sweeper for Hydra (`hydra/sweeper=nnrun`, nnrun's default): a sweep's jobs expanded as Hydra's basic
-sweeper expands them, every job's config built once and checked before any job starts.
+sweeper expands them (`hydra.sweeper.params` then the command line, `itertools.product`'s order, numbered from 0,
+in batches of `max_batch_size`), every job's config built once and checked before any job starts.
 
-The jobs are Hydra's basic sweeper's: `hydra.sweeper.params` then the command line, each sweep's values in
-order, their cartesian product in `itertools.product`'s order, numbered from 0, in batches of `max_batch_size`.
-Where Hydra's basic sweeper then composes every job from scratch only to see that it composes, this one builds
-each job's config with `SweepConfigs` (one composition per set of group choices and keys, the rest derived) and
-hands it to the task function's own check when the task has one (`task_function.check`: nnrun's reads it through
-its schema and its data). The first job refused is one line naming its overrides, exit 2, before the sweep dir
-exists. nnrun's vectorized launchers then launch the very configs checked (`launcher.use_checked`); any other
-launcher composes its jobs as it always does.
-
-A task without a check (a Hydra app that is not nnrun's) gets what Hydra's basic sweeper gives it: each batch's
-jobs composed (`validate_batch_is_legal`) before they launch.
+Each job's config comes from `SweepConfigs` (one composition per set of group choices and keys) and goes through
+the task's own `check` (nnrun's reads it through its schema and its data): the first job refused is one line
+naming its overrides, exit 2, before the sweep dir exists. nnrun's vectorized launchers then launch the very
+configs checked (`launcher.use_checked`). A task without a check (a Hydra app that is not nnrun's) gets what
+Hydra's basic sweeper gives it: each batch's jobs composed (`validate_batch_is_legal`) before they launch.
 """
 
 import itertools

@@ -1,12 +1,10 @@
 """A Hydra launcher that trains a sweep's jobs as stacks of models: `nnrun train -m hydra/launcher=vectorized ...`.
 
-Shaped as Hydra's basic launcher: each job's config (the one nnrun's sweeper checked, or `SweepConfigs`', equal to
-`load_sweep_config`'s) is numbered and run through Hydra's own `run_job`, which makes its run dir, `.hydra/` and
-log and calls the callbacks. What runs there is the task's `set_up` (nnrun's task has one), which only makes the job
-ready to train; once every job is, `engine.train_jobs` trains them together (the stacks of `nnrun.stacking`), and
-each job's return value is its result. A job that a resumed sweep carries over (the task's `carry`: its namesake
-there had finished) is copied over before run_job and skips it: no set-up at all, and no job callbacks. A task
-without `set_up` runs job by job, as under the basic launcher.
+Shaped as Hydra's basic launcher: each job's config (the one nnrun's sweeper checked, or `SweepConfigs`') is
+numbered and run through Hydra's `run_job` (run dir, `.hydra/`, log, callbacks) with the task's `set_up`, which only
+makes the job ready to train; then `engine.train_jobs` trains them all together, and each job's return value is its
+result. A job that a resumed sweep carries over (the task's `carry`) skips run_job. A task without `set_up` runs
+job by job, as under the basic launcher.
 """
 
 import functools

@@ -1,16 +1,11 @@
 """A Hydra launcher that submits a sweep's stacks as SLURM jobs: `nnrun train -m hydra/launcher=vectorized_slurm ...`.
 
-The vectorized launcher, with its training moved onto the cluster. Each job still runs through Hydra's `run_job` in
-the launching process, where nnrun's task makes its run dir, `.hydra/` and log and hands back its `engine.Job`. The
-jobs are then split into the stacks `engine.train_jobs` would train (`plan_stacks`), and each stack becomes one
-SLURM job (a task of one submitit job array) that calls `train_on_node`: `engine.train_jobs` on the cluster's node,
-writing each run's events, checkpoint.pt and metrics.json into its run dir on the shared file system. The
-launching process waits as submitit does (a job's result file, or SLURM's accounting: sacct), prints a line as
-each stack's SLURM job ends, and sets each job's return value.
-
-SLURM's SIGTERM (`scancel`, preemption) and the SIGUSR2 it sends `signal_delay_s` before the time limit make the
-engine finish its step and save every unfinished run `interrupted` with its checkpoint; the same command with
-`train.resume=latest` goes on from there.
+The vectorized launcher with its training moved onto the cluster: each job's `set_up` runs in the launching
+process, then each stack that `engine.train_jobs` would train (`plan_stacks`) becomes one task of a submitit job
+array that calls `train_on_node` on a node, writing into the run dirs on the shared file system. The launching
+process waits as submitit does, prints a line as each stack ends, and sets each job's return value. SLURM's
+SIGTERM and the SIGUSR2 sent `signal_delay_s` before the time limit save every unfinished run `interrupted` with
+its checkpoint; the same command with `train.resume=latest` goes on from there.
 """
 
 import io
