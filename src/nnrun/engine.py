@@ -290,6 +290,12 @@ def plan(jobs: Sequence[Job], *, max_models: int = 256, memory_budget_mb: int = 
     return members, stacks
 
 
+def network(cfg: TrainConfig, data: Dataset, loss: losses.Loss) -> models.MLP:
+    """`cfg`'s network for `data`, with its seed's initial weights."""
+    return models.build(data.n_features, cfg.model.hidden, loss.n_outputs(data.n_classes), cfg.activation,
+                        cfg.model.dropout, cfg.model.init_std, cfg.seed)
+
+
 def start(job: Job, data: Dataset, loss: losses.Loss, device: torch.device) -> Member:
     """A job's model, generator and optimizer numbers as its seed makes them, or as its checkpoint left them
     when it resumes. A single run says where it resumes; a sweep's jobs print nothing (the sweep says it once for
@@ -297,8 +303,7 @@ def start(job: Job, data: Dataset, loss: losses.Loss, device: torch.device) -> M
     cfg, started = job.cfg, time.perf_counter()
     check_writable(job.run_dir)
     source = job.resume_from
-    module = models.build(data.n_features, cfg.model.hidden, loss.n_outputs(data.n_classes), cfg.activation,
-                          cfg.model.dropout, cfg.model.init_std, cfg.seed).to(device)
+    module = network(cfg, data, loss).to(device)
     # One generator drives batch order and dropout masks: the run depends on its seed alone.
     member = Member(job, module=module, rng=torch.Generator(device=device).manual_seed(cfg.seed),
                     group=optim.param_group(cfg.optimizer), stopper=EarlyStopping(cfg.train.early_stopping),

@@ -170,18 +170,15 @@ def untrained_metrics(run_dir: Path) -> dict[str, float | None]:
 
 def untrained(cfg) -> dict[str, float | None]:
     """{loss/train, accuracy/train, ..., accuracy/test} of `cfg`'s network as its run starts: the same data
-    split and the same initial weights (models.build with the run's seed, as the engine builds them)."""
-    from nnrun import losses, models  # torch
-    from nnrun.data import load
-    from nnrun.engine import evaluate
+    split and the same initial weights (as the engine builds them)."""
+    from nnrun.data import load  # torch
+    from nnrun.engine import evaluate, network
+    from nnrun.losses import LOSSES
 
-    data = load(cfg.dataset)
-    loss = losses.LOSSES[cfg.loss]
-    model = models.build(data.n_features, cfg.model.hidden, loss.n_outputs(data.n_classes), cfg.activation,
-                         cfg.model.dropout, cfg.model.init_std, cfg.seed)
+    data, loss = load(cfg.dataset), LOSSES[cfg.loss]
     values = {}
-    for split, (split_loss, accuracy) in zip(("train", "val", "test"),
-                                              evaluate(model, loss, data.train, data.val, data.test)):
+    evaluated = evaluate(network(cfg, data, loss), loss, data.train, data.val, data.test)
+    for split, (split_loss, accuracy) in zip(("train", "val", "test"), evaluated):
         values[f"loss/{split}"], values[f"accuracy/{split}"] = split_loss, accuracy
     return values
 
