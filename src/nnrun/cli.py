@@ -10,8 +10,6 @@ import signal
 import sys
 
 from nnrun import __version__
-from nnrun.config import ConfigError
-from nnrun.preflight import check, split_args
 
 USAGE = """\
 usage: nnrun <command> [args...]
@@ -43,6 +41,10 @@ COMPLETION_FLAGS = ("-sc", "--shell-completion")
 
 
 def _run_train(args: list[str]) -> int:
+    # Here, not at the top: the schema's dataclasses cost `nnrun --help` more than the rest of it together.
+    from nnrun.config import ConfigError
+    from nnrun.preflight import check, split_args
+
     try:
         flags, overrides = split_args(args)
         if not INFO_FLAGS & flags:

@@ -272,11 +272,10 @@ def override_texts(values: list[str]) -> list[str]:
     SIGNIFICANT significant digits (an Optuna-proposed lr 0.0044303752452182690, a log-spaced 0.398107): then
     every number of the column in one format, positional, with as few significant digits (3 or more) as keep
     different values apart: 0.00631, 0.00316, 0.398. Whole numbers stay whole. report.csv keeps every digit."""
-    from numpy import format_float_positional  # numpy, for the rare column that needs it
-
     numbers = {v: _number(v) for v in values}
     if all(n is None or _significant_digits(v) <= SIGNIFICANT for v, n in numbers.items()):
         return list(values)
+    from numpy import format_float_positional  # numpy (0.1-0.2 s) only for a column that needs it
     distinct = {n for n in numbers.values() if n is not None}
 
     def shown(number: float, digits: int) -> str:
