@@ -388,18 +388,6 @@ def table_width(columns: list[Column], wrapped: bool = True) -> int:
     return sum(c.width(wrapped) + 3 for c in columns) + 1
 
 
-def _table(columns: list[Column], title: str):
-    """A rich Table that never cuts a value: every column but status keeps its widest cell on one line;
-    status may wrap between statuses ("completed×2" / "diverged×1"), never inside one."""
-    table = Table(title=title)
-    for column in columns:
-        table.add_column(column.header, justify="right" if column.numeric else "left", no_wrap=not column.wraps,
-                         min_width=column.width(), overflow="fold")
-    for row in zip(*(column.cells for column in columns)):
-        table.add_row(*row)
-    return table
-
-
 def fit(columns: list[Column], keys: list[str], width: int,
         optional: tuple[str, ...] = DROP_ORDER) -> tuple[list[Column], list[str]] | None:
     """The columns that fit `width`, and the names of those left out: first each override in a column of its
@@ -430,7 +418,12 @@ def print_table(groups: list[Group], keys: list[str], monitor: str, title: str, 
         print_blocks(columns, keys, title, console)
         return
     shown, dropped = fitted
-    table = _table(shown, title)
+    table = Table(title=title)
+    for column in shown:  # every column but status keeps its widest cell on one line
+        table.add_column(column.header, justify="right" if column.numeric else "left", no_wrap=not column.wraps,
+                         min_width=column.width(), overflow="fold")
+    for row in zip(*(column.cells for column in shown)):
+        table.add_row(*row)
     if wide:
         table.width = max(table_width(shown, wrapped=False), console.width)
     console.print(table, crop=False)
@@ -505,15 +498,6 @@ def numeric_keys(runs: list[Run], keys: list[str]) -> list[str]:
     """Swept keys whose every value is a number (lr, dropout, batch size...); seed is noise, not a parameter."""
     return [k for k in keys if k != "seed"
             and all(_number(r.overrides.get(k)) is not None for r in runs)]
-
-
-def write_plot(path: Path, runs: list[Run], keys: list[str], monitor: str) -> None:
-    fig = plot(runs, keys, monitor)
-    import matplotlib.pyplot as plt  # after plot(), which picks the file-only backend
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
 
 
 SPREAD_FOR_LOG_SCALE = 100  # max / min of the plotted values above which a linear axis flattens the small ones
@@ -647,7 +631,11 @@ def main(argv: list[str] | None = None) -> int:
     print_table(groups, keys, monitor, title(runs, groups, monitor), wide=args.wide,
                 metrics=picked or TABLE_METRICS, optional=DROP_ORDER if picked is None else DROP_ORDER[:2])
     if not args.no_plot:
-        write_plot(out / "report.png", ordered, keys, monitor)
+        fig = plot(ordered, keys, monitor)
+        import matplotlib.pyplot as plt  # after plot(), which picks the file-only backend
+
+        fig.savefig(out / "report.png", dpi=100)
+        plt.close(fig)
         written.append(out / "report.png")
     print("wrote " + ", ".join(str(p) for p in written))
     return 0
