@@ -108,10 +108,8 @@ class EarlyStopping:
 
     def update(self, epoch: int, value: float) -> bool:
         """Record one evaluation; True when it is a new best (by more than min_delta)."""
-        if not math.isfinite(value):
-            self.bad_epochs += 1
-            return False
-        if self.best_value is None or self.sign * value < self.sign * self.best_value - self.cfg.min_delta:
+        if math.isfinite(value) and (self.best_value is None
+                                     or self.sign * value < self.sign * self.best_value - self.cfg.min_delta):
             self.best_value, self.best_epoch, self.bad_epochs = value, epoch, 0
             return True
         self.bad_epochs += 1
@@ -201,7 +199,7 @@ class Position:
 class Member:
     """One job as it trains: its plain MLP (the weights it is finished and saved with), its generator (batch
     order and dropout masks), optimizer numbers and state, early stopping, logger, where it stands, and its
-    best and last finite weights. A job carried over has its result and nothing else."""
+    best and last finite weights; its result once it ends."""
 
     job: Job
     result: RunResult | None = None

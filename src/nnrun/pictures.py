@@ -160,16 +160,11 @@ def hidden_plane(weight: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, t
     axes = [row for s, row in zip(sv.tolist(), vt) if s > 1e-6 * max(sv[0].item(), 1e-12)][:2]
     if not axes:  # an output layer of zeros reads nothing: show the activations' spread instead
         axes = [torch.linalg.svd(h - centre, full_matrices=False)[2][0]]
-    if len(axes) == 1:
-        u = axes[0] / axes[0].norm()
-        spread = h - centre
-        spread = spread - (spread @ u).unsqueeze(1) * u
-        v = torch.linalg.svd(spread, full_matrices=False)[2][0]
-        axes = [u, _orthonormal_to(u, v)]
-    else:
-        u = axes[0] / axes[0].norm()
-        axes = [u, _orthonormal_to(u, axes[1])]
-    return torch.stack(axes), centre
+    u = axes[0] / axes[0].norm()
+    if len(axes) == 1:  # filled up with the activations' main spread across u
+        spread = (h - centre) - ((h - centre) @ u).unsqueeze(1) * u
+        axes.append(torch.linalg.svd(spread, full_matrices=False)[2][0])
+    return torch.stack([u, _orthonormal_to(u, axes[1])]), centre
 
 
 # TensorBoard tags: under `pictures/`, which sorts after the loss and accuracy curves (see nnrun.tensorboard_events);
