@@ -130,8 +130,9 @@ def read_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
             for tag in accumulator.Tags().get("scalars", [])}
 
 
-def maximize(monitor: str) -> bool:
-    return EarlyStoppingConfig(monitor=monitor).maximize
+def sign(monitor: str) -> float:
+    """-1 for a metric where larger is better (accuracy), else 1: `sign * value` sorts the best first."""
+    return -1.0 if EarlyStoppingConfig(monitor=monitor).maximize else 1.0
 
 
 def read_run(run_dir: Path) -> Run:
@@ -151,7 +152,8 @@ def read_run(run_dir: Path) -> Run:
     curves = read_curves(run_dir)
     final = {tag: finite_or_none(points[-1][1]) for tag, points in curves.items() if points}
     points = [(step, v) for step, v in curves.get(monitor, []) if math.isfinite(v)]
-    best_epoch, best = (max if maximize(monitor) else min)(points, key=lambda p: p[1]) if points else (None, None)
+    order = sign(monitor)
+    best_epoch, best = min(points, key=lambda p: order * p[1]) if points else (None, None)
     last_epoch = max((pts[-1][0] for pts in curves.values() if pts), default=None)
     return Run(run_dir, overrides, UNFINISHED, monitor, last_epoch, best_epoch, best, final, curves)
 
@@ -211,11 +213,9 @@ def mean_std(values: list[float]) -> tuple[float | None, float | None]:
 
 def sort_groups(groups: list[Group], monitor: str) -> list[Group]:
     """Best first by the mean best monitored value; groups with no value last."""
-    sign = -1.0 if maximize(monitor) else 1.0
-
     def order(group: Group):
         mean, _ = mean_std(group.values(lambda r: r.best))
-        return (mean is None, 0.0 if mean is None else sign * mean)
+        return (mean is None, 0.0 if mean is None else sign(monitor) * mean)
 
     return sorted(groups, key=order)
 
@@ -234,11 +234,10 @@ def best_run(runs: list[Run]) -> Run:
     """The best of `runs` by the monitored metric (the one most of them monitor): among the runs that ended with
     usable weights when there are any, else among all; a run without a value last."""
     monitor = common_monitor(runs)
-    sign = -1.0 if maximize(monitor) else 1.0
 
     def order(run: Run):
         value = run.best if run.monitor == monitor else None
-        return (run.status not in USABLE, value is None, 0.0 if value is None else sign * value)
+        return (run.status not in USABLE, value is None, 0.0 if value is None else sign(monitor) * value)
 
     return min(runs, key=order)
 
