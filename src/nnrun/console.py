@@ -1,5 +1,5 @@
-"""Terminal output with rich: the table at the end of a run, a sweep's progress through its phases, a sweep job's
-line, the sweep's summary, and the one line of bad input.
+"""Terminal output with rich: the table at the end of a run, progress bars (a run's epochs, a sweep's phases), a
+sweep job's line, the sweep's summary, and the one line of bad input.
 
 Paths and commands are printed with `soft_wrap=True`: rich then never breaks them inside a word, so a path
 copied from a narrow terminal, or read from a pipe, is whole (the terminal itself may still fold a long line).
