@@ -80,6 +80,22 @@ def _read_points(path: Path, names: list[str]) -> list[list[float]]:
     return points
 
 
+def _point(values: list[str], names: list[str]) -> list[float]:
+    """The point typed on the command line, one number per feature of the run, or UsageError saying what to type."""
+    from nnrun.config import UsageError
+
+    wanted = f"{len(names)} number{'s' if len(names) > 1 else ''}, one per feature ({', '.join(names)}), or --csv FILE"
+    if len(values) != len(names):
+        given = f"{len(values)} number{'' if len(values) == 1 else 's'} given" if values else "no point given"
+        raise UsageError(f"{given}: the run predicts from {wanted}")
+    for name, value in zip(names, values):
+        try:
+            float(value)
+        except ValueError:
+            raise UsageError(f"{name}={value!r} is not a number: the run predicts from {wanted}") from None
+    return [float(v) for v in values]
+
+
 def main(argv: list[str]) -> int:
     args = _parser().parse_intermixed_args(argv)  # flags before, between or after the numbers
     from nnrun.checkpoint import CheckpointError, load
@@ -92,13 +108,7 @@ def main(argv: list[str]) -> int:
         if args.csv is not None:
             points = _read_points(args.csv, names)
         else:
-            if len(args.features) != len(names):
-                raise ConfigError("features", " ".join(args.features) or "(none)",
-                                  f"{len(names)} numbers, one per feature: {', '.join(names)}")
-            try:
-                points = [[float(v) for v in args.features]]
-            except ValueError:
-                raise ConfigError("features", " ".join(args.features), "numbers") from None
+            points = [_point(args.features, names)]
     except (CheckpointError, ConfigError) as exc:
         print(f"nnrun: error: {exc}", file=sys.stderr)
         return 2

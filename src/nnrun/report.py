@@ -21,7 +21,7 @@ from decimal import Decimal, InvalidOperation
 from pathlib import Path
 from typing import Any
 
-from nnrun.config import EarlyStoppingConfig
+from nnrun.config import maximized
 from nnrun.metrics import FINAL_KEYS
 
 UNTRAINED = "untrained/"  # `--metric untrained/accuracy/test`: the run's network before its first step
@@ -140,7 +140,7 @@ def read_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 
 def maximize(monitor: str) -> bool:
-    return EarlyStoppingConfig(monitor=monitor).maximize
+    return maximized(monitor)
 
 
 def _finite(value) -> float | None:
