@@ -93,8 +93,7 @@ def _show(value: Any) -> str:
 
 def closest(word: str, choices: tuple[str, ...] | list[str]) -> str:
     """'; did you mean X?' for the nearest choice, or '' when nothing is near."""
-    match = difflib.get_close_matches(str(word), list(choices), n=1)
-    return f"; did you mean {match[0]!r}?" if match else ""
+    return _did_you_mean(difflib.get_close_matches(str(word), list(choices), n=1))
 
 
 def one_of(key: str, value: Any, choices: tuple[str, ...]) -> str:
@@ -299,14 +298,12 @@ CHECKS: dict[str, Check] = {
 
 def _sections() -> dict[str, list[str]]:
     """Each section of the schema by dotted path ("" = the top level) and its keys, subsections among them."""
-    sections: dict[str, list[str]] = {}
+    sections: dict[str, dict[str, None]] = {}
     for path in CHECKS:
         parts = path.split(".")
         for depth, part in enumerate(parts):
-            keys = sections.setdefault(".".join(parts[:depth]), [])
-            if part not in keys:
-                keys.append(part)
-    return sections
+            sections.setdefault(".".join(parts[:depth]), {})[part] = None
+    return {section: list(keys) for section, keys in sections.items()}
 
 
 SECTIONS = _sections()
@@ -331,23 +328,6 @@ def _select(cfg: Any, path: str) -> Any:
             return None
         cfg = cfg[part]
     return cfg
-
-
-def check_keys(cfg: Mapping[str, Any]) -> None:
-    """Every key in each section of `cfg` is one the schema has, else ConfigError. A key set with `+` or `++` on
-    the command line composes into the config, and one nnrun does not read would be ignored without a word."""
-    for path in SECTIONS:
-        section = _select(cfg, path)
-        if not isinstance(section, Mapping):
-            continue  # a missing or non-mapping section is reported where it is read
-        known = section_keys(path, cfg) + (["hydra"] if not path else [])  # Hydra checks its own settings
-        for key in section:
-            if key not in known:
-                name, value = f"{path}.{key}" if path else str(key), section[key]
-                while isinstance(value, Mapping) and len(value) == 1:  # +a.b=1 composes to a: {b: 1}
-                    inner, value = next(iter(value.items()))
-                    name = f"{name}.{inner}"
-                raise unknown_key(name, value, path, known, cfg)
 
 
 def unknown_key(key: str, value: Any, section: str, known: Collection[str], cfg: Mapping[str, Any]) -> ConfigError:
@@ -385,18 +365,11 @@ def _accepts(key: str, value: Any) -> bool:
     return True
 
 
-def missing(key: str) -> UsageError:
-    """The error for a key the schema has that the config lacks (one deleted with ~key)."""
-    groups = config_groups()
-    what = f"<name> (one of {', '.join(groups[key])})" if key in groups else "..."
-    return UsageError(f"{key} is missing: nnrun needs a value for it; add one with +{key}={what}")
-
-
 def explain_override(tree: Mapping[str, Any], key: str, value: Any, line: str = "") -> None:
     """Why the override `line` (key=value, +key=value, ++key=value or ~key) of dotted `key` cannot go into the
-    config `tree` (plain containers), as a ConfigError: a plus on a key the config has, a key the schema has but
-    this config does not set (it needs a plus), a section given one value or a value given a section, a key
-    under a value, an unknown key (with the nearest known key). Returns where none of these is why."""
+    config `tree` (plain containers), as a ConfigError: a plus on a key the config has, a section given one value
+    or a value given a section, a key under a value, an unknown key (with the nearest known key; every key the
+    schema has is in a config composed from conf/). Returns where none of these is why."""
     line = line or f"{key}={value}"
     parts = key.split(".")
     node, depth = tree, 0  # down the sections of the config that hold the start of `key`
@@ -418,12 +391,9 @@ def explain_override(tree: Mapping[str, Any], key: str, value: Any, line: str = 
         if isinstance(old, Mapping) and key in SECTIONS and not line.startswith("~"):
             raise not_a_section(key, value)
         return
-    known = section_keys(section, tree)
     if line.startswith("+"):
         return  # an addition composes; whether the schema has the key is parse's to say
-    if whole and known is not None and head in known and not line.startswith("~"):
-        raise ConfigError(key, value, f"this config's {section} does not set {head}; add it with a plus: +{key}=...")
-    exc = unknown_key(key, value, section, known if known is not None else set(node), tree)
+    exc = unknown_key(key, value, section, section_keys(section, tree) or set(node), tree)
     raise UsageError(f"{line} deletes nothing: {exc.allowed}") if line.startswith("~") else exc
 
 
@@ -435,21 +405,12 @@ def explain_composition(overrides: Any, compose: Any) -> ConfigError | None:
     keys = [o for o in overrides if not (o.key_or_group in groups or "/" in o.key_or_group)]
     tree = compose([o.input_line for o in overrides if o not in keys])
     for o in keys:
-        value = o.input_line.split("=", 1)[-1] if o.is_sweep_override() else plain_value(o.value())
+        value = o.input_line.split("=", 1)[-1] if o.is_sweep_override() else o.value()
         try:
             explain_override(tree, o.key_or_group, value, o.input_line)
         except ConfigError as exc:
             return exc
     return None
-
-
-def plain_value(value: Any) -> Any:
-    """A value of Hydra's parsed overrides as plain Python (its lists and dicts as such)."""
-    if isinstance(value, (list, tuple)):
-        return [plain_value(v) for v in value]
-    if isinstance(value, dict):
-        return {k: plain_value(v) for k, v in value.items()}
-    return value
 
 
 def nearest_key(key: str, leaf: str, known: Collection[str], cfg: Mapping[str, Any]) -> str:
@@ -470,12 +431,12 @@ def nearest_key(key: str, leaf: str, known: Collection[str], cfg: Mapping[str, A
     if near:
         return near
     match = difflib.get_close_matches(last, list(elsewhere), n=1)
-    return _did_you_mean(sorted(elsewhere[match[0]], key=lambda p: (p.count("."), p))) if match else ""
+    return _did_you_mean(sorted(elsewhere[match[0]], key=lambda p: (p.count("."), p)) if match else [])
 
 
-def _did_you_mean(paths: list[str]) -> str:
-    names = ", ".join(map(repr, paths))
-    return f"; did you mean {names}?" if len(paths) == 1 else f"; did you mean one of {names}?"
+def _did_you_mean(names: list[str]) -> str:
+    listed = ", ".join(map(repr, names))
+    return "" if not names else f"; did you mean {listed}?" if len(names) == 1 else f"; did you mean one of {listed}?"
 
 
 def _paths(cfg: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
@@ -491,15 +452,25 @@ def _paths(cfg: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
 
 def _read(cfg: Mapping[str, Any], path: str) -> dict[str, Any]:
     """Section `path` of `cfg` ("" = the top level), each of its keys checked and each subsection read in turn.
-    The config sets every key the schema has (it is composed from conf/train.yaml, which sets them)."""
-    section = _select(cfg, path) if path else cfg
+    It has every key of the schema's (the config is composed from conf/train.yaml, which sets them) and no other:
+    one added with `+` composes into the config, and nnrun would ignore it without a word."""
+    section = _select(cfg, path)
     if not isinstance(section, Mapping):
         raise not_a_section(path, section)
+    keys = section_keys(path, cfg)
+    for key in section:
+        if key not in keys and (path or key != "hydra"):  # Hydra checks its own settings
+            name, value = f"{path}.{key}" if path else str(key), section[key]
+            while isinstance(value, Mapping) and len(value) == 1:  # +a.b=1 composes to a: {b: 1}
+                inner, value = next(iter(value.items()))
+                name = f"{name}.{inner}"
+            raise unknown_key(name, value, path, keys, cfg)
     values = {}
-    for key in section_keys(path, cfg):
+    for key in keys:
         full = f"{path}.{key}" if path else key
-        if key not in section:
-            raise missing(full)
+        if key not in section:  # deleted (~key)
+            choose = f"<name> (one of {', '.join(config_groups()[full])})" if full in config_groups() else "..."
+            raise UsageError(f"{full} is missing: nnrun needs a value for it; add one with +{full}={choose}")
         values[key] = _read(cfg, full) if full in SECTIONS else CHECKS[full](full, section[key])
     return values
 
@@ -520,7 +491,6 @@ def parse(cfg: Mapping[str, Any]) -> TrainConfig:
             key = getattr(exc, "full_key", None) or "config"
             raise ConfigError(key, getattr(exc, "value", None) or "${...}",
                               f"a value that resolves ({str(exc).splitlines()[0]})") from None
-    check_keys(cfg)
     top = _read(cfg, "")
     data, optimizer, train = DatasetConfig(**top["dataset"]), top["optimizer"], top["train"]
     if data.val_fraction + data.test_fraction >= 1:

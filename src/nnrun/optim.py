@@ -76,7 +76,8 @@ class StackedOptimizer:
 
     @staticmethod
     def read(group: dict, key: str) -> float:
-        return group[key]
+        """Hyperparameter `key` of a torch.optim param group (Adam's beta1 and beta2 are its `betas`)."""
+        return group["betas"][key == "beta2"] if key in ("beta1", "beta2") else group[key]
 
     def init_state(self, p: torch.Tensor, groups: Sequence[dict]) -> dict[str, torch.Tensor]:
         return {}
@@ -270,12 +271,6 @@ class Adam(StackedOptimizer):
     torch_class = torch.optim.Adam
     hyper_keys = ("lr", "weight_decay", "beta1", "beta2", "eps")
     complements = ("beta1", "beta2")
-
-    @staticmethod
-    def read(group, key):
-        if key in ("beta1", "beta2"):
-            return group["betas"][0 if key == "beta1" else 1]
-        return group[key]
 
     def init_state(self, p, groups):
         return {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}

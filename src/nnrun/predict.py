@@ -84,16 +84,14 @@ def _point(values: list[str], names: list[str]) -> list[float]:
     """The point typed on the command line, one number per feature of the run, or UsageError saying what to type."""
     from nnrun.config import UsageError
 
-    wanted = f"{len(names)} number{'s' if len(names) > 1 else ''}, one per feature ({', '.join(names)}), or --csv FILE"
-    if len(values) != len(names):
-        given = f"{len(values)} number{'' if len(values) == 1 else 's'} given" if values else "no point given"
-        raise UsageError(f"{given}: the run predicts from {wanted}")
-    for name, value in zip(names, values):
-        try:
-            float(value)
-        except ValueError:
-            raise UsageError(f"{name}={value!r} is not a number: the run predicts from {wanted}") from None
-    return [float(v) for v in values]
+    try:
+        if len(values) == len(names):
+            return [float(v) for v in values]
+    except ValueError:
+        pass
+    given = f"cannot predict from {' '.join(values)!r}" if values else "no point to predict"
+    raise UsageError(f"{given}: the run takes {len(names)} numbers, one per feature ({', '.join(names)}), "
+                     "or --csv FILE")
 
 
 def main(argv: list[str]) -> int:
@@ -105,10 +103,7 @@ def main(argv: list[str]) -> int:
         path, chosen = locate(args.run_dir, args.best)
         payload = load(path)
         names = list(payload["feature_names"])
-        if args.csv is not None:
-            points = _read_points(args.csv, names)
-        else:
-            points = [_point(args.features, names)]
+        points = _read_points(args.csv, names) if args.csv is not None else [_point(args.features, names)]
     except (CheckpointError, ConfigError) as exc:
         print(f"nnrun: error: {exc}", file=sys.stderr)
         return 2

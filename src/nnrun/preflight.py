@@ -237,8 +237,10 @@ def check(args: list[str]) -> None:
 
     with config_loader() as loader:
         overrides = read_overrides(OverridesParser.create(config_loader=loader), raw)  # glob() lists a group
-        for o in overrides:
-            _check_choice(o, groups.get(o.key_or_group) or _hydra_choices(loader, o))
+        for o in overrides:  # Hydra's groups (hydra/launcher, ...) as nnrun's
+            hydra_group = o.is_hydra_override() and "/" in o.key_or_group
+            _check_choice(o, groups.get(o.key_or_group) or
+                          (tuple(sorted(loader.get_group_options(o.key_or_group))) if hydra_group else ()))
         mode = RunMode.MULTIRUN if multirun else RunMode.RUN
         fixed = [o for o in overrides if not (multirun and o.is_sweep_override())]
         settings = [o for o in fixed if o.key_or_group.startswith("hydra.") and not o.is_delete()]
@@ -256,13 +258,6 @@ def check(args: list[str]) -> None:
     _check_hydra_keys(settings, cfg)
     if not multirun:
         parse(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
-
-
-def _hydra_choices(loader, o) -> tuple[str, ...]:
-    """The choices of Hydra's group that `o` chooses from (hydra/launcher, ...); none for a key's override."""
-    if not (o.is_hydra_override() and "/" in o.key_or_group):
-        return ()
-    return tuple(sorted(loader.get_group_options(o.key_or_group)))
 
 
 def _check_choice(o, choices: tuple[str, ...]) -> None:
