@@ -189,3 +189,23 @@ def test_csv_rows_are_named_by_their_line_in_the_file(tmp_path):
     path.write_text("a,y\n1,0\n\n\n2,1\nthree,0\n")
     with pytest.raises(data.DataError, match="row 6, column 'a': 'three'"):
         data.load(dataset("csv", path=str(path)))
+
+
+@pytest.mark.parametrize("name", ["xor", "pass_fail", "spirals", "circles", "gaussians"])
+def test_the_keys_a_datasets_file_sets_are_the_ones_it_reads(name):
+    """conf/dataset/<name>.yaml lists the keys nnrun takes for that dataset (any other is refused): each of them
+    changes its data, and no other key does."""
+    from dataclasses import replace
+
+    from nnrun.config import choice_keys
+
+    def arrays(cfg):
+        d = data.load(cfg)
+        return [t for split in (d.train, d.val, d.test) for t in (split.x, split.y)]
+
+    base = dataset(name, n_samples=40, noise=0.1, val_fraction=0.25, test_fraction=0.25, classes=2)
+    changes = {"n_samples": 44, "noise": 0.3, "classes": 3, "val_fraction": 0.5, "test_fraction": 0.1, "seed": 1}
+    for key, value in changes.items():
+        changed = arrays(replace(base, **{key: value}))
+        differs = any(a.shape != b.shape or not torch.equal(a, b) for a, b in zip(arrays(base), changed))
+        assert differs == (key in choice_keys("dataset")[name]), key
