@@ -123,7 +123,8 @@ def test_every_key_a_file_under_conf_sets_is_one_the_schema_checks():
     for group in ("dataset", "model", "activation", "loss", "optimizer"):
         for choice in config_groups()[group]:
             assert {f"{group}.{key}" for key in _conf(group, choice)} <= set(CHECKS), (group, choice)
-    assert set(DatasetConfig.__dataclass_fields__) == {key.split(".")[1] for key in CHECKS if key.startswith("dataset.")}
+    dataset_keys = {key.split(".")[1] for key in CHECKS if key.startswith("dataset.")}
+    assert set(DatasetConfig.__dataclass_fields__) == dataset_keys
 
 
 @pytest.mark.parametrize("name", ["xor", "pass_fail", "spirals", "circles", "gaussians", "csv"])
