@@ -102,29 +102,21 @@ def one_of(key: str, value: Any, choices: tuple[str, ...]) -> str:
     return value
 
 
-def _number(key: str, value: Any, kind: type) -> Any:
-    # bool is an int subclass; `epochs=true` is a mistake, not 1.
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(key, value, f"a{'n integer' if kind is int else ' number'}")
-    if kind is int:
-        if isinstance(value, float) and not value.is_integer():
-            raise ConfigError(key, value, "an integer")
-        return int(value)
-    if not math.isfinite(value):
-        raise ConfigError(key, value, "a finite number")
-    return float(value)
-
-
 def integer(key: str, value: Any, *, minimum: int) -> int:
-    value = _number(key, value, int)
+    # bool is an int subclass; `epochs=true` is a mistake, not 1.
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
+        raise ConfigError(key, value, "an integer")
     if value < minimum:
-        raise ConfigError(key, value, f"an integer >= {minimum}")
-    return value
+        raise ConfigError(key, int(value), f"an integer >= {minimum}")
+    return int(value)
 
 
 def real(key: str, value: Any, *, low_open: bool = False, below_one: bool = False) -> float:
-    """A number >= 0; > 0 with `low_open`; in [0, 1) with `below_one`."""
-    value = _number(key, value, float)
+    """A finite number >= 0; > 0 with `low_open`; in [0, 1) with `below_one`."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not math.isfinite(value):
+        raise ConfigError(key, value, "a finite number" if number else "a number")
+    value = float(value)
     if value < 0 or (low_open and value == 0) or (below_one and value >= 1):
         raise ConfigError(key, value, "a number in [0, 1)" if below_one else f"a number {'>' if low_open else '>='} 0")
     return value
@@ -388,8 +380,9 @@ def explain_override(tree: Mapping[str, Any], key: str, value: Any, line: str = 
                     explain_override(tree, f"{key}.{inner}", item)
                 return
             CHECKS.get(key, _text)(key, value)  # a value of the schema's says what it takes; any says one value
-        if isinstance(old, Mapping) and key in SECTIONS and not line.startswith("~"):
-            raise not_a_section(key, value)
+        if isinstance(old, Mapping) and not line.startswith("~"):
+            raise not_a_section(key, value) if key in SECTIONS else \
+                ConfigError(key, value, f"a section with keys {', '.join(old)}, not one value")
         return
     if line.startswith("+"):
         return  # an addition composes; whether the schema has the key is parse's to say

@@ -277,7 +277,7 @@ def _check_hydra_keys(overrides, cfg) -> None:
     """Each override of one of Hydra's settings against the config `cfg`: where Hydra has a fixed set of them (a
     structured config), a key it lacks would be refused, or with a plus, added and ignored: both are refused as
     one Hydra does not have. An open section (hydra.job.env_set, a SLURM launcher's additional_parameters) takes
-    any key, added with a plus; a section is not given one value."""
+    any key, added with a plus."""
     import dataclasses
 
     from omegaconf import OmegaConf
@@ -297,11 +297,6 @@ def _check_hydra_keys(overrides, cfg) -> None:
                     raise UsageError(f"{o.input_line} needs a plus: {section} takes keys of your own; write "
                                      f"+{o.input_line}")
                 break
-            if depth == len(parts) - 1:
-                if isinstance(tree[part], dict) and not isinstance(o.value(), dict):
-                    raise ConfigError(o.key_or_group, o.value(), f"a section of Hydra's settings (with keys "
-                                      f"{', '.join(tree[part])}), not one value")
-                break
-            if not isinstance(tree[part], dict):
+            if depth == len(parts) - 1 or not isinstance(tree[part], dict):
                 break
             node, tree = node[part], tree[part]
