@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from nnrun.config import ConfigError, UsageError
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -82,8 +84,6 @@ def _read_points(path: Path, names: list[str]) -> list[list[float]]:
 
 def _point(values: list[str], names: list[str]) -> list[float]:
     """The point typed on the command line, one number per feature of the run, or UsageError saying what to type."""
-    from nnrun.config import UsageError
-
     try:
         if len(values) == len(names):
             return [float(v) for v in values]
@@ -97,7 +97,6 @@ def _point(values: list[str], names: list[str]) -> list[float]:
 def main(argv: list[str]) -> int:
     args = _parser().parse_intermixed_args(argv)  # flags before, between or after the numbers
     from nnrun.checkpoint import CheckpointError, load
-    from nnrun.config import ConfigError
 
     try:
         path, chosen = locate(args.run_dir, args.best)

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from nnrun.config import ConfigError, UsageError, closest, config_dir, config_groups, default_groups, defaults_list
+from nnrun.config import (ConfigError, UsageError, closest, config_dir, config_groups, default_groups, defaults_list,
+                          explain_composition, parse, unknown_key)
 
 # Hydra's own flags that take a value, and those that stand alone (see `nnrun train --hydra-help`).
 FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--shell-completion", "-sc", "--config-path", "-cp",
@@ -217,8 +218,6 @@ def check(args: list[str]) -> None:
     from hydra.types import RunMode
     from omegaconf import OmegaConf
 
-    from nnrun.config import explain_composition, parse
-
     flags, raw = split_args(args)
     if flags & {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"}:
         return  # another config tree: Hydra's own checks apply
@@ -281,8 +280,6 @@ def _check_hydra_keys(overrides, cfg) -> None:
     import dataclasses
 
     from omegaconf import OmegaConf
-
-    from nnrun.config import unknown_key
 
     for o in overrides:
         parts, added = o.key_or_group.split("."), o.is_add() or o.is_force_add()
