@@ -124,8 +124,7 @@ def predict(payload: dict, points: list[list[float]]) -> list[list[float]]:
     from nnrun.losses import LOSSES
     from nnrun.models import MLP
 
-    spec = payload["spec"]
-    model = MLP(spec["n_inputs"], spec["hidden"], spec["n_outputs"], spec["activation"], spec["dropout"])
+    model = MLP(**payload["spec"])
     model.load_state_dict(payload["model"])
     model.eval()
     raw = torch.tensor(points, dtype=torch.float32)
