@@ -306,10 +306,8 @@ def section_keys(path: str, cfg: Mapping[str, Any]) -> list[str] | None:
     group's are those its file under conf/ sets: the chosen one's (by `name`), until that is known any one's."""
     if path not in SECTIONS or path not in config_groups():
         return SECTIONS.get(path)
-    files = choice_keys(path)
-    name = _select(cfg, f"{path}.name")
-    keys = files.get(name) if isinstance(name, str) else None
-    keys = keys if keys is not None else frozenset().union(*files.values())
+    files, name = choice_keys(path), _select(cfg, f"{path}.name")
+    keys = files[name] if isinstance(name, str) and name in files else frozenset().union(*files.values())
     return [key for key in SECTIONS[path] if key in keys]
 
 
@@ -398,9 +396,9 @@ def explain_composition(overrides: Any, compose: Any) -> ConfigError | None:
     keys = [o for o in overrides if not (o.key_or_group in groups or "/" in o.key_or_group)]
     tree = compose([o.input_line for o in overrides if o not in keys])
     for o in keys:
-        value = o.input_line.split("=", 1)[-1] if o.is_sweep_override() else o.value()
         try:
-            explain_override(tree, o.key_or_group, value, o.input_line)
+            explain_override(tree, o.key_or_group, o.input_line.split("=", 1)[-1] if o.is_sweep_override()
+                             else o.value(), o.input_line)
         except ConfigError as exc:
             return exc
     return None

@@ -34,7 +34,7 @@ def param_group(cfg: OptimizerConfig) -> dict[str, Any]:
 
     Read from the constructor's signature, without building an optimizer: the first torch.optim optimizer
     of a process imports torch._dynamo (about 2 s), which a stacked sweep otherwise never needs.
-    tests/test_vectorized_optim.py checks this equals the built optimizer's group.
+    tests/test_optim.py checks this equals the built optimizer's group.
     """
     cls, kwargs = spec(cfg)
     defaults = {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
