@@ -23,27 +23,23 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 from nnrun import data as nn_data  # noqa: E402
 from nnrun import engine, losses, models, optim  # noqa: E402
-from nnrun.config import (  # noqa: E402
-    DatasetConfig, EarlyStoppingConfig, ModelConfig, OptimizerConfig, TrainConfig, TrainLoopConfig,
-)
+from nnrun.config import TrainConfig, config_dir, parse  # noqa: E402
 
 CASES = {
-    # name: (dataset, hidden, batch_size, epochs)
-    "xor 2-4-1 full batch": (DatasetConfig(name="xor"), (4,), None, 3000),
-    "spirals 2-32-32-1 batch 64": (DatasetConfig(name="spirals", n_samples=600, noise=0.05, val_fraction=0.2,
-                                                 test_fraction=0.2), (32, 32), 64, 100),
+    # name: (the overrides of `nnrun train` it trains, epochs)
+    "xor 2-4-1 full batch": (["model.hidden=[4]"], 3000),
+    "spirals 2-32-32-1 batch 64": (["dataset=spirals", "model.hidden=[32,32]", "train.batch_size=64"], 100),
 }
 
 
-def config(dataset: DatasetConfig, hidden, batch_size, epochs) -> TrainConfig:
-    return TrainConfig(
-        exp_name="bench", seed=0, device="cpu", threads=1, dataset=dataset,
-        model=ModelConfig(hidden=hidden), activation="relu", loss="bce",
-        optimizer=OptimizerConfig(name="adam", lr=0.01, params={"betas": (0.9, 0.999), "eps": 1e-8,
-                                                                 "weight_decay": 0.0}),
-        train=TrainLoopConfig(epochs=epochs, batch_size=batch_size, log_every=10, image_every=0,
-                              early_stopping=EarlyStoppingConfig()),
-    )
+def config(overrides: list[str], epochs: int) -> TrainConfig:
+    """`nnrun train <overrides>`'s config (conf/ composed by Hydra's compose API): Adam, on the CPU, no images."""
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir()), job_name="bench"):
+        return parse(compose("train", overrides=["exp_name=bench", "device=cpu", "optimizer=adam", "loss=bce",
+                                                 "activation=relu", "train.image_every=0", f"train.epochs={epochs}",
+                                                 *overrides]))
 
 
 def hand_loop(cfg: TrainConfig) -> tuple[float, int]:
@@ -90,11 +86,11 @@ def main() -> int:
     torch.set_num_threads(1)
     repeats = 2 if args.quick else args.repeats
     # Warm up once: imports (tensorboard, rich) and first-call costs are not the loop's.
-    nnrun_engine(config(*CASES["xor 2-4-1 full batch"][:3], 20))
+    nnrun_engine(config(CASES["xor 2-4-1 full batch"][0], 20))
     ok = True
     print(f"{'case':<28} {'hand loop steps/s':>18} {'nnrun steps/s':>14} {'ratio':>7}")
-    for name, (ds, hidden, bs, epochs) in CASES.items():
-        cfg = config(ds, hidden, bs, epochs // 10 if args.quick else epochs)
+    for name, (overrides, epochs) in CASES.items():
+        cfg = config(overrides, epochs // 10 if args.quick else epochs)
         hand, ours = [], []
         # Interleave the two so machine noise hits both alike; take each one's median rate.
         for _ in range(repeats):

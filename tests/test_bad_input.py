@@ -100,3 +100,139 @@ def test_explicit_cuda_without_cuda_is_bad_input(tmp_path):
         pytest.skip("this machine has CUDA")
     out = run_nnrun(["train", "device=cuda", "train.epochs=1"], tmp_path)
     assert out.returncode == 2 and "device='cuda'" in out.stderr and "CUDA is not available" in out.stderr
+
+
+def _one_line(code: int, err: str) -> str:
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("nnrun: error: "), (code, err)
+    return lines[0].removeprefix("nnrun: error: ")
+
+
+# -- a section given one value, a value given a section: anywhere in the config ------------------------------------
+
+@pytest.mark.parametrize("args,line", [
+    (["train.early_stopping=5"], "train.early_stopping=5 is not allowed: a section with keys patience, min_delta, "
+                                 "monitor, restore_best, not one value; did you mean train.early_stopping.patience=5?"),
+    (["train.early_stopping=abc"], "train.early_stopping='abc' is not allowed: a section with keys patience, "
+                                   "min_delta, monitor, restore_best, not one value; set one of them: "
+                                   "train.early_stopping.patience=..."),
+    (["train=5"], "did you mean train.epochs=5?"),
+    (["train={a:1}"], "train.a=1 is not allowed: no such key in train"),
+    (["optimizer=5"], "optimizer=5 is not allowed: one of adadelta, adagrad, adam, momentum, rmsprop, sgd"),
+    (["dataset={noise:0.1}"], "dataset={'noise': 0.1} is not allowed: one of circles, csv, gaussians, pass_fail, "
+                              "spirals, xor (a config group: set its keys one by one, as dataset.noise=...)"),
+    (["model=[4]"], "model=4 is not allowed: one of mlp, perceptron"),
+    (["hydra/launcher=5"], "hydra/launcher=5 is not allowed: one of basic, "),
+    (["seed={a:1}"], "seed={'a': 1} is not allowed: an integer"),
+    (["exp_name={a:1}"], "exp_name={'a': 1} is not allowed: a non-empty name"),
+    (["dataset.noise={a:1}"], "dataset.noise={'a': 1} is not allowed: a number"),
+    (["model.hidden={a:1}"], "model.hidden={'a': 1} is not allowed: a list of layer widths"),
+    (["activation.name={a:1}"], "activation.name={'a': 1} is not allowed: one of elu, "),
+    (["optimizer.betas={a:1}"], "optimizer.betas={'a': 1} is not allowed: a pair [beta1, beta2]"),
+    (["train.resume={a:1}"], "train.resume={'a': 1} is not allowed: a name or a path"),
+    (["dataset=csv", "dataset.path=x.csv", "dataset.target={a:1}"], "dataset.target={'a': 1} is not allowed"),
+    (["train.epochs.x=1"], "train.epochs.x=1 is not allowed: train.epochs is a value, not a section with keys"),
+    (["hydra.run=5"], "hydra.run=5 is not allowed: a section with keys dir, not one value"),
+])
+def test_a_section_given_one_value_or_a_value_given_a_section_is_one_line(capsys, args, line):
+    code, _, err = run_main(["train", "--cfg", "job", *args], capsys)
+    assert line in _one_line(code, err)
+
+
+def test_a_sweep_giving_a_section_one_value_is_refused_before_any_job(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_main(["train", "-m", "train.early_stopping=5,10"], capsys)
+    assert _one_line(code, err).startswith("job #0 (train.early_stopping=5): train.early_stopping=5 is not allowed: "
+                                           "a section with keys patience")
+    assert "train.early_stopping.patience=5?" in err
+    assert not (tmp_path / "experiments").exists()
+
+
+# -- no key is silently accepted -----------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args,line", [
+    (["+hydra.foo=1"], "hydra.foo=1 is not allowed: Hydra has no setting hydra.foo"),
+    (["hydra.foo=1"], "hydra.foo=1 is not allowed: Hydra has no setting hydra.foo"),
+    (["++hydra.launcher.foo=1"], "hydra.launcher.foo=1 is not allowed: Hydra has no setting hydra.launcher.foo"),
+    (["hydra.job.env_set.FOO=1"], "hydra.job.env_set.FOO=1 needs a plus: hydra.job.env_set takes keys of your own; "
+                                  "write +hydra.job.env_set.FOO=1"),
+    (["+dataset.classes=3"], "dataset.classes=3 is not allowed: no such key in dataset=xor (known: n_samples, name, "
+                             "noise, seed, test_fraction, val_fraction); classes is a field of dataset=gaussians, "
+                             "spirals"),
+    (["dataset.classes=3"], "classes is a field of dataset=gaussians, spirals"),
+    (["dataset=csv", "dataset.path=x.csv", "+dataset.noise=0.1"],
+     "no such key in dataset=csv (known: name, path, seed, target, test_fraction, val_fraction); noise is a field of "
+     "dataset=circles, gaussians, pass_fail, spirals, xor"),
+    (["dataset.path=x.csv"], "path is a field of dataset=csv"),
+    (["optimizer=sgd", "+optimizer.betas=[0.9,0.99]"], "no such key in optimizer=sgd"),
+])
+def test_a_key_nothing_reads_is_refused(capsys, args, line):
+    code, _, err = run_main(["train", "--cfg", "job", *args], capsys)
+    assert line in _one_line(code, err)
+
+
+@pytest.mark.parametrize("args", [["+hydra.job.env_set.FOO=1"], ["dataset=spirals", "dataset.classes=3",
+                                                                  "loss=cross_entropy"]])
+def test_a_key_something_reads_is_taken(capsys, args):
+    code, out, err = run_main(["train", "--cfg", "job", *args], capsys)
+    assert code == 0 and "exp_name:" in out, err
+
+
+def test_a_hydra_key_added_with_a_plus_trains_nothing(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_main(["train", "+hydra.foo=1", "train.epochs=1"], capsys)
+    assert "Hydra has no setting hydra.foo" in _one_line(code, err)
+    code, _, err = run_main(["train", "-m", "+hydra.foo=1", "seed=0,1", "train.epochs=1"], capsys)
+    assert "Hydra has no setting hydra.foo" in _one_line(code, err)
+    assert not (tmp_path / "experiments").exists()
+
+
+# -- every message a sentence a user can act on: none of Hydra's own --------------------------------------------------
+
+@pytest.mark.parametrize("args,line", [
+    (["~model.bogus"], "~model.bogus deletes nothing: no such key in model (known: dropout, hidden, init_std)"),
+    (["~dataset.classes"], "~dataset.classes deletes nothing: no such key in dataset=xor"),
+    (["~train.epochs"], "train.epochs is missing: nnrun needs a value for it; add one with +train.epochs=..."),
+    (["~dataset"], "dataset is missing: nnrun needs a value for it; add one with +dataset=<name> (one of circles, "),
+    (["+dataset.noise=0.1"], "+dataset.noise=0.1 needs no plus: this config sets dataset.noise already; write "
+                             "dataset.noise=0.1"),
+    (["optimizer=5"], "optimizer=5 is not allowed: one of "),
+    (["hydra.job=5"], "hydra.job=5 is not allowed: a section with keys name, chdir, "),
+])
+def test_hydras_composition_errors_are_said_in_nnruns_words(capsys, args, line):
+    code, _, err = run_main(["train", "--cfg", "job", *args], capsys)
+    said = _one_line(code, err)
+    assert said.startswith(line), said
+    for hydras in ("Could not", "Error merging", "Config group override", "does not exist"):
+        assert hydras not in said
+
+
+def test_a_resumed_sweep_that_is_another_sweep_says_how_to_go_on(tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, _, err = run_main(["train", "-m", "seed=0,1", "train.epochs=1"], capsys)
+    assert code == 0, err
+    code, _, err = run_main(["train", "-m", "seed=0,1,2", "train.epochs=1", "train.resume=latest"], capsys)
+    said = _one_line(code, err)
+    assert said.startswith("train.resume=latest names the sweep ") and "is not allowed" not in said
+    assert said.endswith("which ran with seed=0,1 where this command has seed=0,1,2: a sweep goes on with the "
+                         "command line it was started with (give that one, or leave out train.resume to start a "
+                         "new sweep)")
+
+
+@pytest.fixture(scope="module")
+def xor_run(tmp_path_factory):
+    from conftest import train
+
+    run_dir = tmp_path_factory.mktemp("xor")
+    train(["train.epochs=2"], run_dir)
+    return run_dir
+
+
+@pytest.mark.parametrize("values,line", [
+    ([], "no point to predict: the run takes 2 numbers, one per feature (x1, x2), or --csv FILE"),
+    (["1"], "cannot predict from '1': the run takes 2 numbers, one per feature (x1, x2), or --csv FILE"),
+    (["1", "a"], "cannot predict from '1 a': the run takes 2 numbers, one per feature (x1, x2), or --csv FILE"),
+])
+def test_predict_says_what_point_to_type(xor_run, capsys, values, line):
+    code, out, err = run_main(["predict", str(xor_run), *values], capsys)
+    assert _one_line(code, err) == line and not out

@@ -74,3 +74,64 @@ def test_to_dict_is_a_new_plain_tree_each_time():
     again = cfg.to_dict()
     assert again == asdict(cfg) and again is not first and again["optimizer"]["params"]["eps"] == 1e-8
     assert cfg == parsed(["optimizer=adam", "model.hidden=[8,4]"])  # the cache is not part of the config
+
+
+# -- each default and each list of choices written once, in conf/ ----------------------------------------------------
+
+def _conf(group: str, choice: str) -> dict:
+    import yaml
+
+    from nnrun.config import config_dir
+
+    return yaml.safe_load((config_dir() / group / f"{choice}.yaml").read_text())
+
+
+def test_the_dataclasses_hold_no_defaults_conf_does():
+    """The numbers are conf/'s alone: no field has a default, but a dataset's key its file does not set (None)."""
+    from dataclasses import MISSING, fields
+
+    from nnrun import config
+
+    for cls in (config.TrainConfig, config.TrainLoopConfig, config.EarlyStoppingConfig, config.ModelConfig,
+                config.OptimizerConfig, config.DatasetConfig):
+        for f in fields(cls):
+            assert f.default_factory is MISSING and f.default in (MISSING, None), (cls.__name__, f.name)
+            assert f.default is MISSING or cls is config.DatasetConfig, (cls.__name__, f.name)
+
+
+def test_a_key_deleted_from_the_config_is_missing_not_a_default_in_code():
+    with pytest.raises(ConfigError, match=r"^train.epochs is missing: .* \+train.epochs="):
+        parsed(["~train.epochs"])
+    with pytest.raises(ConfigError, match=r"^optimizer.momentum is missing"):
+        parsed(["optimizer=momentum", "~optimizer.momentum"])
+
+
+def test_each_choice_is_a_file_under_conf_named_as_it_is_chosen_and_done_by_a_registry():
+    from nnrun import data, losses, models, optim
+    from nnrun.config import config_groups
+
+    groups = config_groups()
+    for group, registry in (("dataset", data.GENERATORS), ("activation", models.ACTIVATIONS),
+                            ("loss", losses.LOSSES), ("optimizer", optim.RULES)):
+        assert groups[group] == tuple(sorted(registry)), group
+        assert all(_conf(group, choice)["name"] == choice for choice in groups[group]), group
+
+
+def test_every_key_a_file_under_conf_sets_is_one_the_schema_checks():
+    from nnrun.config import CHECKS, DatasetConfig, config_groups
+
+    for group in ("dataset", "model", "activation", "loss", "optimizer"):
+        for choice in config_groups()[group]:
+            assert {f"{group}.{key}" for key in _conf(group, choice)} <= set(CHECKS), (group, choice)
+    dataset_keys = {key.split(".")[1] for key in CHECKS if key.startswith("dataset.")}
+    assert set(DatasetConfig.__dataclass_fields__) == dataset_keys
+
+
+@pytest.mark.parametrize("name", ["xor", "pass_fail", "spirals", "circles", "gaussians", "csv"])
+def test_a_dataset_reads_the_keys_its_file_sets(name):
+    """conf/dataset/<name>.yaml decides which keys that dataset takes; the others are None, not another's value."""
+    cfg = parsed([f"dataset={name}", *(["dataset.path=x.csv"] if name == "csv" else [])]).dataset
+    keys = set(_conf("dataset", name))
+    assert {key for key, value in cfg.__dict__.items() if value is not None} <= keys
+    assert {key: getattr(cfg, key) for key in keys if key != "path"} == \
+        {key: value for key, value in _conf("dataset", name).items() if key != "path"}

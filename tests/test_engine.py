@@ -300,7 +300,7 @@ def test_predict_reads_points_from_a_csv(tmp_path, capsys):
     assert lines[1].endswith("-> 0")
     assert predict_main([str(tmp_path / "run"), "--csv", str(tmp_path / "none.csv")]) == 2
     assert predict_main([str(tmp_path / "run"), "1"]) == 2
-    assert "2 numbers, one per feature: x1, x2" in capsys.readouterr().err
+    assert "2 numbers, one per feature (x1, x2)" in capsys.readouterr().err
 
 
 def test_resuming_a_run_that_restored_its_best_weights_continues_from_its_last_step(tmp_path):

@@ -155,12 +155,12 @@ def test_a_near_miss_at_the_same_level_is_suggested_as_written_there(capsys):
     assert _one_error_line(code, err).endswith("did you mean 'epochs'?")
 
 
-def test_a_key_the_schema_has_but_this_config_does_not_set_is_added_with_a_plus(capsys):
-    """xor's dataset file sets no `classes`; the schema has it, so the plus is the right advice, and works."""
-    code, _, err = run_main(["train", "--cfg", "job", "dataset.classes=2"], capsys)
-    assert "+dataset.classes=" in _one_error_line(code, err)
-    code, out, err = run_main(["train", "--cfg", "job", "+dataset.classes=2"], capsys)
-    assert code == 0 and "classes: 2" in out, err
+def test_a_key_another_dataset_has_is_refused_with_or_without_plus(capsys):
+    """xor's dataset file sets no `classes`: xor does not read it, so no plus is advised and none is taken."""
+    for override in ("dataset.classes=2", "+dataset.classes=2"):
+        code, _, err = run_main(["train", "--cfg", "job", override], capsys)
+        line = _one_error_line(code, err)
+        assert "classes is a field of dataset=gaussians, spirals" in line and "+dataset.classes" not in line
 
 
 # -- the sweep extra ---------------------------------------------------------------------------------------------

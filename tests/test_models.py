@@ -10,7 +10,7 @@ from nnrun import losses, models
 
 def test_lecture_worked_perceptron_gives_sigma_of_minus_six():
     # w0 = 1, W = [3, -2], X = [-1, 2]: z = 1 + 3*(-1) + (-2)*2 = -6, y_hat = sigma(-6).
-    perceptron = models.MLP(2, [], 1, "sigmoid")
+    perceptron = models.MLP(2, [], 1, "sigmoid", 0.0)
     with torch.no_grad():
         perceptron.output.weight.copy_(torch.tensor([[3.0, -2.0]]))
         perceptron.output.bias.fill_(1.0)
@@ -20,8 +20,8 @@ def test_lecture_worked_perceptron_gives_sigma_of_minus_six():
 
 
 def test_perceptron_has_no_hidden_layer():
-    assert len(models.MLP(2, [], 1).linear_layers()) == 1
-    assert [l.out_features for l in models.MLP(2, [8, 3], 1).linear_layers()] == [8, 3, 1]
+    assert len(models.MLP(2, [], 1, "relu", 0.0).linear_layers()) == 1
+    assert [l.out_features for l in models.MLP(2, [8, 3], 1, "relu", 0.0).linear_layers()] == [8, 3, 1]
 
 
 def test_same_seed_same_weights_different_seed_different():

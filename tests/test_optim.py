@@ -156,3 +156,17 @@ def test_a_models_saved_optimizer_state_loads_back_into_its_row(case):
         again.load_row(k, saved[k], split)
     for k in range(3):
         _assert_state_dicts_equal(again.state_dict_of(k, groups[k], split), saved[k])
+
+
+@pytest.mark.parametrize("name", ["sgd", "momentum", "adagrad", "adadelta", "adam", "rmsprop"])
+def test_each_rules_numbers_are_its_conf_file(name):
+    """conf/optimizer/<name>.yaml's numbers go to torch.optim as they are: no second default in code."""
+    import yaml
+
+    from conftest import parsed
+    from nnrun.config import config_dir
+
+    conf = yaml.safe_load((config_dir() / "optimizer" / f"{name}.yaml").read_text())
+    group = optim.param_group(parsed([f"optimizer={name}"]).optimizer)
+    assert {key: group[key] for key in conf if key != "name"} == \
+        {key: tuple(v) if isinstance(v, list) else v for key, v in conf.items() if key != "name"}

@@ -1,20 +1,20 @@
 """The config schema: typed dataclasses, validated once at the edge from Hydra's composed DictConfig.
 
 Everything past `parse()` works with these objects, never with raw `DictConfig` keys. A bad value raises
-`ConfigError`, which the CLI prints as one line (key, value, what is allowed) and exits 2.
+`ConfigError`, which the CLI prints as one line (key, value, what is allowed) and exits 2. The values themselves
+are written once, in conf/: its files are the defaults and the choices, and `parse` requires every key (the
+config is always composed from conf/train.yaml).
 """
 
 from __future__ import annotations
 
 import difflib
 import math
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass
+from functools import cache, partial
 from pathlib import Path
-from typing import Any, Collection, Iterator, Mapping
+from typing import Any, Callable, Collection, Iterator, Mapping
 
-DATASETS = ("xor", "pass_fail", "spirals", "circles", "gaussians", "csv")
-ACTIVATIONS = ("sigmoid", "tanh", "relu", "linear", "leaky_relu", "elu", "gelu", "softplus")
-LOSSES = ("bce", "mse", "cross_entropy")
 DEVICES = ("auto", "cpu", "cuda")
 MONITORS = ("loss/val", "loss/train", "accuracy/val", "accuracy/train")
 
@@ -25,10 +25,22 @@ def config_dir() -> Path:
     return packaged if packaged.is_dir() else Path(__file__).resolve().parents[2] / "conf"
 
 
+@cache
 def config_groups() -> dict[str, tuple[str, ...]]:
-    """Each config group under conf/ and its choices, sorted."""
+    """Each config group under conf/ and its choices, sorted: the one list of nnrun's datasets, activations,
+    losses and optimizers (models, losses, data and optim hold what each name does)."""
     return {g.name: tuple(sorted(p.stem for p in g.glob("*.yaml")))
             for g in sorted(config_dir().iterdir()) if g.is_dir()}
+
+
+@cache
+def choice_keys(group: str) -> dict[str, frozenset[str]]:
+    """Each choice of config group `group` and the keys its file sets: a dataset's keys are the ones it reads
+    (spirals and gaussians have `classes`, csv `path` and `target`), an optimizer's its update rule's."""
+    import yaml
+
+    return {choice: frozenset(yaml.safe_load((config_dir() / group / f"{choice}.yaml").read_text("utf-8")) or ())
+            for choice in config_groups()[group]}
 
 
 def defaults_list(path: Path) -> list[tuple[str, str]]:
@@ -49,6 +61,9 @@ def defaults_list(path: Path) -> list[tuple[str, str]]:
 def default_groups() -> set[str]:
     """The groups conf/train.yaml chooses: `group=choice` overrides them; any other group is added, `+group=choice`."""
     return {group for group, _ in defaults_list(config_dir() / "train.yaml") if not group.startswith("hydra/")}
+
+
+Check = Callable[[str, Any], Any]  # (dotted key, value) -> the value as nnrun uses it, or ConfigError
 
 
 class ConfigError(ValueError):
@@ -78,8 +93,7 @@ def _show(value: Any) -> str:
 
 def closest(word: str, choices: tuple[str, ...] | list[str]) -> str:
     """'; did you mean X?' for the nearest choice, or '' when nothing is near."""
-    match = difflib.get_close_matches(str(word), list(choices), n=1)
-    return f"; did you mean {match[0]!r}?" if match else ""
+    return _did_you_mean(difflib.get_close_matches(str(word), list(choices), n=1))
 
 
 def one_of(key: str, value: Any, choices: tuple[str, ...]) -> str:
@@ -88,41 +102,23 @@ def one_of(key: str, value: Any, choices: tuple[str, ...]) -> str:
     return value
 
 
-def _number(key: str, value: Any, kind: type) -> Any:
+def integer(key: str, value: Any, *, minimum: int) -> int:
     # bool is an int subclass; `epochs=true` is a mistake, not 1.
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ConfigError(key, value, f"a{'n integer' if kind is int else ' number'}")
-    if kind is int:
-        if isinstance(value, float) and not value.is_integer():
-            raise ConfigError(key, value, "an integer")
-        return int(value)
-    if not math.isfinite(value):
-        raise ConfigError(key, value, "a finite number")
-    return float(value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not float(value).is_integer():
+        raise ConfigError(key, value, "an integer")
+    if value < minimum:
+        raise ConfigError(key, int(value), f"an integer >= {minimum}")
+    return int(value)
 
 
-def integer(key: str, value: Any, *, minimum: int | None = None) -> int:
-    value = _number(key, value, int)
-    if minimum is not None and value < minimum:
-        raise ConfigError(key, value, f"an integer >= {minimum}")
-    return value
-
-
-def real(key: str, value: Any, *, low: float | None = None, high: float | None = None,
-         low_open: bool = False, high_open: bool = False) -> float:
-    value = _number(key, value, float)
-    too_low = low is not None and (value <= low if low_open else value < low)
-    too_high = high is not None and (value >= high if high_open else value > high)
-    if too_low or too_high:
-        lo = "" if low is None else f"{'(' if low_open else '['}{low:g}"
-        hi = "" if high is None else f"{high:g}{')' if high_open else ']'}"
-        if low is not None and high is not None:
-            what = f"a number in {lo}, {hi}"
-        elif low is not None:
-            what = f"a number {'>' if low_open else '>='} {low:g}"
-        else:
-            what = f"a number {'<' if high_open else '<='} {high:g}"
-        raise ConfigError(key, value, what)
+def real(key: str, value: Any, *, low_open: bool = False, below_one: bool = False) -> float:
+    """A finite number >= 0; > 0 with `low_open`; in [0, 1) with `below_one`."""
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not number or not math.isfinite(value):
+        raise ConfigError(key, value, "a finite number" if number else "a number")
+    value = float(value)
+    if value < 0 or (low_open and value == 0) or (below_one and value >= 1):
+        raise ConfigError(key, value, "a number in [0, 1)" if below_one else f"a number {'>' if low_open else '>='} 0")
     return value
 
 
@@ -134,56 +130,63 @@ def boolean(key: str, value: Any) -> bool:
 
 @dataclass(frozen=True)
 class DatasetConfig:
-    name: str = "xor"
-    n_samples: int = 4
-    noise: float = 0.0
-    val_fraction: float = 0.0
-    test_fraction: float = 0.0
-    classes: int = 2
-    seed: int = 0
+    """A dataset's keys; one that this dataset's file under conf/dataset/ does not set is None."""
+
+    name: str
+    val_fraction: float
+    test_fraction: float
+    seed: int
+    n_samples: int | None = None
+    noise: float | None = None
+    classes: int | None = None
     path: str | None = None
     target: str | None = None
 
 
 @dataclass(frozen=True)
 class ModelConfig:
-    hidden: tuple[int, ...] = (4,)
-    dropout: float = 0.0
-    init_std: float | None = None
+    hidden: tuple[int, ...]
+    dropout: float
+    init_std: float | None
 
 
 @dataclass(frozen=True)
 class OptimizerConfig:
-    """`name` picks the update rule; `params` holds that rule's own fields (lr, betas, momentum, ...)."""
+    """`name` picks the update rule; `params` holds that rule's own fields (weight_decay, betas, momentum, ...)."""
 
-    name: str = "adam"
-    lr: float = 0.01
-    params: Mapping[str, Any] = field(default_factory=dict)
+    name: str
+    lr: float
+    params: Mapping[str, Any]
 
 
 @dataclass(frozen=True)
 class EarlyStoppingConfig:
-    patience: int | None = None
-    min_delta: float = 0.0
-    monitor: str = "loss/val"
-    restore_best: bool = True
+    patience: int | None
+    min_delta: float
+    monitor: str
+    restore_best: bool
 
     @property
     def maximize(self) -> bool:
-        return self.monitor.startswith("accuracy/")
+        return maximized(self.monitor)
+
+
+def maximized(monitor: str) -> bool:
+    """Whether a larger `monitor` is better: accuracies are maximised, losses minimised."""
+    return monitor.startswith("accuracy/")
 
 
 @dataclass(frozen=True)
 class TrainLoopConfig:
-    epochs: int = 200
-    batch_size: int | None = None
-    log_every: int = 10
-    image_every: int | None = None
-    log_steps: bool = False
-    landscape: bool = False
-    checkpoint_every: int | None = None
-    resume: str | None = None
-    early_stopping: EarlyStoppingConfig = field(default_factory=EarlyStoppingConfig)
+    epochs: int
+    batch_size: int | None
+    log_every: int
+    image_every: int | None
+    log_steps: bool
+    landscape: bool
+    checkpoint_every: int | None
+    resume: str | None
+    early_stopping: EarlyStoppingConfig
 
 
 @dataclass(frozen=True)
@@ -218,49 +221,94 @@ def _copy_tree(value: Any) -> Any:
     return value
 
 
-# Each optimizer's own fields, with how to check them. `lr` and `weight_decay` are common to all.
-OPTIMIZER_FIELDS: dict[str, dict[str, Any]] = {
-    "sgd": {},
-    "momentum": {"momentum": lambda k, v: real(k, v, low=0, high=1, high_open=True),
-                 "nesterov": boolean},
-    "adagrad": {"lr_decay": lambda k, v: real(k, v, low=0),
-                "initial_accumulator_value": lambda k, v: real(k, v, low=0),
-                "eps": lambda k, v: real(k, v, low=0, low_open=True)},
-    "adadelta": {"rho": lambda k, v: real(k, v, low=0, high=1, high_open=True),
-                 "eps": lambda k, v: real(k, v, low=0, low_open=True)},
-    "adam": {"betas": lambda k, v: _betas(k, v),
-             "eps": lambda k, v: real(k, v, low=0, low_open=True)},
-    "rmsprop": {"alpha": lambda k, v: real(k, v, low=0, high=1, high_open=True),
-                "eps": lambda k, v: real(k, v, low=0, low_open=True),
-                "momentum": lambda k, v: real(k, v, low=0, high=1, high_open=True)},
+def _optional(check: Check) -> Check:
+    return lambda key, value: None if value is None else check(key, value)
+
+
+def _choice(group: str) -> Check:
+    return lambda key, value: one_of(key, value, config_groups()[group])
+
+
+_natural, _positive, _two_or_more = (partial(integer, minimum=n) for n in (0, 1, 2))
+_non_negative, _above_zero, _below_one = real, partial(real, low_open=True), partial(real, below_one=True)
+
+
+def _text(key: str, value: Any) -> str:
+    """A name or a path: one value (a number as its text)."""
+    if value is None or isinstance(value, (bool, list, tuple, Mapping)):
+        raise ConfigError(key, value, "a name or a path")
+    return str(value)
+
+
+def _exp_name(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value or "/" in value or value.startswith("."):
+        raise ConfigError(key, value, "a non-empty name without '/'")
+    return value
+
+
+def _csv_path(key: str, value: Any) -> str:
+    if not isinstance(value, str) or value == "???":
+        raise ConfigError(key, value, "the path of a CSV file (dataset.path=my.csv)")
+    return value
+
+
+def _widths(key: str, value: Any) -> tuple[int, ...]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(key, value, "a list of layer widths, e.g. [4] or [32,32] ([] = perceptron)")
+    return tuple(integer(f"{key}[{i}]", w, minimum=1) for i, w in enumerate(value))
+
+
+def _betas(key: str, value: Any) -> tuple[float, float]:
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise ConfigError(key, value, "a pair [beta1, beta2], each in [0, 1)")
+    return tuple(_below_one(f"{key}[{i}]", b) for i, b in enumerate(value))
+
+
+# How each key of the schema is checked, by its dotted path. The values themselves (defaults) are in conf/, and
+# which dataset and which update rule has which key is what its file there sets (`section_keys`).
+CHECKS: dict[str, Check] = {
+    "exp_name": _exp_name, "seed": _natural, "device": partial(one_of, choices=DEVICES), "threads": _positive,
+    "dataset.name": _choice("dataset"), "dataset.n_samples": _two_or_more, "dataset.noise": _non_negative,
+    "dataset.classes": _two_or_more, "dataset.val_fraction": _below_one, "dataset.test_fraction": _below_one,
+    "dataset.seed": _natural, "dataset.path": _csv_path, "dataset.target": _optional(_text),
+    "model.hidden": _widths, "model.dropout": _below_one, "model.init_std": _optional(_non_negative),
+    "activation.name": _choice("activation"),
+    "loss.name": _choice("loss"),
+    "optimizer.name": _choice("optimizer"), "optimizer.lr": _above_zero, "optimizer.weight_decay": _non_negative,
+    "optimizer.momentum": _below_one, "optimizer.nesterov": boolean, "optimizer.lr_decay": _non_negative,
+    "optimizer.initial_accumulator_value": _non_negative, "optimizer.eps": _above_zero,
+    "optimizer.rho": _below_one, "optimizer.betas": _betas, "optimizer.alpha": _below_one,
+    "train.epochs": _positive, "train.batch_size": _optional(_positive), "train.log_every": _positive,
+    "train.image_every": _optional(_natural), "train.log_steps": boolean, "train.landscape": boolean,
+    "train.checkpoint_every": _optional(_positive), "train.resume": _optional(_text),
+    "train.early_stopping.patience": _optional(_positive), "train.early_stopping.min_delta": _non_negative,
+    "train.early_stopping.monitor": partial(one_of, choices=MONITORS), "train.early_stopping.restore_best": boolean,
 }
-OPTIMIZERS = tuple(OPTIMIZER_FIELDS)
 
 
-# The keys each section of the config has, by dotted path ("" = the top level); `optimizer` also has its update
-# rule's own fields. `hydra` holds Hydra's settings, which Hydra checks itself.
-SECTIONS: dict[str, frozenset[str]] = {
-    "": frozenset({f.name for f in fields(TrainConfig)} | {"hydra"}),
-    "dataset": frozenset(f.name for f in fields(DatasetConfig)),
-    "model": frozenset(f.name for f in fields(ModelConfig)),
-    "activation": frozenset({"name"}),
-    "loss": frozenset({"name"}),
-    "optimizer": frozenset({"name", "lr", "weight_decay"}),
-    "train": frozenset(f.name for f in fields(TrainLoopConfig)),
-    "train.early_stopping": frozenset(f.name for f in fields(EarlyStoppingConfig)),
-}
+def _sections() -> dict[str, list[str]]:
+    """Each section of the schema by dotted path ("" = the top level) and its keys, subsections among them."""
+    sections: dict[str, dict[str, None]] = {}
+    for path in CHECKS:
+        parts = path.split(".")
+        for depth, part in enumerate(parts):
+            sections.setdefault(".".join(parts[:depth]), {})[part] = None
+    return {section: list(keys) for section, keys in sections.items()}
 
 
-def section_keys(path: str, cfg: Mapping[str, Any]) -> frozenset[str] | None:
-    """The keys the schema has in section `path` of `cfg`; None where `path` is no section of the schema."""
-    known = SECTIONS.get(path)
-    if path == "optimizer":
-        name = _select(cfg, "optimizer.name")
-        # An unknown update rule is reported by its name; until then, any rule's field is a key.
-        own = OPTIMIZER_FIELDS[name] if name in OPTIMIZER_FIELDS else \
-            {key for rule in OPTIMIZER_FIELDS.values() for key in rule}
-        known = known | frozenset(own)
-    return known
+SECTIONS = _sections()
+
+
+def section_keys(path: str, cfg: Mapping[str, Any]) -> list[str] | None:
+    """The keys section `path` of `cfg` has in the schema (None where `path` is no section of it). A config
+    group's are those its file under conf/ sets: the chosen one's (by `name`), until that is known any one's."""
+    if path not in SECTIONS or path not in config_groups():
+        return SECTIONS.get(path)
+    files, name = choice_keys(path), _select(cfg, f"{path}.name")
+    keys = files[name] if isinstance(name, str) and name in files else frozenset().union(*files.values())
+    return [key for key in SECTIONS[path] if key in keys]
 
 
 def _select(cfg: Any, path: str) -> Any:
@@ -272,78 +320,88 @@ def _select(cfg: Any, path: str) -> Any:
     return cfg
 
 
-def check_keys(cfg: Mapping[str, Any]) -> None:
-    """Every key in each section of `cfg` is one the schema has, else ConfigError. A key set with `+` or `++` on
-    the command line composes into the config, and one nnrun does not read would be ignored without a word."""
-    for path in SECTIONS:
-        section = _select(cfg, path)
-        if not isinstance(section, Mapping):
-            continue  # a missing or non-mapping group is reported where it is read
-        known = section_keys(path, cfg)
-        for key in section:
-            if key not in known:
-                name, value = f"{path}.{key}" if path else str(key), section[key]
-                while isinstance(value, Mapping) and len(value) == 1:  # +a.b=1 composes to a: {b: 1}
-                    inner, value = next(iter(value.items()))
-                    name = f"{name}.{inner}"
-                raise unknown_key(name, value, path, known, cfg)
-
-
 def unknown_key(key: str, value: Any, section: str, known: Collection[str], cfg: Mapping[str, Any]) -> ConfigError:
-    """The error for `key` (dotted), which `section` ("" = top level) lacks: the keys it has, and the nearest."""
+    """The error for `key` (dotted), which `section` ("" = top level) lacks: the keys it has, and the nearest; a
+    key of another dataset (optimizer) names those that have it."""
     leaf = key.split(".")[section.count(".") + 1 if section else 0]  # the part of `key` that `section` lacks
-    hint = nearest_key(key, leaf, known, cfg)
-    if section == "optimizer" and not hint:
-        rules = [name for name, own in OPTIMIZER_FIELDS.items() if leaf in own]
-        hint = f"; {leaf} is a field of optimizer={', '.join(rules)}" if rules else ""
-    return ConfigError(key, value, f"no such key in {section or 'the config'} (known: {', '.join(sorted(known))})"
-                                   f"{hint}")
+    if section.split(".")[0] == "hydra":
+        return ConfigError(key, value, f"Hydra has no setting {section}.{leaf} (nnrun train --cfg hydra shows "
+                                       f"them){closest(leaf, sorted(known))}")
+    hint, where = nearest_key(key, leaf, known, cfg), section or "the config"
+    owners = [choice for choice, keys in choice_keys(section).items() if leaf in keys] \
+        if section in config_groups() else []
+    if owners:
+        where = f"{section}={_select(cfg, f'{section}.name')}"
+        hint = f"; {leaf} is a field of {section}={', '.join(owners)}"
+    return ConfigError(key, value, f"no such key in {where} (known: {', '.join(sorted(known))}){hint}")
 
 
-def explain_override(tree: Mapping[str, Any], key: str, value: Any) -> None:
-    """Why an override of dotted `key` cannot go into the config `tree` (plain containers) that lacks it, as a
-    ConfigError: a key the schema has needs a plus (this config does not set it), a value is not a section, any
-    other key is unknown (with the nearest known key). Returns when `tree` has the key after all."""
+def not_a_section(path: str, value: Any) -> ConfigError:
+    """The error for one value given where the schema has a section of keys (a config group: its choice)."""
+    groups = config_groups()
+    if path in groups:
+        return ConfigError(path, value, f"one of {', '.join(groups[path])} (a config group: choose one by name)")
+    keys = [key for key in SECTIONS[path] if f"{path}.{key}" in CHECKS]
+    fits = [key for key in keys if _accepts(f"{path}.{key}", value)]
+    hint = f"did you mean {path}.{fits[0]}={_show(value)}?" if fits else f"set one of them: {path}.{keys[0]}=..."
+    return ConfigError(path, value, f"a section with keys {', '.join(keys)}, not one value; {hint}")
+
+
+def _accepts(key: str, value: Any) -> bool:
+    try:
+        CHECKS[key](key, value)
+    except ConfigError:
+        return False
+    return True
+
+
+def explain_override(tree: Mapping[str, Any], key: str, value: Any, line: str = "") -> None:
+    """Why the override `line` (key=value, +key=value, ++key=value or ~key) of dotted `key` cannot go into the
+    config `tree` (plain containers), as a ConfigError: a plus on a key the config has, a section given one value
+    or a value given a section, a key under a value, an unknown key (with the nearest known key; every key the
+    schema has is in a config composed from conf/). Returns where none of these is why."""
+    line = line or f"{key}={value}"
     parts = key.split(".")
     node, depth = tree, 0  # down the sections of the config that hold the start of `key`
     while depth < len(parts) - 1 and isinstance(node.get(parts[depth]), Mapping):
         node, depth = node[parts[depth]], depth + 1
     head, whole = parts[depth], depth == len(parts) - 1  # the first part the config lacks; is it the last?
-    if whole and head in node:
-        return
-    section = ".".join(parts[:depth])
-    known = section_keys(section, tree)
-    if whole and known is not None and head in known:
-        raise ConfigError(key, value, f"this config's {section} does not set {head}; add it with a plus: +{key}=...")
-    if head in node:
+    section, old = ".".join(parts[:depth]), node.get(head)
+    if head in node and not whole:
         raise ConfigError(key, value, f"{'.'.join(parts[:depth + 1])} is a value, not a section with keys")
-    raise unknown_key(key, value, section, known if known is not None else set(node), tree)
+    if head in node:
+        if line.startswith("+") and not line.startswith("++"):
+            raise UsageError(f"{line} needs no plus: this config sets {key} already; write {line[1:]}")
+        if isinstance(value, Mapping) and not line.startswith("~"):
+            if isinstance(old, Mapping):
+                for inner, item in value.items():
+                    explain_override(tree, f"{key}.{inner}", item)
+                return
+            CHECKS.get(key, _text)(key, value)  # a value of the schema's says what it takes; any says one value
+        if isinstance(old, Mapping) and not line.startswith("~"):
+            raise not_a_section(key, value) if key in SECTIONS else \
+                ConfigError(key, value, f"a section with keys {', '.join(old)}, not one value")
+        return
+    if line.startswith("+"):
+        return  # an addition composes; whether the schema has the key is parse's to say
+    exc = unknown_key(key, value, section, section_keys(section, tree) or set(node), tree)
+    raise UsageError(f"{line} deletes nothing: {exc.allowed}") if line.startswith("~") else exc
 
 
 def explain_composition(overrides: Any, compose: Any) -> ConfigError | None:
     """Why Hydra's parsed `overrides` do not compose, in nnrun's words, or None where no key explains it: each
-    override of a plain key held against the config that the others (group choices, additions) compose to.
-    `compose(lines)` composes override lines to a config as plain containers."""
+    override of a key (not a group's choice) held against the config that the others compose to.
+    `compose(lines)` composes override lines to a config as plain containers, Hydra's settings among them."""
     groups = config_groups()
-    plain = [o for o in overrides if not (o.is_hydra_override() or o.is_add() or o.is_force_add() or o.is_delete()
-                                          or o.key_or_group in groups)]
-    tree = compose([o.input_line for o in overrides if o not in plain])
-    for o in plain:
-        value = o.input_line.split("=", 1)[-1] if o.is_sweep_override() else plain_value(o.value())
+    keys = [o for o in overrides if not (o.key_or_group in groups or "/" in o.key_or_group)]
+    tree = compose([o.input_line for o in overrides if o not in keys])
+    for o in keys:
         try:
-            explain_override(tree, o.key_or_group, value)
+            explain_override(tree, o.key_or_group, o.input_line.split("=", 1)[-1] if o.is_sweep_override()
+                             else o.value(), o.input_line)
         except ConfigError as exc:
             return exc
     return None
-
-
-def plain_value(value: Any) -> Any:
-    """A value of Hydra's parsed overrides as plain Python (its lists and dicts as such)."""
-    if isinstance(value, (list, tuple)):
-        return [plain_value(v) for v in value]
-    if isinstance(value, dict):
-        return {k: plain_value(v) for k, v in value.items()}
-    return value
 
 
 def nearest_key(key: str, leaf: str, known: Collection[str], cfg: Mapping[str, Any]) -> str:
@@ -364,12 +422,12 @@ def nearest_key(key: str, leaf: str, known: Collection[str], cfg: Mapping[str, A
     if near:
         return near
     match = difflib.get_close_matches(last, list(elsewhere), n=1)
-    return _did_you_mean(sorted(elsewhere[match[0]], key=lambda p: (p.count("."), p))) if match else ""
+    return _did_you_mean(sorted(elsewhere[match[0]], key=lambda p: (p.count("."), p)) if match else [])
 
 
-def _did_you_mean(paths: list[str]) -> str:
-    names = ", ".join(map(repr, paths))
-    return f"; did you mean {names}?" if len(paths) == 1 else f"; did you mean one of {names}?"
+def _did_you_mean(names: list[str]) -> str:
+    listed = ", ".join(map(repr, names))
+    return "" if not names else f"; did you mean {listed}?" if len(names) == 1 else f"; did you mean one of {listed}?"
 
 
 def _paths(cfg: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
@@ -383,98 +441,29 @@ def _paths(cfg: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
             yield from _paths(cfg[key], f"{path}.")
 
 
-def _betas(key: str, value: Any) -> tuple[float, float]:
-    if not isinstance(value, (list, tuple)) or len(value) != 2:
-        raise ConfigError(key, value, "a pair [beta1, beta2], each in [0, 1)")
-    return tuple(real(f"{key}[{i}]", b, low=0, high=1, high_open=True) for i, b in enumerate(value))
-
-
-def _section(cfg: Mapping[str, Any], key: str) -> Mapping[str, Any]:
-    value = cfg.get(key)
-    if not isinstance(value, Mapping):
-        raise ConfigError(key, value, "a config group (choose one with " f"{key}=<choice>)")
-    return value
-
-
-def parse_dataset(d: Mapping[str, Any]) -> DatasetConfig:
-    name = one_of("dataset.name", d.get("name"), DATASETS)
-    defaults = DatasetConfig()
-    val = real("dataset.val_fraction", d.get("val_fraction", 0.0), low=0, high=1, high_open=True)
-    test = real("dataset.test_fraction", d.get("test_fraction", 0.0), low=0, high=1, high_open=True)
-    if val + test >= 1:
-        raise ConfigError("dataset.val_fraction", val,
-                          f"val_fraction + test_fraction must stay below 1 (test_fraction={test:g}),"
-                          " or no training data is left")
-    path = d.get("path")
-    if name == "csv" and (not isinstance(path, str) or path == "???"):
-        raise ConfigError("dataset.path", path, "the path of a CSV file (dataset.path=my.csv)")
-    target = d.get("target")
-    if target is not None and not isinstance(target, str):
-        target = str(target)
-    return DatasetConfig(
-        name=name,
-        n_samples=integer("dataset.n_samples", d.get("n_samples", defaults.n_samples),
-                          minimum=4 if name == "xor" else 2),
-        noise=real("dataset.noise", d.get("noise", 0.0), low=0),
-        val_fraction=val,
-        test_fraction=test,
-        classes=integer("dataset.classes", d.get("classes", 2), minimum=2),
-        seed=integer("dataset.seed", d.get("seed", 0), minimum=0),
-        path=path,
-        target=target,
-    )
-
-
-def parse_model(m: Mapping[str, Any]) -> ModelConfig:
-    hidden = m.get("hidden", [])
-    if isinstance(hidden, int) and not isinstance(hidden, bool):
-        hidden = [hidden]
-    if not isinstance(hidden, (list, tuple)):
-        raise ConfigError("model.hidden", hidden, "a list of layer widths, e.g. [4] or [32,32] ([] = perceptron)")
-    widths = tuple(integer(f"model.hidden[{i}]", w, minimum=1) for i, w in enumerate(hidden))
-    init_std = m.get("init_std")
-    return ModelConfig(
-        hidden=widths,
-        dropout=real("model.dropout", m.get("dropout", 0.0), low=0, high=1, high_open=True),
-        init_std=None if init_std is None else real("model.init_std", init_std, low=0),
-    )
-
-
-def parse_optimizer(o: Mapping[str, Any]) -> OptimizerConfig:
-    name = one_of("optimizer.name", o.get("name"), OPTIMIZERS)
-    own = OPTIMIZER_FIELDS[name]
-    params: dict[str, Any] = {
-        "weight_decay": real("optimizer.weight_decay", o.get("weight_decay", 0.0), low=0)}
-    for key, check in own.items():
-        if key in o:
-            params[key] = check(f"optimizer.{key}", o[key])
-    return OptimizerConfig(name=name, lr=real("optimizer.lr", o.get("lr"), low=0, low_open=True),
-                           params=params)
-
-
-def parse_train(t: Mapping[str, Any]) -> TrainLoopConfig:
-    es = t.get("early_stopping") or {}
-    patience = es.get("patience")
-    batch_size = t.get("batch_size")
-    image_every = t.get("image_every")
-    return TrainLoopConfig(
-        epochs=integer("train.epochs", t.get("epochs", 200), minimum=1),
-        batch_size=None if batch_size is None else integer("train.batch_size", batch_size, minimum=1),
-        log_every=integer("train.log_every", t.get("log_every", 10), minimum=1),
-        image_every=None if image_every is None else integer("train.image_every", image_every, minimum=0),
-        log_steps=boolean("train.log_steps", t.get("log_steps", False)),
-        landscape=boolean("train.landscape", t.get("landscape", False)),
-        checkpoint_every=None if t.get("checkpoint_every") is None else integer(
-            "train.checkpoint_every", t["checkpoint_every"], minimum=1),
-        resume=None if t.get("resume") is None else str(t["resume"]),
-        early_stopping=EarlyStoppingConfig(
-            patience=None if patience is None else integer("train.early_stopping.patience", patience,
-                                                           minimum=1),
-            min_delta=real("train.early_stopping.min_delta", es.get("min_delta", 0.0), low=0),
-            monitor=one_of("train.early_stopping.monitor", es.get("monitor", "loss/val"), MONITORS),
-            restore_best=boolean("train.early_stopping.restore_best", es.get("restore_best", True)),
-        ),
-    )
+def _read(cfg: Mapping[str, Any], path: str) -> dict[str, Any]:
+    """Section `path` of `cfg` ("" = the top level), each of its keys checked and each subsection read in turn.
+    It has every key of the schema's (the config is composed from conf/train.yaml, which sets them) and no other:
+    one added with `+` composes into the config, and nnrun would ignore it without a word."""
+    section = _select(cfg, path)
+    if not isinstance(section, Mapping):
+        raise not_a_section(path, section)
+    keys = section_keys(path, cfg)
+    for key in section:
+        if key not in keys and (path or key != "hydra"):  # Hydra checks its own settings
+            name, value = f"{path}.{key}" if path else str(key), section[key]
+            while isinstance(value, Mapping) and len(value) == 1:  # +a.b=1 composes to a: {b: 1}
+                inner, value = next(iter(value.items()))
+                name = f"{name}.{inner}"
+            raise unknown_key(name, value, path, keys, cfg)
+    values = {}
+    for key in keys:
+        full = f"{path}.{key}" if path else key
+        if key not in section:  # deleted (~key)
+            choose = f"<name> (one of {', '.join(config_groups()[full])})" if full in config_groups() else "..."
+            raise UsageError(f"{full} is missing: nnrun needs a value for it; add one with +{full}={choose}")
+        values[key] = _read(cfg, full) if full in SECTIONS else CHECKS[full](full, section[key])
+    return values
 
 
 def parse(cfg: Mapping[str, Any]) -> TrainConfig:
@@ -493,27 +482,20 @@ def parse(cfg: Mapping[str, Any]) -> TrainConfig:
             key = getattr(exc, "full_key", None) or "config"
             raise ConfigError(key, getattr(exc, "value", None) or "${...}",
                               f"a value that resolves ({str(exc).splitlines()[0]})") from None
-    check_keys(cfg)
-    activation = _section(cfg, "activation")
-    loss = _section(cfg, "loss")
-    exp_name = cfg.get("exp_name", "default")
-    if not isinstance(exp_name, str) or not exp_name or "/" in exp_name or exp_name.startswith("."):
-        raise ConfigError("exp_name", exp_name, "a non-empty name without '/'")
-    parsed = TrainConfig(
-        exp_name=exp_name,
-        seed=integer("seed", cfg.get("seed", 0), minimum=0),
-        device=one_of("device", cfg.get("device", "auto"), DEVICES),
-        threads=integer("threads", cfg.get("threads", 1), minimum=1),
-        dataset=parse_dataset(_section(cfg, "dataset")),
-        model=parse_model(_section(cfg, "model")),
-        activation=one_of("activation.name", activation.get("name"), ACTIVATIONS),
-        loss=one_of("loss.name", loss.get("name"), LOSSES),
-        optimizer=parse_optimizer(_section(cfg, "optimizer")),
-        train=parse_train(_section(cfg, "train")),
-    )
-    n_classes = parsed.dataset.classes if parsed.dataset.name in ("spirals", "gaussians") else 2
-    check_loss_fits(parsed.loss, n_classes)
-    return parsed
+    top = _read(cfg, "")
+    data, optimizer, train = DatasetConfig(**top["dataset"]), top["optimizer"], top["train"]
+    if data.val_fraction + data.test_fraction >= 1:
+        raise ConfigError("dataset.val_fraction", data.val_fraction, "val_fraction + test_fraction must stay below 1 "
+                          f"(test_fraction={data.test_fraction:g}), or no training data is left")
+    if data.name == "xor" and data.n_samples < 4:
+        raise ConfigError("dataset.n_samples", data.n_samples, "an integer >= 4 (a point per corner)")
+    if data.classes is not None:
+        check_loss_fits(top["loss"]["name"], data.classes)
+    return TrainConfig(**{
+        **top, "dataset": data, "model": ModelConfig(**top["model"]), "activation": top["activation"]["name"],
+        "loss": top["loss"]["name"],
+        "optimizer": OptimizerConfig(name=optimizer.pop("name"), lr=optimizer.pop("lr"), params=optimizer),
+        "train": TrainLoopConfig(**{**train, "early_stopping": EarlyStoppingConfig(**train["early_stopping"])})})
 
 
 def check_loss_fits(loss: str, n_classes: int) -> None:

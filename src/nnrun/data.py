@@ -17,15 +17,11 @@ from typing import Callable
 
 import torch
 
-from nnrun.config import ConfigError, DatasetConfig
+from nnrun.config import ConfigError, DatasetConfig, UsageError
 
 
-class DataError(ConfigError):
+class DataError(UsageError):
     """A data file nnrun cannot use (missing, empty, non-numeric, ...); exit 2 like any bad input."""
-
-    def __init__(self, message: str):
-        self.key, self.value, self.allowed = "dataset.path", None, message
-        ValueError.__init__(self, message)
 
 
 @dataclass

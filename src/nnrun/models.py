@@ -31,8 +31,8 @@ ACTIVATIONS: dict[str, type[nn.Module]] = {
 class MLP(nn.Module):
     """inputs -> [Linear -> activation -> Dropout] per hidden width -> Linear -> logits (or one output)."""
 
-    def __init__(self, n_inputs: int, hidden: tuple[int, ...] | list[int], n_outputs: int,
-                 activation: str = "relu", dropout: float = 0.0):
+    def __init__(self, n_inputs: int, hidden: tuple[int, ...] | list[int], n_outputs: int, activation: str,
+                 dropout: float):
         super().__init__()
         self.spec = {"n_inputs": n_inputs, "hidden": list(hidden), "n_outputs": n_outputs,
                      "activation": activation, "dropout": dropout}

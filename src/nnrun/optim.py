@@ -7,10 +7,10 @@ is a stack of one. The arithmetic follows `torch.optim`'s single-tensor code lin
 operations), so each model's trajectory is the one `torch.optim` would give it; `tests/test_optim.py` checks
 each rule against `torch.optim`, per model.
 
-The hyperparameters are read from the param group `torch.optim` would make for each model (`param_group`), so
-the defaults live in one place, torch.optim's. State tensors use `torch.optim`'s names, so `state_dict_of(k,
-...)` is model k's optimizer in `torch.optim`'s `state_dict()` format (what checkpoint.pt holds), and
-`load_row` puts such a state back.
+The hyperparameters are read from the param group `torch.optim` would make for each model (`param_group`): the
+numbers are conf/optimizer/'s, and torch.optim's defaults for what it does not set. State tensors use
+`torch.optim`'s names, so `state_dict_of(k, ...)` is model k's optimizer in `torch.optim`'s `state_dict()` format
+(what checkpoint.pt holds), and `load_row` puts such a state back.
 """
 
 from __future__ import annotations
@@ -24,28 +24,9 @@ from nnrun.config import OptimizerConfig
 
 
 def spec(cfg: OptimizerConfig) -> tuple[type[torch.optim.Optimizer], dict[str, Any]]:
-    """The torch.optim class for `cfg` and the keyword arguments it is built with."""
-    p = dict(cfg.params)
-    wd = p.pop("weight_decay", 0.0)
-    if cfg.name == "sgd":
-        return torch.optim.SGD, dict(lr=cfg.lr, weight_decay=wd)
-    if cfg.name == "momentum":
-        return torch.optim.SGD, dict(lr=cfg.lr, momentum=p.get("momentum", 0.9),
-                                     nesterov=p.get("nesterov", False), weight_decay=wd)
-    if cfg.name == "adagrad":
-        return torch.optim.Adagrad, dict(lr=cfg.lr, lr_decay=p.get("lr_decay", 0.0), weight_decay=wd,
-                                         initial_accumulator_value=p.get("initial_accumulator_value", 0.0),
-                                         eps=p.get("eps", 1e-10))
-    if cfg.name == "adadelta":
-        return torch.optim.Adadelta, dict(lr=cfg.lr, rho=p.get("rho", 0.9), eps=p.get("eps", 1e-6),
-                                          weight_decay=wd)
-    if cfg.name == "adam":
-        return torch.optim.Adam, dict(lr=cfg.lr, betas=tuple(p.get("betas", (0.9, 0.999))),
-                                      eps=p.get("eps", 1e-8), weight_decay=wd)
-    if cfg.name == "rmsprop":
-        return torch.optim.RMSprop, dict(lr=cfg.lr, alpha=p.get("alpha", 0.99), eps=p.get("eps", 1e-8),
-                                         momentum=p.get("momentum", 0.0), weight_decay=wd)
-    raise KeyError(cfg.name)
+    """The torch.optim class for `cfg` and the keyword arguments it is built with: a rule's keys in
+    conf/optimizer/ are its class's arguments (momentum is SGD's momentum)."""
+    return RULES[cfg.name].torch_class, {"lr": cfg.lr, **cfg.params}
 
 
 def param_group(cfg: OptimizerConfig) -> dict[str, Any]:
@@ -53,7 +34,7 @@ def param_group(cfg: OptimizerConfig) -> dict[str, Any]:
 
     Read from the constructor's signature, without building an optimizer: the first torch.optim optimizer
     of a process imports torch._dynamo (about 2 s), which a stacked sweep otherwise never needs.
-    tests/test_vectorized_optim.py checks this equals the built optimizer's group.
+    tests/test_optim.py checks this equals the built optimizer's group.
     """
     cls, kwargs = spec(cfg)
     defaults = {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
@@ -68,6 +49,8 @@ class StackedOptimizer:
     of steps and the step count is one integer.
     """
 
+    # The torch.optim optimizer whose update rule this is, step for step.
+    torch_class: type[torch.optim.Optimizer]
     # Hyperparameters read from each model's torch.optim param group (see `read`).
     hyper_keys: tuple[str, ...] = ("lr", "weight_decay")
     # Hyperparameters whose complement 1 - value the rule uses (as h("1-" + key)).
@@ -93,7 +76,8 @@ class StackedOptimizer:
 
     @staticmethod
     def read(group: dict, key: str) -> float:
-        return group[key]
+        """Hyperparameter `key` of a torch.optim param group (Adam's beta1 and beta2 are its `betas`)."""
+        return group["betas"][key == "beta2"] if key in ("beta1", "beta2") else group[key]
 
     def init_state(self, p: torch.Tensor, groups: Sequence[dict]) -> dict[str, torch.Tensor]:
         return {}
@@ -210,6 +194,7 @@ class SGD(StackedOptimizer):
     Nesterov's variant (Sutskever et al. 2013) steps along grad + mu * v. Same as torch.optim.SGD, dampening 0.
     """
 
+    torch_class = torch.optim.SGD
     hyper_keys = ("lr", "weight_decay", "momentum")
     counts_steps = False
 
@@ -235,6 +220,7 @@ class Adagrad(StackedOptimizer):
     sum <- sum + grad^2;  w <- w - clr * grad / (sqrt(sum) + eps),  clr = lr / (1 + (t - 1) * lr_decay).
     """
 
+    torch_class = torch.optim.Adagrad
     hyper_keys = ("lr", "weight_decay", "lr_decay", "initial_accumulator_value", "eps")
     eager_state = True
 
@@ -259,6 +245,7 @@ class Adadelta(StackedOptimizer):
     E[dx^2] <- rho E[dx^2] + (1-rho) d^2;  w <- w - lr * d.
     """
 
+    torch_class = torch.optim.Adadelta
     hyper_keys = ("lr", "weight_decay", "rho", "eps")
     complements = ("rho",)
 
@@ -281,14 +268,9 @@ class Adam(StackedOptimizer):
     m <- b1 m + (1-b1) g;  v <- b2 v + (1-b2) g^2;  w <- w - lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps).
     """
 
+    torch_class = torch.optim.Adam
     hyper_keys = ("lr", "weight_decay", "beta1", "beta2", "eps")
     complements = ("beta1", "beta2")
-
-    @staticmethod
-    def read(group, key):
-        if key in ("beta1", "beta2"):
-            return group["betas"][0 if key == "beta1" else 1]
-        return group[key]
 
     def init_state(self, p, groups):
         return {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
@@ -313,6 +295,7 @@ class RMSprop(StackedOptimizer):
     v <- mu v + g / (sqrt(E[g^2]) + eps),  w <- w - lr * v.
     """
 
+    torch_class = torch.optim.RMSprop
     hyper_keys = ("lr", "weight_decay", "alpha", "eps", "momentum")
     complements = ("alpha",)
 
@@ -336,7 +319,7 @@ class RMSprop(StackedOptimizer):
             p.addcdiv_(grad * self.h("-lr", p), avg)
 
 
-# One stacked rule per name of conf/optimizer/ (momentum is SGD with a momentum buffer, as in nnrun.optim).
+# What each name of conf/optimizer/ does: its stacked rule (momentum is SGD with a momentum buffer).
 RULES: dict[str, type[StackedOptimizer]] = {
     "sgd": SGD, "momentum": SGD, "adagrad": Adagrad, "adadelta": Adadelta, "adam": Adam, "rmsprop": RMSprop,
 }

@@ -6,6 +6,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from nnrun.config import ConfigError, UsageError
+
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
@@ -80,25 +82,27 @@ def _read_points(path: Path, names: list[str]) -> list[list[float]]:
     return points
 
 
+def _point(values: list[str], names: list[str]) -> list[float]:
+    """The point typed on the command line, one number per feature of the run, or UsageError saying what to type."""
+    try:
+        if len(values) == len(names):
+            return [float(v) for v in values]
+    except ValueError:
+        pass
+    given = f"cannot predict from {' '.join(values)!r}" if values else "no point to predict"
+    raise UsageError(f"{given}: the run takes {len(names)} numbers, one per feature ({', '.join(names)}), "
+                     "or --csv FILE")
+
+
 def main(argv: list[str]) -> int:
     args = _parser().parse_intermixed_args(argv)  # flags before, between or after the numbers
     from nnrun.checkpoint import CheckpointError, load
-    from nnrun.config import ConfigError
 
     try:
         path, chosen = locate(args.run_dir, args.best)
         payload = load(path)
         names = list(payload["feature_names"])
-        if args.csv is not None:
-            points = _read_points(args.csv, names)
-        else:
-            if len(args.features) != len(names):
-                raise ConfigError("features", " ".join(args.features) or "(none)",
-                                  f"{len(names)} numbers, one per feature: {', '.join(names)}")
-            try:
-                points = [[float(v) for v in args.features]]
-            except ValueError:
-                raise ConfigError("features", " ".join(args.features), "numbers") from None
+        points = _read_points(args.csv, names) if args.csv is not None else [_point(args.features, names)]
     except (CheckpointError, ConfigError) as exc:
         print(f"nnrun: error: {exc}", file=sys.stderr)
         return 2
@@ -120,8 +124,7 @@ def predict(payload: dict, points: list[list[float]]) -> list[list[float]]:
     from nnrun.losses import LOSSES
     from nnrun.models import MLP
 
-    spec = payload["spec"]
-    model = MLP(spec["n_inputs"], spec["hidden"], spec["n_outputs"], spec["activation"], spec["dropout"])
+    model = MLP(**payload["spec"])
     model.load_state_dict(payload["model"])
     model.eval()
     raw = torch.tensor(points, dtype=torch.float32)

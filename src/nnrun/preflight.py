@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from nnrun.config import ConfigError, UsageError, closest, config_dir, config_groups, default_groups, defaults_list
+from nnrun.config import (ConfigError, UsageError, closest, config_dir, config_groups, default_groups, defaults_list,
+                          explain_composition, parse, unknown_key)
 
 # Hydra's own flags that take a value, and those that stand alone (see `nnrun train --hydra-help`).
 FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--shell-completion", "-sc", "--config-path", "-cp",
@@ -217,8 +218,6 @@ def check(args: list[str]) -> None:
     from hydra.types import RunMode
     from omegaconf import OmegaConf
 
-    from nnrun.config import explain_composition, parse
-
     flags, raw = split_args(args)
     if flags & {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"}:
         return  # another config tree: Hydra's own checks apply
@@ -237,25 +236,64 @@ def check(args: list[str]) -> None:
 
     with config_loader() as loader:
         overrides = read_overrides(OverridesParser.create(config_loader=loader), raw)  # glob() lists a group
-        for o in overrides:
-            key = o.key_or_group
-            if o.is_hydra_override() or o.is_delete() or key not in groups:
-                continue
-            values = [o.value()] if not o.is_sweep_override() else \
-                list(o.sweep_string_iterator()) if o.is_discrete_sweep() else []
-            for value in values:
-                if isinstance(value, str) and value not in groups[key]:
-                    raise ConfigError(key, value, f"one of {', '.join(groups[key])}{closest(value, groups[key])}")
+        for o in overrides:  # Hydra's groups (hydra/launcher, ...) as nnrun's
+            hydra_group = o.is_hydra_override() and "/" in o.key_or_group
+            _check_choice(o, groups.get(o.key_or_group) or
+                          (tuple(sorted(loader.get_group_options(o.key_or_group))) if hydra_group else ()))
         mode = RunMode.MULTIRUN if multirun else RunMode.RUN
+        fixed = [o for o in overrides if not (multirun and o.is_sweep_override())]
+        settings = [o for o in fixed if o.key_or_group.startswith("hydra.") and not o.is_delete()]
         try:
             cfg = compose(loader, raw, mode)
         except ConfigError:
-            # Which key is unknown: each plain key against what the groups alone compose to (Hydra's own error is
-            # less helpful). Only when composing failed: a plain key the config lacks always fails it.
-            fixed = [o for o in overrides if not (multirun and o.is_sweep_override())]
+            # Which override is why, in nnrun's words (Hydra's own error is less helpful): one of Hydra's settings
+            # against the config the others compose to, each key against what the groups alone compose to.
+            if settings:
+                _check_hydra_keys(settings, compose(loader, [o.input_line for o in fixed if o not in settings], mode))
             explained = explain_composition(fixed, lambda lines: OmegaConf.to_container(compose(loader, lines, mode)))
             if explained is not None:
                 raise explained from None
             raise
+    _check_hydra_keys(settings, cfg)
     if not multirun:
         parse(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
+
+
+def _check_choice(o, choices: tuple[str, ...]) -> None:
+    """A config group's choice (or each of a sweep's, or of a list) is one of the group's, by name."""
+    if not choices or o.is_delete() or (o.is_sweep_override() and not o.is_discrete_sweep()):
+        return
+    values = list(o.sweep_string_iterator()) if o.is_sweep_override() else [o.value()]
+    for value in (v for value in values for v in (value if isinstance(value, list) else [value])):
+        if not isinstance(value, str) or value not in choices:
+            hint = closest(value, choices) if isinstance(value, str) else ""
+            if isinstance(value, dict) and value:  # optimizer={lr: 0.1}: the group's keys are set one by one
+                hint = f" (a config group: set its keys one by one, as {o.key_or_group}.{next(iter(value))}=...)"
+            raise ConfigError(o.key_or_group, value, f"one of {', '.join(choices)}{hint}")
+
+
+def _check_hydra_keys(overrides, cfg) -> None:
+    """Each override of one of Hydra's settings against the config `cfg`: where Hydra has a fixed set of them (a
+    structured config), a key it lacks would be refused, or with a plus, added and ignored: both are refused as
+    one Hydra does not have. An open section (hydra.job.env_set, a SLURM launcher's additional_parameters) takes
+    any key, added with a plus."""
+    import dataclasses
+
+    from omegaconf import OmegaConf
+
+    for o in overrides:
+        parts, added = o.key_or_group.split("."), o.is_add() or o.is_force_add()
+        node, tree = cfg.hydra, OmegaConf.to_container(cfg.hydra, resolve=False)  # `tree`: read without resolving
+        for depth, part in enumerate(parts[1:], start=1):
+            kind, section = OmegaConf.get_type(node), ".".join(parts[:depth])
+            settings = [f.name for f in dataclasses.fields(kind)] if dataclasses.is_dataclass(kind) else None
+            if settings is not None and part not in settings:
+                raise unknown_key(o.key_or_group, o.value(), section, settings, {})
+            if part not in tree:
+                if not added:
+                    raise UsageError(f"{o.input_line} needs a plus: {section} takes keys of your own; write "
+                                     f"+{o.input_line}")
+                break
+            if depth == len(parts) - 1 or not isinstance(tree[part], dict):
+                break
+            node, tree = node[part], tree[part]

@@ -25,7 +25,7 @@ from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 
-from nnrun.config import ConfigError, EarlyStoppingConfig, parse
+from nnrun.config import ConfigError, maximized, parse
 from nnrun.console import STATUS_STYLE, PipeConsole, plural
 from nnrun.metrics import FINAL_KEYS, atomic_write, finite_or_none, read_metrics, read_yaml
 
@@ -132,7 +132,7 @@ def read_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
 
 def sign(monitor: str) -> float:
     """-1 for a metric where larger is better (accuracy), else 1: `sign * value` sorts the best first."""
-    return -1.0 if EarlyStoppingConfig(monitor=monitor).maximize else 1.0
+    return -1.0 if maximized(monitor) else 1.0
 
 
 def read_run(run_dir: Path) -> Run:

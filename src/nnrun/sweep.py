@@ -173,7 +173,8 @@ def check_same_sweep(config: DictConfig) -> Path | None:
             was = f"{key}={then[key]}" if key in then else f"no {key}"
             has = f"{key}={now[key]}" if key in now else f"no {key}"
             raise UsageError(f"{RESUME_KEY}={resume} names the sweep {source}, which ran with {was} where this "
-                             f"command has {has}: a sweep goes on with the command line it was started with")
+                             f"command has {has}: a sweep goes on with the command line it was started with "
+                             f"(give that one, or leave out {RESUME_KEY} to start a new sweep)")
     return source
 
 
