@@ -237,8 +237,8 @@ def main() -> int:
         for line, rss in s.chunks:
             print(f"  {rss:7.0f} MiB  {line}")
         print(f"  stacks: {stacks_s(s):.1f} s of the {s.wall_s:.1f} s; the rest, "
-              f"{(s.wall_s - stacks_s(s)) / s.jobs * 1000:.0f} ms a job, is the launching process's (start, Hydra's "
-              "sweeper composing each job to validate it, run_job, planning)")
+              f"{(s.wall_s - stacks_s(s)) / s.jobs * 1000:.0f} ms a job, is the launching process's (start, nnrun's "
+              "sweeper checking each job, Hydra's run_job, planning)")
         first, last = s.set_up_ms
         grew = last / first - 1
         print(f"  set-up time per job (median gap between jobs' .hydra/ writes): first tenth {first:.1f} ms, "
