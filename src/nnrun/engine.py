@@ -26,7 +26,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from nnrun import checkpoint, landscape, losses, metrics, models, optim, stacking
-from nnrun.config import ConfigError, EarlyStoppingConfig, TrainConfig, check_loss_fits, flatten
+from nnrun.config import ConfigError, EarlyStoppingConfig, UsageError, TrainConfig, check_loss_fits, flatten
 from nnrun.console import ProgressBar, counted, plural, print_job_line
 from nnrun.data import Dataset, load
 from nnrun.pictures import Pictures
@@ -68,7 +68,7 @@ class RunResult:
         """The result a finished run dir holds (its metrics.json)."""
         saved = metrics.read_metrics(run_dir)
         if saved is None:
-            raise ConfigError("train.resume", str(run_dir), "a run dir with a readable metrics.json")
+            raise UsageError(f"train.resume: the run {run_dir} has no readable metrics.json; give a run dir nnrun wrote")
         best = saved.get("best", {})
         return cls(Path(run_dir), saved["status"], saved["epochs_run"], best.get("epoch", 0), monitor,
                    best.get(monitor), saved["final"], saved)
@@ -313,11 +313,12 @@ def start(job: Job, data: Dataset, loss: losses.Loss, device: torch.device) -> M
     except checkpoint.CheckpointError as exc:
         raise ConfigError("train.resume", cfg.train.resume, str(exc)) from None
     if payload["spec"] != module.spec or payload["config"]["optimizer"]["name"] != cfg.optimizer.name:
-        raise ConfigError("train.resume", str(source), "a run of the same model and optimizer "
-                          f"(it has {payload['spec']} with {payload['config']['optimizer']['name']})")
+        raise UsageError(f"train.resume={source} is a run of another model or optimizer ({payload['spec']} with "
+                         f"{payload['config']['optimizer']['name']}); resume it with the config it was trained with")
     saved = payload["resume"]
     if saved is None:
-        raise ConfigError("train.resume", str(source), f"a run that can go on; this one {payload['status']}")
+        raise UsageError(f"train.resume={source} cannot go on: that run is {payload['status'].replace('_', ' ')}, "
+                         "with nothing left to train; leave out train.resume to train a new run")
     module.load_state_dict(saved["model"])
     member.rng.set_state(saved["rng"]["train"])
     member.stopper.load_state_dict(saved["early_stopping"])
@@ -583,6 +584,7 @@ def find_resume_dir(cfg: TrainConfig, run_dir: Path, *, root: Path = Path(".")) 
     candidates = sorted((p for p in runs.glob("*/" + checkpoint.CHECKPOINT_FILE)
                          if p.parent.resolve() != run_dir.resolve()), key=lambda p: p.stat().st_mtime)
     if not candidates:
-        raise ConfigError("train.resume", "latest", f"a run to resume; no checkpoint under {runs}")
+        raise UsageError(f"train.resume=latest finds no run to resume: no other run under {runs} has a checkpoint; "
+                         "give a run dir, or leave out train.resume to start this run")
     return candidates[-1].parent
 

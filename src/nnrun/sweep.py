@@ -93,11 +93,13 @@ def resume_sweep_dir(exp_name: str, resume: str, current: Path, root: Path = Pat
         mine = Path(current).resolve()
         candidates = sorted(p for p in sweeps.glob("*/multirun.yaml") if p.parent.resolve() != mine)
         if not candidates:
-            raise ConfigError(RESUME_KEY, resume, f"a sweep to resume; there is none under {sweeps}")
+            raise UsageError(f"{RESUME_KEY}=latest finds no sweep to resume: there is no other sweep under {sweeps}; "
+                             f"give a sweep dir, or leave out {RESUME_KEY} to start this sweep")
         return candidates[-1].parent
     path = Path(resume).expanduser()
     if not (path / "multirun.yaml").is_file():
-        raise ConfigError(RESUME_KEY, resume, "in a sweep (-m), a sweep dir (one holding multirun.yaml) or latest")
+        raise UsageError(f"{RESUME_KEY}={resume} is not a sweep dir (it holds no multirun.yaml); a sweep (-m) goes on "
+                         "from a sweep dir, or from latest")
     return path
 
 
