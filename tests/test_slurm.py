@@ -13,7 +13,6 @@ import csv
 import fcntl
 import json
 import os
-import shutil
 import subprocess
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,36 +20,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import read_metrics, run_dirs, run_nnrun
-from test_sweeps import only_sweep_dir, summary_count
-
-PARTITION = "debug"  # the partition .ci/slurm-cluster makes
+from conftest import PARTITION, only_sweep_dir, read_metrics, require_cluster, run_dirs, run_nnrun, summary_count
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
-
-
-def cluster_problem() -> str | None:
-    """Why no SLURM sweep can run here, or None when sbatch is there and the partition has a node up."""
-    if shutil.which("sbatch") is None:
-        return "no sbatch on PATH (start a one-node cluster with .ci/slurm-cluster, as root)"
-    try:
-        states = subprocess.run(["sinfo", "--noheader", f"--partition={PARTITION}", "--format=%T"],
-                                capture_output=True, text=True, timeout=30).stdout.split()
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"sinfo did not answer: {exc}"
-    # completing: the node is up, finishing a job that has ended (the test before this one's, say).
-    if not {"idle", "mixed", "allocated", "completing"} & set(states):
-        return f"partition {PARTITION} has no node up (sinfo: {states or 'nothing'}); run .ci/slurm-cluster"
-    return None
-
-
-def require_cluster() -> None:
-    """Skip where no cluster is up, with the reason; under CI (CI=true) a missing cluster is a failure."""
-    problem = cluster_problem()
-    if problem is not None and os.environ.get("CI") == "true":
-        pytest.fail(f"CI needs a SLURM cluster: {problem}")
-    if problem is not None:
-        pytest.skip(problem)
 
 
 @dataclass
