@@ -43,21 +43,21 @@ def test_an_interrupted_sweep_resumes_to_the_results_of_an_uninterrupted_one(lau
     assert_same_results(results(new_dir), results(whole_dir))
 
 
-def test_resuming_a_sweep_with_other_values_is_one_line_and_exit_2(tmp_path):
-    done = run_nnrun(["train", "-m", "optimizer.lr=0.1,0.2", "seed=0", "train.epochs=2", "exp_name=s"], tmp_path)
-    assert done.returncode == 0, done.stderr
+def test_resuming_a_sweep_with_other_values_is_one_line_and_exit_2(tmp_path, nnrun_here):
+    code, _, err = nnrun_here(["train", "-m", "optimizer.lr=0.1,0.2", "seed=0", "train.epochs=2", "exp_name=s",
+                               "hydra/job_logging=none"])
+    assert code == 0, err
     for other in (["optimizer.lr=0.1,0.3", "seed=0"], ["optimizer.lr=0.1,0.2", "seed=1"],
                   ["optimizer.lr=0.1,0.2", "seed=0", "model.hidden=[8]"]):
-        refused = run_nnrun(["train", "-m", *other, "train.epochs=2", "exp_name=s", "train.resume=latest"],
-                            tmp_path)
-        assert refused.returncode == 2, refused.stderr
-        assert refused.stderr.strip().count("\n") == 0 and "train.resume" in refused.stderr, refused.stderr
-        assert "a sweep goes on with the command line it was started with" in refused.stderr
+        code, _, err = nnrun_here(["train", "-m", *other, "train.epochs=2", "exp_name=s", "train.resume=latest"])
+        assert code == 2, err
+        assert err.strip().count("\n") == 0 and "train.resume" in err, err
+        assert "a sweep goes on with the command line it was started with" in err
     assert len(list((tmp_path / "experiments" / "s" / "multirun").iterdir())) == 1  # nothing ran
 
 
-def test_resuming_a_sweep_when_there_is_none_is_one_line_and_exit_2(tmp_path):
-    refused = run_nnrun(["train", "-m", "seed=0,1", "train.resume=latest"], tmp_path)
-    assert refused.returncode == 2 and "a sweep to resume" in refused.stderr, refused.stderr
-    refused = run_nnrun(["train", "-m", "seed=0,1", f"train.resume={tmp_path}"], tmp_path)
-    assert refused.returncode == 2 and "a sweep dir" in refused.stderr, refused.stderr
+def test_resuming_a_sweep_when_there_is_none_is_one_line_and_exit_2(tmp_path, nnrun_here):
+    code, _, err = nnrun_here(["train", "-m", "seed=0,1", "train.resume=latest"])
+    assert code == 2 and "a sweep to resume" in err, err
+    code, _, err = nnrun_here(["train", "-m", "seed=0,1", f"train.resume={tmp_path}"])
+    assert code == 2 and "a sweep dir" in err, err
