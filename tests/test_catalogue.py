@@ -16,7 +16,7 @@ import re
 from pathlib import Path
 
 import pytest
-from conftest import REPO, compose, parsed, read_metrics, run_dirs, run_nnrun, train
+from conftest import REPO, compose, curve, images, parsed, read_metrics, run_dirs, run_nnrun, train
 from nnrun.data import load
 
 EXP_DIR = REPO / "conf" / "exp"
@@ -110,8 +110,6 @@ def test_xor_sigmoid_hidden_layer_solves_xor(tmp_path):
 
 
 def test_xor_relu_hidden_layer_solves_xor_and_draws_the_three_panels(tmp_path):
-    from test_pictures import images
-
     result = train(["+exp=xor_relu"], tmp_path)
     assert result.final["accuracy/train"] == 1.0
     found = images(tmp_path)
@@ -221,14 +219,6 @@ def test_optimizers_all_six_run_and_adam_solves_spirals(tmp_path):
                          f"{results['optimizer=sgd'].final['accuracy/val']:.3f}) [all six complete, Adam ≥ 0.95]")
 
 
-def step_losses(run_dir: Path) -> list[float]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    events.Reload()
-    return [e.value for e in events.Scalars("loss/step")]
-
-
 def step_to_step_variance(losses: list[float]) -> float:
     """Variance of the change in loss from one step to the next: the noise of the gradient steps."""
     import statistics
@@ -245,8 +235,8 @@ def test_batch_size_one_point_per_step_is_noisier_than_a_mini_batch(tmp_path):
     jobs = {d.name: d for d in sweep.iterdir() if d.is_dir()}
     assert set(jobs) == {"0_train.batch_size=1", "1_train.batch_size=32", "2_train.batch_size=null"}
     assert all(read_metrics(d)["status"] == "completed" for d in jobs.values())
-    one, mini = step_losses(jobs["0_train.batch_size=1"]), step_losses(jobs["1_train.batch_size=32"])
-    full = step_losses(jobs["2_train.batch_size=null"])
+    one, mini, full = (curve(jobs[name], "loss/step") for name in ("0_train.batch_size=1", "1_train.batch_size=32",
+                                                                    "2_train.batch_size=null"))
     assert len(one) > len(mini) > len(full)
     assert step_to_step_variance(one) > step_to_step_variance(mini)
     assert_readme_says("batch_size", f"variance of the step-to-step change of `loss/step`: batch 1: "
