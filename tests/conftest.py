@@ -169,6 +169,19 @@ def summary_count(stdout: str, status: str) -> int:
     return int(match.group(1))
 
 
+def needs_extra(*modules: str) -> None:
+    """Skip where a package of the `sweep` extra is not installed (`pip install -e ".[dev]"` alone); under CI
+    (CI=true), which installs the extra, a missing one is a failure."""
+    import importlib.util
+
+    missing = [m for m in modules if importlib.util.find_spec(m.split(".")[0]) is None
+               or importlib.util.find_spec(m) is None]
+    if missing and os.environ.get("CI") == "true":
+        pytest.fail(f"CI installs the sweep extra, yet {', '.join(missing)} is missing")
+    if missing:
+        pytest.skip(f"needs the sweep extra ({', '.join(missing)}): pip install -e \".[sweep]\"")
+
+
 # -- TensorBoard's readers ---------------------------------------------------------------------------------------
 
 def events(run_dir: Path):

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import re
 from pathlib import Path
 
 import pytest
@@ -158,8 +157,14 @@ def test_pass_fail_trained_run_predicts_through_the_cli(tmp_path):
     (run_dir,) = run_dirs(tmp_path / "experiments" / "pass_fail")
     predicted = run_nnrun(["predict", str(run_dir), "4", "5"], cwd=tmp_path)
     assert predicted.returncode == 0, predicted.stderr
-    match = re.search(r"P\(pass\) = ([0-9.]+)", predicted.stdout)
-    assert match and 0.0 <= float(match.group(1)) <= 1.0, predicted.stdout
+    # What the command prints is the trained run's prediction: its checkpoint, read back here, says the same.
+    from nnrun import checkpoint
+    from nnrun.predict import format_prediction, predict
+
+    payload = checkpoint.load(run_dir)
+    (proba,) = predict(payload, [[4, 5]])
+    assert predicted.stdout.strip() == format_prediction(payload["feature_names"], [4, 5], payload["class_names"],
+                                                         proba)
 
 
 def test_linear_activations_give_linear_decisions(tmp_path):
@@ -207,8 +212,14 @@ def test_optimizers_all_six_run_and_adam_solves_spirals(tmp_path):
     assert names == {"sgd", "momentum", "adagrad", "adadelta", "adam", "rmsprop"}
     assert all(r.status == "completed" for r in results.values())
     assert results["optimizer=adam"].final["accuracy/val"] >= 0.95
-    # The ranking the README reports: by final val loss.
+    # The lecture's claim: every adaptive method gets further than plain SGD in the same steps. Each ends below
+    # two thirds of SGD's val loss (measured: at most 0.126 against 0.328), a margin no machine's rounding
+    # crosses; the order among the five is closer and is what README's row reports, not the claim.
+    sgd = results["optimizer=sgd"].final["loss/val"]
+    adaptive = {job: r.final["loss/val"] for job, r in results.items() if job != "optimizer=sgd"}
+    assert all(loss < 2 / 3 * sgd for loss in adaptive.values()), (sgd, adaptive)
     ranking = sorted(results, key=lambda job: results[job].final["loss/val"])
+    assert ranking[-1] == "optimizer=sgd"
     shown = {"sgd": "SGD", "momentum": "momentum", "adagrad": "Adagrad", "adadelta": "Adadelta", "adam": "Adam",
              "rmsprop": "RMSProp"}
     cfg = parsed(["+exp=optimizers"])

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import compose, run_dirs, run_main
+from conftest import compose, needs_extra, run_dirs, run_main
 from nnrun import preflight
 from nnrun.config import ConfigError, parse
 
@@ -99,7 +99,7 @@ def test_the_schema_leaves_hydras_own_settings_to_hydra():
                                         if p.parent.name in ("exp", "hparams_search")])
 def test_every_experiment_and_search_file_passes_the_key_check(group, name):
     if name == "spirals_optuna":
-        pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+        needs_extra("hydra_plugins.hydra_optuna_sweeper")
     preflight.check(["--cfg", "job", f"+{group}={name}"])  # raises ConfigError if refused
     parse(compose([f"+{group}={name}"]))
 
@@ -218,6 +218,6 @@ def test_hydras_missing_choice_of_the_sweep_extra_says_what_to_install():
 
 
 def test_with_the_sweep_extra_installed_the_search_composes(capsys):
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    needs_extra("hydra_plugins.hydra_optuna_sweeper")
     code, out, err = run_main(["train", "--cfg", "job", "+hparams_search=spirals_optuna"], capsys)
     assert code == 0 and "exp_name: spirals_optuna" in out, err

@@ -3,8 +3,6 @@ and show what they claim."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 from conftest import images, parsed, train

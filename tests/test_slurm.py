@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import PARTITION, only_sweep_dir, read_metrics, require_cluster, run_dirs, run_nnrun, summary_count
+from conftest import (PARTITION, needs_extra, only_sweep_dir, read_metrics, require_cluster, run_dirs, run_nnrun,
+                      summary_count)
 
 pytestmark = [pytest.mark.slow, pytest.mark.slurm]
 
@@ -84,7 +85,7 @@ def run_sweep(cwd: Path) -> Sweep:
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory) -> Sweep:
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    needs_extra("hydra_plugins.hydra_submitit_launcher")
     require_cluster()
     if "PYTEST_XDIST_WORKER" not in os.environ:
         return run_sweep(tmp_path_factory.mktemp("slurm"))

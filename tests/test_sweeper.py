@@ -15,13 +15,13 @@ from conftest import (assert_same_results, interrupt_when, read_metrics, results
 # Command lines whose jobs both sweepers expand: sweeps, ranges, a key given twice, glob, lists, group choices,
 # params from an experiment file, batches.
 COMMAND_LINES = [
-    ["optimizer.lr=0.1,0.01", "seed=range(3)"],
+    ["optimizer.lr=0.1,0.01", "seed=range(2)"],
     ["seed=0,1", "train.epochs=3", "seed=2,3"],
-    ["activation=glob(*,exclude=[gelu,elu,softplus])", "seed=0"],
+    ["activation=glob(*,exclude=[gelu,elu,softplus,leaky_relu])", "seed=0"],
     ["model.hidden=[4],[8,8]", "optimizer=sgd,adam"],
-    ["+exp=optimizers", "seed=0", "optimizer.lr=choice(0.1,0.2)"],
+    ["+exp=linear_vs_nonlinear", "seed=0", "optimizer.lr=choice(0.1,0.2)"],
     ["optimizer.betas=[0.9,0.99],[0.8,0.9]", "hydra.sweeper.max_batch_size=1"],
-    ["seed=range(5)", "hydra.sweeper.max_batch_size=2"],
+    ["seed=range(3)", "hydra.sweeper.max_batch_size=2"],
 ]
 
 
@@ -121,7 +121,7 @@ def test_a_resumed_sweep_carries_its_finished_jobs_over_without_setting_them_up(
     from nnrun import models, sweep
 
     monkeypatch.chdir(tmp_path)
-    args = ["train", "-m", f"hydra/launcher={launcher}", "seed=range(6)", "train.epochs=3", "hydra/job_logging=none"]
+    args = ["train", "-m", f"hydra/launcher={launcher}", "seed=range(3)", "train.epochs=3", "hydra/job_logging=none"]
     assert run_main(args, capsys)[0] == 0
     read = []
     real = sweep.job_overrides
@@ -129,10 +129,10 @@ def test_a_resumed_sweep_carries_its_finished_jobs_over_without_setting_them_up(
     monkeypatch.setattr(models, "build", lambda *args: pytest.fail("a model was built"))
     code, out, err = run_main([*args, "train.resume=latest"], capsys)
     assert code == 0, err
-    assert len(read) == 6
+    assert len(read) == 3  # one per job: no job reads the others'
     sweeps = sorted((tmp_path / "experiments" / "default" / "multirun").iterdir())
     said = [line for line in out.splitlines() if "resuming" in line or "carried over" in line]
-    assert said == [f"nnrun: resuming the sweep {sweeps[0]}: 6 finished jobs carried over, 0 going on from their "
+    assert said == [f"nnrun: resuming the sweep {sweeps[0]}: 3 finished jobs carried over, 0 going on from their "
                     "checkpoints, the others from the start"]
     assert [read_metrics(d) for d in run_dirs(sweeps[1])] == [read_metrics(d) for d in run_dirs(sweeps[0])]
 

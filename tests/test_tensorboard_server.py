@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 
 import pytest
 
-from conftest import read_metrics, run_dirs
+from conftest import only_sweep_dir, read_metrics, run_dirs
 
 READY_TIMEOUT_S = 90
 
@@ -35,17 +35,13 @@ def get_json(url: str, body: dict | None = None):
 
 
 @pytest.fixture
-def sweep_dir(tmp_path, monkeypatch) -> Path:
+def sweep_dir(tmp_path, nnrun_here) -> Path:
     """A two-job `nnrun train -m`, run in this process (the CLI path is covered in test_sweeps.py)."""
-    from nnrun import cli
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("sys.argv", ["nnrun"])
-    assert cli.main(["train", "-m", "dataset=xor", "model.hidden=[4]", "train.epochs=10", "train.log_every=5",
-                     "exp_name=tb", "hydra/job_logging=none", "hydra/hydra_logging=none",
-                     "optimizer.lr=0.01,0.1"]) == 0
-    (found,) = (tmp_path / "experiments" / "tb" / "multirun").iterdir()
-    return found
+    code, _, err = nnrun_here(["train", "-m", "dataset=xor", "model.hidden=[4]", "train.epochs=10",
+                               "train.log_every=5", "exp_name=tb", "hydra/job_logging=none",
+                               "hydra/hydra_logging=none", "optimizer.lr=0.01,0.1"])
+    assert code == 0, err
+    return only_sweep_dir(tmp_path, "tb")
 
 
 @pytest.fixture

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (PARTITION, assert_same_results, compose, interrupt_when, only_sweep_dir, read_metrics,
-                      require_cluster, results, run_dirs, run_nnrun, start, summary_count, wait_until)
+from conftest import (PARTITION, assert_same_results, compose, interrupt_when, needs_extra, only_sweep_dir,
+                      read_metrics, require_cluster, results, run_dirs, run_nnrun, start, summary_count, wait_until)
 
 LAUNCHER = ["hydra/launcher=vectorized_slurm", f"hydra.launcher.partition={PARTITION}"]
 # 32 jobs, 8 a stack: 4 SLURM jobs.
@@ -29,7 +29,7 @@ SWEEP_16 = ["optimizer.lr=0.01,0.1", "seed=range(8)", "train.epochs=6000", "trai
 
 @pytest.fixture
 def cluster():
-    pytest.importorskip("submitit")
+    needs_extra("submitit", "hydra_plugins.hydra_submitit_launcher")
     require_cluster()
 
 
@@ -184,7 +184,7 @@ def test_a_partition_that_does_not_exist_is_slurms_own_line_and_exit_2(cluster, 
 
 
 def test_vectorized_slurm_without_m_is_one_line_and_exit_2(tmp_path, nnrun_here, monkeypatch):
-    pytest.importorskip("submitit")
+    needs_extra("submitit", "hydra_plugins.hydra_submitit_launcher")
     code, _, err = nnrun_here(["train", "hydra/launcher=vectorized_slurm", "seed=0"])
     assert code == 2
     assert err.strip().splitlines() == [
@@ -199,7 +199,7 @@ def test_vectorized_slurm_without_m_is_one_line_and_exit_2(tmp_path, nnrun_here,
 
 
 def test_vectorized_slurm_where_there_is_no_sbatch_is_one_line_and_exit_2(tmp_path, nnrun_here, monkeypatch):
-    pytest.importorskip("submitit")
+    needs_extra("submitit", "hydra_plugins.hydra_submitit_launcher")
     empty = tmp_path / "bin"
     empty.mkdir()
     monkeypatch.setenv("PATH", str(empty))
@@ -242,7 +242,7 @@ def test_the_stacks_planned_for_slurm_are_the_engines_chunks_of_one_kind_and_sta
 ])
 def test_slurm_settings_that_make_no_sense_are_one_line_and_exit_2_before_any_job(settings, said, tmp_path,
                                                                                   nnrun_here, monkeypatch):
-    pytest.importorskip("submitit")
+    needs_extra("submitit", "hydra_plugins.hydra_submitit_launcher")
     fake = tmp_path / "bin"
     fake.mkdir()
     (fake / "sbatch").write_text("#!/bin/sh\nexit 1\n")  # pre-flight asks only that there is one
