@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import re
@@ -31,7 +32,13 @@ def compose(overrides: list[str] | tuple[str, ...] = ()):
 
 
 def parsed(overrides: list[str] | tuple[str, ...] = ()):
-    """The validated TrainConfig of `nnrun train <overrides>`."""
+    """The validated TrainConfig of `nnrun train <overrides>` (a frozen dataclass: composed once per process for
+    the same overrides, as a test that trains a stack and then each run alone asks twice)."""
+    return _parsed(tuple(overrides))
+
+
+@functools.lru_cache(maxsize=256)
+def _parsed(overrides: tuple[str, ...]):
     from nnrun.config import parse
 
     return parse(compose(overrides))
