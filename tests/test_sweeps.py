@@ -125,26 +125,17 @@ def test_a_vectorized_sweep_with_failed_jobs_exits_1_after_the_summary(tmp_path,
 
 
 @pytest.mark.slow
-def test_joblib_launcher_runs_jobs_in_two_worker_processes(tmp_path):
-    needs_extra("hydra_plugins.hydra_joblib_launcher")
-    proc = run_nnrun(["train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *TINY, "exp_name=jl",
-                      "optimizer.lr=0.01,0.1"], cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert "Joblib.Parallel(n_jobs=2" in proc.stdout + proc.stderr
-    jobs = run_dirs(only_sweep_dir(tmp_path, "jl"))
-    assert [read_metrics(j)["status"] for j in jobs] == ["completed", "completed"]
-    assert summary_count(proc.stdout, "completed") == 2
-
-
-@pytest.mark.slow
-def test_a_joblib_sweep_with_a_failed_job_exits_1_after_the_summary(tmp_path):
+def test_joblib_launcher_runs_jobs_in_two_worker_processes_and_a_failed_one_exits_1_after_the_summary(tmp_path):
     needs_extra("hydra_plugins.hydra_joblib_launcher")
     (tmp_path / "good.csv").write_text("x1,x2,y\n" + "".join(f"{a},{b},{a ^ b}\n" for a in (0, 1) for b in (0, 1)) * 3)
     # The missing file is read from the job's own dir (hydra.job.chdir): found missing only when the job starts.
     proc = run_nnrun(["train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "dataset=csv",
-                      "train.epochs=5", "exp_name=jf", "hydra.job.chdir=true",
+                      "train.epochs=5", "exp_name=jl", "hydra.job.chdir=true",
                       f"dataset.path={tmp_path / 'good.csv'},missing.csv"], cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr
+    assert "Joblib.Parallel(n_jobs=2" in proc.stdout + proc.stderr
+    jobs = run_dirs(only_sweep_dir(tmp_path, "jl"))
+    assert [read_metrics(j)["status"] for j in jobs] == ["completed", "failed"]
     assert summary_count(proc.stdout, "completed") == 1 and summary_count(proc.stdout, "failed") == 1
 
 
