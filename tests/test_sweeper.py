@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (assert_same_results, interrupt_when, read_metrics, results, run_dirs, run_main, run_nnrun,
-                      start)
+from conftest import assert_same_results, interrupt_when, read_metrics, results, run_dirs, run_main, start
 
 # Command lines whose jobs both sweepers expand: sweeps, ranges, a key given twice, glob, lists, group choices,
 # params from an experiment file, batches.
@@ -163,11 +162,12 @@ SIXTY_FOUR = ["train", "-m", "hydra/launcher=vectorized", "optimizer.lr=0.3,0.1,
 
 
 @pytest.mark.slow
-def test_a_64_job_sweep_cut_while_set_up_then_while_training_resumes_to_the_uncut_results(tmp_path):
+def test_a_64_job_sweep_cut_while_set_up_then_while_training_resumes_to_the_uncut_results(tmp_path, nnrun_here):
     """Cut while its jobs are set up (some have a dir, none trained), resumed and cut again while it trains (some
-    checkpoints written), resumed again: every job ends as in a sweep never cut."""
-    whole = run_nnrun([*SIXTY_FOUR, "exp_name=whole"], tmp_path)
-    assert whole.returncode == 0, whole.stderr
+    checkpoints written), resumed again: every job ends as in a sweep never cut. (The cuts are real Ctrl-Cs to a
+    new process; the sweeps that run through, in this one.)"""
+    code, _, err = nnrun_here([*SIXTY_FOUR, "exp_name=whole"])
+    assert code == 0, err
     (whole_dir,) = (tmp_path / "experiments" / "whole" / "multirun").iterdir()
     experiment = tmp_path / "experiments" / "cut" / "multirun"
     resume: list[str] = []
@@ -182,8 +182,8 @@ def test_a_64_job_sweep_cut_while_set_up_then_while_training_resumes_to_the_uncu
         assert len(said) == 2, err
         assert said[1].endswith(f"exp_name=cut train.resume={cut_dir.relative_to(tmp_path)}")
         resume = [f"train.resume={cut_dir}"]
-    resumed = run_nnrun([*SIXTY_FOUR, "exp_name=cut", *resume], tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
+    code, _, err = nnrun_here([*SIXTY_FOUR, "exp_name=cut", *resume])
+    assert code == 0, err
     assert_same_results(results(max(experiment.iterdir())), results(whole_dir))
 
 
