@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import assert_same_results, interrupt_when, read_metrics, results, run_dirs, run_nnrun, start
+from conftest import assert_same_results, interrupt_when, next_second, read_metrics, results, run_dirs, start
 
 # The first job stops early within a few dozen epochs, the second trains on to the end.
 SWEEP = ["optimizer.lr=3.0,0.01", "train.epochs=2000", "train.early_stopping.patience=20", "train.log_every=500",
@@ -15,10 +15,10 @@ SWEEP = ["optimizer.lr=3.0,0.01", "train.epochs=2000", "train.early_stopping.pat
 
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["vectorized", "basic"])
-def test_an_interrupted_sweep_resumes_to_the_results_of_an_uninterrupted_one(launcher, tmp_path):
+def test_an_interrupted_sweep_resumes_to_the_results_of_an_uninterrupted_one(launcher, tmp_path, nnrun_here):
     args = ["train", "-m", f"hydra/launcher={launcher}", *SWEEP]
-    whole = run_nnrun([*args, "exp_name=whole"], tmp_path)
-    assert whole.returncode == 0, whole.stderr
+    code, _, err = nnrun_here([*args, "exp_name=whole"])  # in this process; the cut needs a new one
+    assert code == 0, err
     (whole_dir,) = (tmp_path / "experiments" / "whole" / "multirun").iterdir()
 
     experiment = tmp_path / "experiments" / "cut" / "multirun"
@@ -33,8 +33,8 @@ def test_an_interrupted_sweep_resumes_to_the_results_of_an_uninterrupted_one(lau
                                                           else None for d in run_dirs(cut_dir))]
     assert statuses == ["stopped_early", "interrupted"], statuses
 
-    resumed = run_nnrun([*args, "exp_name=cut", "train.resume=latest"], tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
+    code, _, err = nnrun_here([*args, "exp_name=cut", "train.resume=latest"])
+    assert code == 0, err
     new_dir = max(experiment.iterdir())
     assert new_dir != cut_dir
     # The finished job's metrics.json is the cut sweep's, copied (wall time and all); the other one trained on.
@@ -47,6 +47,7 @@ def test_resuming_a_sweep_with_other_values_is_one_line_and_exit_2(tmp_path, nnr
     code, _, err = nnrun_here(["train", "-m", "optimizer.lr=0.1,0.2", "seed=0", "train.epochs=2", "exp_name=s",
                                "hydra/job_logging=none"])
     assert code == 0, err
+    next_second()
     for other in (["optimizer.lr=0.1,0.3", "seed=0"], ["optimizer.lr=0.1,0.2", "seed=1"],
                   ["optimizer.lr=0.1,0.2", "seed=0", "model.hidden=[8]"]):
         code, _, err = nnrun_here(["train", "-m", *other, "train.epochs=2", "exp_name=s", "train.resume=latest"])

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_same_results, interrupt_when, read_metrics, results, run_dirs, run_main, start
+from conftest import (assert_same_results, interrupt_when, next_second, read_metrics, results, run_dirs, run_main,
+                      start)
 
 # Command lines whose jobs both sweepers expand: sweeps, ranges, a key given twice, glob, lists, group choices,
 # params from an experiment file, batches.
@@ -122,6 +123,7 @@ def test_a_resumed_sweep_carries_its_finished_jobs_over_without_setting_them_up(
     monkeypatch.chdir(tmp_path)
     args = ["train", "-m", f"hydra/launcher={launcher}", "seed=range(3)", "train.epochs=3", "hydra/job_logging=none"]
     assert run_main(args, capsys)[0] == 0
+    next_second()
     read = []
     real = sweep.job_overrides
     monkeypatch.setattr(sweep, "job_overrides", lambda job_dir: read.append(job_dir) or real(job_dir))
