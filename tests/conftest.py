@@ -1,4 +1,7 @@
-"""Shared test helpers: compose configs through Hydra's compose API, train in-process, run the real CLI."""
+"""Shared test helpers, one of each: compose configs through Hydra's compose API; train and run `nnrun` in this
+process (the default: no interpreter start-up); run it in a new interpreter where a test needs a real process
+(signals, exit codes, a fresh interpreter's imports) and signal it; read TensorBoard's events; the sweep extra and
+the SLURM test cluster, skipped where missing and a failure under CI."""
 
 from __future__ import annotations
 
