@@ -270,6 +270,24 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+@pytest.fixture(autouse=True)
+def _no_interpreter_unless_slow(request, monkeypatch):
+    """A test not marked slow runs in this process: one that starts a Python interpreter fails at once, saying
+    to mark it slow (it needs a real process) or to run nnrun in-process (`nnrun_here`, `run_main`, `train`)."""
+    if "slow" in request.keywords:
+        return
+    real_init = subprocess.Popen.__init__
+
+    def refuse_python(self, args, *rest, **kwargs):
+        argv = [args] if isinstance(args, (str, bytes, os.PathLike)) else list(args)
+        if argv and os.path.realpath(str(argv[0])) == os.path.realpath(sys.executable):
+            raise AssertionError(f"{request.node.nodeid} starts a Python interpreter ({argv[:3]}...): mark it slow, "
+                                 "or run nnrun in this process")
+        real_init(self, args, *rest, **kwargs)
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse_python)
+
+
 @pytest.fixture(autouse=True, scope="session")
 def _one_thread():
     import torch

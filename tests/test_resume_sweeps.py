@@ -33,6 +33,7 @@ def test_an_interrupted_sweep_resumes_to_the_results_of_an_uninterrupted_one(lau
                                                           else None for d in run_dirs(cut_dir))]
     assert statuses == ["stopped_early", "interrupted"], statuses
 
+    next_second()
     code, _, err = nnrun_here([*args, "exp_name=cut", "train.resume=latest"])
     assert code == 0, err
     new_dir = max(experiment.iterdir())

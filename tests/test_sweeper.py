@@ -175,6 +175,7 @@ def test_a_64_job_sweep_cut_while_set_up_then_while_training_resumes_to_the_uncu
     resume: list[str] = []
     for ready in (lambda d: len(list(d.glob("*/*/.hydra"))) >= 20, lambda d: list(d.glob("*/*/checkpoint.pt"))):
         before = set(experiment.iterdir()) if experiment.is_dir() else set()
+        next_second()
         code, out, err = interrupt_when(start([*SIXTY_FOUR, "exp_name=cut", *resume], tmp_path),
                                         lambda: experiment.is_dir() and ready(experiment))
         assert code == 130, err
@@ -184,6 +185,7 @@ def test_a_64_job_sweep_cut_while_set_up_then_while_training_resumes_to_the_uncu
         assert len(said) == 2, err
         assert said[1].endswith(f"exp_name=cut train.resume={cut_dir.relative_to(tmp_path)}")
         resume = [f"train.resume={cut_dir}"]
+    next_second()
     code, _, err = nnrun_here([*SIXTY_FOUR, "exp_name=cut", *resume])
     assert code == 0, err
     assert_same_results(results(max(experiment.iterdir())), results(whole_dir))
