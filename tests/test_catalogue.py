@@ -1,8 +1,8 @@
 """The lecture's claims, one test per experiment of conf/exp/: each trains the experiment and checks its numbers.
 
 Runs train in this process through Hydra's compose API (fast); sweeps train each combination of the exp file's
-own `hydra.sweeper.params`, so the test checks exactly what `nnrun train -m +exp=<name>` runs. A few slow
-tests go through the real CLI.
+own `hydra.sweeper.params`, so the test checks exactly what `nnrun train -m +exp=<name>` runs. A few tests go
+through the real CLI, and those and the sweeps of six runs or more are marked slow.
 
 Each test also renders its row of README.md's lecture table ("what we measured") from the numbers it trained,
 at the rounding the table shows, and fails when README says otherwise: the message is the row as it should read.
@@ -179,6 +179,7 @@ def test_linear_activations_give_linear_decisions(tmp_path):
                        + " [linear ≤ 0.65, others ≥ 0.95]")
 
 
+@pytest.mark.slow  # seven runs
 def test_lr_sweep_too_small_stuck_too_large_overshoots_middle_converges(tmp_path):
     results = run_sweep("lr_sweep", tmp_path)
     lrs = sorted(results, key=lambda job: float(job.split("=")[1]))
@@ -206,6 +207,7 @@ def test_lr_sweep_too_small_stuck_too_large_overshoots_middle_converges(tmp_path
                        + " [smallest falls < 10 %, largest ≥ initial, best val loss strictly inside]")
 
 
+@pytest.mark.slow  # six runs
 def test_optimizers_all_six_run_and_adam_solves_spirals(tmp_path):
     results = run_sweep("optimizers", tmp_path)
     names = {job.split("=")[1] for job in results}
@@ -274,6 +276,7 @@ def test_capacity_tiny_net_underfits_huge_net_overfits(tmp_path):
                                    "[tiny train loss ≥ 0.5, huge gap ≥ 0.15, 16 units lowest val loss]")
 
 
+@pytest.mark.slow  # nine runs
 def test_dropout_narrows_the_train_val_gap(tmp_path):
     results = run_sweep("dropout_ablation", tmp_path)
 

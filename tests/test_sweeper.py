@@ -17,9 +17,9 @@ from conftest import (assert_same_results, interrupt_when, next_second, read_met
 COMMAND_LINES = [
     ["optimizer.lr=0.1,0.01", "seed=range(2)"],
     ["seed=0,1", "train.epochs=3", "seed=2,3"],
-    ["activation=glob(*,exclude=[gelu,elu,softplus,leaky_relu])", "seed=0"],
+    ["activation=glob(*,exclude=[gelu,elu,softplus,leaky_relu,linear])", "seed=0"],
     ["model.hidden=[4],[8,8]", "optimizer=sgd,adam"],
-    ["+exp=linear_vs_nonlinear", "seed=0", "optimizer.lr=choice(0.1,0.2)"],
+    ["+exp=linear_vs_nonlinear", "seed=0", "optimizer.lr=choice(0.1)"],
     ["optimizer.betas=[0.9,0.99],[0.8,0.9]", "hydra.sweeper.max_batch_size=1"],
     ["seed=range(3)", "hydra.sweeper.max_batch_size=2"],
 ]
