@@ -10,11 +10,8 @@ cluster is a failure.
 from __future__ import annotations
 
 import csv
-import fcntl
-import json
-import os
 import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -23,7 +20,8 @@ import yaml
 from conftest import (PARTITION, needs_extra, only_sweep_dir, read_metrics, require_cluster, run_dirs, run_nnrun,
                       summary_count)
 
-pytestmark = [pytest.mark.slow, pytest.mark.slurm]
+# One sweep for the module, on one xdist worker (addopts: --dist loadgroup): no other worker waits for it.
+pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.xdist_group("slurm_sweep")]
 
 
 @dataclass
@@ -87,19 +85,7 @@ def run_sweep(cwd: Path) -> Sweep:
 def sweep(tmp_path_factory) -> Sweep:
     needs_extra("hydra_plugins.hydra_submitit_launcher")
     require_cluster()
-    if "PYTEST_XDIST_WORKER" not in os.environ:
-        return run_sweep(tmp_path_factory.mktemp("slurm"))
-    # Under pytest-xdist every worker that runs one of these tests sets this fixture up: the first runs the
-    # sweep, the others wait for it and read its record (the pattern xdist's docs give for a fixture run once).
-    shared = tmp_path_factory.getbasetemp().parent
-    record = shared / "slurm-sweep.json"
-    with (shared / "slurm-sweep.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not record.exists():
-            done = run_sweep(shared / "slurm-sweep")
-            record.write_text(json.dumps({**asdict(done), "cwd": str(done.cwd)}))
-    fields = json.loads(record.read_text())
-    return Sweep(**{**fields, "cwd": Path(fields["cwd"])})
+    return run_sweep(tmp_path_factory.mktemp("slurm"))
 
 
 def test_a_slurm_sweep_runs_each_job_as_a_task_of_one_sbatch_job_array(sweep):
