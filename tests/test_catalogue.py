@@ -1,8 +1,8 @@
 """The lecture's claims, one test per experiment of conf/exp/: each trains the experiment and checks its numbers.
 
 Runs train in this process through Hydra's compose API (fast); sweeps train each combination of the exp file's
-own `hydra.sweeper.params`, so the test checks exactly what `nnrun train -m +exp=<name>` runs. A few slow
-tests go through the real CLI.
+own `hydra.sweeper.params`, so the test checks exactly what `nnrun train -m +exp=<name>` runs. A few tests go
+through the real CLI, and those and the sweeps of six runs or more are marked slow.
 
 Each test also renders its row of README.md's lecture table ("what we measured") from the numbers it trained,
 at the rounding the table shows, and fails when README says otherwise: the message is the row as it should read.
@@ -12,11 +12,10 @@ from __future__ import annotations
 
 import itertools
 import math
-import re
 from pathlib import Path
 
 import pytest
-from conftest import REPO, compose, parsed, read_metrics, run_dirs, run_nnrun, train
+from conftest import REPO, compose, curve, images, parsed, read_metrics, run_dirs, run_nnrun, train
 from nnrun.data import load
 
 EXP_DIR = REPO / "conf" / "exp"
@@ -110,8 +109,6 @@ def test_xor_sigmoid_hidden_layer_solves_xor(tmp_path):
 
 
 def test_xor_relu_hidden_layer_solves_xor_and_draws_the_three_panels(tmp_path):
-    from test_pictures import images
-
     result = train(["+exp=xor_relu"], tmp_path)
     assert result.final["accuracy/train"] == 1.0
     found = images(tmp_path)
@@ -160,8 +157,14 @@ def test_pass_fail_trained_run_predicts_through_the_cli(tmp_path):
     (run_dir,) = run_dirs(tmp_path / "experiments" / "pass_fail")
     predicted = run_nnrun(["predict", str(run_dir), "4", "5"], cwd=tmp_path)
     assert predicted.returncode == 0, predicted.stderr
-    match = re.search(r"P\(pass\) = ([0-9.]+)", predicted.stdout)
-    assert match and 0.0 <= float(match.group(1)) <= 1.0, predicted.stdout
+    # What the command prints is the trained run's prediction: its checkpoint, read back here, says the same.
+    from nnrun import checkpoint
+    from nnrun.predict import format_prediction, predict
+
+    payload = checkpoint.load(run_dir)
+    (proba,) = predict(payload, [[4, 5]])
+    assert predicted.stdout.strip() == format_prediction(payload["feature_names"], [4, 5], payload["class_names"],
+                                                         proba)
 
 
 def test_linear_activations_give_linear_decisions(tmp_path):
@@ -176,6 +179,7 @@ def test_linear_activations_give_linear_decisions(tmp_path):
                        + " [linear ≤ 0.65, others ≥ 0.95]")
 
 
+@pytest.mark.slow  # seven runs
 def test_lr_sweep_too_small_stuck_too_large_overshoots_middle_converges(tmp_path):
     results = run_sweep("lr_sweep", tmp_path)
     lrs = sorted(results, key=lambda job: float(job.split("=")[1]))
@@ -203,14 +207,21 @@ def test_lr_sweep_too_small_stuck_too_large_overshoots_middle_converges(tmp_path
                        + " [smallest falls < 10 %, largest ≥ initial, best val loss strictly inside]")
 
 
+@pytest.mark.slow  # six runs
 def test_optimizers_all_six_run_and_adam_solves_spirals(tmp_path):
     results = run_sweep("optimizers", tmp_path)
     names = {job.split("=")[1] for job in results}
     assert names == {"sgd", "momentum", "adagrad", "adadelta", "adam", "rmsprop"}
     assert all(r.status == "completed" for r in results.values())
     assert results["optimizer=adam"].final["accuracy/val"] >= 0.95
-    # The ranking the README reports: by final val loss.
+    # The lecture's claim: every adaptive method gets further than plain SGD in the same steps. Each ends below
+    # two thirds of SGD's val loss (measured: at most 0.126 against 0.328), a margin no machine's rounding
+    # crosses; the order among the five is closer and is what README's row reports, not the claim.
+    sgd = results["optimizer=sgd"].final["loss/val"]
+    adaptive = {job: r.final["loss/val"] for job, r in results.items() if job != "optimizer=sgd"}
+    assert all(loss < 2 / 3 * sgd for loss in adaptive.values()), (sgd, adaptive)
     ranking = sorted(results, key=lambda job: results[job].final["loss/val"])
+    assert ranking[-1] == "optimizer=sgd"
     shown = {"sgd": "SGD", "momentum": "momentum", "adagrad": "Adagrad", "adadelta": "Adadelta", "adam": "Adam",
              "rmsprop": "RMSProp"}
     cfg = parsed(["+exp=optimizers"])
@@ -219,14 +230,6 @@ def test_optimizers_all_six_run_and_adam_solves_spirals(tmp_path):
                                    for job in ranking)
                        + f"; val accuracy {results['optimizer=adam'].final['accuracy/val']:.3f} for Adam (SGD "
                          f"{results['optimizer=sgd'].final['accuracy/val']:.3f}) [all six complete, Adam ≥ 0.95]")
-
-
-def step_losses(run_dir: Path) -> list[float]:
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    events.Reload()
-    return [e.value for e in events.Scalars("loss/step")]
 
 
 def step_to_step_variance(losses: list[float]) -> float:
@@ -245,8 +248,8 @@ def test_batch_size_one_point_per_step_is_noisier_than_a_mini_batch(tmp_path):
     jobs = {d.name: d for d in sweep.iterdir() if d.is_dir()}
     assert set(jobs) == {"0_train.batch_size=1", "1_train.batch_size=32", "2_train.batch_size=null"}
     assert all(read_metrics(d)["status"] == "completed" for d in jobs.values())
-    one, mini = step_losses(jobs["0_train.batch_size=1"]), step_losses(jobs["1_train.batch_size=32"])
-    full = step_losses(jobs["2_train.batch_size=null"])
+    one, mini, full = (curve(jobs[name], "loss/step") for name in ("0_train.batch_size=1", "1_train.batch_size=32",
+                                                                    "2_train.batch_size=null"))
     assert len(one) > len(mini) > len(full)
     assert step_to_step_variance(one) > step_to_step_variance(mini)
     assert_readme_says("batch_size", f"variance of the step-to-step change of `loss/step`: batch 1: "
@@ -273,6 +276,7 @@ def test_capacity_tiny_net_underfits_huge_net_overfits(tmp_path):
                                    "[tiny train loss ≥ 0.5, huge gap ≥ 0.15, 16 units lowest val loss]")
 
 
+@pytest.mark.slow  # nine runs
 def test_dropout_narrows_the_train_val_gap(tmp_path):
     results = run_sweep("dropout_ablation", tmp_path)
 

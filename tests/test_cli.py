@@ -1,43 +1,42 @@
-"""The real command line, as a new user runs it (subprocesses)."""
+"""The command line as a new user runs it: in this process through cli.main, and through new interpreters where
+what is checked needs one (what gets imported, how the program exits, several processes at once)."""
 
 import json
 import os
-import subprocess
-import sys
+from pathlib import Path
 
 import pytest
 
-from conftest import SRC, run_dirs, run_main, run_nnrun
+from conftest import run_dirs, run_main, run_nnrun, run_python, start, summary_count
 
 
-def test_help_is_instant_and_imports_no_torch():
-    code = ("import sys; from nnrun.cli import main; main(['--help']); "
-            "assert 'torch' not in sys.modules, 'torch imported'")
-    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(SRC)},
-                         capture_output=True, text=True)
+def test_help_shows_the_first_command(capsys):
+    code, out, err = run_main(["--help"], capsys)
+    assert code == 0, err
+    assert "nnrun train +exp=xor_relu" in out
+
+
+def test_train_help_lists_groups(tmp_path, nnrun_here):
+    code, out, err = nnrun_here(["train", "--help"])
+    assert code == 0, err
+    assert "optimizer: adadelta, adagrad, adam, momentum, rmsprop, sgd" in out
+    assert "exp_name: default" in out
+
+
+@pytest.mark.slow
+def test_help_bad_input_and_printing_the_config_import_no_torch(tmp_path):
+    """Help, bad input and --cfg stay instant: none imports torch (a fresh interpreter, as this one has)."""
+    program = ("import sys\nfrom nnrun.cli import main\n"
+               "for argv, code in ((['--help'], 0), (['train', '--help'], 0), (['train', 'seed=x'], 2),\n"
+               "                   (['train', '--cfg', 'job'], 0)):\n"
+               "    try:\n        got = main(argv)\n    except SystemExit as exc:\n        got = exc.code\n"
+               "    assert got == code, (argv, got)\n"
+               "    assert 'torch' not in sys.modules, f'{argv} imported torch'\n")
+    out = run_python(program, tmp_path)
     assert out.returncode == 0, out.stderr
-    assert "nnrun train +exp=xor_relu" in out.stdout
 
 
-def test_train_help_lists_groups_without_torch(tmp_path):
-    code = ("import sys; from nnrun.cli import main; main(['train', '--help']); "
-            "assert 'torch' not in sys.modules, 'torch imported'")
-    out = subprocess.run([sys.executable, "-c", code], env={**os.environ, "PYTHONPATH": str(SRC)},
-                         capture_output=True, text=True, cwd=tmp_path)
-    assert out.returncode == 0, out.stderr
-    assert "optimizer: adadelta, adagrad, adam, momentum, rmsprop, sgd" in out.stdout
-    assert "exp_name: default" in out.stdout
-
-
-def test_bad_input_and_printing_the_config_import_no_torch(tmp_path):
-    for argv, code in ((["train", "seed=x"], 2), (["train", "--cfg", "job"], 0)):
-        program = (f"import sys; from nnrun.cli import main; code = main({argv!r}); "
-                   "assert 'torch' not in sys.modules, 'torch imported'; sys.exit(code)")
-        out = subprocess.run([sys.executable, "-c", program], env={**os.environ, "PYTHONPATH": str(SRC)},
-                             capture_output=True, text=True, cwd=tmp_path)
-        assert out.returncode == code, out.stderr
-
-
+@pytest.mark.slow
 def test_torch_is_imported_once_out_of_the_garbage_collectors_reach():
     """Before a run, torch is imported with the collector paused and then frozen: collections in a sweep no
     longer walk its objects; the collector is on again, and garbage made before it was freed, not frozen."""
@@ -52,11 +51,11 @@ def test_torch_is_imported_once_out_of_the_garbage_collectors_reach():
                "assert garbage() is None\n"
                "cli.import_torch()\n"
                "assert gc.get_freeze_count() == frozen\n")
-    out = subprocess.run([sys.executable, "-c", program], env={**os.environ, "PYTHONPATH": str(SRC)},
-                         capture_output=True, text=True)
+    out = run_python(program, Path.cwd())
     assert out.returncode == 0, out.stderr
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("argv,code", [(["--help"], 0), (["tran"], 2), (["train", "seed=x"], 2)])
 def test_the_program_exits_with_the_commands_code_after_the_exit_handlers(argv, code, tmp_path):
     """`nnrun` skips the interpreter's teardown (a second after torch), not its exit steps: atexit handlers
@@ -70,13 +69,13 @@ def test_the_program_exits_with_the_commands_code_after_the_exit_handlers(argv, 
                "print('buffered', end='')\n"
                "cli.run()\n"
                "print('never here')\n")
-    out = subprocess.run([sys.executable, "-c", program], env={**os.environ, "PYTHONPATH": str(SRC)},
-                         capture_output=True, text=True, cwd=tmp_path)
+    out = run_python(program, tmp_path)
     assert out.returncode == code, out.stderr
     assert out.stdout.startswith("buffered") and "exit handler ran" in out.stdout and "never here" not in out.stdout
     assert (tmp_path / "job.log").read_text() == "written before exit\n"
 
 
+@pytest.mark.slow
 def test_the_program_leaves_running_threads_to_the_interpreters_own_shutdown(tmp_path):
     """A thread still working when the command returns (joblib's, submitit's) is waited for, as Python does."""
     program = ("import threading, time\n"
@@ -85,8 +84,7 @@ def test_the_program_leaves_running_threads_to_the_interpreters_own_shutdown(tmp
                "threading.Thread(target=work).start()\n"
                "import sys; sys.argv = ['nnrun', '--version']\n"
                "cli.run()\n")
-    out = subprocess.run([sys.executable, "-c", program], env={**os.environ, "PYTHONPATH": str(SRC)},
-                         capture_output=True, text=True, cwd=tmp_path)
+    out = run_python(program, tmp_path)
     assert out.returncode == 0, out.stderr
     assert out.stdout.startswith("nnrun ") and (tmp_path / "done").read_text() == "finished"
 
@@ -109,55 +107,50 @@ def test_xor_relu_end_to_end(tmp_path):
     assert "-> 1" in pred.stdout
 
 
-@pytest.mark.slow
-def test_cfg_job_prints_the_composed_config(tmp_path):
-    out = run_nnrun(["train", "+exp=xor_relu", "--cfg", "job"], tmp_path)
-    assert out.returncode == 0, out.stderr
-    assert "exp_name: xor_relu" in out.stdout
+def test_cfg_job_prints_the_composed_config(tmp_path, nnrun_here):
+    code, out, err = nnrun_here(["train", "+exp=xor_relu", "--cfg", "job"])
+    assert code == 0, err
+    assert "exp_name: xor_relu" in out
     assert not (tmp_path / "experiments").exists()
 
 
-@pytest.mark.slow
-def test_bad_value_is_one_line_and_exit_2(tmp_path):
-    out = run_nnrun(["train", "optimizer.lr=-1"], tmp_path)
-    assert out.returncode == 2
-    assert out.stderr.strip() == "nnrun: error: optimizer.lr=-1.0 is not allowed: a number > 0"
-    assert "Traceback" not in out.stderr
+def test_bad_value_is_one_line_and_exit_2(tmp_path, nnrun_here):
+    code, _, err = nnrun_here(["train", "optimizer.lr=-1"])
+    assert code == 2
+    assert err.strip() == "nnrun: error: optimizer.lr=-1.0 is not allowed: a number > 0"
+    assert not run_dirs(tmp_path)
 
 
-def test_unknown_command_suggests_the_closest(tmp_path):
-    out = run_nnrun(["trian"], tmp_path)
-    assert out.returncode == 2
-    assert "did you mean 'train'" in out.stderr
+def test_unknown_command_suggests_the_closest(nnrun_here):
+    code, _, err = nnrun_here(["trian"])
+    assert code == 2
+    assert "did you mean 'train'" in err
 
 
-@pytest.mark.slow
-def test_bash_completion_installs_and_completes_train_keys(tmp_path):
-    install = run_nnrun(["-sc", "install=bash"], tmp_path)
-    assert install.returncode == 0, install.stderr
-    assert "hydra_bash_completion" in install.stdout
-    query = run_nnrun(["-sc", "query=bash"], tmp_path, env={"COMP_LINE": "nnrun train optimizer=ad"})
-    assert query.returncode == 0, query.stderr
-    assert "optimizer=adam" in query.stdout.split() and "optimizer=adagrad" in query.stdout.split()
-    commands = run_nnrun(["-sc", "query=bash"], tmp_path, env={"COMP_LINE": "nnrun tr"})
-    assert commands.stdout.split() == ["train"]
+def test_bash_completion_installs_and_completes_train_keys(nnrun_here, monkeypatch):
+    code, out, err = nnrun_here(["-sc", "install=bash"])
+    assert code == 0, err
+    assert "hydra_bash_completion" in out
+    monkeypatch.setenv("COMP_LINE", "nnrun train optimizer=ad")
+    code, out, err = nnrun_here(["-sc", "query=bash"])
+    assert code == 0, err
+    assert "optimizer=adam" in out.split() and "optimizer=adagrad" in out.split()
+    monkeypatch.setenv("COMP_LINE", "nnrun tr")
+    assert nnrun_here(["-sc", "query=bash"])[1].split() == ["train"]
 
 
-@pytest.mark.slow
-def test_multirun_names_job_dirs_from_overrides(tmp_path):
-    out = run_nnrun(["train", "-m", "optimizer.lr=0.01,0.1", "train.epochs=3"], tmp_path)
-    assert out.returncode == 0, out.stderr
+def test_multirun_names_job_dirs_from_overrides(tmp_path, nnrun_here):
+    code, out, err = nnrun_here(["train", "-m", "optimizer.lr=0.01,0.1", "train.epochs=3"])
+    assert code == 0, err
     jobs = run_dirs(tmp_path / "experiments" / "default" / "multirun")
     assert [j.name for j in jobs] == ["0_optimizer.lr=0.01,train.epochs=3", "1_optimizer.lr=0.1,train.epochs=3"]
-    assert "completed" in out.stdout and "2 jobs" in out.stdout
+    assert "completed" in out and "2 jobs" in out
 
 
 @pytest.mark.slow
 def test_two_runs_in_the_same_second_get_their_own_dirs(tmp_path):
-    procs = [subprocess.Popen([sys.executable, "-m", "nnrun", "train", "train.epochs=2"], cwd=tmp_path,
-                              env={**os.environ, "PYTHONPATH": str(SRC)}, stdout=subprocess.DEVNULL,
-                              stderr=subprocess.DEVNULL) for _ in range(3)]
-    assert [p.wait(timeout=120) for p in procs] == [0, 0, 0]
+    procs = [start(["train", "train.epochs=2"], tmp_path) for _ in range(3)]
+    assert [p.communicate(timeout=120) and p.returncode for p in procs] == [0, 0, 0]
     dirs = run_dirs(tmp_path / "experiments")
     assert len(dirs) == 3 and len({d.name for d in dirs}) == 3
 
@@ -190,19 +183,18 @@ def test_a_sweep_with_a_job_that_cannot_read_its_data_is_refused_before_any_job(
     assert not (tmp_path / "experiments").exists()
 
 
-@pytest.mark.slow
-def test_a_job_that_cannot_read_its_data_from_its_own_dir_fails_alone(tmp_path):
+def test_a_job_that_cannot_read_its_data_from_its_own_dir_fails_alone(tmp_path, nnrun_here):
     """With hydra.job.chdir a relative data path is read from the job's own dir, which does not exist before the
     job starts: such a job is checked as it starts, and fails alone."""
     good = tmp_path / "good.csv"
     good.write_text("a,b,y\n" + "".join(f"{i},{i % 3},{i % 2}\n" for i in range(40)))
-    out = run_nnrun(["train", "-m", "dataset=csv", f"dataset.path={good},missing.csv", "train.epochs=3",
-                     "hydra.job.chdir=true"], tmp_path)
-    assert out.returncode == 1, out.stderr  # a failed job is a fault: exit 1, after the summary
-    assert "job 1 failed" in out.stderr and "no such file" in out.stderr
+    code, out, err = nnrun_here(["train", "-m", "dataset=csv", f"dataset.path={good},missing.csv", "train.epochs=3",
+                                 "hydra.job.chdir=true"])
+    assert code == 1, err  # a failed job is a fault: exit 1, after the summary
+    assert "job 1 failed" in err and "no such file" in err
     statuses = sorted(json.loads(p.read_text())["status"] for p in (tmp_path / "experiments").rglob("metrics.json"))
     assert statuses == ["completed", "failed"]  # the job that never trained says so in its metrics.json
-    assert "failed" in out.stdout and "completed" in out.stdout
+    assert summary_count(out, "failed") == 1 and summary_count(out, "completed") == 1
 
 
 def _cuda_available() -> bool:
@@ -222,9 +214,8 @@ REFUSED_AT_START = {
 }
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", list(REFUSED_AT_START))
-def test_a_run_refused_at_start_leaves_no_run_dir_behind(name, tmp_path):
+def test_a_run_refused_at_start_leaves_no_run_dir_behind(name, tmp_path, nnrun_here):
     """Bad input found once Hydra made the run dir: exit 2 with one line, and no empty run dir (which `nnrun
     report` would list as unfinished), nor the runs/ and experiment dirs made for it."""
     overrides, fragment = REFUSED_AT_START[name]
@@ -232,27 +223,26 @@ def test_a_run_refused_at_start_leaves_no_run_dir_behind(name, tmp_path):
         pytest.skip("CUDA is available here")
     (tmp_path / "bad.csv").write_text("a,b,y\n1,2,0\n3,x,1\n")
     (tmp_path / "three.csv").write_text("a,b,y\n" + "".join(f"{i},{i % 5},{i % 3}\n" for i in range(30)))
-    out = run_nnrun(["train", "train.epochs=2", *overrides], tmp_path)
-    assert out.returncode == 2, out.stderr
-    assert out.stderr.count("\n") == 1 and out.stderr.startswith("nnrun: error: ") and fragment in out.stderr
+    code, _, err = nnrun_here(["train", "train.epochs=2", *overrides])
+    assert code == 2, err
+    assert err.count("\n") == 1 and err.startswith("nnrun: error: ") and fragment in err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv", "three.csv"]
 
 
-@pytest.mark.slow
-def test_a_refused_run_removes_only_its_own_dir(tmp_path):
+def test_a_refused_run_removes_only_its_own_dir(tmp_path, nnrun_here):
     """An earlier run and the experiment's runs/ stay; a dir the refused run did not leave empty stays too."""
     earlier = tmp_path / "experiments" / "default" / "runs" / "2026-01-01_00-00-00"
     earlier.mkdir(parents=True)
     (earlier / "metrics.json").write_text("{}")
     bad_csv = ["dataset=csv", "dataset.path=missing.csv", "dataset.target=y"]  # found once the run dir is made
-    out = run_nnrun(["train", *bad_csv], tmp_path)
-    assert out.returncode == 2, out.stderr
+    code, _, err = nnrun_here(["train", *bad_csv])
+    assert code == 2, err
     assert run_dirs(tmp_path) == [] and [p.name for p in earlier.parent.iterdir()] == [earlier.name]
 
     # A run dir that holds more than what Hydra made for the run stays, with all it holds.
     mine = tmp_path / "mine"
     mine.mkdir()
     (mine / "notes.txt").write_text("keep me")
-    out = run_nnrun(["train", *bad_csv, f"hydra.run.dir={mine}"], tmp_path)
-    assert out.returncode == 2, out.stderr
+    code, _, err = nnrun_here(["train", *bad_csv, f"hydra.run.dir={mine}"])
+    assert code == 2, err
     assert (mine / "notes.txt").read_text() == "keep me" and (mine / ".hydra").is_dir()

@@ -7,7 +7,7 @@ import signal
 import pytest
 import torch
 
-from conftest import parsed, read_metrics, train
+from conftest import curve, events, parsed, read_metrics, train
 from nnrun import checkpoint
 from nnrun.predict import predict
 
@@ -15,29 +15,21 @@ SEPARABLE = ["dataset=gaussians", "dataset.n_samples=200", "dataset.noise=0.4", 
              "train.epochs=60", "train.log_every=1"]
 
 
-def _curve(run_dir, tag="loss/train"):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(run_dir), size_guidance={"scalars": 0})
-    acc.Reload()
-    return [e.value for e in acc.Scalars(tag)]
-
-
 @pytest.mark.parametrize("optimizer,lr", [("sgd", 0.5), ("momentum", 0.1), ("adagrad", 0.1), ("adadelta", 1.0),
                                           ("adam", 0.01), ("rmsprop", 0.01)])
 def test_each_optimizer_reduces_the_loss(tmp_path, optimizer, lr):
     result = train([*SEPARABLE, f"optimizer={optimizer}", f"optimizer.lr={lr}"], tmp_path)
-    curve = _curve(tmp_path)
+    losses = curve(tmp_path)
     assert result.status == "completed"
-    assert curve[-1] < 0.7 * curve[0], (curve[0], curve[-1])
+    assert losses[-1] < 0.7 * losses[0], (losses[0], losses[-1])
     assert result.final["accuracy/val"] >= 0.9
 
 
 @pytest.mark.parametrize("loss", ["bce", "mse", "cross_entropy"])
 def test_each_loss_reduces_the_loss(tmp_path, loss):
     result = train([*SEPARABLE, f"loss={loss}"], tmp_path)
-    curve = _curve(tmp_path)
-    assert curve[-1] < 0.7 * curve[0]
+    losses = curve(tmp_path)
+    assert losses[-1] < 0.7 * losses[0]
     assert result.final["accuracy/val"] >= 0.9
 
 
@@ -65,11 +57,8 @@ def test_metrics_json_follows_the_contract(tmp_path):
 
 
 def test_tensorboard_has_the_contract_tags(tmp_path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     result = train(["dataset=circles", "train.epochs=30", "train.log_every=10"], tmp_path)
-    acc = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0, "images": 0, "tensors": 0})
-    acc.Reload()
+    acc = events(tmp_path)
     tags = acc.Tags()
     assert {"loss/train", "loss/val", "accuracy/train", "accuracy/val", "lr"} <= set(tags["scalars"])
     assert [e.step for e in acc.Scalars("loss/val")] == [1, 10, 20, 30]
@@ -104,10 +93,8 @@ def test_an_early_stopped_runs_curves_end_where_it_stopped_and_hold_its_best_poi
     import io
 
     from rich.console import Console
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from nnrun import engine
-    from conftest import parsed
 
     cfg = parsed(["dataset=gaussians", "dataset.n_samples=60", "dataset.noise=1.2", "model.hidden=[128,128]",
                   "optimizer.lr=0.01", "train.epochs=400", "train.early_stopping.patience=17",
@@ -115,9 +102,7 @@ def test_an_early_stopped_runs_curves_end_where_it_stopped_and_hold_its_best_poi
     screen = io.StringIO()
     result = engine.train(cfg, tmp_path, console=Console(file=screen, width=120, force_terminal=False))
     assert result.status == "stopped_early" and result.epochs_run % 10 != 0
-    acc = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
-    acc.Reload()
-    val = {e.step: e.value for e in acc.Scalars("loss/val")}
+    val = {e.step: e.value for e in events(tmp_path).Scalars("loss/val")}
     assert max(val) == result.epochs_run
     assert val[result.best_epoch] == pytest.approx(result.best_value)
     assert min(val.values()) == pytest.approx(result.best_value)

@@ -3,39 +3,25 @@
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
-from conftest import SRC, run_dirs, run_nnrun
+from conftest import interrupt_when, run_dirs, run_nnrun, start
 
 LONG_RUN = ["train", "dataset=spirals", "dataset.n_samples=200", "model.hidden=[16]", "train.batch_size=8",
             "train.epochs=100000", "train.log_every=5"]
 
 
-def _start_and_signal(tmp_path, signum):
-    proc = subprocess.Popen([sys.executable, "-m", "nnrun", *LONG_RUN], cwd=tmp_path,
-                            env={**os.environ, "PYTHONPATH": str(SRC)}, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 60
-    # Wait until training has started (the first TensorBoard point is written at epoch 1).
-    while time.monotonic() < deadline:
-        events = list((tmp_path / "experiments").rglob("events.out.tfevents*"))
-        if events and events[0].stat().st_size > 2000:
-            break
-        time.sleep(0.2)
-    time.sleep(0.5)
-    proc.send_signal(signum)
-    out, err = proc.communicate(timeout=60)
-    return proc.returncode, out, err
+def training(tmp_path):
+    """Whether the run has trained an epoch: its first TensorBoard points are on disk (written at epoch 1)."""
+    found = list((tmp_path / "experiments").rglob("events.out.tfevents*"))
+    return bool(found) and found[0].stat().st_size > 2000
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_signal_saves_checkpoint_and_metrics_and_exits_130(tmp_path, signum):
-    code, out, err = _start_and_signal(tmp_path, signum)
+    code, out, err = interrupt_when(start(LONG_RUN, tmp_path), lambda: training(tmp_path), signum)
     assert code == 130, err
     (run_dir,) = run_dirs(tmp_path / "experiments")
     metrics = json.loads((run_dir / "metrics.json").read_text())
@@ -47,15 +33,16 @@ def test_signal_saves_checkpoint_and_metrics_and_exits_130(tmp_path, signum):
         more = metrics["epochs_run"] + 3
         resumed = run_nnrun([*LONG_RUN[:-2], f"train.epochs={more}", "train.resume=latest"], tmp_path)
         assert resumed.returncode == 0, resumed.stderr
-        assert f"resuming {run_dir}" in resumed.stdout.replace("\n", "") or "resuming" in resumed.stdout
+        # `latest` is the interrupted run, and it goes on from where it was saved.
+        assert resumed.stdout.startswith(f"nnrun: resuming {run_dir} after epoch {metrics['epochs_run']}"), \
+            resumed.stdout
         newest = [d for d in run_dirs(tmp_path / "experiments") if d != run_dir]
         assert json.loads((newest[0] / "metrics.json").read_text())["epochs_run"] == more
 
 
-@pytest.mark.slow
-def test_resume_latest_without_runs_is_bad_input(tmp_path):
-    out = run_nnrun(["train", "train.resume=latest"], tmp_path)
-    assert out.returncode == 2 and "no checkpoint under" in out.stderr
+def test_resume_latest_without_runs_is_bad_input(nnrun_here):
+    code, _, err = nnrun_here(["train", "train.resume=latest"])
+    assert code == 2 and "no checkpoint under" in err
 
 
 def test_checkpoint_with_pickled_code_is_refused(tmp_path):
@@ -73,8 +60,7 @@ def test_checkpoint_with_pickled_code_is_refused(tmp_path):
     assert not (tmp_path / "pwned").exists()
 
 
-@pytest.mark.slow
-def test_predict_on_a_malicious_checkpoint_is_one_line_exit_2(tmp_path):
+def test_predict_on_a_malicious_checkpoint_is_one_line_exit_2(tmp_path, nnrun_here):
     import torch
 
     class Payload:
@@ -82,16 +68,12 @@ def test_predict_on_a_malicious_checkpoint_is_one_line_exit_2(tmp_path):
             return (os.system, ("true",))
 
     torch.save({"model": Payload(), "spec": {}}, tmp_path / "checkpoint.pt")
-    out = run_nnrun(["predict", str(tmp_path), "1", "2"], tmp_path)
-    assert out.returncode == 2 and "refused to load" in out.stderr and "Traceback" not in out.stderr
+    code, _, err = nnrun_here(["predict", str(tmp_path), "1", "2"])
+    assert code == 2 and "refused to load" in err
+    assert len(err.strip().splitlines()) == 1 and err.startswith("nnrun: "), err
 
 
-def test_a_target_in_yaml_is_never_imported(tmp_path, capsys):
-    from nnrun.cli import main
-
-    try:
-        code = main(["train", "--cfg", "job", "+model._target_=os.system"])
-    except SystemExit as exc:
-        code = exc.code
+def test_a_target_in_yaml_is_never_imported(nnrun_here):
+    code, _, err = nnrun_here(["train", "--cfg", "job", "+model._target_=os.system"])
     assert code == 2
-    assert "model._target_" in capsys.readouterr().err
+    assert "model._target_" in err

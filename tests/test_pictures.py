@@ -3,20 +3,9 @@ and show what they claim."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
-from conftest import parsed, train
-
-
-def images(run_dir: Path) -> dict[str, list]:
-    """{tag: [image events]} read back from a run's TensorBoard event file."""
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
-    events = EventAccumulator(str(run_dir), size_guidance={"images": 0})
-    events.Reload()
-    return {tag: events.Images(tag) for tag in events.Tags()["images"]}
+from conftest import images, parsed, train
 
 
 def test_decision_boundary_images_every_image_epoch(tmp_path):

@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from conftest import run_dirs, run_nnrun, train
+from conftest import into_closed_pipe, run_dirs, run_nnrun, train
 from nnrun import checkpoint
 from nnrun.predict import format_prediction
 from nnrun.predict import main as predict_main
@@ -181,8 +181,6 @@ def test_a_diverged_run_says_so_before_its_probabilities(lr_sweep, capsys):
 
 @pytest.mark.slow
 def test_predict_into_a_closed_pipe_ends_quietly(trained, tmp_path):
-    from test_report import into_closed_pipe
-
     lay_out(trained, tmp_path / "run", ["0", "1"], 1_000_000_000)
     points = tmp_path / "points.csv"
     points.write_text("x1,x2\n" + "1,0\n" * 5000)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import SRC, read_metrics, train
+from conftest import into_closed_pipe, read_metrics, train
 from nnrun import report
 
 BASE = ["dataset=xor", "model.hidden=[4]", "train.epochs=20", "train.log_every=5"]
@@ -347,22 +347,6 @@ def test_report_shows_the_untrained_test_accuracy_next_to_the_trained_one(tmp_pa
     with (run_dir / "report.csv").open() as handle:
         (line,) = csv.DictReader(handle)
     assert float(line["untrained accuracy/test"]) == pytest.approx(before)
-
-
-def into_closed_pipe(args: list[str], cwd: Path):
-    """`python -m nnrun <args>` writing into a pipe whose reader has gone, as after `| head -1`."""
-    import os
-    import subprocess
-    import sys
-
-    read, write = os.pipe()
-    os.close(read)
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(SRC), os.environ.get("PYTHONPATH", "")])}
-    try:
-        return subprocess.run([sys.executable, "-m", "nnrun", *args], cwd=cwd, env=env, stdout=write,
-                              stderr=subprocess.PIPE, text=True, timeout=300)
-    finally:
-        os.close(write)
 
 
 @pytest.mark.slow

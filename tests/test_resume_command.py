@@ -3,45 +3,29 @@ sweep dir (a sweep resumes as a whole), quoted for the shell; that command finis
 
 from __future__ import annotations
 
-import os
 import shlex
 import signal
-import subprocess
-import sys
-import time
 
 import pytest
 
-from conftest import SRC, read_metrics, run_dirs, run_nnrun
+from conftest import interrupt_when, next_second, read_metrics, run_dirs, start
 
 # A few seconds of training: long enough to be interrupted, short enough to finish when resumed. The brackets
 # need quoting in a shell.
 RUN = ["dataset=spirals", "dataset.n_samples=200", "model.hidden=[16]", "train.batch_size=8", "train.epochs=300"]
 
 
-def interrupt_once_training(args: list[str], cwd) -> subprocess.CompletedProcess:
-    """`nnrun <args>`, sent SIGINT as soon as its first run writes its event file (its signal handler is on)."""
-    proc = subprocess.Popen([sys.executable, "-m", "nnrun", *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True,
-                            env={**os.environ, "PYTHONPATH": str(SRC), "COLUMNS": "200"})
-    deadline = time.monotonic() + 120
-    while not list((cwd / "experiments").rglob("events.out.tfevents*")):
-        assert proc.poll() is None and time.monotonic() < deadline, "training never started"
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=120)
-    return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("sweep", [[], ["-m", "hydra/launcher=basic", "optimizer.lr=0.01,0.02"],
                                    ["-m", "hydra/launcher=vectorized", "optimizer.lr=0.01,0.02"]],
                          ids=["single_run", "basic_sweep", "vectorized_sweep"])
-def test_ctrl_c_prints_the_command_that_goes_on_and_it_completes_the_work(sweep, tmp_path):
+def test_ctrl_c_prints_the_command_that_goes_on_and_it_completes_the_work(sweep, tmp_path, nnrun_here):
     typed = ["train", *sweep, *RUN]
-    stopped = interrupt_once_training(typed, tmp_path)
-    assert stopped.returncode == 130, stopped.stderr
-    (line,) = [line for line in stopped.stderr.splitlines() if line.startswith("to go on: ")]
+    # Ctrl-C as soon as the first run writes its event file (its signal handler is on).
+    code, _, err = interrupt_when(start(typed, tmp_path),
+                                  lambda: list((tmp_path / "experiments").rglob("events.out.tfevents*")))
+    assert code == 130, err
+    (line,) = [line for line in err.splitlines() if line.startswith("to go on: ")]
     command = line.removeprefix("to go on: ")
     (resume_dir,) = {*run_dirs(tmp_path / "experiments")} if not sweep else \
         {job.parent for job in run_dirs(tmp_path / "experiments")}
@@ -51,9 +35,10 @@ def test_ctrl_c_prints_the_command_that_goes_on_and_it_completes_the_work(sweep,
 
     program, *args = shlex.split(command)  # what the shell makes of it
     assert program == "nnrun"
-    resumed = run_nnrun(args, tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
-    assert "nnrun: resuming" in resumed.stdout  # from the interrupted run's checkpoint, not from the start
+    next_second()
+    code, out, err = nnrun_here(args)  # in this process: the exit and the signals were the new process's part
+    assert code == 0, err
+    assert out.startswith("nnrun: resuming"), out  # from the interrupted run's checkpoint, not from the start
     finished = [d for d in run_dirs(tmp_path / "experiments") if resume_dir not in (d, d.parent)]
     assert len(finished) == (2 if sweep else 1)
     assert all(read_metrics(d)["status"] == "completed" and read_metrics(d)["epochs_run"] == 300 for d in finished)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import assert_same_results, interrupt_when, read_metrics, results, run_dirs, run_nnrun, start
+from conftest import assert_same_results, interrupt_when, next_second, read_metrics, results, run_dirs, start
 
 # The first job stops early within a few dozen epochs, the second trains on to the end.
 SWEEP = ["optimizer.lr=3.0,0.01", "train.epochs=2000", "train.early_stopping.patience=20", "train.log_every=500",
@@ -15,10 +15,10 @@ SWEEP = ["optimizer.lr=3.0,0.01", "train.epochs=2000", "train.early_stopping.pat
 
 @pytest.mark.slow
 @pytest.mark.parametrize("launcher", ["vectorized", "basic"])
-def test_an_interrupted_sweep_resumes_to_the_results_of_an_uninterrupted_one(launcher, tmp_path):
+def test_an_interrupted_sweep_resumes_to_the_results_of_an_uninterrupted_one(launcher, tmp_path, nnrun_here):
     args = ["train", "-m", f"hydra/launcher={launcher}", *SWEEP]
-    whole = run_nnrun([*args, "exp_name=whole"], tmp_path)
-    assert whole.returncode == 0, whole.stderr
+    code, _, err = nnrun_here([*args, "exp_name=whole"])  # in this process; the cut needs a new one
+    assert code == 0, err
     (whole_dir,) = (tmp_path / "experiments" / "whole" / "multirun").iterdir()
 
     experiment = tmp_path / "experiments" / "cut" / "multirun"
@@ -33,8 +33,9 @@ def test_an_interrupted_sweep_resumes_to_the_results_of_an_uninterrupted_one(lau
                                                           else None for d in run_dirs(cut_dir))]
     assert statuses == ["stopped_early", "interrupted"], statuses
 
-    resumed = run_nnrun([*args, "exp_name=cut", "train.resume=latest"], tmp_path)
-    assert resumed.returncode == 0, resumed.stderr
+    next_second()
+    code, _, err = nnrun_here([*args, "exp_name=cut", "train.resume=latest"])
+    assert code == 0, err
     new_dir = max(experiment.iterdir())
     assert new_dir != cut_dir
     # The finished job's metrics.json is the cut sweep's, copied (wall time and all); the other one trained on.
@@ -43,21 +44,22 @@ def test_an_interrupted_sweep_resumes_to_the_results_of_an_uninterrupted_one(lau
     assert_same_results(results(new_dir), results(whole_dir))
 
 
-def test_resuming_a_sweep_with_other_values_is_one_line_and_exit_2(tmp_path):
-    done = run_nnrun(["train", "-m", "optimizer.lr=0.1,0.2", "seed=0", "train.epochs=2", "exp_name=s"], tmp_path)
-    assert done.returncode == 0, done.stderr
+def test_resuming_a_sweep_with_other_values_is_one_line_and_exit_2(tmp_path, nnrun_here):
+    code, _, err = nnrun_here(["train", "-m", "optimizer.lr=0.1,0.2", "seed=0", "train.epochs=2", "exp_name=s",
+                               "hydra/job_logging=none"])
+    assert code == 0, err
+    next_second()
     for other in (["optimizer.lr=0.1,0.3", "seed=0"], ["optimizer.lr=0.1,0.2", "seed=1"],
                   ["optimizer.lr=0.1,0.2", "seed=0", "model.hidden=[8]"]):
-        refused = run_nnrun(["train", "-m", *other, "train.epochs=2", "exp_name=s", "train.resume=latest"],
-                            tmp_path)
-        assert refused.returncode == 2, refused.stderr
-        assert refused.stderr.strip().count("\n") == 0 and "train.resume" in refused.stderr, refused.stderr
-        assert "a sweep goes on with the command line it was started with" in refused.stderr
+        code, _, err = nnrun_here(["train", "-m", *other, "train.epochs=2", "exp_name=s", "train.resume=latest"])
+        assert code == 2, err
+        assert err.strip().count("\n") == 0 and "train.resume" in err, err
+        assert "a sweep goes on with the command line it was started with" in err
     assert len(list((tmp_path / "experiments" / "s" / "multirun").iterdir())) == 1  # nothing ran
 
 
-def test_resuming_a_sweep_when_there_is_none_is_one_line_and_exit_2(tmp_path):
-    refused = run_nnrun(["train", "-m", "seed=0,1", "train.resume=latest"], tmp_path)
-    assert refused.returncode == 2 and "a sweep to resume" in refused.stderr, refused.stderr
-    refused = run_nnrun(["train", "-m", "seed=0,1", f"train.resume={tmp_path}"], tmp_path)
-    assert refused.returncode == 2 and "a sweep dir" in refused.stderr, refused.stderr
+def test_resuming_a_sweep_when_there_is_none_is_one_line_and_exit_2(tmp_path, nnrun_here):
+    code, _, err = nnrun_here(["train", "-m", "seed=0,1", "train.resume=latest"])
+    assert code == 2 and "a sweep to resume" in err, err
+    code, _, err = nnrun_here(["train", "-m", "seed=0,1", f"train.resume={tmp_path}"])
+    assert code == 2 and "a sweep dir" in err, err

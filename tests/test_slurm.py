@@ -10,47 +10,18 @@ cluster is a failure.
 from __future__ import annotations
 
 import csv
-import fcntl
-import json
-import os
-import shutil
 import subprocess
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 
-from conftest import read_metrics, run_dirs, run_nnrun
-from test_sweeps import only_sweep_dir, summary_count
+from conftest import (PARTITION, needs_extra, only_sweep_dir, read_metrics, require_cluster, run_dirs, run_nnrun,
+                      summary_count)
 
-PARTITION = "debug"  # the partition .ci/slurm-cluster makes
-
-pytestmark = [pytest.mark.slow, pytest.mark.slurm]
-
-
-def cluster_problem() -> str | None:
-    """Why no SLURM sweep can run here, or None when sbatch is there and the partition has a node up."""
-    if shutil.which("sbatch") is None:
-        return "no sbatch on PATH (start a one-node cluster with .ci/slurm-cluster, as root)"
-    try:
-        states = subprocess.run(["sinfo", "--noheader", f"--partition={PARTITION}", "--format=%T"],
-                                capture_output=True, text=True, timeout=30).stdout.split()
-    except (OSError, subprocess.TimeoutExpired) as exc:
-        return f"sinfo did not answer: {exc}"
-    # completing: the node is up, finishing a job that has ended (the test before this one's, say).
-    if not {"idle", "mixed", "allocated", "completing"} & set(states):
-        return f"partition {PARTITION} has no node up (sinfo: {states or 'nothing'}); run .ci/slurm-cluster"
-    return None
-
-
-def require_cluster() -> None:
-    """Skip where no cluster is up, with the reason; under CI (CI=true) a missing cluster is a failure."""
-    problem = cluster_problem()
-    if problem is not None and os.environ.get("CI") == "true":
-        pytest.fail(f"CI needs a SLURM cluster: {problem}")
-    if problem is not None:
-        pytest.skip(problem)
+# One sweep for the module, on one xdist worker (addopts: --dist loadgroup): no other worker waits for it.
+pytestmark = [pytest.mark.slow, pytest.mark.slurm, pytest.mark.xdist_group("slurm_sweep")]
 
 
 @dataclass
@@ -112,21 +83,9 @@ def run_sweep(cwd: Path) -> Sweep:
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory) -> Sweep:
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    needs_extra("hydra_plugins.hydra_submitit_launcher")
     require_cluster()
-    if "PYTEST_XDIST_WORKER" not in os.environ:
-        return run_sweep(tmp_path_factory.mktemp("slurm"))
-    # Under pytest-xdist every worker that runs one of these tests sets this fixture up: the first runs the
-    # sweep, the others wait for it and read its record (the pattern xdist's docs give for a fixture run once).
-    shared = tmp_path_factory.getbasetemp().parent
-    record = shared / "slurm-sweep.json"
-    with (shared / "slurm-sweep.lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not record.exists():
-            done = run_sweep(shared / "slurm-sweep")
-            record.write_text(json.dumps({**asdict(done), "cwd": str(done.cwd)}))
-    fields = json.loads(record.read_text())
-    return Sweep(**{**fields, "cwd": Path(fields["cwd"])})
+    return run_sweep(tmp_path_factory.mktemp("slurm"))
 
 
 def test_a_slurm_sweep_runs_each_job_as_a_task_of_one_sbatch_job_array(sweep):

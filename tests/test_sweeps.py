@@ -9,20 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from conftest import read_metrics, run_dirs, run_nnrun
+from conftest import needs_extra, only_sweep_dir, read_metrics, run_dirs, run_nnrun, summary_count
 
 TINY = ["dataset=xor", "model.hidden=[4]", "train.epochs=10", "train.log_every=5"]
-
-
-def only_sweep_dir(cwd: Path, exp_name: str) -> Path:
-    (sweep_dir,) = (cwd / "experiments" / exp_name / "multirun").iterdir()
-    return sweep_dir
-
-
-def summary_count(stdout: str, status: str) -> int:
-    match = re.search(rf"│ {status}\s*│\s*(\d+) │", stdout)
-    assert match, f"no {status} row in the sweep summary:\n{stdout}"
-    return int(match.group(1))
+QUIET = ["hydra/job_logging=none", "hydra/hydra_logging=none"]  # Hydra's own log lines, in-process
 
 
 def test_sqlite_path_reads_optuna_storage_urls():
@@ -60,13 +50,13 @@ def test_sweep_names_job_dirs_from_overrides_summarises_and_reports(tmp_path):
     assert (sweep_dir / "report.csv").exists() and (sweep_dir / "report.png").exists()
 
 
-def test_one_failing_job_does_not_stop_the_others_and_the_sweep_exits_1(tmp_path, monkeypatch, capsys):
+def test_one_failing_job_does_not_stop_the_others_and_the_sweep_exits_1(tmp_path, monkeypatch, nnrun_here):
     """Three csv jobs in one in-process sweep: one fine, one whose file is missing (read from the job's own dir,
     hydra.job.chdir, so found only when the job loads it), one that crashes mid-training. The others finish, the
     summary counts two failed, and the sweep exits 1 (a fault) after it."""
     from hydra.core.hydra_config import HydraConfig
 
-    from nnrun import cli, engine
+    from nnrun import engine
 
     rows = "x1,x2,y\n" + "".join(f"{a},{b},{a ^ b}\n" for a in (0, 1) for b in (0, 1)) * 3
     (tmp_path / "good.csv").write_text(rows)
@@ -79,13 +69,10 @@ def test_one_failing_job_does_not_stop_the_others_and_the_sweep_exits_1(tmp_path
         return real_evaluate(*args, **kwargs)
 
     monkeypatch.setattr(engine, "evaluate", evaluate_crashing_in_job_2)
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("COLUMNS", "200")
-    monkeypatch.setattr("sys.argv", ["nnrun"])
-    assert cli.main(["train", "-m", "dataset=csv", "train.epochs=5", "exp_name=fail", "hydra/job_logging=none",
-                     "hydra/hydra_logging=none", "hydra.job.chdir=true",
-                     f"dataset.path={tmp_path / 'good.csv'},missing.csv,{tmp_path / 'good2.csv'}"]) == 1
-    out, err = capsys.readouterr()
+    code, out, err = nnrun_here(["train", "-m", *QUIET, "dataset=csv", "train.epochs=5", "exp_name=fail",
+                                 "hydra.job.chdir=true",
+                                 f"dataset.path={tmp_path / 'good.csv'},missing.csv,{tmp_path / 'good2.csv'}"])
+    assert code == 1, err
     jobs = run_dirs(only_sweep_dir(tmp_path, "fail"))
     assert len(jobs) == 3
     assert read_metrics(jobs[0])["status"] == "completed"
@@ -102,27 +89,14 @@ DIVERGING = ["optimizer=sgd", "loss=mse", "dataset=gaussians", "dataset.n_sample
 STATUSES = ("completed", "stopped_early", "diverged", "interrupted", "failed")
 
 
-def sweep_in_process(args: list[str], tmp_path: Path, monkeypatch, capsys) -> tuple[int, str, str]:
-    """`nnrun train -m <args>` in this process, in tmp_path: (exit code, stdout, stderr)."""
-    from nnrun import cli
-
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("COLUMNS", "200")
-    monkeypatch.setattr("sys.argv", ["nnrun"])
-    code = cli.main(["train", "-m", "hydra/job_logging=none", "hydra/hydra_logging=none", *args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
 def job_lines(stdout: str) -> list[str]:
     return [line for line in stdout.splitlines() if line.split(" ", 1)[0] in STATUSES]
 
 
 @pytest.mark.parametrize("launcher", ["basic", "vectorized"])
 def test_a_sweep_prints_one_line_per_job_then_the_summary_and_a_diverged_job_exits_0(launcher, tmp_path,
-                                                                                     monkeypatch, capsys):
-    code, out, err = sweep_in_process([f"hydra/launcher={launcher}", "exp_name=lines", *DIVERGING], tmp_path,
-                                      monkeypatch, capsys)
+                                                                                     nnrun_here):
+    code, out, err = nnrun_here(["train", "-m", *QUIET, f"hydra/launcher={launcher}", "exp_name=lines", *DIVERGING])
     assert code == 0, err  # diverged is a result
     jobs = run_dirs(only_sweep_dir(tmp_path, "lines"))
     lines = job_lines(out)
@@ -136,47 +110,38 @@ def test_a_sweep_prints_one_line_per_job_then_the_summary_and_a_diverged_job_exi
     assert summary_count(out, "completed") == 1 and summary_count(out, "diverged") == 1
 
 
-def test_a_vectorized_sweep_with_failed_jobs_exits_1_after_the_summary(tmp_path, monkeypatch, capsys):
+def test_a_vectorized_sweep_with_failed_jobs_exits_1_after_the_summary(tmp_path, monkeypatch, nnrun_here):
     from nnrun import engine
 
     def crash(*args, **kwargs):
         raise RuntimeError("simulated fault mid-run")
 
     monkeypatch.setattr(engine, "evaluate", crash)
-    code, out, err = sweep_in_process(["hydra/launcher=vectorized", "exp_name=vfail", *TINY, "seed=0,1"], tmp_path,
-                                      monkeypatch, capsys)
+    code, out, err = nnrun_here(["train", "-m", *QUIET, "hydra/launcher=vectorized", "exp_name=vfail", *TINY,
+                                 "seed=0,1"])
     assert code == 1
     assert [line.split()[0] for line in job_lines(out)] == ["failed", "failed"]
     assert summary_count(out, "failed") == 2 and "simulated fault mid-run" in err
 
 
 @pytest.mark.slow
-def test_joblib_launcher_runs_jobs_in_two_worker_processes(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
-    proc = run_nnrun(["train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", *TINY, "exp_name=jl",
-                      "optimizer.lr=0.01,0.1"], cwd=tmp_path)
-    assert proc.returncode == 0, proc.stderr
-    assert "Joblib.Parallel(n_jobs=2" in proc.stdout + proc.stderr
-    jobs = run_dirs(only_sweep_dir(tmp_path, "jl"))
-    assert [read_metrics(j)["status"] for j in jobs] == ["completed", "completed"]
-    assert summary_count(proc.stdout, "completed") == 2
-
-
-@pytest.mark.slow
-def test_a_joblib_sweep_with_a_failed_job_exits_1_after_the_summary(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_joblib_launcher")
+def test_joblib_launcher_runs_jobs_in_two_worker_processes_and_a_failed_one_exits_1_after_the_summary(tmp_path):
+    needs_extra("hydra_plugins.hydra_joblib_launcher")
     (tmp_path / "good.csv").write_text("x1,x2,y\n" + "".join(f"{a},{b},{a ^ b}\n" for a in (0, 1) for b in (0, 1)) * 3)
     # The missing file is read from the job's own dir (hydra.job.chdir): found missing only when the job starts.
     proc = run_nnrun(["train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=2", "dataset=csv",
-                      "train.epochs=5", "exp_name=jf", "hydra.job.chdir=true",
+                      "train.epochs=5", "exp_name=jl", "hydra.job.chdir=true",
                       f"dataset.path={tmp_path / 'good.csv'},missing.csv"], cwd=tmp_path)
     assert proc.returncode == 1, proc.stderr
+    assert "Joblib.Parallel(n_jobs=2" in proc.stdout + proc.stderr
+    jobs = run_dirs(only_sweep_dir(tmp_path, "jl"))
+    assert [read_metrics(j)["status"] for j in jobs] == ["completed", "failed"]
     assert summary_count(proc.stdout, "completed") == 1 and summary_count(proc.stdout, "failed") == 1
 
 
 @pytest.mark.slow
 def test_submitit_local_launcher_runs_two_jobs(tmp_path):
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    needs_extra("hydra_plugins.hydra_submitit_launcher")
     proc = run_nnrun(["train", "-m", "hydra/launcher=submitit_local", "hydra.launcher.timeout_min=5", *TINY,
                       "exp_name=sl", "optimizer.lr=0.01,0.1"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
@@ -191,8 +156,9 @@ def test_submitit_local_launcher_runs_two_jobs(tmp_path):
 def test_optuna_search_maximises_val_accuracy_and_resumes_from_sqlite_with_new_points(tmp_path):
     """The study lives in SQLite: the same command again adds trials to it, at points the first run did not
     try; each trial's value is its run's best accuracy/val; alembic's set-up lines stay quiet."""
-    optuna = pytest.importorskip("optuna")
-    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    needs_extra("optuna", "hydra_plugins.hydra_optuna_sweeper")
+    import optuna
+
     small = ["+hparams_search=spirals_optuna", "dataset.n_samples=100", "model.hidden=[4]", "train.epochs=5"]
     first = run_nnrun(["train", "-m", *small, "hydra.sweeper.n_trials=2"], cwd=tmp_path)
     assert first.returncode == 0, first.stderr
@@ -234,8 +200,10 @@ def test_a_resumed_optuna_study_explores_new_points_and_stays_reproducible(tmp_p
     """The same seed in every invocation replays the same random start-up proposals; the resumable sampler's
     stream starts at seed + the trials already stored, so a second invocation proposes new points, and the same
     starting study gives the same ones."""
-    optuna = pytest.importorskip("optuna")
+    needs_extra("optuna")
     import shutil
+
+    import optuna
 
     from nnrun.sweep import resumable_tpe_sampler
 
@@ -259,25 +227,23 @@ def test_a_resumed_optuna_study_explores_new_points_and_stays_reproducible(tmp_p
     assert ask_and_tell(study(copy, resumable_tpe_sampler(seed=0)), 3) == second
 
 
-@pytest.mark.slow
-def test_sweep_over_an_unknown_key_fails_before_any_job_with_one_line(tmp_path):
-    proc = run_nnrun(["train", "-m", *TINY, "exp_name=bad", "optimizer.lrr=0.1,0.2"], cwd=tmp_path)
-    assert proc.returncode == 2
-    assert len(proc.stderr.strip().splitlines()) == 1 and "optimizer.lrr" in proc.stderr
+def test_sweep_over_an_unknown_key_fails_before_any_job_with_one_line(tmp_path, nnrun_here):
+    code, _, err = nnrun_here(["train", "-m", *TINY, "exp_name=bad", "optimizer.lrr=0.1,0.2"])
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and "optimizer.lrr" in err
     assert run_dirs(tmp_path) == []
 
 
-@pytest.mark.slow
-def test_sweep_over_a_value_of_the_wrong_type_fails_before_any_job_with_one_line(tmp_path):
-    proc = run_nnrun(["train", "-m", *TINY, "exp_name=bad", "seed=0,1", "train.epochs=10,ten"], cwd=tmp_path)
-    assert proc.returncode == 2
-    assert len(proc.stderr.strip().splitlines()) == 1 and "train.epochs" in proc.stderr
+def test_sweep_over_a_value_of_the_wrong_type_fails_before_any_job_with_one_line(tmp_path, nnrun_here):
+    code, _, err = nnrun_here(["train", "-m", *TINY, "exp_name=bad", "seed=0,1", "train.epochs=10,ten"])
+    assert code == 2
+    assert len(err.strip().splitlines()) == 1 and "train.epochs" in err
     assert run_dirs(tmp_path) == []
 
 
 def test_submitit_slurm_launcher_config_composes():
     """No SLURM here to run on; at least `hydra/launcher=submitit_slurm` resolves with nnrun's config."""
-    pytest.importorskip("hydra_plugins.hydra_submitit_launcher")
+    needs_extra("hydra_plugins.hydra_submitit_launcher")
     from hydra import compose, initialize_config_dir
 
     from nnrun.app import config_dir, register_resolvers

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import events, server_events
 from nnrun.tensorboard_events import RunLogger, hparam_value
 
 CONFIG = "seed: 0\nmodel:\n  hidden: [4]\n"
@@ -27,21 +28,12 @@ def event_file(run_dir: Path) -> Path:
     return path
 
 
-def events(path: Path) -> list:
+def records(path: Path) -> list:
     """The events of a file as TensorBoard's loader reads them: it checks every record's length and CRCs and
     stops at the first that fails, so a test that finds the last event written has read every record."""
     from tensorboard.backend.event_processing.event_file_loader import LegacyEventFileLoader
 
     return list(LegacyEventFileLoader(str(path)).Load())
-
-
-def accumulator(run_dir: Path):
-    """The run as TensorBoard's server reads it (tensors for the plugins' data, scalars included), all kept."""
-    from tensorboard.backend.event_processing.plugin_event_accumulator import EventAccumulator
-
-    acc = EventAccumulator(str(run_dir), size_guidance={"tensors": 0})
-    acc.Reload()
-    return acc
 
 
 def log_a_run(run_dir: Path, pictures: dict) -> dict[str, dict[int, float]]:
@@ -76,11 +68,8 @@ def pictures():
 
 
 def test_scalars_read_back_with_their_steps_and_values(tmp_path, pictures):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     logged = log_a_run(tmp_path, pictures)
-    acc = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})  # the reader `nnrun report` uses
-    acc.Reload()
+    acc = events(tmp_path)  # the reader `nnrun report` uses
     assert sorted(acc.Tags()["scalars"]) == sorted(logged)
     for tag, by_step in logged.items():
         read = acc.Scalars(tag)
@@ -90,11 +79,9 @@ def test_scalars_read_back_with_their_steps_and_values(tmp_path, pictures):
 
 def test_images_read_back_with_their_size_and_pixels(tmp_path, pictures):
     from PIL import Image
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     log_a_run(tmp_path, pictures)
-    acc = EventAccumulator(str(tmp_path), size_guidance={"images": 0})
-    acc.Reload()
+    acc = events(tmp_path)
     assert sorted(acc.Tags()["images"]) == ["pictures/decision_boundary", "pictures/xor_1_original_data"]
     for (tag, step), picture in pictures.items():
         (image,) = [e for e in acc.Images(tag) if e.step == step]
@@ -106,14 +93,11 @@ def test_images_read_back_with_their_size_and_pixels(tmp_path, pictures):
 
 def test_a_float_picture_is_taken_as_0_to_1(tmp_path):
     from PIL import Image
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     logger = RunLogger(tmp_path, CONFIG)
     logger.image("pictures/grey", torch.full((3, 4, 5), 0.5), 1)
     logger.close()
-    acc = EventAccumulator(str(tmp_path), size_guidance={"images": 0})
-    acc.Reload()
-    (image,) = acc.Images("pictures/grey")
+    (image,) = events(tmp_path).Images("pictures/grey")
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(image.encoded_image_string))), np.full((4, 5, 3), 127))
 
 
@@ -121,7 +105,7 @@ def test_the_layout_puts_train_and_val_loss_on_one_chart(tmp_path, pictures):
     from tensorboard.plugins.custom_scalar import layout_pb2, metadata
 
     log_a_run(tmp_path, pictures)
-    (layout_event,) = accumulator(tmp_path).Tensors(metadata.CONFIG_SUMMARY_TAG)
+    (layout_event,) = server_events(tmp_path).Tensors(metadata.CONFIG_SUMMARY_TAG)
     layout = layout_pb2.Layout.FromString(layout_event.tensor_proto.string_val[0])
     charts = {chart.title: list(chart.multiline.tag) for category in layout.category for chart in category.chart}
     assert charts == {"loss (train vs val)": ["loss/train", "loss/val"],
@@ -132,7 +116,7 @@ def test_the_config_is_text_in_a_yaml_block(tmp_path, pictures):
     from tensorboard.plugins.text import metadata
 
     log_a_run(tmp_path, pictures)
-    acc = accumulator(tmp_path)
+    acc = server_events(tmp_path)
     assert acc.PluginTagToContent(metadata.PLUGIN_NAME).keys() == {"config/text_summary"}
     (text,) = acc.Tensors("config/text_summary")
     assert text.tensor_proto.string_val == [("```yaml\n" + CONFIG + "\n```").encode()]
@@ -144,7 +128,7 @@ def test_hparams_session_holds_the_config_in_the_runs_own_file(tmp_path, picture
     from tensorboard.plugins.hparams import api_pb2, metadata
 
     log_a_run(tmp_path, pictures)
-    acc = accumulator(tmp_path)  # the one the TensorBoard server reads runs with
+    acc = server_events(tmp_path)  # the one the TensorBoard server reads runs with
     content = acc.PluginTagToContent(metadata.PLUGIN_NAME)
     assert set(content) == {metadata.SESSION_START_INFO_TAG, metadata.SESSION_END_INFO_TAG}
 
@@ -173,7 +157,7 @@ def test_the_event_file_has_tensorboards_name_and_first_event(tmp_path, pictures
     path = event_file(tmp_path)
     pattern = rf"events\.out\.tfevents\.\d{{10}}\.{re.escape(socket.gethostname())}\.{os.getpid()}\.\d+"
     assert re.fullmatch(pattern, path.name)
-    first, *rest = events(path)
+    first, *rest = records(path)
     assert first.file_version == "brain.Event:2" and first.wall_time > 0
     assert all(e.wall_time >= first.wall_time and e.HasField("summary") for e in rest)
     assert max(e.step for e in rest) == 600
@@ -190,26 +174,22 @@ def test_one_steps_scalars_are_one_event(tmp_path):
     logger = RunLogger(tmp_path, CONFIG)
     logger.scalars(1, {"loss/train": 0.5, "loss/val": 0.75, "lr": 0.1})
     logger.close()
-    (event,) = [e for e in events(event_file(tmp_path)) if e.step == 1]
+    (event,) = [e for e in records(event_file(tmp_path)) if e.step == 1]
     assert [(v.tag, v.simple_value) for v in event.summary.value] == [("loss/train", 0.5), ("loss/val", 0.75),
                                                                       ("lr", pytest.approx(0.1))]
 
 
 def test_scalars_are_on_disk_after_flush_before_close(tmp_path):
-    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-
     logger = RunLogger(tmp_path, CONFIG)
     logger.scalars(1, {"loss/train": 0.5})
     logger.scalars(2, {"loss/train": 0.25})
     logger.flush()
-    acc = EventAccumulator(str(tmp_path), size_guidance={"scalars": 0})
-    acc.Reload()
-    assert [(e.step, e.value) for e in acc.Scalars("loss/train")] == [(1, 0.5), (2, 0.25)]
+    assert [(e.step, e.value) for e in events(tmp_path).Scalars("loss/train")] == [(1, 0.5), (2, 0.25)]
     logger.close()
 
 
 def scalar_tags_on_disk(run_dir: Path) -> list[str]:
-    return [v.tag for e in events(event_file(run_dir)) for v in e.summary.value if v.HasField("simple_value")]
+    return [v.tag for e in records(event_file(run_dir)) for v in e.summary.value if v.HasField("simple_value")]
 
 
 def test_scalars_reach_the_disk_every_flush_seconds_without_a_flush_call(tmp_path):
@@ -233,6 +213,6 @@ def test_per_step_losses_leave_the_last_epoch_where_final_metrics_go(tmp_path):
     logger.scalars(40, {"loss/step": 1.0})
     logger.hparams({"seed": 0}, {"loss/val": 0.25})
     logger.close()
-    finals = [(e.step, v.tag) for e in events(event_file(tmp_path)) for v in e.summary.value
+    finals = [(e.step, v.tag) for e in records(event_file(tmp_path)) for v in e.summary.value
               if v.tag.startswith("result/")]
     assert finals == [(10, "result/loss/val")]

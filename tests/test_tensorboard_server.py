@@ -16,7 +16,8 @@ from urllib.parse import urlencode
 
 import pytest
 
-from conftest import read_metrics, run_dirs
+from conftest import only_sweep_dir, read_metrics, run_dirs
+from nnrun.cli import main
 
 READY_TIMEOUT_S = 90
 
@@ -34,25 +35,29 @@ def get_json(url: str, body: dict | None = None):
         return json.loads(response.read())
 
 
-@pytest.fixture
-def sweep_dir(tmp_path, monkeypatch) -> Path:
+# One sweep and one server for the module's tests, on one xdist worker (addopts: --dist loadgroup).
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("tensorboard_server")]
+
+
+@pytest.fixture(scope="module")
+def sweep_dir(tmp_path_factory) -> Path:
     """A two-job `nnrun train -m`, run in this process (the CLI path is covered in test_sweeps.py)."""
-    from nnrun import cli
+    cwd = tmp_path_factory.mktemp("tensorboard")
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        monkeypatch.chdir(cwd)
+        monkeypatch.setattr("sys.argv", ["nnrun"])
+        code = main(["train", "-m", "dataset=xor", "model.hidden=[4]", "train.epochs=10", "train.log_every=5",
+                     "exp_name=tb", "hydra/job_logging=none", "hydra/hydra_logging=none", "optimizer.lr=0.01,0.1"])
+    assert code == 0
+    return only_sweep_dir(cwd, "tb")
 
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr("sys.argv", ["nnrun"])
-    assert cli.main(["train", "-m", "dataset=xor", "model.hidden=[4]", "train.epochs=10", "train.log_every=5",
-                     "exp_name=tb", "hydra/job_logging=none", "hydra/hydra_logging=none",
-                     "optimizer.lr=0.01,0.1"]) == 0
-    (found,) = (tmp_path / "experiments" / "tb" / "multirun").iterdir()
-    return found
 
-
-@pytest.fixture
-def tensorboard_url(sweep_dir, tmp_path):
+@pytest.fixture(scope="module")
+def tensorboard_url(sweep_dir):
     """`tensorboard --logdir <sweep>` on 127.0.0.1 and a free port; the URL once it lists both runs."""
     port = free_port()
-    log = (tmp_path / "tensorboard.log").open("w")
+    log_path = sweep_dir.parent / "tensorboard.log"
+    log = log_path.open("w")
     server = subprocess.Popen([sys.executable, "-m", "tensorboard.main", "--logdir", str(sweep_dir),
                                "--host", "127.0.0.1", "--port", str(port), "--reload_interval", "1"],
                               stdout=log, stderr=subprocess.STDOUT)
@@ -60,7 +65,7 @@ def tensorboard_url(sweep_dir, tmp_path):
     try:
         deadline = time.monotonic() + READY_TIMEOUT_S
         while True:
-            assert server.poll() is None, (tmp_path / "tensorboard.log").read_text()
+            assert server.poll() is None, log_path.read_text()
             try:
                 if len(get_json(f"{url}/data/runs")) == 2:
                     break
@@ -79,7 +84,6 @@ def tensorboard_url(sweep_dir, tmp_path):
         log.close()
 
 
-@pytest.mark.slow
 def test_tensorboard_serves_runs_scalars_and_one_hparams_row_per_job(sweep_dir, tensorboard_url):
     jobs = {job.name: job for job in run_dirs(sweep_dir)}
     assert sorted(get_json(f"{tensorboard_url}/data/runs")) == sorted(jobs)  # no stray timestamp sub-runs
@@ -128,7 +132,6 @@ def tensorboard_groups(tags) -> list[tuple[str, list[str]]]:
     return list(groups.items())
 
 
-@pytest.mark.slow
 def test_the_loss_and_accuracy_curves_are_the_first_charts_tensorboard_shows(sweep_dir, tensorboard_url):
     """The first two groups are the curves, each chart more than one point; the pictures and the one-point final
     values come after them (and after lr), in both tabs."""

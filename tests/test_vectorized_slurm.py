@@ -11,15 +11,12 @@ import os
 import re
 import signal
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
-from conftest import read_metrics, run_dirs, run_nnrun
-from test_resume_sweeps import assert_same_results, results, start
-from test_slurm import PARTITION, require_cluster
-from test_sweeps import only_sweep_dir, summary_count
+from conftest import (PARTITION, assert_same_results, compose, interrupt_when, needs_extra, only_sweep_dir,
+                      read_metrics, require_cluster, results, run_dirs, run_nnrun, start, summary_count, wait_until)
 
 LAUNCHER = ["hydra/launcher=vectorized_slurm", f"hydra.launcher.partition={PARTITION}"]
 # 32 jobs, 8 a stack: 4 SLURM jobs.
@@ -32,17 +29,8 @@ SWEEP_16 = ["optimizer.lr=0.01,0.1", "seed=range(8)", "train.epochs=6000", "trai
 
 @pytest.fixture
 def cluster():
-    pytest.importorskip("submitit")
+    needs_extra("submitit", "hydra_plugins.hydra_submitit_launcher")
     require_cluster()
-
-
-def when(ready, process: subprocess.Popen, timeout: float = 240) -> None:
-    """Poll `ready()` until it holds, while the sweep runs."""
-    deadline = time.monotonic() + timeout
-    while not ready():
-        assert process.poll() is None, process.communicate()
-        assert time.monotonic() < deadline, "never got there"
-        time.sleep(0.05)
 
 
 def slurm_jobs(sweep_dir: Path) -> list[str]:
@@ -74,11 +62,12 @@ def files_of(run_dir: Path) -> list[str]:
 
 @pytest.mark.slow
 @pytest.mark.slurm
-def test_a_32_job_sweep_of_8_a_stack_is_4_slurm_jobs_with_the_local_vectorized_sweeps_results(cluster, tmp_path):
+def test_a_32_job_sweep_of_8_a_stack_is_4_slurm_jobs_with_the_local_vectorized_sweeps_results(cluster, tmp_path,
+                                                                                            nnrun_here):
     sweep = run_nnrun(["train", "-m", *LAUNCHER, *SWEEP_32, "exp_name=cluster"], tmp_path, timeout=600)
     assert sweep.returncode == 0, sweep.stderr
-    local = run_nnrun(["train", "-m", "hydra/launcher=vectorized", *SWEEP_32, "exp_name=here"], tmp_path)
-    assert local.returncode == 0, local.stderr
+    code, _, err = nnrun_here(["train", "-m", "hydra/launcher=vectorized", *SWEEP_32, "exp_name=here"])
+    assert code == 0, err
     on_cluster, here = only_sweep_dir(tmp_path, "cluster"), only_sweep_dir(tmp_path, "here")
 
     jobs = slurm_jobs(on_cluster)
@@ -110,12 +99,14 @@ def test_a_32_job_sweep_of_8_a_stack_is_4_slurm_jobs_with_the_local_vectorized_s
 
 @pytest.mark.slow
 @pytest.mark.slurm
-def test_a_cancelled_stack_leaves_its_runs_interrupted_and_resume_finishes_them_as_an_uncut_sweep(cluster, tmp_path):
+def test_a_cancelled_stack_leaves_its_runs_interrupted_and_resume_finishes_them_as_an_uncut_sweep(cluster, tmp_path,
+                                                                                                  nnrun_here):
     args = ["train", "-m", *LAUNCHER, *SWEEP_16, "exp_name=cut"]
     process = start(args, tmp_path)
     experiment = tmp_path / "experiments" / "cut" / "multirun"
     # The second stack (lr 0.1) trains once its runs' event files are there: cancel its SLURM job then.
-    when(lambda: len(list(experiment.glob("*/*,optimizer.lr=0.1,*/events.out.tfevents.*"))) == 8, process)
+    wait_until(lambda: len(list(experiment.glob("*/*,optimizer.lr=0.1,*/events.out.tfevents.*"))) == 8, process,
+               timeout=240)
     cut_dir = only_sweep_dir(tmp_path, "cut")
     first, second = slurm_jobs(cut_dir)
     subprocess.run(["scancel", second], check=True)
@@ -138,8 +129,8 @@ def test_a_cancelled_stack_leaves_its_runs_interrupted_and_resume_finishes_them_
     new_dir = max(experiment.iterdir())
     assert new_dir != cut_dir
 
-    whole = run_nnrun(["train", "-m", "hydra/launcher=vectorized", *SWEEP_16, "exp_name=whole"], tmp_path)
-    assert whole.returncode == 0, whole.stderr
+    code, _, err = nnrun_here(["train", "-m", "hydra/launcher=vectorized", *SWEEP_16, "exp_name=whole"])
+    assert code == 0, err
     assert_same_results(results(new_dir), results(only_sweep_dir(tmp_path, "whole")), 1e-5)
 
 
@@ -147,11 +138,10 @@ def test_a_cancelled_stack_leaves_its_runs_interrupted_and_resume_finishes_them_
 @pytest.mark.slurm
 def test_ctrl_c_while_the_sweep_waits_cancels_its_slurm_jobs_which_save_their_runs(cluster, tmp_path):
     process = start(["train", "-m", *LAUNCHER, "seed=0,1", "train.epochs=1000000", "exp_name=stop"], tmp_path)
-    when(lambda: len(list((tmp_path / "experiments").glob("stop/multirun/*/*/events.out.tfevents.*"))) == 2,
-         process)
-    process.send_signal(signal.SIGINT)
-    out, err = process.communicate(timeout=300)
-    assert process.returncode == 130, err
+    code, out, err = interrupt_when(
+        process, lambda: len(list((tmp_path / "experiments").glob("stop/multirun/*/*/events.out.tfevents.*"))) == 2,
+        timeout=300)
+    assert code == 130, err
     (job,) = slurm_jobs(only_sweep_dir(tmp_path, "stop"))  # one stack: a single SLURM job
     assert f"cancelling SLURM jobs {job}" in err
     assert err.splitlines()[-1].startswith("to go on: nnrun train -m ") and "train.resume=experiments/stop/" in err
@@ -168,8 +158,8 @@ def test_a_stack_killed_outright_is_a_line_naming_its_log_and_its_runs_count_as_
     """SIGKILL leaves no result file: SLURM's accounting (sacct), which submitit asks, saying the job has ended
     is what ends the wait."""
     process = start(["train", "-m", *LAUNCHER, "seed=0,1", "train.epochs=1000000", "exp_name=kill"], tmp_path)
-    when(lambda: len(list((tmp_path / "experiments").glob("kill/multirun/*/*/events.out.tfevents.*"))) == 2,
-         process)
+    wait_until(lambda: len(list((tmp_path / "experiments").glob("kill/multirun/*/*/events.out.tfevents.*"))) == 2,
+               process, timeout=240)
     (job,) = slurm_jobs(only_sweep_dir(tmp_path, "kill"))
     # scancel, whatever the signal, lets the job save: kill its Python itself (the cluster is this machine).
     (pid,) = stack_processes(only_sweep_dir(tmp_path, "kill"))
@@ -193,30 +183,29 @@ def test_a_partition_that_does_not_exist_is_slurms_own_line_and_exit_2(cluster, 
     assert slurm_jobs(only_sweep_dir(tmp_path, "p")) == []  # nothing submitted
 
 
-@pytest.mark.slow
-def test_vectorized_slurm_without_m_is_one_line_and_exit_2(tmp_path):
-    pytest.importorskip("submitit")
-    refused = run_nnrun(["train", "hydra/launcher=vectorized_slurm", "seed=0"], tmp_path)
-    assert refused.returncode == 2
-    assert refused.stderr.strip().splitlines() == [
+def test_vectorized_slurm_without_m_is_one_line_and_exit_2(tmp_path, nnrun_here, monkeypatch):
+    needs_extra("submitit", "hydra_plugins.hydra_submitit_launcher")
+    code, _, err = nnrun_here(["train", "hydra/launcher=vectorized_slurm", "seed=0"])
+    assert code == 2
+    assert err.strip().splitlines() == [
         "nnrun: error: hydra/launcher=vectorized_slurm submits the stacks of a sweep as SLURM jobs; add -m "
         "(nnrun train -m hydra/launcher=vectorized_slurm seed=0)"]
     assert not (tmp_path / "experiments").exists()
     # Printing the config runs nothing: it needs neither -m nor sbatch.
-    shown = run_nnrun(["train", "hydra/launcher=vectorized_slurm", "--cfg", "hydra"], tmp_path, env={"PATH": ""})
-    assert shown.returncode == 0, shown.stderr
-    assert "nnrun.vectorized_slurm_launcher.VectorizedSlurmLauncher" in shown.stdout
+    monkeypatch.setenv("PATH", "")
+    code, out, err = nnrun_here(["train", "hydra/launcher=vectorized_slurm", "--cfg", "hydra"])
+    assert code == 0, err
+    assert "nnrun.vectorized_slurm_launcher.VectorizedSlurmLauncher" in out
 
 
-@pytest.mark.slow
-def test_vectorized_slurm_where_there_is_no_sbatch_is_one_line_and_exit_2(tmp_path):
-    pytest.importorskip("submitit")
+def test_vectorized_slurm_where_there_is_no_sbatch_is_one_line_and_exit_2(tmp_path, nnrun_here, monkeypatch):
+    needs_extra("submitit", "hydra_plugins.hydra_submitit_launcher")
     empty = tmp_path / "bin"
     empty.mkdir()
-    refused = run_nnrun(["train", "-m", "hydra/launcher=vectorized_slurm", "seed=0,1"], tmp_path,
-                        env={"PATH": str(empty)})
-    assert refused.returncode == 2
-    (line,) = refused.stderr.strip().splitlines()
+    monkeypatch.setenv("PATH", str(empty))
+    code, _, err = nnrun_here(["train", "-m", "hydra/launcher=vectorized_slurm", "seed=0,1"])
+    assert code == 2
+    (line,) = err.strip().splitlines()
     assert line.startswith("nnrun: error: hydra/launcher='vectorized_slurm' is not allowed: SLURM's sbatch is not "
                            "on PATH here") and "hydra/launcher=vectorized" in line
     assert not (tmp_path / "experiments").exists()
@@ -224,19 +213,23 @@ def test_vectorized_slurm_where_there_is_no_sbatch_is_one_line_and_exit_2(tmp_pa
 
 def test_the_stacks_planned_for_slurm_are_the_engines_chunks_of_one_kind_and_start(tmp_path):
     """32 jobs of one kind, 8 a stack: 4 stacks in the jobs' order; another architecture is another stack."""
-    from conftest import parsed
+    from omegaconf import OmegaConf
+
     from hydra_plugins.nnrun.vectorized_slurm_launcher import plan_stacks
     from nnrun import engine
+    from nnrun.config import parse
 
-    jobs = [engine.Job(parsed([f"seed={s}", f"optimizer.lr={lr}"]), tmp_path / str(n))
-            for n, (lr, s) in enumerate((lr, s) for lr in (0.01, 0.1) for s in range(16))]
-    wide = [engine.Job(parsed(["model.hidden=[8]", f"seed={s}"]), tmp_path / f"w{s}") for s in range(3)]
-    stacks = plan_stacks(jobs[:20] + wide + jobs[20:], max_models=8, memory_budget_mb=1024)
+    def job(tree: dict, name: str, seed: int, lr: float) -> engine.Job:  # composed once, per-model values set
+        return engine.Job(parse({**tree, "seed": seed, "optimizer": {**tree["optimizer"], "lr": lr}}), tmp_path / name)
+
+    narrow, wide = (OmegaConf.to_container(compose(o), resolve=True) for o in ([], ["model.hidden=[8]"]))
+    jobs = [job(narrow, str(n), s, lr) for n, (lr, s) in enumerate((lr, s) for lr in (0.01, 0.1) for s in range(16))]
+    wides = [job(wide, f"w{s}", s, 0.01) for s in range(3)]
+    stacks = plan_stacks(jobs[:20] + wides + jobs[20:], max_models=8, memory_budget_mb=1024)
     assert [[j.run_dir.name for j in s] for s in stacks] == [
         [str(n) for n in range(i, i + 8)] for i in range(0, 32, 8)] + [["w0", "w1", "w2"]]
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("settings, said", [
     (["hydra.launcher.timeout_min=0"], "hydra.launcher.timeout_min=0 is not allowed: an integer >= 1"),
     (["hydra.launcher.timeout_min=1"], "hydra.launcher.signal_delay_s=120 is not allowed: less than "
@@ -247,15 +240,16 @@ def test_the_stacks_planned_for_slurm_are_the_engines_chunks_of_one_kind_and_sta
     (["hydra.launcher.max_num_timeout=3"], "hydra.launcher.max_num_timeout=3 is not allowed: 0 (a stack cut by "
                                            "its time limit saves its runs interrupted"),
 ])
-def test_slurm_settings_that_make_no_sense_are_one_line_and_exit_2_before_any_job(settings, said, tmp_path):
-    pytest.importorskip("submitit")
+def test_slurm_settings_that_make_no_sense_are_one_line_and_exit_2_before_any_job(settings, said, tmp_path,
+                                                                                  nnrun_here, monkeypatch):
+    needs_extra("submitit", "hydra_plugins.hydra_submitit_launcher")
     fake = tmp_path / "bin"
     fake.mkdir()
     (fake / "sbatch").write_text("#!/bin/sh\nexit 1\n")  # pre-flight asks only that there is one
     (fake / "sbatch").chmod(0o755)
-    refused = run_nnrun(["train", "-m", "hydra/launcher=vectorized_slurm", *settings, "seed=0,1"], tmp_path,
-                        env={"PATH": f"{fake}{os.pathsep}{os.environ['PATH']}"})
-    assert refused.returncode == 2
-    (line,) = refused.stderr.strip().splitlines()
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    code, _, err = nnrun_here(["train", "-m", "hydra/launcher=vectorized_slurm", *settings, "seed=0,1"])
+    assert code == 2
+    (line,) = err.strip().splitlines()
     assert line.startswith(f"nnrun: error: {said}"), line
     assert run_dirs(tmp_path) == []
