@@ -42,7 +42,8 @@ def test_signal_saves_checkpoint_and_metrics_and_exits_130(tmp_path, signum):
 
 def test_resume_latest_without_runs_is_bad_input(nnrun_here):
     code, _, err = nnrun_here(["train", "train.resume=latest"])
-    assert code == 2 and "no checkpoint under" in err
+    assert code == 2 and err.count("\n") == 1, err
+    assert "train.resume=latest finds no run to resume" in err and "leave out train.resume" in err, err
 
 
 def test_checkpoint_with_pickled_code_is_refused(tmp_path):

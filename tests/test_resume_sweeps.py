@@ -60,6 +60,6 @@ def test_resuming_a_sweep_with_other_values_is_one_line_and_exit_2(tmp_path, nnr
 
 def test_resuming_a_sweep_when_there_is_none_is_one_line_and_exit_2(tmp_path, nnrun_here):
     code, _, err = nnrun_here(["train", "-m", "seed=0,1", "train.resume=latest"])
-    assert code == 2 and "a sweep to resume" in err, err
+    assert code == 2 and "train.resume=latest finds no sweep to resume" in err, err
     code, _, err = nnrun_here(["train", "-m", "seed=0,1", f"train.resume={tmp_path}"])
-    assert code == 2 and "a sweep dir" in err, err
+    assert code == 2 and f"train.resume={tmp_path} is not a sweep dir" in err, err
