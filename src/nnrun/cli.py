@@ -43,11 +43,13 @@ COMPLETION_FLAGS = ("-sc", "--shell-completion")
 def _run_train(args: list[str]) -> int:
     # Here, not at the top: the schema's dataclasses cost `nnrun --help` more than the rest of it together.
     from nnrun.config import ConfigError
-    from nnrun.preflight import check, split_args
+    from nnrun.preflight import check, read_overrides, split_args
 
     try:
         flags, overrides = split_args(args)
-        if not INFO_FLAGS & flags:
+        if INFO_FLAGS & flags:
+            read_overrides(None, overrides)  # nothing runs, but Hydra would still trip over an unreadable line
+        else:
             check([a for a in args if a not in ("--help", "-h")])
     except ConfigError as exc:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":

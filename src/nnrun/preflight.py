@@ -196,8 +196,12 @@ def _check_launcher(choices: list[tuple[str, str, str | None]], flags: set[str],
 
 
 def read_overrides(parser, lines: list[str]) -> list:
-    """Hydra's parsed overrides of these lines, or UsageError naming the one it cannot read."""
+    """Hydra's parsed overrides of these lines (`parser`: Hydra's OverridesParser, None for one without a config
+    loader), or UsageError naming the one it cannot read."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import OverrideParseException
+
+    parser = parser or OverridesParser.create()
 
     overrides = []
     for line in lines:
