@@ -159,7 +159,7 @@ def test_a_job_goes_on_from_its_namesake_only_where_it_saved_a_checkpoint(tmp_pa
 
 # 64 jobs of one stack, checkpointed as they train.
 SIXTY_FOUR = ["train", "-m", "hydra/launcher=vectorized", "optimizer.lr=0.3,0.1,0.03,0.01", "seed=range(16)",
-              "train.epochs=150", "train.log_every=50", "train.checkpoint_every=10", "train.image_every=0",
+              "train.epochs=1000", "train.log_every=100", "train.checkpoint_every=50", "train.image_every=0",
               "hydra/job_logging=none"]
 
 
