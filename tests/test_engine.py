@@ -201,7 +201,7 @@ def test_resume_refuses_another_architecture(tmp_path):
     from nnrun.config import ConfigError
 
     train(["train.epochs=2"], tmp_path / "a")
-    with pytest.raises(ConfigError, match="same model"):
+    with pytest.raises(ConfigError, match="is a run of another model or optimizer"):
         train(["train.epochs=2", "model.hidden=[8]", f"train.resume={tmp_path / 'a'}"], tmp_path / "b")
 
 
