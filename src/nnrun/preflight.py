@@ -8,8 +8,20 @@ nnrun's sweeper (hydra_plugins/nnrun/sweeper.py), all of them before the first s
 
 from __future__ import annotations
 
+import dataclasses
+import importlib.util
+import shutil
 from contextlib import contextmanager
 
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.core.override_parser.types import ValueType
+from hydra.errors import MissingConfigException, OverrideParseException
+from hydra.types import RunMode
+from omegaconf import OmegaConf
+
+from nnrun.app import register_resolvers
 from nnrun.config import (ConfigError, UsageError, closest, config_dir, config_groups, default_groups, defaults_list,
                           explain_composition, parse, unknown_key)
 
@@ -59,11 +71,6 @@ def split_args(args: list[str]) -> tuple[set[str], list[str]]:
 @contextmanager
 def config_loader():
     """Hydra's config loader over nnrun's conf/ (with nnrun's resolvers), for as long as the block lasts."""
-    from hydra import initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-
-    from nnrun.app import register_resolvers
-
     register_resolvers()
     with initialize_config_dir(version_base="1.3", config_dir=str(config_dir()), job_name="train"):
         yield GlobalHydra.instance().config_loader()
@@ -72,8 +79,6 @@ def config_loader():
 def compose(loader, lines: list[str], run_mode=None):
     """The config `lines` compose to (a sweep's fixed part, as Hydra composes it, with `run_mode` MULTIRUN), or
     ConfigError: Hydra's composition error in nnrun's words."""
-    from hydra.types import RunMode
-
     try:
         return loader.load_configuration("train", lines, run_mode=run_mode or RunMode.RUN)
     except Exception as exc:  # Hydra's composition errors: keep the first line, or the choices
@@ -81,8 +86,6 @@ def compose(loader, lines: list[str], run_mode=None):
 
 
 def _composition_error(exc: Exception, overrides: list[str]) -> ConfigError:
-    from hydra.errors import MissingConfigException
-
     if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and exc.options:
         group, _, choice = exc.missing_cfg_file.rpartition("/")
         options = tuple(sorted(exc.options))
@@ -128,8 +131,6 @@ def _sweep_extra(group: str, choice: str) -> tuple[str, str] | None:
 
 def plugin_installed(module: str) -> bool:
     """Whether `module` can be imported (found, not imported)."""
-    import importlib.util
-
     try:
         return importlib.util.find_spec(module) is not None
     except (ImportError, ValueError):
@@ -141,8 +142,6 @@ def hydra_choices(overrides, groups: dict[str, tuple[str, ...]]) -> list[tuple[s
     (`hydra/launcher`, `hydra/sweeper`, ...) chosen on the command line or by a config file it adds
     (+hparams_search=...); the command line's choice of a group wins over a file's. A glob() sweep, which lists a
     group's choices through Hydra's config loader, is not read here."""
-    from hydra.core.override_parser.types import ValueType
-
     given: list[tuple[str, str, str | None]] = []  # (group, choice, the override of another group that chose it)
     from_files: list[tuple[str, str, str | None]] = []
     for o in overrides:
@@ -180,8 +179,6 @@ STACKING_LAUNCHERS = {"vectorized": "trains the jobs of a sweep together",
 def _check_launcher(choices: list[tuple[str, str, str | None]], flags: set[str], raw: list[str]) -> None:
     """hydra/launcher=vectorized and vectorized_slurm launch a sweep: they need -m; vectorized_slurm needs sbatch
     too (printing the config with --cfg needs neither)."""
-    import shutil
-
     if flags & {"--cfg", "-c"}:
         return
     for group, choice, _ in choices:
@@ -198,9 +195,6 @@ def _check_launcher(choices: list[tuple[str, str, str | None]], flags: set[str],
 def read_overrides(parser, lines: list[str]) -> list:
     """Hydra's parsed overrides of these lines (`parser`: Hydra's OverridesParser, None for one without a config
     loader), or UsageError naming the one it cannot read."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import OverrideParseException
-
     parser = parser or OverridesParser.create()
 
     overrides = []
@@ -218,10 +212,6 @@ def check(args: list[str]) -> None:
 
     A run's config is composed and read through the schema here. A sweep's is composed as Hydra composes it
     before the sweep (its fixed overrides); each of its jobs is checked by nnrun's sweeper, before any starts."""
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.types import RunMode
-    from omegaconf import OmegaConf
-
     flags, raw = split_args(args)
     if flags & {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"}:
         return  # another config tree: Hydra's own checks apply
@@ -281,10 +271,6 @@ def _check_hydra_keys(overrides, cfg) -> None:
     structured config), a key it lacks would be refused, or with a plus, added and ignored: both are refused as
     one Hydra does not have. An open section (hydra.job.env_set, a SLURM launcher's additional_parameters) takes
     any key, added with a plus."""
-    import dataclasses
-
-    from omegaconf import OmegaConf
-
     for o in overrides:
         parts, added = o.key_or_group.split("."), o.is_add() or o.is_force_add()
         node, tree = cfg.hydra, OmegaConf.to_container(cfg.hydra, resolve=False)  # `tree`: read without resolving
