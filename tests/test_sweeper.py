@@ -4,6 +4,7 @@ every phase one line."""
 
 from __future__ import annotations
 
+import os
 import signal
 from pathlib import Path
 
@@ -155,6 +156,30 @@ def test_a_job_goes_on_from_its_namesake_only_where_it_saved_a_checkpoint(tmp_pa
     assert sweep.namesake(tmp_path, "1_seed=1", ["seed=1"]) is None
     assert sweep.namesake(tmp_path, "2_seed=2", ["seed=2"]) == elsewhere
     assert sweep.namesake(tmp_path, "3_seed=3", ["seed=3"]) is None
+
+
+def test_the_jobs_a_cut_sweep_never_reached_read_the_sweep_they_resume_once(tmp_path, monkeypatch):
+    """Cut while set up, a sweep lacks the dirs of the jobs it never reached: each of them looks for its namesake
+    elsewhere in it, through one index of the sweep (not one per job: quadratic in the jobs); a job dir added to
+    the sweep is seen."""
+    from nnrun import sweep
+
+    for n in range(3):
+        (tmp_path / f"{n}_seed={n}" / ".hydra").mkdir(parents=True)
+        (tmp_path / f"{n}_seed={n}" / ".hydra" / "overrides.yaml").write_text(f"- seed={n}\n")
+        (tmp_path / f"{n}_seed={n}" / "checkpoint.pt").write_bytes(b"")
+    read = []
+    real = sweep.job_overrides
+    monkeypatch.setattr(sweep, "job_overrides", lambda job_dir: read.append(job_dir) or real(job_dir))
+    known: dict = {}
+    assert [sweep.namesake(tmp_path, f"{n}_seed={n}", [f"seed={n}"], known) for n in range(3, 50)] == [None] * 47
+    assert len(read) == 47 + 3  # its own name once per job; the sweep's 3 job dirs once
+    (tmp_path / "x" / ".hydra").mkdir(parents=True)
+    (tmp_path / "x" / ".hydra" / "overrides.yaml").write_text("- seed=60\n")
+    (tmp_path / "x" / "checkpoint.pt").write_bytes(b"")
+    later = tmp_path.stat().st_mtime_ns + 10 ** 9  # the dir's clock may not have ticked since it was indexed
+    os.utime(tmp_path, ns=(later, later))
+    assert sweep.namesake(tmp_path, "60_seed=60", ["seed=60"], known) == tmp_path / "x"
 
 
 # 64 jobs of one stack, checkpointed as they train.

@@ -105,6 +105,8 @@ class TrainTask:
     def __init__(self) -> None:
         # Each CSV file's number of classes, by its dataset config: a sweep's check reads each file once.
         self.classes: dict = {}
+        # The job dirs of each sweep that a sweep's jobs resume from (sweep.index): read once for all its jobs.
+        self.indexes: dict = {}
 
     def check(self, cfg: DictConfig):
         """A job's whole config (with `hydra`) as this task will read it, or ConfigError: the schema, and for a CSV
@@ -127,12 +129,11 @@ class TrainTask:
         hydra_cfg = HydraConfig.get()
         try:
             carried = self.carry(cfg, hydra_cfg)
-            return carried if carried is not None else make_job(checked or parse(cfg), cfg, hydra_cfg)
+            return carried if carried is not None else make_job(checked or parse(cfg), cfg, hydra_cfg, self.indexes)
         except ConfigError as exc:
             return self.failed(exc, cfg, hydra_cfg)
 
-    @staticmethod
-    def carry(cfg: DictConfig, hydra_cfg: DictConfig) -> float | None:
+    def carry(self, cfg: DictConfig, hydra_cfg: DictConfig) -> float | None:
         """A job of a resumed sweep whose namesake in the sweep it resumes had finished: that run carried into this
         job's dir as it is (`sweep.carry_over`), untrained; returns its objective. None for any other job.
         `hydra_cfg` is the job's `hydra` node: a launcher may call this before Hydra's run_job, to skip it."""
@@ -141,7 +142,7 @@ class TrainTask:
         resume = OmegaConf.select(cfg, "train.resume")
         if resume is None or hydra_cfg.mode != RunMode.MULTIRUN:
             return None
-        source = sweep.resumed_job(str(cfg.exp_name), str(resume), hydra_cfg)
+        source = sweep.resumed_job(str(cfg.exp_name), str(resume), hydra_cfg, self.indexes)
         if source is None or (read_metrics(source) or {}).get("status") not in FINISHED:
             return None
         run_dir = Path(hydra_cfg.runtime.cwd) / str(hydra_cfg.sweep.dir) / str(hydra_cfg.sweep.subdir)
@@ -228,7 +229,7 @@ def discard_run_dir(run_dir: Path) -> None:
                 break
 
 
-def make_job(parsed, cfg: DictConfig, hydra_cfg: DictConfig):
+def make_job(parsed, cfg: DictConfig, hydra_cfg: DictConfig, indexes: dict | None = None):
     """The engine's Job for this Hydra job, its paths read where the job runs (its working dir: see
     hydra.job.chdir): the dataset's file, and the run that train.resume names (for a sweep's job: the job of
     the sweep it resumes with the same overrides)."""
@@ -243,7 +244,7 @@ def make_job(parsed, cfg: DictConfig, hydra_cfg: DictConfig):
     if parsed.train.resume is None:
         return job
     if multirun:
-        job.resume_from = sweep.resumed_job(parsed.exp_name, parsed.train.resume, hydra_cfg)
+        job.resume_from = sweep.resumed_job(parsed.exp_name, parsed.train.resume, hydra_cfg, indexes)
     else:  # experiments/ is where nnrun was started
         job.resume_from = engine.find_resume_dir(parsed, run_dir, root=Path(hydra_cfg.runtime.cwd))
     return job

@@ -113,33 +113,42 @@ def job_overrides(job_dir: Path) -> list[str] | None:
     return read_yaml(Path(job_dir) / ".hydra" / "overrides.yaml")
 
 
-def index(sweep_dir: Path) -> dict[tuple[str, ...], Path]:
-    """Each job dir of a sweep by its `job_key`, reading each job's overrides once."""
+def index(sweep_dir: Path, known: dict | None = None) -> dict[tuple[str, ...], Path]:
+    """Each job dir of a sweep by its `job_key`, reading each job's overrides once. `known`: the indexes made
+    so far, by sweep dir as it was (a dir that gains a job is indexed anew), kept by the caller for all the jobs
+    of a resumed sweep, so that the sweep it resumes is read once, not once per job."""
+    key = (Path(sweep_dir).resolve(), Path(sweep_dir).stat().st_mtime_ns)
+    if known is not None and key in known:
+        return known[key]
     jobs = {}
     for job_dir in job_dirs(sweep_dir):
         found = job_overrides(job_dir)
         if found is not None:
             jobs.setdefault(job_key(found), job_dir)
+    if known is not None:
+        known[key] = jobs
     return jobs
 
 
-def namesake(sweep_dir: Path, name: str, overrides) -> Path | None:
+def namesake(sweep_dir: Path, name: str, overrides, known: dict | None = None) -> Path | None:
     """The job dir of `sweep_dir` that ran with these overrides (train.resume aside) and saved a checkpoint, else
     None. A resumed sweep is the same sweep (`check_same_sweep`), so the dir of this job's own `name` is looked at
-    first; only where its overrides differ (hydra.sweep.subdir) is the whole sweep indexed."""
+    first; only where it is missing or ran other overrides (hydra.sweep.subdir) is the whole sweep indexed (once,
+    given `known`: see `index`)."""
     found = Path(sweep_dir) / name
     wanted = job_key(overrides)
     ran = job_overrides(found)
     if ran is None or job_key(ran) != wanted:
-        found = index(sweep_dir).get(wanted)
+        found = index(sweep_dir, known).get(wanted)
     return found if found is not None and (found / CHECKPOINT_FILE).is_file() else None
 
 
-def resumed_job(exp_name: str, resume: str, hydra_cfg: DictConfig) -> Path | None:
-    """The `namesake` of a sweep's job (`hydra_cfg`: its `hydra` node) in the sweep that `resume` names."""
+def resumed_job(exp_name: str, resume: str, hydra_cfg: DictConfig, known: dict | None = None) -> Path | None:
+    """The `namesake` of a sweep's job (`hydra_cfg`: its `hydra` node) in the sweep that `resume` names
+    (`known`: see `index`)."""
     root = Path(hydra_cfg.runtime.cwd)  # experiments/ is where nnrun was started
     source = resume_sweep_dir(exp_name, resume, root / str(hydra_cfg.sweep.dir), root)
-    return namesake(source, str(hydra_cfg.sweep.subdir), list(hydra_cfg.overrides.task))
+    return namesake(source, str(hydra_cfg.sweep.subdir), list(hydra_cfg.overrides.task), known)
 
 
 def carry_over(source: Path, run_dir: Path) -> None:
