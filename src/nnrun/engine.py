@@ -26,11 +26,12 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from nnrun import checkpoint, landscape, losses, metrics, models, optim, stacking
-from nnrun.config import ConfigError, EarlyStoppingConfig, UsageError, TrainConfig, check_loss_fits, flatten
+from nnrun.config import ConfigError, EarlyStoppingConfig, TrainConfig, UsageError, check_loss_fits, flatten
 from nnrun.console import ProgressBar, counted, plural, print_job_line
 from nnrun.data import Dataset, load
 from nnrun.pictures import Pictures
 from nnrun.tensorboard_events import RunLogger
+
 
 class RunInterrupted(KeyboardInterrupt):
     """Ctrl-C, SIGTERM or SIGUSR2 cut runs short; each has its metrics.json (`interrupted`) and checkpoint.pt.

@@ -271,9 +271,10 @@ def _check_hydra_keys(overrides, cfg) -> None:
     structured config), a key it lacks would be refused, or with a plus, added and ignored: both are refused as
     one Hydra does not have. An open section (hydra.job.env_set, a SLURM launcher's additional_parameters) takes
     any key, added with a plus."""
+    whole = OmegaConf.to_container(cfg.hydra, resolve=False) if overrides else {}  # read without resolving
     for o in overrides:
         parts, added = o.key_or_group.split("."), o.is_add() or o.is_force_add()
-        node, tree = cfg.hydra, OmegaConf.to_container(cfg.hydra, resolve=False)  # `tree`: read without resolving
+        node, tree = cfg.hydra, whole
         for depth, part in enumerate(parts[1:], start=1):
             kind, section = OmegaConf.get_type(node), ".".join(parts[:depth])
             settings = [f.name for f in dataclasses.fields(kind)] if dataclasses.is_dataclass(kind) else None

@@ -149,14 +149,14 @@ def check_settings(params: Dict[str, Any]) -> None:
     for key, (least, nullable) in LEAST.items():
         if params[key] is not None and params[key] < least:
             fail(f"hydra.launcher.{key}={params[key]} is not allowed: an integer >= {least}"
-                      + (" or null" if nullable else ""))
+                 + (" or null" if nullable else ""))
     for key, (only, why) in ONLY.items():
         if params[key] != only:
             fail(f"hydra.launcher.{key}={params[key]} is not allowed: {only} ({why})")
     if params["signal_delay_s"] >= params["timeout_min"] * 60:
         fail(f"hydra.launcher.signal_delay_s={params['signal_delay_s']} is not allowed: less than "
-                  f"hydra.launcher.timeout_min x 60 ({params['timeout_min'] * 60} s), or SLURM would signal each "
-                  "stack to stop as it starts")
+             f"hydra.launcher.timeout_min x 60 ({params['timeout_min'] * 60} s), or SLURM would signal each "
+             "stack to stop as it starts")
 
 
 def make_executor(params: Dict[str, Any]) -> Any:
