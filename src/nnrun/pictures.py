@@ -58,7 +58,7 @@ def heatmap(proba: torch.Tensor, size: int = SIZE) -> torch.Tensor:
     points, as uint8, then smoothly upsampled. Bilinear upsampling of uint8 pixels laid out pixel by pixel (the
     layout of `colour_by_proba`, which it keeps) is torch's fast path, a quarter of the time of upsampling floats
     and converting four times as many pixels after; a pixel comes out within one level of that."""
-    pixels = colour_by_proba(proba, GRID).clamp_(0, 1).mul_(255).to(torch.uint8).permute(1, 2, 0)[None]
+    pixels = to_uint8(colour_by_proba(proba, GRID)).permute(1, 2, 0)[None]  # (1, GRID, GRID, 3)
     # As (1, 3, GRID, GRID) with the batch's stride too, so that torch sees the channels-last layout and keeps it.
     return F.interpolate(pixels.permute(0, 3, 1, 2), size=(size, size), mode="bilinear", align_corners=True)[0]
 
