@@ -58,6 +58,16 @@ def train(overrides, run_dir: Path):
     return engine.train(cfg, run_dir, overrides=list(overrides), show_progress=False)
 
 
+def train_stacked(runs: list[tuple[list[str], Path]]) -> list:
+    """Train several runs in this process as the vectorized launcher does, in as few stacks as they allow
+    (`engine.train_jobs`): each run's results are its run alone's (tests/test_stacking.py checks it), for a
+    fraction of the time. `runs`: (overrides, run dir) pairs; returns their RunResults in that order."""
+    from nnrun import engine
+
+    return engine.train_jobs([engine.Job(parsed(overrides), run_dir, overrides=list(overrides))
+                              for overrides, run_dir in runs])
+
+
 def child_env(env: dict | None = None) -> dict:
     """The environment of a child `python`: this checkout's src/ first on the path, 200 columns, no
     HYDRA_FULL_ERROR (so errors are nnrun's one line), then `env` on top."""

@@ -1,7 +1,8 @@
 """The lecture's claims, one test per experiment of conf/exp/: each trains the experiment and checks its numbers.
 
 Runs train in this process through Hydra's compose API (fast); sweeps train each combination of the exp file's
-own `hydra.sweeper.params`, so the test checks exactly what `nnrun train -m +exp=<name>` runs. A few tests go
+own `hydra.sweeper.params` in stacks, as the vectorized launcher does, so the test checks exactly what
+`nnrun train -m +exp=<name>` runs. A few tests go
 through the real CLI, and those and the sweeps of six runs or more are marked slow.
 
 Each test also renders its row of README.md's lecture table ("what we measured") from the numbers it trained,
@@ -15,7 +16,7 @@ import math
 from pathlib import Path
 
 import pytest
-from conftest import REPO, compose, curve, images, parsed, read_metrics, run_dirs, run_nnrun, train
+from conftest import REPO, compose, curve, images, parsed, read_metrics, run_dirs, run_nnrun, train, train_stacked
 from nnrun.data import load
 
 EXP_DIR = REPO / "conf" / "exp"
@@ -36,11 +37,11 @@ def sweep_jobs(exp: str) -> list[list[str]]:
 
 
 def run_sweep(exp: str, tmp_path: Path) -> dict[str, object]:
-    """Train every job of `exp`'s sweep in-process; {job overrides joined by ' ': RunResult}."""
-    results = {}
-    for i, job in enumerate(sweep_jobs(exp)):
-        results[" ".join(job)] = train([f"+exp={exp}", *job], tmp_path / str(i))
-    return results
+    """Train every job of `exp`'s sweep in-process, in stacks as `hydra/launcher=vectorized` trains them (each
+    job's numbers are its run alone's); {job overrides joined by ' ': RunResult}."""
+    jobs = sweep_jobs(exp)
+    trained = train_stacked([([f"+exp={exp}", *job], tmp_path / str(i)) for i, job in enumerate(jobs)])
+    return {" ".join(job): result for job, result in zip(jobs, trained)}
 
 
 def untrained(overrides: list[str]) -> dict[str, float]:
@@ -125,9 +126,10 @@ def test_xor_relu_hidden_layer_solves_xor_and_draws_the_three_panels(tmp_path):
 def test_xor_relu_two_units_die_more_often_than_four(tmp_path):
     """Seeds 0-7 with 4 and with 2 hidden ReLUs: with two, a dead unit leaves too few to separate XOR."""
     seeds = range(8)
-    solved = {hidden: [seed for seed in seeds if train(
-        ["+exp=xor_relu", f"model.hidden=[{hidden}]", f"seed={seed}", "train.image_every=0"],
-        tmp_path / f"{hidden}_{seed}").final["accuracy/train"] == 1.0] for hidden in (4, 2)}
+    runs = [(["+exp=xor_relu", f"model.hidden=[{hidden}]", f"seed={seed}", "train.image_every=0"],
+             tmp_path / f"{hidden}_{seed}") for hidden in (4, 2) for seed in seeds]
+    trained = iter(train_stacked(runs))
+    solved = {hidden: [seed for seed in seeds if next(trained).final["accuracy/train"] == 1.0] for hidden in (4, 2)}
     assert len(solved[4]) > len(solved[2])
     two = f"only for seed {solved[2][0]}" if len(solved[2]) == 1 else f"for {len(solved[2])} of them"
     assert_readme_says("xor_relu", f" 4 units solve it for {len(solved[4])} of seeds 0–{seeds[-1]}, 2 units "
