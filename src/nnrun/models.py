@@ -17,22 +17,15 @@ from torch import nn
 
 # The activations, by the name conf/activation/ uses: one entry here serves single runs and stacks alike.
 ACTIVATIONS: dict[str, type[nn.Module]] = {
-    "sigmoid": nn.Sigmoid,
-    "tanh": nn.Tanh,
-    "relu": nn.ReLU,
-    "linear": nn.Identity,
-    "leaky_relu": nn.LeakyReLU,
-    "elu": nn.ELU,
-    "gelu": nn.GELU,
-    "softplus": nn.Softplus,
+    "sigmoid": nn.Sigmoid, "tanh": nn.Tanh, "relu": nn.ReLU, "linear": nn.Identity, "leaky_relu": nn.LeakyReLU,
+    "elu": nn.ELU, "gelu": nn.GELU, "softplus": nn.Softplus,
 }
 
 
 class MLP(nn.Module):
     """inputs -> [Linear -> activation -> Dropout] per hidden width -> Linear -> logits (or one output)."""
 
-    def __init__(self, n_inputs: int, hidden: tuple[int, ...] | list[int], n_outputs: int, activation: str,
-                 dropout: float):
+    def __init__(self, n_inputs: int, hidden: Sequence[int], n_outputs: int, activation: str, dropout: float):
         super().__init__()
         self.spec = {"n_inputs": n_inputs, "hidden": list(hidden), "n_outputs": n_outputs,
                      "activation": activation, "dropout": dropout}
@@ -53,28 +46,25 @@ class MLP(nn.Module):
         return [m for m in self.hidden if isinstance(m, nn.Linear)] + [self.output]
 
 
-def init_weights(model: MLP, init_std: float | None, generator: torch.Generator) -> None:
-    """Draw every layer's weights from `generator`, layer by layer (weight, then bias).
+def build(n_inputs: int, hidden: Sequence[int], n_outputs: int, activation: str, dropout: float,
+          init_std: float | None, seed: int) -> MLP:
+    """An MLP whose weights are drawn from a generator seeded with `seed`, layer by layer (weight, then bias).
 
     init_std=None: PyTorch's default for nn.Linear, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias.
     init_std=s: weights ~ N(0, s^2), biases 0 (the lecture's "initialise with small random numbers").
     """
+    model = MLP(n_inputs, hidden, n_outputs, activation, dropout)
+    g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for layer in model.linear_layers():
             fan_out, fan_in = layer.weight.shape
             if init_std is None:
                 bound = 1.0 / math.sqrt(fan_in)
-                layer.weight.copy_(torch.rand(fan_out, fan_in, generator=generator) * (2 * bound) - bound)
-                layer.bias.copy_(torch.rand(fan_out, generator=generator) * (2 * bound) - bound)
+                layer.weight.copy_(torch.rand(fan_out, fan_in, generator=g) * (2 * bound) - bound)
+                layer.bias.copy_(torch.rand(fan_out, generator=g) * (2 * bound) - bound)
             else:
-                layer.weight.copy_(torch.randn(fan_out, fan_in, generator=generator) * init_std)
+                layer.weight.copy_(torch.randn(fan_out, fan_in, generator=g) * init_std)
                 layer.bias.zero_()
-
-
-def build(n_inputs: int, hidden, n_outputs: int, activation: str, dropout: float,
-          init_std: float | None, seed: int) -> MLP:
-    model = MLP(n_inputs, hidden, n_outputs, activation, dropout)
-    init_weights(model, init_std, torch.Generator().manual_seed(seed))
     return model
 
 
@@ -101,10 +91,6 @@ class StackedMLP(nn.Module):
         # One generator per model for its dropout masks (the engine's, which also orders its batches).
         self.generators: list[torch.Generator] | None = None
 
-    @property
-    def n_models(self) -> int:
-        return self.flat.shape[0]
-
     def _set_keep_scale(self) -> None:
         # Inverted dropout scales kept units by 1 / (1 - p), p per model.
         keep = torch.tensor([1.0 - p for p in self.dropout], dtype=torch.float64)
@@ -114,7 +100,7 @@ class StackedMLP(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, F) inputs shared by all models, or (K, B, F) one batch per model -> (K, B, outputs) logits.
         In training mode each model drops units with its own p, masks drawn from its own generator."""
-        k = self.n_models
+        k = self.flat.shape[0]
         h = x.expand(k, *x.shape) if x.dim() == 2 else x
         pieces = self.flat.split(self.sizes, dim=1)
         n_layers = len(pieces) // 2
@@ -130,7 +116,7 @@ class StackedMLP(nn.Module):
     def dropout_masks(self, rows: int, width: int) -> torch.Tensor:
         """(K, rows, width) bool: which units each model keeps, drawn from its own generator (all kept at p=0)."""
         device = self.flat.device
-        gens = self.generators or [None] * self.n_models
+        gens = self.generators or [None] * len(self.dropout)
         return torch.stack([torch.rand((rows, width), generator=g, device=device) >= p if p > 0
                             else torch.ones((rows, width), dtype=torch.bool, device=device)
                             for p, g in zip(self.dropout, gens)])
@@ -140,16 +126,14 @@ class StackedMLP(nn.Module):
         """One model's MLP state_dict as a (P,) row of `flat` (its parameters in order)."""
         return torch.cat([value.detach().reshape(-1) for value in state_dict.values()])
 
+    def split_row(self, row: torch.Tensor) -> list[torch.Tensor]:
+        """One model's (P,) row as its per-parameter tensors, in parameter order (torch.optim's state's layout)."""
+        return [piece.view(shape) for piece, shape in zip(row.split(self.sizes), self.shapes)]
+
     def state_dict_of(self, row: torch.Tensor, names: Sequence[str]) -> dict[str, torch.Tensor]:
         """A (P,) row (of `flat` or a snapshot of it) as one model's MLP state_dict (checkpoint.pt's format),
         under that model's parameter names (a dropout layer shifts them)."""
-        return {name: piece.detach().clone().view(shape)
-                for name, piece, shape in zip(names, row.split(self.sizes), self.shapes)}
-
-    def split_row(self, row: torch.Tensor) -> list[torch.Tensor]:
-        """One model's (P,) row as its per-parameter tensors, in parameter order (the layout of torch.optim's
-        state)."""
-        return [piece.view(shape) for piece, shape in zip(row.split(self.sizes), self.shapes)]
+        return {name: piece.detach().clone() for name, piece in zip(names, self.split_row(row))}
 
     def keep(self, rows: torch.Tensor) -> None:
         """Keep only the models at `rows` (the others leave the stack)."""

@@ -16,30 +16,38 @@ numbers are conf/optimizer/'s, and torch.optim's defaults for what it does not s
 from __future__ import annotations
 
 import inspect
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
 from nnrun.config import OptimizerConfig
 
+# How a stacked tensor's row splits into one model's parameters (StackedMLP.split_row); by default the stacked
+# tensors are one per parameter already.
+Split = Callable[[torch.Tensor], Sequence[torch.Tensor]]
+
 
 def spec(cfg: OptimizerConfig) -> tuple[type[torch.optim.Optimizer], dict[str, Any]]:
-    """The torch.optim class for `cfg` and the keyword arguments it is built with: a rule's keys in
-    conf/optimizer/ are its class's arguments (momentum is SGD's momentum)."""
+    """The torch.optim class for `cfg` and its keyword arguments: conf/optimizer/'s keys are the class's."""
     return RULES[cfg.name].torch_class, {"lr": cfg.lr, **cfg.params}
 
 
 def param_group(cfg: OptimizerConfig) -> dict[str, Any]:
-    """The param group (less "params") that `build` gives the optimizer: the class's defaults, then cfg's.
+    """The param group (less "params") torch.optim builds for `cfg`: the class's defaults, then cfg's.
 
     Read from the constructor's signature, without building an optimizer: the first torch.optim optimizer
     of a process imports torch._dynamo (about 2 s), which a stacked sweep otherwise never needs.
-    tests/test_optim.py checks this equals the built optimizer's group.
     """
     cls, kwargs = spec(cfg)
     defaults = {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
                 if name not in ("self", "params") and p.default is not inspect.Parameter.empty}
     return {**defaults, **kwargs}
+
+
+def numbers(group: dict) -> dict[str, float]:
+    """A param group's numbers (Adam's betas as beta1 and beta2); its flags are code paths, not numbers."""
+    group = {**group, **dict(zip(("beta1", "beta2"), group.get("betas", ())))}
+    return {key: float(v) for key, v in group.items() if isinstance(v, (int, float)) and not isinstance(v, bool)}
 
 
 class StackedOptimizer:
@@ -49,50 +57,41 @@ class StackedOptimizer:
     of steps and the step count is one integer.
     """
 
-    # The torch.optim optimizer whose update rule this is, step for step.
-    torch_class: type[torch.optim.Optimizer]
-    # Hyperparameters read from each model's torch.optim param group (see `read`).
-    hyper_keys: tuple[str, ...] = ("lr", "weight_decay")
-    # Hyperparameters whose complement 1 - value the rule uses (as h("1-" + key)).
-    complements: tuple[str, ...] = ()
+    torch_class: type[torch.optim.Optimizer]  # the torch.optim optimizer whose update rule this is
+    counts_steps = True  # torch.optim keeps a "step" count in every rule's state but SGD's
+    eager_state = False  # torch.optim makes the state when built (Adagrad), not at the first step
+    # Steps whose per-step numbers (`schedule`) are computed at once: a dozen tiny float64 ops per step otherwise,
+    # as much time as the update of a small network itself.
+    BLOCK = 256
 
     def __init__(self, params: Sequence[torch.Tensor], groups: Sequence[dict]):
         self.params = list(params)
-        device = self.params[0].device
-        self.hyper = {key: torch.tensor([float(self.read(g, key)) for g in groups], dtype=torch.float64,
-                                        device=device) for key in self.hyper_keys}
+        rows = [numbers(g) for g in groups]
+        hyper = {key: torch.tensor([row[key] for row in rows], dtype=torch.float64, device=self.params[0].device)
+                 for key in rows[0]}
         # Numbers the rules use every step, computed once (in float64, as torch.optim's Python scalars).
-        self.hyper["-lr"] = -self.hyper["lr"]
-        for key in self.complements:
-            self.hyper["1-" + key] = 1 - self.hyper[key]
-        self.steps = 0
-        self.state: list[dict[str, torch.Tensor]] = [self.init_state(p, groups) for p in self.params]
+        self.hyper = {**hyper, "-lr": -hyper["lr"], **{"1-" + key: 1 - value for key, value in hyper.items()}}
+        self.any_weight_decay = bool((hyper["weight_decay"] != 0).any())
+        # Momentum on or off, and Nesterov's, are code paths shared by the whole stack (see `structure`).
+        self.with_momentum = rows[0].get("momentum", 0) > 0
+        self.nesterov = bool(groups[0].get("nesterov", False))
         self._views: dict[tuple[str, int], torch.Tensor] = {}
-        self.any_weight_decay = bool((self.hyper["weight_decay"] != 0).any())
+        self.steps = 0
+        self.state: list[dict[str, torch.Tensor]] = [self.init_state(p) for p in self.params]
         # `schedule`'s numbers for steps first .. first + BLOCK - 1, and as tensors of each params' dtype.
         self._block_first: int | None = None
         self._block: dict[str, torch.Tensor] = {}
         self._block_views: dict[tuple, dict[str, torch.Tensor]] = {}
 
-    @staticmethod
-    def read(group: dict, key: str) -> float:
-        """Hyperparameter `key` of a torch.optim param group (Adam's beta1 and beta2 are its `betas`)."""
-        return group["betas"][key == "beta2"] if key in ("beta1", "beta2") else group[key]
-
-    def init_state(self, p: torch.Tensor, groups: Sequence[dict]) -> dict[str, torch.Tensor]:
+    def init_state(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
         return {}
 
     def h(self, key: str, p: torch.Tensor) -> torch.Tensor:
         """Hyperparameter `key` as a (K, 1, ...) tensor of p's dtype, broadcasting over each model's slice."""
         view = self._views.get((key, p.dim()))
         if view is None:
-            view = self.hyper[key].to(p.dtype).view(-1, *([1] * (p.dim() - 1)))
-            self._views[(key, p.dim())] = view
+            view = self._views[(key, p.dim())] = self.hyper[key].to(p.dtype).view(-1, *([1] * (p.dim() - 1)))
         return view
-
-    # Steps whose per-step numbers (`schedule`) are computed at once: a dozen tiny float64 ops per step otherwise,
-    # as much time as the update of a small network itself.
-    BLOCK = 256
 
     def schedule(self, t: torch.Tensor) -> dict[str, torch.Tensor]:
         """The numbers a rule's step t uses that change with t (bias corrections, ...), for a (1, T) float64
@@ -105,24 +104,12 @@ class StackedOptimizer:
             steps = torch.arange(t, t + self.BLOCK, dtype=torch.float64, device=self.hyper["lr"].device)
             self._block_first, self._block = t, self.schedule(steps.view(1, -1))
             self._block_views.clear()
-        key = (p.dtype, p.dim())
-        views = self._block_views.get(key)
+        views = self._block_views.get((p.dtype, p.dim()))
         if views is None:  # (T, K, 1, ...): one step's numbers are a view
-            views = self._block_views[key] = {
+            views = self._block_views[(p.dtype, p.dim())] = {
                 name: values.T.to(p.dtype).contiguous().view(self.BLOCK, -1, *([1] * (p.dim() - 1)))
                 for name, values in self._block.items()}
-        i = t - self._block_first
-        return {name: values[i] for name, values in views.items()}
-
-    def decayed_grad(self, p: torch.Tensor) -> torch.Tensor:
-        """grad + weight_decay * param (L2 penalty), as torch.optim adds it before the rule."""
-        if not self.any_weight_decay:
-            return p.grad
-        return p.grad.addcmul(p, self.h("weight_decay", p))
-
-    def zero_grad(self) -> None:
-        for p in self.params:
-            p.grad = None
+        return {name: values[t - self._block_first] for name, values in views.items()}
 
     def step(self) -> None:
         if torch.is_grad_enabled():  # the trainer steps under no_grad already: no context per step
@@ -130,7 +117,9 @@ class StackedOptimizer:
                 return self.step()
         self.steps += 1
         for p, state in zip(self.params, self.state):
-            self.update(p, self.decayed_grad(p), state)
+            # The L2 penalty grad + weight_decay * param, as torch.optim adds it before the rule.
+            grad = p.grad.addcmul(p, self.h("weight_decay", p)) if self.any_weight_decay else p.grad
+            self.update(p, grad, state)
 
     def update(self, p: torch.Tensor, grad: torch.Tensor, state: dict[str, torch.Tensor]) -> None:
         raise NotImplementedError
@@ -143,50 +132,34 @@ class StackedOptimizer:
         self._views.clear()
         self._block_first = None
 
-    # torch.optim keeps a "step" count in every rule's state but SGD's.
-    counts_steps = True
-    # Whether torch.optim makes a parameter's state when the optimizer is built (Adagrad) or at its first step.
-    eager_state = False
-
-    def state_dict_of(self, row: int, group: dict, split=None) -> dict:
+    def state_dict_of(self, row: int, group: dict, split: Split = lambda row: [row]) -> dict:
         """Model `row`'s optimizer as `torch.optim`'s `state_dict()` holds it (checkpoint.pt's format): its state
-        per parameter index, and `group` (its param group, nnrun.optim.param_group) with the indices.
-
-        `split` maps one model's row of a stacked tensor to its per-parameter tensors, in the model's parameter
-        order (StackedMLP.split_row); None when the stacked tensors are one per parameter already.
-        """
+        per parameter index, and `group` (its param group, nnrun.optim.param_group) with the indices."""
         entries: list[dict[str, torch.Tensor]] = []
         for p, state in zip(self.params, self.state):
-            n_pieces = len(split(p[row])) if split else 1
-            pieces: list[dict[str, torch.Tensor]] = [{} for _ in range(n_pieces)]
-            for key, value in state.items():
-                for entry, piece in zip(pieces, split(value[row]) if split else [value[row]]):
-                    entry[key] = piece.detach().clone()
-            entries += pieces
-        state_by_index = {}
-        if self.steps or self.eager_state:
-            for index, entry in enumerate(entries):
-                if self.counts_steps:  # a CPU float32 scalar tensor, as torch.optim keeps it
-                    entry = {"step": torch.tensor(float(self.steps)), **entry}
-                if entry:  # plain SGD keeps no state
-                    state_by_index[index] = entry
-        return {"state": state_by_index, "param_groups": [{**group, "params": list(range(len(entries)))}]}
+            pieces = {key: split(value[row]) for key, value in state.items()}
+            entries += [{key: piece[i].detach().clone() for key, piece in pieces.items()}
+                        for i in range(len(split(p[row])))]
+        by_index = {}
+        for index, entry in enumerate(entries if self.steps or self.eager_state else []):
+            if self.counts_steps:  # a CPU float32 scalar tensor, as torch.optim keeps it
+                entry = {"step": torch.tensor(float(self.steps)), **entry}
+            if entry:  # plain SGD keeps no state
+                by_index[index] = entry
+        return {"state": by_index, "param_groups": [{**group, "params": list(range(len(entries)))}]}
 
-    def load_row(self, row: int, saved: dict, split=None) -> None:
+    def load_row(self, row: int, saved: dict, split: Split = lambda row: [row]) -> None:
         """Put back model `row`'s optimizer state from `state_dict_of`'s format (what checkpoint.pt holds); every
         model of a stack has taken the same number of steps, which the saved state sets."""
-        entries = saved["state"]
-        index = 0
+        entries, stop = saved["state"], 0
         for p, state in zip(self.params, self.state):
-            indices = range(index, index + (len(split(p[row])) if split else 1))
-            index = indices.stop
+            indices = range(stop, stop + len(split(p[row])))
+            stop = indices.stop
             for key in {key for i in indices for key in entries.get(i, {}) if key != "step"}:
                 if key not in state:  # made at the first step (SGD's momentum buffer)
                     state[key] = torch.zeros_like(p)
                 state[key][row] = torch.cat([entries[i][key].reshape(-1) for i in indices]).view_as(state[key][row])
-        steps = [int(entry["step"]) for entry in entries.values() if "step" in entry]
-        if steps:
-            self.steps = steps[0]
+        self.steps = next((int(entry["step"]) for entry in entries.values() if "step" in entry), self.steps)
 
 
 class SGD(StackedOptimizer):
@@ -195,14 +168,7 @@ class SGD(StackedOptimizer):
     """
 
     torch_class = torch.optim.SGD
-    hyper_keys = ("lr", "weight_decay", "momentum")
     counts_steps = False
-
-    def __init__(self, params, groups):
-        super().__init__(params, groups)
-        self.nesterov = bool(groups[0]["nesterov"])
-        # Momentum on or off is a code path shared by the whole stack (see `structure`).
-        self.with_momentum = float(groups[0]["momentum"]) != 0
 
     def update(self, p, grad, state):
         if self.with_momentum:
@@ -221,17 +187,13 @@ class Adagrad(StackedOptimizer):
     """
 
     torch_class = torch.optim.Adagrad
-    hyper_keys = ("lr", "weight_decay", "lr_decay", "initial_accumulator_value", "eps")
     eager_state = True
 
-    def init_state(self, p, groups):
-        init = torch.tensor([float(g["initial_accumulator_value"]) for g in groups], dtype=p.dtype,
-                            device=p.device).view(-1, *([1] * (p.dim() - 1)))
-        return {"sum": torch.zeros_like(p).add_(init)}
+    def init_state(self, p):
+        return {"sum": torch.zeros_like(p).add_(self.h("initial_accumulator_value", p))}
 
     def schedule(self, t):
-        clr = self.hyper["lr"].view(-1, 1) / (1 + (t - 1) * self.hyper["lr_decay"].view(-1, 1))
-        return {"-clr": -clr}
+        return {"-clr": -self.hyper["lr"].view(-1, 1) / (1 + (t - 1) * self.hyper["lr_decay"].view(-1, 1))}
 
     def update(self, p, grad, state):
         state["sum"].addcmul_(grad, grad)
@@ -246,10 +208,8 @@ class Adadelta(StackedOptimizer):
     """
 
     torch_class = torch.optim.Adadelta
-    hyper_keys = ("lr", "weight_decay", "rho", "eps")
-    complements = ("rho",)
 
-    def init_state(self, p, groups):
+    def init_state(self, p):
         return {"square_avg": torch.zeros_like(p), "acc_delta": torch.zeros_like(p)}
 
     def update(self, p, grad, state):
@@ -269,16 +229,14 @@ class Adam(StackedOptimizer):
     """
 
     torch_class = torch.optim.Adam
-    hyper_keys = ("lr", "weight_decay", "beta1", "beta2", "eps")
-    complements = ("beta1", "beta2")
 
-    def init_state(self, p, groups):
+    def init_state(self, p):
         return {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
 
     def schedule(self, t):
         beta1, beta2 = self.hyper["beta1"].view(-1, 1), self.hyper["beta2"].view(-1, 1)
-        step_size = self.hyper["lr"].view(-1, 1) / (1 - beta1 ** t)
-        return {"-step_size": -step_size, "bias_correction2_sqrt": (1 - beta2 ** t) ** 0.5}
+        return {"-step_size": -self.hyper["lr"].view(-1, 1) / (1 - beta1 ** t),
+                "bias_correction2_sqrt": (1 - beta2 ** t) ** 0.5}
 
     def update(self, p, grad, state):
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
@@ -296,13 +254,9 @@ class RMSprop(StackedOptimizer):
     """
 
     torch_class = torch.optim.RMSprop
-    hyper_keys = ("lr", "weight_decay", "alpha", "eps", "momentum")
-    complements = ("alpha",)
 
-    def init_state(self, p, groups):
+    def init_state(self, p):
         state = {"square_avg": torch.zeros_like(p)}
-        # Momentum on or off is a code path shared by the whole stack (see `structure`).
-        self.with_momentum = float(groups[0]["momentum"]) > 0
         if self.with_momentum:
             state["momentum_buffer"] = torch.zeros_like(p)
         return state
@@ -331,6 +285,5 @@ def structure(name: str, params: dict) -> tuple:
 
 
 def build(name: str, params: Sequence[torch.Tensor], groups: Sequence[dict]) -> StackedOptimizer:
-    """The stacked rule `name` over `params`, with model k's numbers read from `groups[k]`, its torch.optim
-    param group (nnrun.optim.param_group)."""
+    """The stacked rule `name` over `params`, model k's numbers from `groups[k]` (its param_group)."""
     return RULES[name](params, groups)
