@@ -13,19 +13,17 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
+OfLogits = Callable[[torch.Tensor], torch.Tensor]
+
 
 @dataclass(frozen=True)
 class Loss:
     name: str
-    # (logits (..., N, outputs), y (N,) or (..., N)) -> (...) the mean loss over the N points of each model.
-    # y holds class indices; bce and mse read them as float targets (see `targets`).
+    # (logits (..., N, outputs), y (N,) or (..., N) class indices) -> (...) each model's mean loss over its N points.
     fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    # logits (..., outputs) -> (..., K) class probabilities.
-    proba: Callable[[torch.Tensor], torch.Tensor]
-    # logits (..., outputs) -> (...) predicted class.
-    predict: Callable[[torch.Tensor], torch.Tensor]
-    # Whether `fn` compares with float targets (bce, mse) rather than class indices.
-    float_targets: bool = True
+    proba: OfLogits  # logits (..., outputs) -> (..., K) class probabilities
+    predict: OfLogits  # logits (..., outputs) -> (...) predicted class
+    float_targets: bool = True  # whether `fn` reads y as float targets (bce, mse) rather than class indices
 
     def n_outputs(self, n_classes: int) -> int:
         return 1 if self.float_targets else n_classes
@@ -33,6 +31,14 @@ class Loss:
     def targets(self, y: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """Class indices as `fn` compares them: converted once per run, not at every step."""
         return y.to(dtype) if self.float_targets else y
+
+
+def _binary(loss: Callable[..., torch.Tensor], squash: OfLogits | None = None) -> Callable:
+    """`loss` between the one output (squashed first, if `squash`) and the 0/1 targets, per model."""
+    def fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        z = logits[..., 0] if squash is None else squash(logits[..., 0])
+        return loss(z, y.to(z.dtype).expand(z.shape), reduction="none").mean(-1)
+    return fn
 
 
 def _binary_proba(logits: torch.Tensor) -> torch.Tensor:
@@ -44,16 +50,6 @@ def _binary_predict(logits: torch.Tensor) -> torch.Tensor:
     return (logits[..., 0] > 0).long()
 
 
-def _bce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    z = logits[..., 0]
-    return F.binary_cross_entropy_with_logits(z, y.to(z.dtype).expand(z.shape), reduction="none").mean(-1)
-
-
-def _mse(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    p = torch.sigmoid(logits[..., 0])
-    return F.mse_loss(p, y.to(p.dtype).expand(p.shape), reduction="none").mean(-1)
-
-
 def _cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     shape = logits.shape[:-1]
     per_point = F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.expand(shape).reshape(-1), reduction="none")
@@ -61,8 +57,8 @@ def _cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 LOSSES: dict[str, Loss] = {
-    "bce": Loss("bce", _bce, _binary_proba, _binary_predict),
-    "mse": Loss("mse", _mse, _binary_proba, _binary_predict),
+    "bce": Loss("bce", _binary(F.binary_cross_entropy_with_logits), _binary_proba, _binary_predict),
+    "mse": Loss("mse", _binary(F.mse_loss, torch.sigmoid), _binary_proba, _binary_predict),
     "cross_entropy": Loss("cross_entropy", _cross_entropy, lambda z: torch.softmax(z, dim=-1),
                           lambda z: z.argmax(dim=-1), float_targets=False),
 }

@@ -2,9 +2,8 @@
 such networks of one shape that trains them together.
 
 `MLP` is what checkpoint.pt loads into (for `nnrun predict`, the pictures, the loss landscape and users' own
-code). `StackedMLP` is what the engine trains: the weights of K MLPs side by side, each layer one
-`torch.baddbmm` for all of them. A single run is a stack of one. Weights come from an explicit generator (not
-the global RNG), so a model's initial weights depend on its seed alone, alone or in a stack.
+code). `StackedMLP` is what the engine trains (a single run is a stack of one): each layer one `torch.baddbmm`
+for all K. Weights come from a generator of the model's own, so they depend on its seed alone, in a stack or not.
 """
 
 from __future__ import annotations
@@ -30,14 +29,13 @@ class MLP(nn.Module):
         self.spec = {"n_inputs": n_inputs, "hidden": list(hidden), "n_outputs": n_outputs,
                      "activation": activation, "dropout": dropout}
         layers: list[nn.Module] = []
-        width = n_inputs
-        for h in hidden:
-            layers += [nn.Linear(width, h), ACTIVATIONS[activation]()]
+        widths = [n_inputs, *hidden]
+        for n_in, width in zip(widths, hidden):
+            layers += [nn.Linear(n_in, width), ACTIVATIONS[activation]()]
             if dropout > 0:
                 layers.append(nn.Dropout(dropout))
-            width = h
         self.hidden = nn.Sequential(*layers)
-        self.output = nn.Linear(width, n_outputs)
+        self.output = nn.Linear(widths[-1], n_outputs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.output(self.hidden(x))
@@ -48,11 +46,9 @@ class MLP(nn.Module):
 
 def build(n_inputs: int, hidden: Sequence[int], n_outputs: int, activation: str, dropout: float,
           init_std: float | None, seed: int) -> MLP:
-    """An MLP whose weights are drawn from a generator seeded with `seed`, layer by layer (weight, then bias).
-
-    init_std=None: PyTorch's default for nn.Linear, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias.
-    init_std=s: weights ~ N(0, s^2), biases 0 (the lecture's "initialise with small random numbers").
-    """
+    """An MLP with weights drawn from a generator seeded with `seed`, layer by layer (weight, then bias).
+    init_std=None: PyTorch's default for nn.Linear, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weight and bias;
+    init_std=s: weights ~ N(0, s^2), biases 0 (the lecture's "initialise with small random numbers")."""
     model = MLP(n_inputs, hidden, n_outputs, activation, dropout)
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -71,46 +67,38 @@ def build(n_inputs: int, hidden: Sequence[int], n_outputs: int, activation: str,
 class StackedMLP(nn.Module):
     """K MLPs of one shape (they may differ in weights and dropout p) as one model.
 
-    All their parameters live in one (K, P) leaf tensor `flat`: row k is model k's weights and biases, layer by
-    layer, in `MLP.parameters()` order. Each layer's weight (K, out, in) and bias (K, out) are views of it, so
-    autograd gives the whole stack's gradient as one (K, P) tensor and an optimizer updates every layer of
-    every model with one call per operation. Models share nothing: the gradient of the summed per-model losses
-    with respect to row k is model k's own gradient.
+    All their parameters live in one (K, P) leaf tensor `flat`: row k is model k's weights and biases in
+    `MLP.parameters()` order, each layer's weight (K, out, in) and bias (K, out) a view of it. So autograd gives
+    the stack's gradient as one (K, P) tensor, an optimizer updates every model with one call per operation, and
+    the gradient of the summed per-model losses with respect to row k is model k's own.
     """
 
     def __init__(self, models: Sequence[MLP]):
         super().__init__()
-        first = models[0]
-        self.spec = {k: v for k, v in first.spec.items() if k != "dropout"}
-        self.shapes = [tuple(p.shape) for p in first.parameters()]
-        self.sizes = [p.numel() for p in first.parameters()]
+        self.shapes = [tuple(p.shape) for p in models[0].parameters()]
+        self.sizes = [p.numel() for p in models[0].parameters()]
         self.flat = nn.Parameter(torch.stack([self.row_of(m.state_dict()) for m in models]))
-        self.activation = ACTIVATIONS[first.spec["activation"]]()
+        self.activation = ACTIVATIONS[models[0].spec["activation"]]()
         self.dropout = [float(m.spec["dropout"]) for m in models]
-        self._set_keep_scale()
+        self.with_dropout = any(p > 0 for p in self.dropout)
+        # Inverted dropout scales kept units by 1 / (1 - p), p per model.
+        self.keep_scale = torch.tensor([1.0 - p for p in self.dropout], dtype=self.flat.dtype,
+                                       device=self.flat.device).view(-1, 1, 1)
         # One generator per model for its dropout masks (the engine's, which also orders its batches).
         self.generators: list[torch.Generator] | None = None
-
-    def _set_keep_scale(self) -> None:
-        # Inverted dropout scales kept units by 1 / (1 - p), p per model.
-        keep = torch.tensor([1.0 - p for p in self.dropout], dtype=torch.float64)
-        self.keep_scale = keep.to(self.flat.dtype).to(self.flat.device).view(-1, 1, 1)
-        self.with_dropout = any(p > 0 for p in self.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """(B, F) inputs shared by all models, or (K, B, F) one batch per model -> (K, B, outputs) logits.
         In training mode each model drops units with its own p, masks drawn from its own generator."""
         k = self.flat.shape[0]
         h = x.expand(k, *x.shape) if x.dim() == 2 else x
-        pieces = self.flat.split(self.sizes, dim=1)
-        n_layers = len(pieces) // 2
-        for i in range(n_layers):
-            (out, n_in), weight, bias = self.shapes[2 * i], pieces[2 * i], pieces[2 * i + 1]
-            h = torch.baddbmm(bias.view(k, 1, out), h, weight.view(k, out, n_in).transpose(1, 2))
-            if i + 1 < n_layers:  # a hidden layer
+        layers = [piece.view(k, *shape) for piece, shape in zip(self.flat.split(self.sizes, dim=1), self.shapes)]
+        for i in range(0, len(layers), 2):  # (K, out, in) weight, (K, out) bias
+            h = torch.baddbmm(layers[i + 1].unsqueeze(1), h, layers[i].transpose(1, 2))
+            if i + 2 < len(layers):  # a hidden layer
                 h = self.activation(h)
                 if self.training and self.with_dropout:
-                    h = h * self.dropout_masks(h.shape[1], out) / self.keep_scale
+                    h = h * self.dropout_masks(*h.shape[1:]) / self.keep_scale
         return h
 
     def dropout_masks(self, rows: int, width: int) -> torch.Tensor:
@@ -138,7 +126,8 @@ class StackedMLP(nn.Module):
     def keep(self, rows: torch.Tensor) -> None:
         """Keep only the models at `rows` (the others leave the stack)."""
         self.flat = nn.Parameter(self.flat.detach()[rows])
+        self.keep_scale = self.keep_scale[rows]
         self.dropout = [self.dropout[r] for r in rows.tolist()]
+        self.with_dropout = any(p > 0 for p in self.dropout)
         if self.generators is not None:
             self.generators = [self.generators[r] for r in rows.tolist()]
-        self._set_keep_scale()

@@ -2,15 +2,11 @@
 
 `torch.optim` takes one learning rate per parameter group, so K models with K learning rates (a sweep) would
 need K optimizers and K kernel launches per rule. Here each rule is written once over stacked (K, ...) tensors,
-with every per-model hyperparameter a (K, 1, ...) tensor that broadcasts over its model's slice; a single run
-is a stack of one. The arithmetic follows `torch.optim`'s single-tensor code line by line (same order of
-operations), so each model's trajectory is the one `torch.optim` would give it; `tests/test_optim.py` checks
-each rule against `torch.optim`, per model.
-
-The hyperparameters are read from the param group `torch.optim` would make for each model (`param_group`): the
-numbers are conf/optimizer/'s, and torch.optim's defaults for what it does not set. State tensors use
-`torch.optim`'s names, so `state_dict_of(k, ...)` is model k's optimizer in `torch.optim`'s `state_dict()` format
-(what checkpoint.pt holds), and `load_row` puts such a state back.
+every per-model hyperparameter a (K, 1, ...) tensor broadcasting over its model's slice (a single run is a stack
+of one), in `torch.optim`'s single-tensor order of operations, so each model's trajectory is the one `torch.optim`
+would give it (tests/test_optim.py checks it). The numbers come from the param group `torch.optim` would make for
+each model (`param_group`); state tensors use its names, so `state_dict_of(k, ...)` is model k's optimizer in
+`torch.optim`'s `state_dict()` format (checkpoint.pt's), and `load_row` puts one back.
 """
 
 from __future__ import annotations
@@ -22,8 +18,7 @@ import torch
 
 from nnrun.config import OptimizerConfig
 
-# How a stacked tensor's row splits into one model's parameters (StackedMLP.split_row); by default the stacked
-# tensors are one per parameter already.
+# One model's row of a stacked tensor as its parameters (StackedMLP.split_row); by default one parameter already.
 Split = Callable[[torch.Tensor], Sequence[torch.Tensor]]
 
 
@@ -51,15 +46,13 @@ def numbers(group: dict) -> dict[str, float]:
 
 
 class StackedOptimizer:
-    """Base: per-model hyperparameters as (K,) float64 tensors, state as stacked tensors, one shared step count.
-
-    Models leave the stack together with their state (`keep`), so every model in it has taken the same number
-    of steps and the step count is one integer.
-    """
+    """Base: per-model hyperparameters as (K,) float64 tensors, state as stacked tensors, one shared step count
+    (models leave the stack with their state, `keep`, so every model in it has taken the same number of steps)."""
 
     torch_class: type[torch.optim.Optimizer]  # the torch.optim optimizer whose update rule this is
     counts_steps = True  # torch.optim keeps a "step" count in every rule's state but SGD's
     eager_state = False  # torch.optim makes the state when built (Adagrad), not at the first step
+    zeros: tuple[str, ...] = ()  # the state tensors that start at zero
     # Steps whose per-step numbers (`schedule`) are computed at once: a dozen tiny float64 ops per step otherwise,
     # as much time as the update of a small network itself.
     BLOCK = 256
@@ -84,7 +77,7 @@ class StackedOptimizer:
         self._block_views: dict[tuple, dict[str, torch.Tensor]] = {}
 
     def init_state(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {}
+        return {name: torch.zeros_like(p) for name in self.zeros}
 
     def h(self, key: str, p: torch.Tensor) -> torch.Tensor:
         """Hyperparameter `key` as a (K, 1, ...) tensor of p's dtype, broadcasting over each model's slice."""
@@ -164,8 +157,7 @@ class StackedOptimizer:
 
 class SGD(StackedOptimizer):
     """Gradient descent, w <- w - lr * grad; with momentum (Polyak 1964) v <- mu * v + grad, w <- w - lr * v;
-    Nesterov's variant (Sutskever et al. 2013) steps along grad + mu * v. Same as torch.optim.SGD, dampening 0.
-    """
+    Nesterov's variant (Sutskever et al. 2013) steps along grad + mu * v. Same as torch.optim.SGD, dampening 0."""
 
     torch_class = torch.optim.SGD
     counts_steps = False
@@ -183,8 +175,7 @@ class SGD(StackedOptimizer):
 
 class Adagrad(StackedOptimizer):
     """Adagrad (Duchi, Hazan & Singer 2011): each weight's step shrinks with the sum of its squared gradients.
-    sum <- sum + grad^2;  w <- w - clr * grad / (sqrt(sum) + eps),  clr = lr / (1 + (t - 1) * lr_decay).
-    """
+    sum <- sum + grad^2;  w <- w - clr * grad / (sqrt(sum) + eps),  clr = lr / (1 + (t - 1) * lr_decay)."""
 
     torch_class = torch.optim.Adagrad
     eager_state = True
@@ -204,13 +195,10 @@ class Adagrad(StackedOptimizer):
 class Adadelta(StackedOptimizer):
     """Adadelta (Zeiler 2012): running averages of squared gradients and of squared updates set the step.
     E[g^2] <- rho E[g^2] + (1-rho) g^2;  d = sqrt(E[dx^2] + eps) / sqrt(E[g^2] + eps) * g;
-    E[dx^2] <- rho E[dx^2] + (1-rho) d^2;  w <- w - lr * d.
-    """
+    E[dx^2] <- rho E[dx^2] + (1-rho) d^2;  w <- w - lr * d."""
 
     torch_class = torch.optim.Adadelta
-
-    def init_state(self, p):
-        return {"square_avg": torch.zeros_like(p), "acc_delta": torch.zeros_like(p)}
+    zeros = ("square_avg", "acc_delta")
 
     def update(self, p, grad, state):
         rho, eps = self.h("rho", p), self.h("eps", p)
@@ -225,13 +213,10 @@ class Adadelta(StackedOptimizer):
 
 class Adam(StackedOptimizer):
     """Adam (Kingma & Ba 2015): momentum on the gradient (m) and on its square (v), both bias-corrected.
-    m <- b1 m + (1-b1) g;  v <- b2 v + (1-b2) g^2;  w <- w - lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps).
-    """
+    m <- b1 m + (1-b1) g;  v <- b2 v + (1-b2) g^2;  w <- w - lr/(1-b1^t) * m / (sqrt(v)/sqrt(1-b2^t) + eps)."""
 
     torch_class = torch.optim.Adam
-
-    def init_state(self, p):
-        return {"exp_avg": torch.zeros_like(p), "exp_avg_sq": torch.zeros_like(p)}
+    zeros = ("exp_avg", "exp_avg_sq")
 
     def schedule(self, t):
         beta1, beta2 = self.hyper["beta1"].view(-1, 1), self.hyper["beta2"].view(-1, 1)
@@ -250,8 +235,7 @@ class Adam(StackedOptimizer):
 class RMSprop(StackedOptimizer):
     """RMSProp (Hinton 2012, lecture 6e): divide the step by a running root-mean-square of recent gradients.
     E[g^2] <- a E[g^2] + (1-a) g^2;  w <- w - lr * g / (sqrt(E[g^2]) + eps);  with momentum mu:
-    v <- mu v + g / (sqrt(E[g^2]) + eps),  w <- w - lr * v.
-    """
+    v <- mu v + g / (sqrt(E[g^2]) + eps),  w <- w - lr * v."""
 
     torch_class = torch.optim.RMSprop
 
