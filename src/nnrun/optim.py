@@ -47,7 +47,8 @@ def numbers(group: dict) -> dict[str, float]:
 
 class StackedOptimizer:
     """Base: per-model hyperparameters as (K,) float64 tensors, state as stacked tensors, one shared step count
-    (models leave the stack with their state, `keep`, so every model in it has taken the same number of steps)."""
+    (models leave the stack with their state, `keep`, so every model in it has taken the same number of steps).
+    A rule's `update(p, grad, state, h)` reads its numbers from `h` (p's `views`, this step's `schedule` in it)."""
 
     torch_class: type[torch.optim.Optimizer]  # the torch.optim optimizer whose update rule this is
     counts_steps = True  # torch.optim keeps a "step" count in every rule's state but SGD's
@@ -58,9 +59,8 @@ class StackedOptimizer:
     BLOCK = 256
 
     def __init__(self, params: Sequence[torch.Tensor], groups: Sequence[dict]):
-        self.params = list(params)
         rows = [numbers(g) for g in groups]
-        hyper = {key: torch.tensor([row[key] for row in rows], dtype=torch.float64, device=self.params[0].device)
+        hyper = {key: torch.tensor([row[key] for row in rows], dtype=torch.float64, device=params[0].device)
                  for key in rows[0]}
         # Numbers the rules use every step, computed once (in float64, as torch.optim's Python scalars).
         self.hyper = {**hyper, "-lr": -hyper["lr"], **{"1-" + key: 1 - value for key, value in hyper.items()}}
@@ -68,62 +68,54 @@ class StackedOptimizer:
         # Momentum on or off, and Nesterov's, are code paths shared by the whole stack (see `structure`).
         self.with_momentum = rows[0].get("momentum", 0) > 0
         self.nesterov = bool(groups[0].get("nesterov", False))
-        self._views: dict[tuple[str, int], torch.Tensor] = {}
         self.steps = 0
-        self.state: list[dict[str, torch.Tensor]] = [self.init_state(p) for p in self.params]
-        # `schedule`'s numbers for steps first .. first + BLOCK - 1, and as tensors of each params' dtype.
-        self._block_first: int | None = None
-        self._block: dict[str, torch.Tensor] = {}
-        self._block_views: dict[tuple, dict[str, torch.Tensor]] = {}
+        self._use(params)
+        self.state = [self.init_state(p, h) for p, h in zip(self.params, self.views)]
 
-    def init_state(self, p: torch.Tensor) -> dict[str, torch.Tensor]:
+    def _use(self, params: Sequence[torch.Tensor]) -> None:
+        """Step `params` from now on; each one's `hyper` as (K, 1, ...) tensors of its dtype (`views`)."""
+        self.params = list(params)
+        self.views = [{key: value.to(p.dtype).view(-1, *[1] * (p.dim() - 1)) for key, value in self.hyper.items()}
+                      for p in self.params]
+        self._block_first: int | None = None  # `schedule`'s numbers are made for steps first .. first + BLOCK - 1
+
+    def init_state(self, p: torch.Tensor, h: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {name: torch.zeros_like(p) for name in self.zeros}
-
-    def h(self, key: str, p: torch.Tensor) -> torch.Tensor:
-        """Hyperparameter `key` as a (K, 1, ...) tensor of p's dtype, broadcasting over each model's slice."""
-        view = self._views.get((key, p.dim()))
-        if view is None:
-            view = self._views[(key, p.dim())] = self.hyper[key].to(p.dtype).view(-1, *([1] * (p.dim() - 1)))
-        return view
 
     def schedule(self, t: torch.Tensor) -> dict[str, torch.Tensor]:
         """The numbers a rule's step t uses that change with t (bias corrections, ...), for a (1, T) float64
         tensor of steps: name -> (K, T) float64, computed as torch.optim computes its Python scalars."""
         return {}
 
-    def at_step(self, t: int, p: torch.Tensor) -> dict[str, torch.Tensor]:
-        """`schedule`'s numbers for step t (1-based) as (K, 1, ...) tensors of p's dtype, broadcastable."""
+    def advance(self) -> None:
+        """Step `steps` begins: `schedule`'s numbers for it into each parameter's `views`."""
+        t = self.steps
         if self._block_first is None or not self._block_first <= t < self._block_first + self.BLOCK:
-            steps = torch.arange(t, t + self.BLOCK, dtype=torch.float64, device=self.hyper["lr"].device)
-            self._block_first, self._block = t, self.schedule(steps.view(1, -1))
-            self._block_views.clear()
-        views = self._block_views.get((p.dtype, p.dim()))
-        if views is None:  # (T, K, 1, ...): one step's numbers are a view
-            views = self._block_views[(p.dtype, p.dim())] = {
-                name: values.T.to(p.dtype).contiguous().view(self.BLOCK, -1, *([1] * (p.dim() - 1)))
-                for name, values in self._block.items()}
-        return {name: values[t - self._block_first] for name, values in views.items()}
+            block = self.schedule(torch.arange(t, t + self.BLOCK, dtype=torch.float64,
+                                               device=self.hyper["lr"].device).view(1, -1))
+            self._block_first = t  # each parameter's (T, K, 1, ...): one step's numbers are a view
+            self._block = [{name: values.T.to(p.dtype).contiguous().view(self.BLOCK, -1, *[1] * (p.dim() - 1))
+                            for name, values in block.items()} for p in self.params]
+        for h, block in zip(self.views, self._block):
+            for name, values in block.items():
+                h[name] = values[t - self._block_first]
 
     def step(self) -> None:
         if torch.is_grad_enabled():  # the trainer steps under no_grad already: no context per step
             with torch.no_grad():
                 return self.step()
         self.steps += 1
-        for p, state in zip(self.params, self.state):
+        self.advance()
+        for p, state, h in zip(self.params, self.state, self.views):
             # The L2 penalty grad + weight_decay * param, as torch.optim adds it before the rule.
-            grad = p.grad.addcmul(p, self.h("weight_decay", p)) if self.any_weight_decay else p.grad
-            self.update(p, grad, state)
-
-    def update(self, p: torch.Tensor, grad: torch.Tensor, state: dict[str, torch.Tensor]) -> None:
-        raise NotImplementedError
+            grad = p.grad.addcmul(p, h["weight_decay"]) if self.any_weight_decay else p.grad
+            self.update(p, grad, state, h)
 
     def keep(self, rows: torch.Tensor, params: Sequence[torch.Tensor]) -> None:
         """Keep only the models at `rows` (their params now `params`); the others leave with their state."""
-        self.params = list(params)
         self.hyper = {k: v[rows] for k, v in self.hyper.items()}
         self.state = [{k: v[rows] for k, v in s.items()} for s in self.state]
-        self._views.clear()
-        self._block_first = None
+        self._use(params)
 
     def state_dict_of(self, row: int, group: dict, split: Split = lambda row: [row]) -> dict:
         """Model `row`'s optimizer as `torch.optim`'s `state_dict()` holds it (checkpoint.pt's format): its state
@@ -133,13 +125,11 @@ class StackedOptimizer:
             pieces = {key: split(value[row]) for key, value in state.items()}
             entries += [{key: piece[i].detach().clone() for key, piece in pieces.items()}
                         for i in range(len(split(p[row])))]
-        by_index = {}
-        for index, entry in enumerate(entries if self.steps or self.eager_state else []):
-            if self.counts_steps:  # a CPU float32 scalar tensor, as torch.optim keeps it
-                entry = {"step": torch.tensor(float(self.steps)), **entry}
-            if entry:  # plain SGD keeps no state
-                by_index[index] = entry
-        return {"state": by_index, "param_groups": [{**group, "params": list(range(len(entries)))}]}
+        if self.counts_steps:  # a CPU float32 scalar tensor each, as torch.optim keeps it
+            entries = [{"step": torch.tensor(float(self.steps)), **entry} for entry in entries]
+        made = self.steps or self.eager_state  # plain SGD keeps no state
+        return {"state": {i: entry for i, entry in enumerate(entries) if made and entry},
+                "param_groups": [{**group, "params": list(range(len(entries)))}]}
 
     def load_row(self, row: int, saved: dict, split: Split = lambda row: [row]) -> None:
         """Put back model `row`'s optimizer state from `state_dict_of`'s format (what checkpoint.pt holds); every
@@ -162,15 +152,14 @@ class SGD(StackedOptimizer):
     torch_class = torch.optim.SGD
     counts_steps = False
 
-    def update(self, p, grad, state):
+    def update(self, p, grad, state, h):
         if self.with_momentum:
-            momentum = self.h("momentum", p)
             if "momentum_buffer" not in state:
                 buf = state["momentum_buffer"] = grad.clone()
             else:
-                buf = state["momentum_buffer"].mul_(momentum).add_(grad)
-            grad = grad.addcmul(buf, momentum) if self.nesterov else buf
-        p.addcmul_(grad, self.h("-lr", p))
+                buf = state["momentum_buffer"].mul_(h["momentum"]).add_(grad)
+            grad = grad.addcmul(buf, h["momentum"]) if self.nesterov else buf
+        p.addcmul_(grad, h["-lr"])
 
 
 class Adagrad(StackedOptimizer):
@@ -180,16 +169,16 @@ class Adagrad(StackedOptimizer):
     torch_class = torch.optim.Adagrad
     eager_state = True
 
-    def init_state(self, p):
-        return {"sum": torch.zeros_like(p).add_(self.h("initial_accumulator_value", p))}
+    def init_state(self, p, h):
+        return {"sum": torch.zeros_like(p).add_(h["initial_accumulator_value"])}
 
     def schedule(self, t):
         return {"-clr": -self.hyper["lr"].view(-1, 1) / (1 + (t - 1) * self.hyper["lr_decay"].view(-1, 1))}
 
-    def update(self, p, grad, state):
+    def update(self, p, grad, state, h):
         state["sum"].addcmul_(grad, grad)
-        std = state["sum"].sqrt().add_(self.h("eps", p))
-        p.addcdiv_(grad * self.at_step(self.steps, p)["-clr"], std)
+        std = state["sum"].sqrt().add_(h["eps"])
+        p.addcdiv_(grad * h["-clr"], std)
 
 
 class Adadelta(StackedOptimizer):
@@ -200,15 +189,14 @@ class Adadelta(StackedOptimizer):
     torch_class = torch.optim.Adadelta
     zeros = ("square_avg", "acc_delta")
 
-    def update(self, p, grad, state):
-        rho, eps = self.h("rho", p), self.h("eps", p)
+    def update(self, p, grad, state, h):
         square_avg, acc_delta = state["square_avg"], state["acc_delta"]
-        square_avg.mul_(rho).addcmul_(grad * self.h("1-rho", p), grad)
-        std = square_avg.add(eps).sqrt_()
-        delta = acc_delta.add(eps).sqrt_()
+        square_avg.mul_(h["rho"]).addcmul_(grad * h["1-rho"], grad)
+        std = square_avg.add(h["eps"]).sqrt_()
+        delta = acc_delta.add(h["eps"]).sqrt_()
         delta.div_(std).mul_(grad)
-        acc_delta.mul_(rho).addcmul_(delta * self.h("1-rho", p), delta)
-        p.addcmul_(delta, self.h("-lr", p))
+        acc_delta.mul_(h["rho"]).addcmul_(delta * h["1-rho"], delta)
+        p.addcmul_(delta, h["-lr"])
 
 
 class Adam(StackedOptimizer):
@@ -223,13 +211,12 @@ class Adam(StackedOptimizer):
         return {"-step_size": -self.hyper["lr"].view(-1, 1) / (1 - beta1 ** t),
                 "bias_correction2_sqrt": (1 - beta2 ** t) ** 0.5}
 
-    def update(self, p, grad, state):
+    def update(self, p, grad, state, h):
         exp_avg, exp_avg_sq = state["exp_avg"], state["exp_avg_sq"]
-        now = self.at_step(self.steps, p)
-        exp_avg.lerp_(grad, self.h("1-beta1", p))
-        exp_avg_sq.mul_(self.h("beta2", p)).addcmul_(grad * self.h("1-beta2", p), grad)
-        denom = (exp_avg_sq.sqrt() / now["bias_correction2_sqrt"]).add_(self.h("eps", p))
-        p.addcdiv_(exp_avg * now["-step_size"], denom)
+        exp_avg.lerp_(grad, h["1-beta1"])
+        exp_avg_sq.mul_(h["beta2"]).addcmul_(grad * h["1-beta2"], grad)
+        denom = (exp_avg_sq.sqrt() / h["bias_correction2_sqrt"]).add_(h["eps"])
+        p.addcdiv_(exp_avg * h["-step_size"], denom)
 
 
 class RMSprop(StackedOptimizer):
@@ -239,22 +226,20 @@ class RMSprop(StackedOptimizer):
 
     torch_class = torch.optim.RMSprop
 
-    def init_state(self, p):
-        state = {"square_avg": torch.zeros_like(p)}
-        if self.with_momentum:
-            state["momentum_buffer"] = torch.zeros_like(p)
-        return state
+    def init_state(self, p, h):
+        names = ("square_avg", "momentum_buffer") if self.with_momentum else ("square_avg",)
+        return {name: torch.zeros_like(p) for name in names}
 
-    def update(self, p, grad, state):
+    def update(self, p, grad, state, h):
         square_avg = state["square_avg"]
-        square_avg.mul_(self.h("alpha", p)).addcmul_(grad * self.h("1-alpha", p), grad)
-        avg = square_avg.sqrt().add_(self.h("eps", p))
+        square_avg.mul_(h["alpha"]).addcmul_(grad * h["1-alpha"], grad)
+        avg = square_avg.sqrt().add_(h["eps"])
         if self.with_momentum:
             buf = state["momentum_buffer"]
-            buf.mul_(self.h("momentum", p)).addcdiv_(grad, avg)
-            p.addcmul_(buf, self.h("-lr", p))
+            buf.mul_(h["momentum"]).addcdiv_(grad, avg)
+            p.addcmul_(buf, h["-lr"])
         else:
-            p.addcdiv_(grad * self.h("-lr", p), avg)
+            p.addcdiv_(grad * h["-lr"], avg)
 
 
 # What each name of conf/optimizer/ does: its stacked rule (momentum is SGD with a momentum buffer).
