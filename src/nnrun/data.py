@@ -53,8 +53,7 @@ class Dataset:
         return self.train.x.shape[1]
 
     def to(self, device: torch.device) -> Dataset:
-        """The data on `device`; a val or test split that is the training split (fraction 0) stays the training
-        split, so it is evaluated once."""
+        """The data on `device`; a split that is the training split (fraction 0) stays it, evaluated once."""
         train = self.train.to(device)
         val, test = (train if split is self.train else split.to(device) for split in (self.val, self.test))
         return dataclasses.replace(self, train=train, val=val, test=test)
@@ -113,8 +112,7 @@ def gaussians(cfg: DatasetConfig, g: torch.Generator) -> Generated:
 
 @dataclass
 class Table:
-    """A CSV file's header row (names stripped), its data rows with their line numbers in the file, and the
-    separator they were read with."""
+    """A CSV file's header row (names stripped), its data rows with their line numbers, the separator read."""
 
     header: list[str]
     rows: list[tuple[int, list[str]]]
@@ -127,9 +125,8 @@ class Table:
 
 def read_table(path: Path, named_as: str) -> Table:
     """A CSV file with a header row, as people have them: a UTF-8 byte-order mark (Excel's "CSV UTF-8") is not
-    part of the first name, and the separator (comma, semicolon, tab or bar) is found with `csv.Sniffer`; blank
-    lines are skipped. `named_as` is how the user gave the path (e.g. 'dataset.path=x.csv'), for the error when
-    it is missing."""
+    part of the first name, the separator (comma, semicolon, tab or bar) is sniffed, blank lines are skipped.
+    `named_as` is how the user gave the path (e.g. 'dataset.path=x.csv'), for the error when it is missing."""
     path = Path(path).expanduser()
     if not path.is_file():
         raise DataError(f"{named_as}: no such file")
@@ -154,9 +151,8 @@ def read_table(path: Path, named_as: str) -> Table:
 
 
 def read_csv(cfg: DatasetConfig, g: torch.Generator) -> Generated:
-    """Numeric feature columns and a target column of class labels: numbers (0/1, 3/5/7) or text ("setosa",
-    "pass"). Either way the labels are mapped to 0..K-1 in sorted order (by value for numbers, alphabetically
-    for text) and kept as the class names."""
+    """Numeric feature columns and a target column of class labels, numbers (0/1, 3/5/7) or text ("setosa",
+    "pass"): mapped to 0..K-1 in sorted order (`class_index`) and kept as the class names."""
     path = Path(cfg.path).expanduser()
     table = read_table(path, f"dataset.path={cfg.path}")
     header = table.header
@@ -222,8 +218,7 @@ def class_index(labels: list[str]) -> tuple[list[str], dict[str, int | None]]:
 
 
 GENERATORS: dict[str, Callable[[DatasetConfig, torch.Generator], Generated]] = {
-    "xor": xor, "pass_fail": pass_fail, "spirals": spirals, "circles": circles, "gaussians": gaussians,
-    "csv": read_csv,
+    "xor": xor, "pass_fail": pass_fail, "spirals": spirals, "circles": circles, "gaussians": gaussians, "csv": read_csv,
 }
 
 
@@ -231,11 +226,9 @@ def load(cfg: DatasetConfig) -> Dataset:
     """Generate (or read) the data, split it by fraction with `cfg.seed`, standardise from train."""
     g = torch.Generator().manual_seed(cfg.seed)
     x, y, feature_names, class_names = GENERATORS[cfg.name](cfg, g)
-    x = x.float()
-    n = x.shape[0]
+    x, n = x.float(), len(x)
     order = torch.randperm(n, generator=g)
-    n_test = round(n * cfg.test_fraction)
-    n_val = round(n * cfg.val_fraction)
+    n_test, n_val = round(n * cfg.test_fraction), round(n * cfg.val_fraction)
     if n - n_val - n_test < 1:
         raise ConfigError("dataset.val_fraction", cfg.val_fraction,
                           f"fractions that leave training data (n={n}, test_fraction={cfg.test_fraction:g})")

@@ -28,11 +28,9 @@ def spec(cfg: OptimizerConfig) -> tuple[type[torch.optim.Optimizer], dict[str, A
 
 
 def param_group(cfg: OptimizerConfig) -> dict[str, Any]:
-    """The param group (less "params") torch.optim builds for `cfg`: the class's defaults, then cfg's.
-
-    Read from the constructor's signature, without building an optimizer: the first torch.optim optimizer
-    of a process imports torch._dynamo (about 2 s), which a stacked sweep otherwise never needs.
-    """
+    """The param group (less "params") torch.optim builds for `cfg`: the class's defaults, then cfg's. Read from
+    the signature, not a built optimizer: the first torch.optim optimizer of a process imports torch._dynamo
+    (about 2 s), which a stacked sweep otherwise never needs."""
     cls, kwargs = spec(cfg)
     defaults = {name: p.default for name, p in inspect.signature(cls.__init__).parameters.items()
                 if name not in ("self", "params") and p.default is not inspect.Parameter.empty}
