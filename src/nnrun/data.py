@@ -7,12 +7,10 @@ Every generator returns raw features (N, F) float32, integer labels (N,), the fe
 from __future__ import annotations
 
 import csv
-import dataclasses
 import io
-import itertools
 import math
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -56,14 +54,13 @@ class Dataset:
         """The data on `device`; a split that is the training split (fraction 0) stays it, evaluated once."""
         train = self.train.to(device)
         val, test = (train if split is self.train else split.to(device) for split in (self.val, self.test))
-        return dataclasses.replace(self, train=train, val=val, test=test)
+        return replace(self, train=train, val=val, test=test)
 
 
 Generated = tuple[torch.Tensor, torch.Tensor, list[str], list[str]]
 
 
 def polar(radius: torch.Tensor | float, angle: torch.Tensor) -> torch.Tensor:
-    """(N, 2) points at these radii and angles."""
     return torch.stack([radius * torch.cos(angle), radius * torch.sin(angle)], dim=1)
 
 
@@ -135,14 +132,13 @@ def read_table(path: Path, named_as: str) -> Table:
     except UnicodeDecodeError as exc:
         raise DataError(f"{path}: not UTF-8 text (byte {exc.object[exc.start]:#04x} at offset {exc.start}); "
                         "save it as CSV UTF-8") from None
-    lines = io.StringIO(text, newline="")
+    lines = io.StringIO(text, newline="").readlines()
     try:
         # Excel writes ';' where the decimal mark is a comma, a spreadsheet's copy is tab-separated. The first
         # lines are enough to tell; a file of one column has no separator to find (a comma then).
-        separator = csv.Sniffer().sniff("".join(itertools.islice(lines, 20)), delimiters=",;\t|").delimiter
+        separator = csv.Sniffer().sniff("".join(lines[:20]), delimiters=",;\t|").delimiter
     except csv.Error:
         separator = ","
-    lines.seek(0)
     reader = csv.reader(lines, delimiter=separator)
     rows = [(reader.line_num, row) for row in reader if any(cell.strip() for cell in row)]
     if len(rows) < 2:

@@ -65,13 +65,10 @@ def build(n_inputs: int, hidden: Sequence[int], n_outputs: int, activation: str,
 
 
 class StackedMLP(nn.Module):
-    """K MLPs of one shape (they may differ in weights and dropout p) as one model.
-
-    All their parameters live in one (K, P) leaf tensor `flat`: row k is model k's weights and biases in
-    `MLP.parameters()` order, each layer's weight (K, out, in) and bias (K, out) a view of it. So autograd gives
-    the stack's gradient as one (K, P) tensor, an optimizer updates every model with one call per operation, and
-    the gradient of the summed per-model losses with respect to row k is model k's own.
-    """
+    """K MLPs of one shape (they may differ in weights and dropout p) as one model: their parameters are one
+    (K, P) leaf tensor `flat`, row k model k's in `MLP.parameters()` order, each layer's weight (K, out, in) and
+    bias (K, out) a view of it. So an optimizer updates every model with one call per operation, and the gradient
+    of the summed per-model losses with respect to row k is model k's own."""
 
     def __init__(self, models: Sequence[MLP]):
         super().__init__()
