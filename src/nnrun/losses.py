@@ -17,14 +17,9 @@ import torch.nn.functional as F
 @dataclass(frozen=True)
 class Loss:
     name: str
-    # (logits (..., N, outputs), y (N,) or (..., N)) -> (...) the mean loss over the N points of each model.
-    # y holds class indices; bce and mse read them as float targets (see `targets`).
+    # (logits (..., N, outputs), y (N,) or (..., N) class indices) -> (...) each model's mean loss over its N points.
     fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
-    # logits (..., outputs) -> (..., K) class probabilities.
-    proba: Callable[[torch.Tensor], torch.Tensor]
-    # logits (..., outputs) -> (...) predicted class.
-    predict: Callable[[torch.Tensor], torch.Tensor]
-    # Whether `fn` compares with float targets (bce, mse) rather than class indices.
+    # One output, P(class 1) through a sigmoid, compared with float targets (bce, mse); else a logit per class.
     float_targets: bool = True
 
     def n_outputs(self, n_classes: int) -> int:
@@ -34,24 +29,24 @@ class Loss:
         """Class indices as `fn` compares them: converted once per run, not at every step."""
         return y.to(dtype) if self.float_targets else y
 
+    def proba(self, logits: torch.Tensor) -> torch.Tensor:
+        """logits (..., outputs) -> (..., K) class probabilities."""
+        if not self.float_targets:
+            return torch.softmax(logits, dim=-1)
+        p = torch.sigmoid(logits[..., 0])
+        return torch.stack([1 - p, p], dim=-1)
 
-def _binary_proba(logits: torch.Tensor) -> torch.Tensor:
-    p = torch.sigmoid(logits[..., 0])
-    return torch.stack([1 - p, p], dim=-1)
-
-
-def _binary_predict(logits: torch.Tensor) -> torch.Tensor:
-    return (logits[..., 0] > 0).long()
-
-
-def _bce(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    z = logits[..., 0]
-    return F.binary_cross_entropy_with_logits(z, y.to(z.dtype).expand(z.shape), reduction="none").mean(-1)
+    def predict(self, logits: torch.Tensor) -> torch.Tensor:
+        """logits (..., outputs) -> (...) predicted class."""
+        return (logits[..., 0] > 0).long() if self.float_targets else logits.argmax(dim=-1)
 
 
-def _mse(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    p = torch.sigmoid(logits[..., 0])
-    return F.mse_loss(p, y.to(p.dtype).expand(p.shape), reduction="none").mean(-1)
+def _binary(loss: Callable[..., torch.Tensor], squash: Callable | None = None) -> Callable:
+    """`loss` between the one output (squashed first, if `squash`) and the 0/1 targets, per model."""
+    def fn(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        z = logits[..., 0] if squash is None else squash(logits[..., 0])
+        return loss(z, y.to(z.dtype).expand(z.shape), reduction="none").mean(-1)
+    return fn
 
 
 def _cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -61,8 +56,7 @@ def _cross_entropy(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 
 LOSSES: dict[str, Loss] = {
-    "bce": Loss("bce", _bce, _binary_proba, _binary_predict),
-    "mse": Loss("mse", _mse, _binary_proba, _binary_predict),
-    "cross_entropy": Loss("cross_entropy", _cross_entropy, lambda z: torch.softmax(z, dim=-1),
-                          lambda z: z.argmax(dim=-1), float_targets=False),
+    "bce": Loss("bce", _binary(F.binary_cross_entropy_with_logits)),
+    "mse": Loss("mse", _binary(F.mse_loss, torch.sigmoid)),
+    "cross_entropy": Loss("cross_entropy", _cross_entropy, float_targets=False),
 }
