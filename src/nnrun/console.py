@@ -19,7 +19,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 from rich.text import Text
 
-from nnrun.metrics import FINAL_KEYS
+from nnrun.metrics import FINAL_KEYS, STATUSES
+
+STATUS_STYLE = dict(zip(STATUSES, ("green", "cyan", "yellow", "magenta", "red")))
 
 
 class PipeConsole(Console):
@@ -30,10 +32,6 @@ class PipeConsole(Console):
     def on_broken_pipe(self) -> None:
         self.quiet = True
         raise BrokenPipeError
-
-
-STATUS_STYLE = {"completed": "green", "stopped_early": "cyan", "diverged": "yellow", "interrupted": "magenta",
-                "failed": "red"}
 
 
 def _fmt(value) -> str:
@@ -58,24 +56,18 @@ def print_run(result, cfg, console: Console | None = None) -> None:
 
 
 def diverged_hint(epochs_run: int, lr: float) -> str:
-    """What a diverged run means and what to try. Divergence is found at an evaluated epoch, the one after
-    the last epoch run; the loss may have blown up a few epochs before, between two evaluations."""
+    """What a diverged run means and what to try. It is found at the evaluation after the last epoch run."""
     return (f"diverged: the loss became inf/NaN by epoch {epochs_run + 1}; a smaller learning rate "
             f"(optimizer.lr={lr / 10:g}, a tenth of {lr:g}) is the usual cure")
 
 
 def print_job_line(result, console: Console | None = None) -> None:
-    """One line for a finished sweep job: status, epochs run, best monitored value, final loss/val and
-    accuracy/val, run dir (relative to the working dir when inside it, as the sweep's summary shows its dir).
-    `result` is an engine.RunResult."""
-    console = console or Console()
-    final = result.final
-    line = Text()
-    line.append(f"{result.status:<13}", style=STATUS_STYLE.get(result.status, ""))
-    line.append(f"  epochs {result.epochs_run}  best {result.monitor} {_fmt(result.best_value)}"
-                f"  final loss/val {_fmt(final.get('loss/val'))} accuracy/val {_fmt(final.get('accuracy/val'))}  ")
-    line.append(str(shown_path(result.run_dir)))
-    console.print(line, soft_wrap=True)
+    """One line for a finished sweep job (an engine.RunResult): status, its numbers, its run dir (`shown_path`)."""
+    numbers = (f"  epochs {result.epochs_run}  best {result.monitor} {_fmt(result.best_value)}  final loss/val "
+               f"{_fmt(result.final.get('loss/val'))} accuracy/val {_fmt(result.final.get('accuracy/val'))}  ")
+    line = Text.assemble((f"{result.status:<13}", STATUS_STYLE.get(result.status, "")), numbers,
+                         str(shown_path(result.run_dir)))
+    (console or Console()).print(line, soft_wrap=True)
 
 
 def shown_path(path) -> Path:
@@ -97,16 +89,15 @@ def print_sweep_summary(sweep_dir: str, statuses: Iterable[str], n_jobs: int, co
     table = Table(title=f"sweep: {n_jobs} jobs")
     table.add_column("status")
     table.add_column("jobs", justify="right")
-    for status in ("completed", "stopped_early", "diverged", "interrupted", "failed"):
-        # completed, diverged and failed always show (a 0 there is news too); the rest when they happen.
+    for status in STATUSES:  # completed, diverged and failed always show (a 0 there is news too)
         if counts.get(status) or status in ("completed", "diverged", "failed"):
             table.add_row(f"[{STATUS_STYLE[status]}]{status}[/]", str(counts[status]))
     console.print(table)
     if best_trial:
         _print_line(console, "optuna:", best_trial)
-    _print_line(console, "sweep dir:", sweep_dir)
-    _print_line(console, "compare:  ", f"tensorboard --logdir {sweep_dir}")
-    _print_line(console, "table:    ", f"nnrun report {sweep_dir}")
+    for label, text in [("sweep dir:", sweep_dir), ("compare:  ", f"tensorboard --logdir {sweep_dir}"),
+                        ("table:    ", f"nnrun report {sweep_dir}")]:
+        _print_line(console, label, text)
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
@@ -149,39 +140,35 @@ class ProgressBar:
             self.bar.__exit__(*exc)
 
 
-class Phase:
+class Phase(ProgressBar):
     """A sweep's phase over its jobs (checking them, setting them up): a progress bar on a terminal; when the
     output is piped, a line as it starts, one every PLAIN_EVERY_S seconds, and one as it ends."""
 
     PLAIN_EVERY_S = 5.0
 
     def __init__(self, doing: str, done: str, total: int, console: Console | None = None):
-        self.doing, self.done, self.total = doing, done, total
         self.console = console or Console()
-        self.count, self.bar = 0, None
+        super().__init__(f"nnrun: {doing}", total, self.console, note="jobs", transient=True, every=0.1,
+                         enabled=self.console.is_terminal)
+        self.doing, self.past, self.count = doing, done, 0
 
     def __enter__(self) -> "Phase":
         self.began = self.said = time.monotonic()
-        if self.console.is_terminal:
-            self.bar = ProgressBar(f"nnrun: {self.doing}", self.total, self.console, note="jobs", transient=True,
-                                   every=0.1).__enter__()
-        else:
+        if self.bar is None:
             self.console.print(f"nnrun: {self.doing} {plural(self.total, 'job')}")
-        return self
+        return super().__enter__()
 
     def advance(self) -> None:
         self.count += 1
-        if self.bar is not None:
-            self.bar.update(self.count)
-        elif time.monotonic() - self.said > self.PLAIN_EVERY_S:
+        self.update(self.count)
+        if self.bar is None and time.monotonic() - self.said > self.PLAIN_EVERY_S:
             self.console.print(f"nnrun: {self.doing}: {self.count}/{self.total} jobs")
             self.said = time.monotonic()
 
-    def __exit__(self, kind, *_) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(kind, *_)
+    def __exit__(self, kind, *rest) -> None:
+        super().__exit__(kind, *rest)
         if kind is None:
-            self.console.print(f"nnrun: {self.done} {plural(self.count, 'job')} in "
+            self.console.print(f"nnrun: {self.past} {plural(self.count, 'job')} in "
                                f"{time.monotonic() - self.began:.2f} s")
 
 
