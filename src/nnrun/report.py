@@ -58,11 +58,17 @@ class Run:
         return self.curves
 
     def value(self, metric: str) -> float | None:
-        """A metric of METRICS: a final value from metrics.json, or the untrained network's (computed once)."""
+        """A metric of METRICS: a final value from metrics.json, or the untrained network's (computed once, from
+        .hydra/config.yaml; none when the config or the data cannot be read)."""
         if not metric.startswith(UNTRAINED):
             return self.final.get(metric)
         if self.untrained is None:
-            self.untrained = untrained_metrics(self.path)
+            config = read_yaml(self.path / ".hydra" / "config.yaml")
+            try:
+                self.untrained = untrained(parse(config)) if isinstance(config, dict) else {}
+            except ConfigError as exc:  # a data file moved away since: the run's other numbers still stand
+                print(f"nnrun: report: {self.path}: no untrained values ({exc})", file=sys.stderr)
+                self.untrained = {}
         return self.untrained.get(metric.removeprefix(UNTRAINED))
 
 
@@ -70,14 +76,10 @@ class Run:
 class Group:
     """Runs with the same overrides but for `seed` (a group of one when there is nothing to group)."""
 
-    key: tuple[tuple[str, str], ...]
     runs: list[Run]
 
     def values(self, get) -> list[float]:
         return [v for v in map(get, self.runs) if v is not None and math.isfinite(v)]
-
-
-# --- reading runs -------------------------------------------------------------------------------------
 
 
 def find_run_dirs(root: Path) -> list[Path]:
@@ -124,11 +126,6 @@ def read_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
             for tag in accumulator.Tags().get("scalars", [])}
 
 
-def sign(monitor: str) -> float:
-    """-1 for a metric where larger is better (accuracy), else 1: `sign * value` sorts the best first."""
-    return -1.0 if maximized(monitor) else 1.0
-
-
 def read_run(run_dir: Path) -> Run:
     metrics = read_metrics(run_dir)
     if metrics is not None:
@@ -146,19 +143,9 @@ def read_run(run_dir: Path) -> Run:
     curves = read_curves(run_dir)
     final = {tag: finite_or_none(points[-1][1]) for tag, points in curves.items() if points}
     points = [(step, v) for step, v in curves.get(monitor, []) if math.isfinite(v)]
-    best_epoch, best = min(points, key=lambda p: sign(monitor) * p[1]) if points else (None, None)
+    best_epoch, best = min(points, key=lambda p: _best_first(p[1], monitor)) if points else (None, None)
     last_epoch = max((pts[-1][0] for pts in curves.values() if pts), default=None)
     return Run(run_dir, overrides, UNFINISHED, monitor, last_epoch, best_epoch, best, final, curves)
-
-
-def untrained_metrics(run_dir: Path) -> dict[str, float | None]:
-    """`untrained` of the run's config (.hydra/config.yaml); empty when the config or the data cannot be read."""
-    config = read_yaml(Path(run_dir) / ".hydra" / "config.yaml")
-    try:
-        return untrained(parse(config)) if isinstance(config, dict) else {}
-    except ConfigError as exc:  # a data file moved away since: the run's other numbers still stand
-        print(f"nnrun: report: {run_dir}: no untrained values ({exc})", file=sys.stderr)
-        return {}
 
 
 def untrained(cfg) -> dict[str, float | None]:
@@ -174,9 +161,6 @@ def untrained(cfg) -> dict[str, float | None]:
             for name, value in zip(("loss", "accuracy"), pair)}
 
 
-# --- comparing them -----------------------------------------------------------------------------------
-
-
 def varying_keys(runs: list[Run]) -> list[str]:
     """Override keys whose value differs between runs (or that some runs lack), in first-seen order."""
     keys = dict.fromkeys(key for run in runs for key in run.overrides)
@@ -187,7 +171,7 @@ def group_by_seed(runs: list[Run], keys: list[str]) -> list[Group]:
     groups: dict[tuple, list[Run]] = {}
     for run in runs:
         groups.setdefault(tuple((k, run.overrides.get(k, "")) for k in keys if k != "seed"), []).append(run)
-    return [Group(key, members) for key, members in groups.items()]
+    return [Group(members) for members in groups.values()]
 
 
 def mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -197,8 +181,8 @@ def mean_std(values: list[float]) -> tuple[float | None, float | None]:
 
 
 def _best_first(value: float | None, monitor: str) -> tuple:
-    """A sort key: the best value first, no value last."""
-    return (value is None, 0.0 if value is None else sign(monitor) * value)
+    """A sort key: the best value first (the largest where larger is better, as for accuracy), no value last."""
+    return (value is None, 0.0 if value is None else -value if maximized(monitor) else value)
 
 
 def sort_groups(groups: list[Group], monitor: str) -> list[Group]:
@@ -224,20 +208,15 @@ def best_run(runs: list[Run]) -> Run:
                                       *_best_first(run.best if run.monitor == monitor else None, monitor)))
 
 
-# --- the table ----------------------------------------------------------------------------------------
-
-
-def _number_text(value: float) -> str:
-    """Four decimals, as losses and accuracies read; a diverged run's 299283936.0 as 2.993e+08."""
-    return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.4g}"
-
-
-def _mean_text(values: list[float], spread: bool, text=_number_text) -> str:
-    """The mean of `values` (with `spread`, mean±std), or — when there are none."""
+def _mean_text(values: list[float], spread: bool, whole: bool = False) -> str:
+    """The mean of `values` (with `spread`, mean±std), or — when there are none: `whole` numbers, or four
+    decimals as losses and accuracies read (a diverged run's 299283936.0 as 2.993e+08)."""
     mean, std = mean_std(values)
-    if mean is None:
-        return "—"
-    return f"{text(mean)}±{text(std)}" if spread else text(mean)
+
+    def text(value: float) -> str:
+        return f"{value:.0f}" if whole else f"{value:.4f}" if abs(value) < 1e4 else f"{value:.4g}"
+
+    return "—" if mean is None else f"{text(mean)}±{text(std)}" if spread else text(mean)
 
 
 SIGNIFICANT = 4  # override values typed with more significant digits than this are shown rounded
@@ -295,7 +274,7 @@ class Column:
 # overrides, status and best value always show: they say which run did how well. Columns of metrics picked with
 # --metric are never left out: the user asked for them.
 DROP_ORDER = ("best epoch", "seeds", "final loss/val", "final accuracy/test", "final accuracy/val")
-OVERRIDES = "overrides"  # the column that holds every override of a row as key=value lines (`stack_overrides`)
+OVERRIDES = "overrides"  # the column that holds every override of a row as key=value lines (`fit`)
 
 
 def metric_name(metric: str) -> str:
@@ -303,18 +282,12 @@ def metric_name(metric: str) -> str:
     return f"untrained {metric.removeprefix(UNTRAINED)}" if metric.startswith(UNTRAINED) else f"final {metric}"
 
 
-def _status_cell(runs: list[Run]) -> Text:
-    counts = Counter(r.status for r in runs).most_common()
-    return Text.from_markup(" ".join(f"[{STATUS_STYLE.get(s, 'dim')}]{s}{'' if len(runs) == 1 else f'×{n}'}[/]"
-                                     for s, n in counts))
-
-
 def table_columns(groups: list[Group], keys: list[str], monitor: str,
                   metrics: tuple[str, ...] = TABLE_METRICS) -> list[Column]:
     grouped = any(len(g.runs) > 1 for g in groups)
     columns = []
     for key in [k for k in keys if not (grouped and k == "seed")]:
-        values = override_texts([dict(g.key).get(key, g.runs[0].overrides.get(key, "")) for g in groups])
+        values = override_texts([g.runs[0].overrides.get(key, "") for g in groups])
         # The key broken after its dots where it is wider than its values ("optimizer.\nlr"), so a long key does
         # not widen a column of short numbers.
         width = max([len(v) for v in values] + [len(part) + 1 for part in key.split(".")])
@@ -322,26 +295,17 @@ def table_columns(groups: list[Group], keys: list[str], monitor: str,
         columns.append(Column(key, header, [Text(v) for v in values], numeric=False))
     if grouped:
         columns.append(Column("seeds", "seeds", [Text(str(len(g.runs))) for g in groups]))
-    columns.append(Column("status", "status", [_status_cell(g.runs) for g in groups], numeric=False, wraps=True))
+    statuses = [" ".join(f"[{STATUS_STYLE.get(s, 'dim')}]{s}{'' if len(g.runs) == 1 else f'×{n}'}[/]"
+                         for s, n in Counter(r.status for r in g.runs).most_common()) for g in groups]
+    columns.append(Column("status", "status", [Text.from_markup(s) for s in statuses], numeric=False, wraps=True))
     epochs = ([float(r.best_epoch) for r in g.runs if r.best_epoch is not None] for g in groups)
-    cells = [Text(_mean_text(values, len(g.runs) > 1, "{:.0f}".format)) for g, values in zip(groups, epochs)]
+    cells = [Text(_mean_text(values, len(g.runs) > 1, whole=True)) for g, values in zip(groups, epochs)]
     columns.append(Column("best epoch", "best\nepoch", cells))
     for name, get in [(f"best {monitor}", lambda r: r.best),
                       *((metric_name(m), lambda r, m=m: r.value(m)) for m in metrics)]:
         cells = [Text(_mean_text(values, len(values) > 1)) for values in (g.values(get) for g in groups)]
         columns.append(Column(name, name.replace(" ", "\n", 1), cells))
     return columns
-
-
-def stack_overrides(columns: list[Column], keys: list[str]) -> list[Column]:
-    """The override columns as one: each row's key=value lines. As wide as the longest key=value, where separate
-    columns are as wide as all of them side by side."""
-    stacked = [c for c in columns if c.name in keys]
-    if len(stacked) < 2:
-        return columns
-    cells = [Text("\n".join(f"{c.name}={cell}" for c, cell in zip(stacked, row) if str(cell)))
-             for row in zip(*(c.cells for c in stacked))]
-    return [Column(OVERRIDES, OVERRIDES, cells, numeric=False), *(c for c in columns if c.name not in keys)]
 
 
 def table_width(columns: list[Column], wrapped: bool = True) -> int:
@@ -355,8 +319,15 @@ def fit(columns: list[Column], keys: list[str], width: int,
         optional: tuple[str, ...] = DROP_ORDER) -> tuple[list[Column], list[str]] | None:
     """The columns that fit `width`, and the names of those left out: first each override in a column of its
     own, leaving out the `optional` columns in their order until it fits; then the overrides stacked in one
-    column, again leaving out what must go. None when even that is too wide."""
-    for layout in (columns, stack_overrides(columns, keys)):
+    column of key=value lines (as wide as the longest of them, not as all side by side), again leaving out what
+    must go. None when even that is too wide."""
+    layouts, stacked = [columns], [c for c in columns if c.name in keys]
+    if len(stacked) > 1:
+        cells = [Text("\n".join(f"{c.name}={cell}" for c, cell in zip(stacked, row) if str(cell)))
+                 for row in zip(*(c.cells for c in stacked))]
+        overrides = Column(OVERRIDES, OVERRIDES, cells, numeric=False)
+        layouts.append([overrides, *(c for c in columns if c.name not in keys)])
+    for layout in layouts:
         droppable = [name for name in optional if any(c.name == name for c in layout)]
         for n in range(len(droppable) + 1):
             shown = [c for c in layout if c.name not in droppable[:n]]
@@ -418,9 +389,6 @@ def _wrap(items: list[str], width: int, sep: str = " ") -> list[str]:
         else:
             lines.append(item)
     return lines
-
-
-# --- the files ----------------------------------------------------------------------------------------
 
 
 def write_csv(path: Path, runs: list[Run], keys: list[str], monitor: str, metrics: tuple[str, ...] = ()) -> None:
@@ -502,9 +470,6 @@ def _log_scale_if_spread(ax, values: list[float], reference: list[float]) -> Non
     floor = statistics.median(typical) * 10.0 ** -LOG_AXIS_DECADES if typical else min(positive)
     if min(positive) < floor:
         ax.set_ylim(bottom=floor)
-
-
-# --- the command --------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
