@@ -95,9 +95,9 @@ def print_sweep_summary(sweep_dir: str, statuses: Iterable[str], n_jobs: int, co
     console.print(table)
     if best_trial:
         _print_line(console, "optuna:", best_trial)
-    for label, text in [("sweep dir:", sweep_dir), ("compare:  ", f"tensorboard --logdir {sweep_dir}"),
-                        ("table:    ", f"nnrun report {sweep_dir}")]:
-        _print_line(console, label, text)
+    _print_line(console, "sweep dir:", sweep_dir)
+    _print_line(console, "compare:  ", f"tensorboard --logdir {sweep_dir}")
+    _print_line(console, "table:    ", f"nnrun report {sweep_dir}")
 
 
 def fail(message: str, code: int = 2) -> NoReturn:

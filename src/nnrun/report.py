@@ -254,8 +254,7 @@ def override_texts(values: list[str]) -> list[str]:
 
 @dataclass
 class Column:
-    """One column of the report table: `name` says which (an override key, "status", "final loss/val");
-    `cells` are rich Text, one per group."""
+    """A column of the report table: `name` says which (an override key, "status", "final loss/val")."""
 
     name: str
     header: str
@@ -266,8 +265,8 @@ class Column:
     def width(self, wrapped: bool = True) -> int:
         """The narrowest this column gets without cutting a value, or, not `wrapped`, its natural width."""
         lines = [line for text in (self.header, *map(str, self.cells)) for line in text.split("\n")]
-        return max(cell_len(word) for line in lines for word in (line.split(" ") if self.wraps and wrapped
-                                                                   else [line]))
+        words = [word for line in lines for word in line.split(" ")] if self.wraps and wrapped else lines
+        return max(map(cell_len, words))
 
 
 # Left out first, in this order, when the table is wider than the terminal; `--wide` keeps them all. The
@@ -309,9 +308,8 @@ def table_columns(groups: list[Group], keys: list[str], monitor: str,
 
 
 def table_width(columns: list[Column], wrapped: bool = True) -> int:
-    """The narrowest a rich Table of `columns` (default box, one space of padding) prints without cutting a value
-    (or, not `wrapped`, its natural width): each column's width, two spaces of padding and a border, one border
-    more."""
+    """The narrowest (or, not `wrapped`, the natural) width of a rich Table of `columns` in its default box: each
+    column's width, two spaces of padding and a border, one border more."""
     return sum(c.width(wrapped) + 3 for c in columns) + 1
 
 
@@ -380,8 +378,7 @@ def print_blocks(columns: list[Column], keys: list[str], title: str, console) ->
 
 
 def _wrap(items: list[str], width: int, sep: str = " ") -> list[str]:
-    """`items` joined by `sep` into lines of at most `width`, broken only between items (an item wider than
-    `width` is a line of its own)."""
+    """`items` joined by `sep` into lines of at most `width`, broken only between items."""
     lines: list[str] = []
     for item in items:
         if lines and len(lines[-1]) + len(sep) + len(item) <= width:
@@ -439,7 +436,7 @@ def plot(runs: list[Run], keys: list[str], monitor: str):
     curves = [(run, points) for run in drawn if (points := run.scalars().get("loss/val", []))]
     for run, points in curves:
         label = ",".join(f"{k}={run.overrides.get(k, '')}" for k in keys) or run.path.name
-        curves_ax.plot([p[0] for p in points], [p[1] for p in points], label=label, linewidth=1)
+        curves_ax.plot(*zip(*points), label=label, linewidth=1)
     which = "" if len(drawn) == len(runs) else f" (the best {len(drawn)} of {len(runs)} runs)"
     curves_ax.set(title=f"loss/val{which}", xlabel="epoch", ylabel="loss/val")
     _log_scale_if_spread(curves_ax, [v for _, points in curves for _, v in points], [p[0][1] for _, p in curves])
