@@ -49,16 +49,12 @@ def print_run(result, cfg, console: Console | None = None) -> None:
     console.print(table)
     console.print(f"epochs run {result.epochs_run}, best {result.monitor} {_fmt(result.best_value)} at epoch "
                   f"{result.best_epoch}, {result.metrics['wall_time_s']:.2f} s on {result.metrics['device']}")
-    if result.status == "diverged":
-        console.print(Text(diverged_hint(result.epochs_run, cfg.optimizer.lr), style=STATUS_STYLE["diverged"]),
-                      soft_wrap=True)
+    if result.status == "diverged":  # what it means, what to try; found at the evaluation after the last epoch run
+        lr = cfg.optimizer.lr
+        hint = (f"diverged: the loss became inf/NaN by epoch {result.epochs_run + 1}; a smaller learning rate "
+                f"(optimizer.lr={lr / 10:g}, a tenth of {lr:g}) is the usual cure")
+        console.print(Text(hint, style=STATUS_STYLE["diverged"]), soft_wrap=True)
     _print_line(console, "run dir:", str(result.run_dir))
-
-
-def diverged_hint(epochs_run: int, lr: float) -> str:
-    """What a diverged run means and what to try. It is found at the evaluation after the last epoch run."""
-    return (f"diverged: the loss became inf/NaN by epoch {epochs_run + 1}; a smaller learning rate "
-            f"(optimizer.lr={lr / 10:g}, a tenth of {lr:g}) is the usual cure")
 
 
 def print_job_line(result, console: Console | None = None) -> None:

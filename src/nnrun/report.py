@@ -24,7 +24,7 @@ from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 
-from nnrun.config import ConfigError, maximized, parse
+from nnrun.config import ConfigError, UsageError, maximized, parse
 from nnrun.console import STATUS_STYLE, PipeConsole, plural
 from nnrun.metrics import FINAL_KEYS, atomic_write, finite_or_none, read_metrics, read_yaml
 
@@ -511,16 +511,13 @@ def main(argv: list[str] | None = None) -> int:
     root: Path = args.dir
     try:
         picked = picked_metrics(args.metric)
+        if not root.is_dir():
+            raise UsageError(f"{root} is not a directory")
+        run_dirs = find_run_dirs(root)
+        if not run_dirs:
+            raise UsageError(f"no runs under {root} (a run is a dir with .hydra/ or metrics.json)")
     except ConfigError as exc:
         print(f"nnrun: error: report: {exc}", file=sys.stderr)
-        return 2
-    if not root.is_dir():
-        print(f"nnrun: error: report: {root} is not a directory", file=sys.stderr)
-        return 2
-    run_dirs = find_run_dirs(root)
-    if not run_dirs:
-        print(f"nnrun: error: report: no runs under {root} (a run is a dir with .hydra/ or metrics.json)",
-              file=sys.stderr)
         return 2
     runs = [read_run(d) for d in run_dirs]
     keys = varying_keys(runs)

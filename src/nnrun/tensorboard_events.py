@@ -6,10 +6,9 @@ expands the first two groups. The curves are `accuracy/...` and `loss/...`; `lr`
 and the one-point final values (`result/...`) sort after them.
 
 Every summary comes from torch's public builders (`torch.utils.tensorboard.summary`), imported when a run starts
-(with tensorboard's gfile, boto3 and fsspec: 0.3-0.8 s once per process). The events are framed by `EventFile`, not
-by tensorboard's EventFileWriter, whose pure-Python CRC-32C and writer thread per file take 18-34 ms against
-0.6-0.7 ms for one run's events, 4-7 s and 257 threads against 0.3 s for a stack of 256 runs
-(benchmarks/event_writer.py).
+(with tensorboard's gfile, boto3 and fsspec: 0.3-0.8 s once per process). `EventFile` frames the events, not
+tensorboard's EventFileWriter, whose pure-Python CRC-32C and writer thread per file take 18-34 ms against 0.6-0.7 ms
+for one run's events, 4-7 s and 257 threads against 0.3 s for a stack of 256 runs (benchmarks/event_writer.py).
 """
 
 from __future__ import annotations
@@ -96,8 +95,7 @@ class RunLogger:
     def __init__(self, run_dir: Path, config_yaml: str, flush_seconds: float = FLUSH_SECONDS):
         from torch.utils.tensorboard import summary  # tensorboard: only when a run starts
 
-        self.summary, self.run_dir, self.flush_seconds = summary, Path(run_dir), flush_seconds
-        self.file = EventFile(run_dir)
+        self.summary, self.file, self.flush_seconds = summary, EventFile(run_dir), flush_seconds
         self._last_epoch = 0  # where the final metrics go on the step axis
         self._pending: list[Any] = []  # events not yet written
         self._flushed_at = time.monotonic()
