@@ -315,10 +315,9 @@ def table_width(columns: list[Column], wrapped: bool = True) -> int:
 
 def fit(columns: list[Column], keys: list[str], width: int,
         optional: tuple[str, ...] = DROP_ORDER) -> tuple[list[Column], list[str]] | None:
-    """The columns that fit `width`, and the names of those left out: first each override in a column of its
-    own, leaving out the `optional` columns in their order until it fits; then the overrides stacked in one
-    column of key=value lines (as wide as the longest of them, not as all side by side), again leaving out what
-    must go. None when even that is too wide."""
+    """The columns that fit `width` and the names of those left out (`optional` ones, in order): each override in
+    a column of its own, else all in one column of key=value lines (as wide as the longest, not as all side by
+    side). None when even that is too wide."""
     layouts, stacked = [columns], [c for c in columns if c.name in keys]
     if len(stacked) > 1:
         cells = [Text("\n".join(f"{c.name}={cell}" for c, cell in zip(stacked, row) if str(cell)))
@@ -421,9 +420,8 @@ LOG_AXIS_DECADES = 6
 
 def plot(runs: list[Run], keys: list[str], monitor: str):
     """loss/val against epoch for the best MAX_CURVES runs (`runs` is best first; their event files are read
-    here); then the best monitored value of every run against each swept number. A value axis spanning more than
-    two decades (an lr sweep: one run at loss 10, the rest near 0.01) is log-scaled, so the small values are not
-    flattened against the axis, and clipped LOG_AXIS_DECADES below what matters."""
+    here), then the best monitored value of every run against each swept number. A value axis spanning over two
+    decades (one run at loss 10, the rest near 0.01) is log-scaled, clipped LOG_AXIS_DECADES below what matters."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed, and no GUI toolkit imported
