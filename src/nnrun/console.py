@@ -16,7 +16,7 @@ from typing import Iterable, NoReturn
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
 from nnrun.metrics import FINAL_KEYS, STATUSES
@@ -82,9 +82,7 @@ def print_sweep_summary(sweep_dir: str, statuses: Iterable[str], n_jobs: int, co
     """Jobs by status (diverged is a result, failed a fault), then where to look next."""
     console = console or Console()
     counts = Counter(statuses)
-    table = Table(title=f"sweep: {n_jobs} jobs")
-    table.add_column("status")
-    table.add_column("jobs", justify="right")
+    table = Table("status", Column("jobs", justify="right"), title=f"sweep: {n_jobs} jobs")
     for status in STATUSES:  # completed, diverged and failed always show (a 0 there is news too)
         if counts.get(status) or status in ("completed", "diverged", "failed"):
             table.add_row(f"[{STATUS_STYLE[status]}]{status}[/]", str(counts[status]))

@@ -10,6 +10,7 @@ that differ only by `seed` are grouped as mean ± std. Writes report.csv and rep
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import math
 import os
@@ -17,7 +18,7 @@ import statistics
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
 
 from rich.cells import cell_len
@@ -115,13 +116,10 @@ def read_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     from tensorboard.backend.event_processing import event_accumulator as ea
 
     # Keep every scalar; skip the pictures (the report does not need them, and they are most of the file).
-    guidance = {ea.SCALARS: 0, ea.IMAGES: 1, ea.TENSORS: 1, ea.HISTOGRAMS: 1, ea.AUDIO: 1,
-                ea.COMPRESSED_HISTOGRAMS: 1}
+    guidance = {**dict.fromkeys(ea.DEFAULT_SIZE_GUIDANCE, 1), ea.SCALARS: 0}
     accumulator = ea.EventAccumulator(str(run_dir), size_guidance=guidance)
-    try:
+    with contextlib.suppress(Exception):  # a file being written can end mid-record; what was read is still good
         accumulator.Reload()
-    except Exception:  # a file being written can end mid-record; what was read so far is still good
-        pass
     return {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)]
             for tag in accumulator.Tags().get("scalars", [])}
 
@@ -222,20 +220,13 @@ def _mean_text(values: list[float], spread: bool, whole: bool = False) -> str:
 SIGNIFICANT = 4  # override values typed with more significant digits than this are shown rounded
 
 
-def _significant_digits(text: str) -> int:
-    try:
-        return len(Decimal(text.strip()).normalize().as_tuple().digits)
-    except (InvalidOperation, ValueError):
-        return 0
-
-
 def override_texts(values: list[str]) -> list[str]:
     """A column of override values as shown. As typed, unless a number in it was typed with more than
     SIGNIFICANT significant digits (an Optuna-proposed lr 0.0044303752452182690, a log-spaced 0.398107): then
     every number of the column in one format, positional, with as few significant digits (3 or more) as keep
     different values apart: 0.00631, 0.00316, 0.398. Whole numbers stay whole. report.csv keeps every digit."""
-    numbers = {v: _number(v) for v in values}
-    if all(n is None or _significant_digits(v) <= SIGNIFICANT for v, n in numbers.items()):
+    numbers = {v: _number(v) for v in values}  # Decimal reads every number float reads, its digits as typed
+    if all(n is None or len(Decimal(v).normalize().as_tuple().digits) <= SIGNIFICANT for v, n in numbers.items()):
         return list(values)
     from numpy import format_float_positional  # numpy (0.1-0.2 s) only for a column that needs it
     distinct = {n for n in numbers.values() if n is not None}
