@@ -21,7 +21,8 @@ from rich.text import Text
 
 from nnrun.metrics import FINAL_KEYS, STATUSES
 
-STATUS_STYLE = dict(zip(STATUSES, ("green", "cyan", "yellow", "magenta", "red")))
+STATUS_STYLE = {"completed": "green", "stopped_early": "cyan", "diverged": "yellow", "interrupted": "magenta",
+                "failed": "red"}
 
 
 class PipeConsole(Console):
@@ -49,7 +50,7 @@ def print_run(result, cfg, console: Console | None = None) -> None:
     console.print(table)
     console.print(f"epochs run {result.epochs_run}, best {result.monitor} {_fmt(result.best_value)} at epoch "
                   f"{result.best_epoch}, {result.metrics['wall_time_s']:.2f} s on {result.metrics['device']}")
-    if result.status == "diverged":  # what it means, what to try; found at the evaluation after the last epoch run
+    if result.status == "diverged":  # found at the evaluation after the last epoch run, maybe epochs after the blow-up
         lr = cfg.optimizer.lr
         hint = (f"diverged: the loss became inf/NaN by epoch {result.epochs_run + 1}; a smaller learning rate "
                 f"(optimizer.lr={lr / 10:g}, a tenth of {lr:g}) is the usual cure")
