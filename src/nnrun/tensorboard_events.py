@@ -95,7 +95,8 @@ class RunLogger:
     def __init__(self, run_dir: Path, config_yaml: str, flush_seconds: float = FLUSH_SECONDS):
         from torch.utils.tensorboard import summary  # tensorboard: only when a run starts
 
-        self.summary, self.file, self.flush_seconds = summary, EventFile(run_dir), flush_seconds
+        self.summary, self.run_dir, self.flush_seconds = summary, Path(run_dir), flush_seconds
+        self.file = EventFile(run_dir)
         self._last_epoch = 0  # where the final metrics go on the step axis
         self._pending: list[Any] = []  # events not yet written
         self._flushed_at = time.monotonic()
