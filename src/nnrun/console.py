@@ -16,10 +16,13 @@ from typing import Iterable, NoReturn
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 from rich.text import Text
 
-from nnrun.metrics import FINAL_KEYS
+from nnrun.metrics import FINAL_KEYS, STATUSES
+
+STATUS_STYLE = {"completed": "green", "stopped_early": "cyan", "diverged": "yellow", "interrupted": "magenta",
+                "failed": "red"}
 
 
 class PipeConsole(Console):
@@ -30,10 +33,6 @@ class PipeConsole(Console):
     def on_broken_pipe(self) -> None:
         self.quiet = True
         raise BrokenPipeError
-
-
-STATUS_STYLE = {"completed": "green", "stopped_early": "cyan", "diverged": "yellow", "interrupted": "magenta",
-                "failed": "red"}
 
 
 def _fmt(value) -> str:
@@ -51,31 +50,21 @@ def print_run(result, cfg, console: Console | None = None) -> None:
     console.print(table)
     console.print(f"epochs run {result.epochs_run}, best {result.monitor} {_fmt(result.best_value)} at epoch "
                   f"{result.best_epoch}, {result.metrics['wall_time_s']:.2f} s on {result.metrics['device']}")
-    if result.status == "diverged":
-        console.print(Text(diverged_hint(result.epochs_run, cfg.optimizer.lr), style=STATUS_STYLE["diverged"]),
-                      soft_wrap=True)
+    if result.status == "diverged":  # found at the evaluation after the last epoch run, maybe epochs after the blow-up
+        lr = cfg.optimizer.lr
+        hint = (f"diverged: the loss became inf/NaN by epoch {result.epochs_run + 1}; a smaller learning rate "
+                f"(optimizer.lr={lr / 10:g}, a tenth of {lr:g}) is the usual cure")
+        console.print(Text(hint, style=STATUS_STYLE["diverged"]), soft_wrap=True)
     _print_line(console, "run dir:", str(result.run_dir))
 
 
-def diverged_hint(epochs_run: int, lr: float) -> str:
-    """What a diverged run means and what to try. Divergence is found at an evaluated epoch, the one after
-    the last epoch run; the loss may have blown up a few epochs before, between two evaluations."""
-    return (f"diverged: the loss became inf/NaN by epoch {epochs_run + 1}; a smaller learning rate "
-            f"(optimizer.lr={lr / 10:g}, a tenth of {lr:g}) is the usual cure")
-
-
 def print_job_line(result, console: Console | None = None) -> None:
-    """One line for a finished sweep job: status, epochs run, best monitored value, final loss/val and
-    accuracy/val, run dir (relative to the working dir when inside it, as the sweep's summary shows its dir).
-    `result` is an engine.RunResult."""
-    console = console or Console()
-    final = result.final
-    line = Text()
-    line.append(f"{result.status:<13}", style=STATUS_STYLE.get(result.status, ""))
-    line.append(f"  epochs {result.epochs_run}  best {result.monitor} {_fmt(result.best_value)}"
-                f"  final loss/val {_fmt(final.get('loss/val'))} accuracy/val {_fmt(final.get('accuracy/val'))}  ")
-    line.append(str(shown_path(result.run_dir)))
-    console.print(line, soft_wrap=True)
+    """One line for a finished sweep job (an engine.RunResult): status, its numbers, its run dir (`shown_path`)."""
+    numbers = (f"  epochs {result.epochs_run}  best {result.monitor} {_fmt(result.best_value)}  final loss/val "
+               f"{_fmt(result.final.get('loss/val'))} accuracy/val {_fmt(result.final.get('accuracy/val'))}  ")
+    line = Text.assemble((f"{result.status:<13}", STATUS_STYLE.get(result.status, "")), numbers,
+                         str(shown_path(result.run_dir)))
+    (console or Console()).print(line, soft_wrap=True)
 
 
 def shown_path(path) -> Path:
@@ -94,11 +83,8 @@ def print_sweep_summary(sweep_dir: str, statuses: Iterable[str], n_jobs: int, co
     """Jobs by status (diverged is a result, failed a fault), then where to look next."""
     console = console or Console()
     counts = Counter(statuses)
-    table = Table(title=f"sweep: {n_jobs} jobs")
-    table.add_column("status")
-    table.add_column("jobs", justify="right")
-    for status in ("completed", "stopped_early", "diverged", "interrupted", "failed"):
-        # completed, diverged and failed always show (a 0 there is news too); the rest when they happen.
+    table = Table("status", Column("jobs", justify="right"), title=f"sweep: {n_jobs} jobs")
+    for status in STATUSES:  # completed, diverged and failed always show (a 0 there is news too)
         if counts.get(status) or status in ("completed", "diverged", "failed"):
             table.add_row(f"[{STATUS_STYLE[status]}]{status}[/]", str(counts[status]))
     console.print(table)
@@ -149,39 +135,35 @@ class ProgressBar:
             self.bar.__exit__(*exc)
 
 
-class Phase:
+class Phase(ProgressBar):
     """A sweep's phase over its jobs (checking them, setting them up): a progress bar on a terminal; when the
     output is piped, a line as it starts, one every PLAIN_EVERY_S seconds, and one as it ends."""
 
     PLAIN_EVERY_S = 5.0
 
     def __init__(self, doing: str, done: str, total: int, console: Console | None = None):
-        self.doing, self.done, self.total = doing, done, total
         self.console = console or Console()
-        self.count, self.bar = 0, None
+        super().__init__(f"nnrun: {doing}", total, self.console, note="jobs", transient=True, every=0.1,
+                         enabled=self.console.is_terminal)
+        self.doing, self.past, self.count = doing, done, 0
 
     def __enter__(self) -> "Phase":
         self.began = self.said = time.monotonic()
-        if self.console.is_terminal:
-            self.bar = ProgressBar(f"nnrun: {self.doing}", self.total, self.console, note="jobs", transient=True,
-                                   every=0.1).__enter__()
-        else:
+        if self.bar is None:
             self.console.print(f"nnrun: {self.doing} {plural(self.total, 'job')}")
-        return self
+        return super().__enter__()
 
     def advance(self) -> None:
         self.count += 1
-        if self.bar is not None:
-            self.bar.update(self.count)
-        elif time.monotonic() - self.said > self.PLAIN_EVERY_S:
+        self.update(self.count)
+        if self.bar is None and time.monotonic() - self.said > self.PLAIN_EVERY_S:
             self.console.print(f"nnrun: {self.doing}: {self.count}/{self.total} jobs")
             self.said = time.monotonic()
 
-    def __exit__(self, kind, *_) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(kind, *_)
+    def __exit__(self, kind, *rest) -> None:
+        super().__exit__(kind, *rest)
         if kind is None:
-            self.console.print(f"nnrun: {self.done} {plural(self.count, 'job')} in "
+            self.console.print(f"nnrun: {self.past} {plural(self.count, 'job')} in "
                                f"{time.monotonic() - self.began:.2f} s")
 
 

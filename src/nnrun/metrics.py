@@ -3,6 +3,7 @@ YAML files beside it."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -21,21 +22,21 @@ METRICS_FILE = "metrics.json"
 
 def finite_or_none(value: float | None) -> float | None:
     """JSON has no NaN: a non-finite metric is reported as null."""
-    if value is None:
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
+    return None if value is None or not math.isfinite(float(value)) else float(value)
 
 
 def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "w") -> None:
-    """Write through a temp file in the same dir, then rename: a crash mid-write leaves the old file.
-
-    The temp file is created with mode 0o666 less the umask (what `open()` would give), not mkstemp's 0o600:
+    """Write through a temp file `.<name>.<random>.tmp` in the same dir, then rename: a crash mid-write leaves the
+    old file. The temp file is made with mode 0o666 less the umask (what `open()` would give), not mkstemp's 0o600:
     results on a shared machine stay as readable as the user's other files. The kernel applies the umask at
-    creation, so it is never read (reading it means setting it, which races with other threads).
-    """
+    creation, so it is never read (reading it means setting it, which races with other threads)."""
     path = Path(path)
-    fd, tmp = _create_temp(path)
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)  # O_EXCL: the temp file is ours alone
+    while True:
+        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
+        with contextlib.suppress(FileExistsError):  # 48 random bits taken already: draw again
+            fd = os.open(tmp, flags, 0o666)
+            break
     try:
         with os.fdopen(fd, mode) as handle:
             write(handle)
@@ -45,17 +46,6 @@ def atomic_write(path: Path, write: Callable[[Any], None], mode: str = "w") -> N
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-
-
-def _create_temp(path: Path) -> tuple[int, Path]:
-    """A new file `.<name>.<random>.tmp` beside `path`, opened for writing; O_EXCL makes it ours alone."""
-    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0)
-    while True:
-        tmp = path.parent / f".{path.name}.{secrets.token_hex(6)}.tmp"
-        try:
-            return os.open(tmp, flags, 0o666), tmp
-        except FileExistsError:  # 48 random bits taken already: draw again
-            continue
 
 
 def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> Path:
@@ -76,16 +66,11 @@ def build_metrics(*, status: str, epochs_run: int, best_epoch: int, best_value: 
                   monitor: str, final: dict[str, float | None], wall_time_s: float, device: str, seed: int,
                   overrides: list[str]) -> dict[str, Any]:
     assert status in STATUSES, status
-    return {
-        "status": status,
-        "epochs_run": int(epochs_run),
-        "best": {"epoch": int(best_epoch), monitor: finite_or_none(best_value)},
-        "final": {key: finite_or_none(final.get(key)) for key in FINAL_KEYS},
-        "wall_time_s": round(float(wall_time_s), 4),
-        "device": device,
-        "seed": int(seed),
-        "overrides": list(overrides),
-    }
+    return {"status": status, "epochs_run": int(epochs_run),
+            "best": {"epoch": int(best_epoch), monitor: finite_or_none(best_value)},
+            "final": {key: finite_or_none(final.get(key)) for key in FINAL_KEYS},
+            "wall_time_s": round(float(wall_time_s), 4), "device": device, "seed": int(seed),
+            "overrides": list(overrides)}
 
 
 def read_yaml(path: Path) -> Any:

@@ -10,6 +10,7 @@ that differ only by `seed` are grouped as mean ± std. Writes report.csv and rep
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import math
 import os
@@ -17,15 +18,14 @@ import statistics
 import sys
 from collections import Counter
 from dataclasses import dataclass, field
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from pathlib import Path
-from typing import Any
 
 from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 
-from nnrun.config import ConfigError, maximized, parse
+from nnrun.config import ConfigError, UsageError, maximized, parse
 from nnrun.console import STATUS_STYLE, PipeConsole, plural
 from nnrun.metrics import FINAL_KEYS, atomic_write, finite_or_none, read_metrics, read_yaml
 
@@ -59,26 +59,28 @@ class Run:
         return self.curves
 
     def value(self, metric: str) -> float | None:
-        """A metric of METRICS: a final value from metrics.json, or the untrained network's (computed once)."""
+        """A metric of METRICS: a final value from metrics.json, or the untrained network's (computed once, from
+        .hydra/config.yaml; none when the config or the data cannot be read)."""
         if not metric.startswith(UNTRAINED):
             return self.final.get(metric)
         if self.untrained is None:
-            self.untrained = untrained_metrics(self.path)
-        return self.untrained.get(metric[len(UNTRAINED):])
+            config = read_yaml(self.path / ".hydra" / "config.yaml")
+            try:
+                self.untrained = untrained(parse(config)) if isinstance(config, dict) else {}
+            except ConfigError as exc:  # a data file moved away since: the run's other numbers still stand
+                print(f"nnrun: report: {self.path}: no untrained values ({exc})", file=sys.stderr)
+                self.untrained = {}
+        return self.untrained.get(metric.removeprefix(UNTRAINED))
 
 
 @dataclass
 class Group:
     """Runs with the same overrides but for `seed` (a group of one when there is nothing to group)."""
 
-    key: tuple[tuple[str, str], ...]
     runs: list[Run]
 
     def values(self, get) -> list[float]:
-        return [v for v in (get(r) for r in self.runs) if v is not None and math.isfinite(v)]
-
-
-# --- reading runs -------------------------------------------------------------------------------------
+        return [v for v in map(get, self.runs) if v is not None and math.isfinite(v)]
 
 
 def find_run_dirs(root: Path) -> list[Path]:
@@ -95,13 +97,8 @@ def find_run_dirs(root: Path) -> list[Path]:
 
 def parse_overrides(lines: list[str]) -> dict[str, str]:
     """['optimizer.lr=0.1', '+exp=xor'] -> {'optimizer.lr': '0.1', 'exp': 'xor'} (deletions '~key' dropped)."""
-    parsed = {}
-    for line in lines:
-        key, sep, value = str(line).partition("=")
-        if not sep or key.startswith("~"):
-            continue
-        parsed[key.lstrip("+")] = value
-    return parsed
+    split = (str(line).partition("=") for line in lines)
+    return {key.lstrip("+"): value for key, sep, value in split if sep and not key.startswith("~")}
 
 
 def _monitor(run_dir: Path) -> str:
@@ -119,20 +116,12 @@ def read_curves(run_dir: Path) -> dict[str, list[tuple[int, float]]]:
     from tensorboard.backend.event_processing import event_accumulator as ea
 
     # Keep every scalar; skip the pictures (the report does not need them, and they are most of the file).
-    guidance = {ea.SCALARS: 0, ea.IMAGES: 1, ea.TENSORS: 1, ea.HISTOGRAMS: 1, ea.AUDIO: 1,
-                ea.COMPRESSED_HISTOGRAMS: 1}
+    guidance = {**dict.fromkeys(ea.DEFAULT_SIZE_GUIDANCE, 1), ea.SCALARS: 0}
     accumulator = ea.EventAccumulator(str(run_dir), size_guidance=guidance)
-    try:
+    with contextlib.suppress(Exception):  # a file being written can end mid-record; what was read is still good
         accumulator.Reload()
-    except Exception:  # a file being written can end mid-record; what was read so far is still good
-        pass
     return {tag: [(e.step, e.value) for e in accumulator.Scalars(tag)]
             for tag in accumulator.Tags().get("scalars", [])}
-
-
-def sign(monitor: str) -> float:
-    """-1 for a metric where larger is better (accuracy), else 1: `sign * value` sorts the best first."""
-    return -1.0 if maximized(monitor) else 1.0
 
 
 def read_run(run_dir: Path) -> Run:
@@ -152,57 +141,35 @@ def read_run(run_dir: Path) -> Run:
     curves = read_curves(run_dir)
     final = {tag: finite_or_none(points[-1][1]) for tag, points in curves.items() if points}
     points = [(step, v) for step, v in curves.get(monitor, []) if math.isfinite(v)]
-    order = sign(monitor)
-    best_epoch, best = min(points, key=lambda p: order * p[1]) if points else (None, None)
+    best_epoch, best = min(points, key=lambda p: _best_first(p[1], monitor)) if points else (None, None)
     last_epoch = max((pts[-1][0] for pts in curves.values() if pts), default=None)
     return Run(run_dir, overrides, UNFINISHED, monitor, last_epoch, best_epoch, best, final, curves)
 
 
-def untrained_metrics(run_dir: Path) -> dict[str, float | None]:
-    """Loss and accuracy on each split of the run's network before its first step (the lecture's "an untrained
-    net predicts badly"): the run's config from .hydra/config.yaml, its data and its seed's initial weights.
-    Empty when the config or the data cannot be read."""
-    config = read_yaml(Path(run_dir) / ".hydra" / "config.yaml")
-    try:
-        return untrained(parse(config)) if isinstance(config, dict) else {}
-    except ConfigError as exc:  # a data file moved away since: the run's other numbers still stand
-        print(f"nnrun: report: {run_dir}: no untrained values ({exc})", file=sys.stderr)
-        return {}
-
-
 def untrained(cfg) -> dict[str, float | None]:
-    """{loss/train, accuracy/train, ..., accuracy/test} of `cfg`'s network as its run starts: the same data
-    split and the same initial weights (as the engine builds them)."""
+    """{loss/train, accuracy/train, ..., accuracy/test} of `cfg`'s network before its first step (the lecture's
+    "an untrained net predicts badly"): the run's data split and initial weights, as the engine builds them."""
     from nnrun.data import load  # torch
     from nnrun.engine import evaluate, network
     from nnrun.losses import LOSSES
 
     data, loss = load(cfg.dataset), LOSSES[cfg.loss]
-    values = {}
     evaluated = evaluate(network(cfg, data, loss), loss, data.train, data.val, data.test)
-    for split, (split_loss, accuracy) in zip(("train", "val", "test"), evaluated):
-        values[f"loss/{split}"], values[f"accuracy/{split}"] = split_loss, accuracy
-    return values
-
-
-# --- comparing them -----------------------------------------------------------------------------------
+    return {f"{name}/{split}": value for split, pair in zip(("train", "val", "test"), evaluated)
+            for name, value in zip(("loss", "accuracy"), pair)}
 
 
 def varying_keys(runs: list[Run]) -> list[str]:
     """Override keys whose value differs between runs (or that some runs lack), in first-seen order."""
-    keys: dict[str, None] = {}
-    for run in runs:
-        keys.update(dict.fromkeys(run.overrides))
-    return [k for k in keys if k not in IGNORED_KEYS
-            and len({run.overrides.get(k) for run in runs}) > 1]
+    keys = dict.fromkeys(key for run in runs for key in run.overrides)
+    return [k for k in keys if k not in IGNORED_KEYS and len({run.overrides.get(k) for run in runs}) > 1]
 
 
 def group_by_seed(runs: list[Run], keys: list[str]) -> list[Group]:
     groups: dict[tuple, list[Run]] = {}
     for run in runs:
-        key = tuple((k, run.overrides.get(k, "")) for k in keys if k != "seed")
-        groups.setdefault(key, []).append(run)
-    return [Group(key, members) for key, members in groups.items()]
+        groups.setdefault(tuple((k, run.overrides.get(k, "")) for k in keys if k != "seed"), []).append(run)
+    return [Group(members) for members in groups.values()]
 
 
 def mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -211,13 +178,14 @@ def mean_std(values: list[float]) -> tuple[float | None, float | None]:
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
+def _best_first(value: float | None, monitor: str) -> tuple:
+    """A sort key: the best value first (the largest where larger is better, as for accuracy), no value last."""
+    return (value is None, 0.0 if value is None else -value if maximized(monitor) else value)
+
+
 def sort_groups(groups: list[Group], monitor: str) -> list[Group]:
     """Best first by the mean best monitored value; groups with no value last."""
-    def order(group: Group):
-        mean, _ = mean_std(group.values(lambda r: r.best))
-        return (mean is None, 0.0 if mean is None else sign(monitor) * mean)
-
-    return sorted(groups, key=order)
+    return sorted(groups, key=lambda group: _best_first(mean_std(group.values(lambda r: r.best))[0], monitor))
 
 
 def common_monitor(runs: list[Run]) -> str:
@@ -234,36 +202,22 @@ def best_run(runs: list[Run]) -> Run:
     """The best of `runs` by the monitored metric (the one most of them monitor): among the runs that ended with
     usable weights when there are any, else among all; a run without a value last."""
     monitor = common_monitor(runs)
-
-    def order(run: Run):
-        value = run.best if run.monitor == monitor else None
-        return (run.status not in USABLE, value is None, 0.0 if value is None else sign(monitor) * value)
-
-    return min(runs, key=order)
+    return min(runs, key=lambda run: (run.status not in USABLE,
+                                      *_best_first(run.best if run.monitor == monitor else None, monitor)))
 
 
-# --- the table ----------------------------------------------------------------------------------------
+def _mean_text(values: list[float], spread: bool, whole: bool = False) -> str:
+    """The mean of `values` (with `spread`, mean±std), or — when there are none: `whole` numbers, or four
+    decimals as losses and accuracies read (a diverged run's 299283936.0 as 2.993e+08)."""
+    mean, std = mean_std(values)
 
+    def text(value: float) -> str:
+        return f"{value:.0f}" if whole else f"{value:.4f}" if abs(value) < 1e4 else f"{value:.4g}"
 
-def _fmt(mean: float | None, std: float | None = None, n: int = 1) -> str:
-    if mean is None:
-        return "—"
-    return f"{_number_text(mean)}±{_number_text(std)}" if n > 1 and std is not None else _number_text(mean)
-
-
-def _number_text(value: float) -> str:
-    """Four decimals, as losses and accuracies read; a diverged run's 299283936.0 as 2.993e+08."""
-    return f"{value:.4f}" if abs(value) < 1e4 else f"{value:.4g}"
+    return "—" if mean is None else f"{text(mean)}±{text(std)}" if spread else text(mean)
 
 
 SIGNIFICANT = 4  # override values typed with more significant digits than this are shown rounded
-
-
-def _significant_digits(text: str) -> int:
-    try:
-        return len(Decimal(text.strip()).normalize().as_tuple().digits)
-    except (InvalidOperation, ValueError):
-        return 0
 
 
 def override_texts(values: list[str]) -> list[str]:
@@ -271,8 +225,8 @@ def override_texts(values: list[str]) -> list[str]:
     SIGNIFICANT significant digits (an Optuna-proposed lr 0.0044303752452182690, a log-spaced 0.398107): then
     every number of the column in one format, positional, with as few significant digits (3 or more) as keep
     different values apart: 0.00631, 0.00316, 0.398. Whole numbers stay whole. report.csv keeps every digit."""
-    numbers = {v: _number(v) for v in values}
-    if all(n is None or _significant_digits(v) <= SIGNIFICANT for v, n in numbers.items()):
+    numbers = {v: _number(v) for v in values}  # Decimal reads every number float reads, its digits as typed
+    if all(n is None or len(Decimal(v).normalize().as_tuple().digits) <= SIGNIFICANT for v, n in numbers.items()):
         return list(values)
     from numpy import format_float_positional  # numpy (0.1-0.2 s) only for a column that needs it
     distinct = {n for n in numbers.values() if n is not None}
@@ -289,127 +243,92 @@ def override_texts(values: list[str]) -> list[str]:
     return [v if numbers[v] is None else texts[numbers[v]] for v in values]
 
 
-def _status_cell(runs: list[Run]) -> str:
-    counts = Counter(r.status for r in runs)
-    return " ".join(f"[{STATUS_STYLE.get(s, 'dim')}]{s}{'' if len(runs) == 1 else f'×{n}'}[/]"
-                    for s, n in counts.most_common())
-
-
-def _key_header(key: str, values: list[str]) -> str:
-    """An override key as a column header, broken after its dots where it is wider than its values
-    ("optimizer.\nlr"), so a long key does not widen a column of short numbers."""
-    width = max([len(v) for v in values] + [len(part) + 1 for part in key.split(".")])
-    lines = [""]
-    for part in key.replace(".", ".\n").split("\n"):
-        if lines[-1] and len(lines[-1]) + len(part) > width:
-            lines.append("")
-        lines[-1] += part
-    return "\n".join(lines)
-
-
 @dataclass
 class Column:
-    """One column of the report table: `name` says which (an override key, "status", "final loss/val");
-    `cells` are rich Text, one per group."""
+    """A column of the report table: `name` says which (an override key, "status", "final loss/val")."""
 
     name: str
     header: str
-    cells: list
+    cells: list[Text]
     numeric: bool = True
     wraps: bool = False  # may break between words (status: "completed×2" / "diverged×1"), never inside one
 
     def width(self, wrapped: bool = True) -> int:
-        """The narrowest this column gets without cutting a value (`wrapped`: status broken between statuses),
-        or, not `wrapped`, its natural width, every cell on its lines."""
-        texts = [self.header, *(str(c) for c in self.cells)]
-        pieces = (word for text in texts for line in text.split("\n") for word in
-                  (line.split(" ") if self.wraps and wrapped else [line]))
-        return max(cell_len(piece) for piece in pieces)
+        """The narrowest this column gets without cutting a value, or, not `wrapped`, its natural width."""
+        lines = [line for text in (self.header, *map(str, self.cells)) for line in text.split("\n")]
+        words = [word for line in lines for word in line.split(" ")] if self.wraps and wrapped else lines
+        return max(map(cell_len, words))
 
 
 # Left out first, in this order, when the table is wider than the terminal; `--wide` keeps them all. The
 # overrides, status and best value always show: they say which run did how well. Columns of metrics picked with
 # --metric are never left out: the user asked for them.
 DROP_ORDER = ("best epoch", "seeds", "final loss/val", "final accuracy/test", "final accuracy/val")
-OVERRIDES = "overrides"  # the column that holds every override of a row as key=value lines (`stack_overrides`)
+OVERRIDES = "overrides"  # the column that holds every override of a row as key=value lines (`fit`)
 
 
 def metric_name(metric: str) -> str:
     """A column's name: 'final loss/val', 'untrained accuracy/test'."""
-    return f"untrained {metric[len(UNTRAINED):]}" if metric.startswith(UNTRAINED) else f"final {metric}"
+    return f"untrained {metric.removeprefix(UNTRAINED)}" if metric.startswith(UNTRAINED) else f"final {metric}"
 
 
 def table_columns(groups: list[Group], keys: list[str], monitor: str,
                   metrics: tuple[str, ...] = TABLE_METRICS) -> list[Column]:
     grouped = any(len(g.runs) > 1 for g in groups)
     columns = []
-    for key in keys:
-        if grouped and key == "seed":
-            continue
-        values = override_texts([dict(g.key).get(key, g.runs[0].overrides.get(key, "")) for g in groups])
-        columns.append(Column(key, _key_header(key, values), [Text(v) for v in values], numeric=False))
+    for key in [k for k in keys if not (grouped and k == "seed")]:
+        values = override_texts([g.runs[0].overrides.get(key, "") for g in groups])
+        # The key broken after its dots where it is wider than its values ("optimizer.\nlr"), so a long key does
+        # not widen a column of short numbers.
+        width = max([len(v) for v in values] + [len(part) + 1 for part in key.split(".")])
+        header = "\n".join(_wrap(key.replace(".", ".\n").split("\n"), width, sep=""))
+        columns.append(Column(key, header, [Text(v) for v in values], numeric=False))
     if grouped:
         columns.append(Column("seeds", "seeds", [Text(str(len(g.runs))) for g in groups]))
-    columns.append(Column("status", "status", [Text.from_markup(_status_cell(g.runs)) for g in groups],
-                          numeric=False, wraps=True))
-    epochs = []
-    for group in groups:
-        mean, std = mean_std([float(r.best_epoch) for r in group.runs if r.best_epoch is not None])
-        epochs.append(Text("—" if mean is None else f"{mean:.0f}±{std:.0f}" if len(group.runs) > 1
-                           else f"{mean:.0f}"))
-    columns.append(Column("best epoch", "best\nepoch", epochs))
+    statuses = [" ".join(f"[{STATUS_STYLE.get(s, 'dim')}]{s}{'' if len(g.runs) == 1 else f'×{n}'}[/]"
+                         for s, n in Counter(r.status for r in g.runs).most_common()) for g in groups]
+    columns.append(Column("status", "status", [Text.from_markup(s) for s in statuses], numeric=False, wraps=True))
+    epochs = ([float(r.best_epoch) for r in g.runs if r.best_epoch is not None] for g in groups)
+    cells = [Text(_mean_text(values, len(g.runs) > 1, whole=True)) for g, values in zip(groups, epochs)]
+    columns.append(Column("best epoch", "best\nepoch", cells))
     for name, get in [(f"best {monitor}", lambda r: r.best),
                       *((metric_name(m), lambda r, m=m: r.value(m)) for m in metrics)]:
-        cells = []
-        for group in groups:
-            values = group.values(get)
-            cells.append(Text(_fmt(*mean_std(values), n=len(values))))
+        cells = [Text(_mean_text(values, len(values) > 1)) for values in (g.values(get) for g in groups)]
         columns.append(Column(name, name.replace(" ", "\n", 1), cells))
     return columns
 
 
-def stack_overrides(columns: list[Column], keys: list[str]) -> list[Column]:
-    """The override columns as one: each row's key=value lines, one per override it has. As wide as the longest
-    key=value, where separate columns are as wide as all of them side by side."""
-    stacked = [c for c in columns if c.name in keys]
-    if len(stacked) < 2:
-        return columns
-    lines = [[f"{c.name}={cell}" for c, cell in zip(stacked, row) if str(cell)]
-             for row in zip(*(c.cells for c in stacked))]
-    column = Column(OVERRIDES, OVERRIDES, [Text("\n".join(row)) for row in lines], numeric=False)
-    return [column, *(c for c in columns if c.name not in keys)]
-
-
 def table_width(columns: list[Column], wrapped: bool = True) -> int:
-    """The narrowest a rich Table of `columns` (its default box, one space of padding) prints without cutting a
-    value (or, not `wrapped`, its natural width): the columns' own widths, two spaces of padding and one border
-    each, one border more."""
+    """The narrowest (or, not `wrapped`, the natural) width of a rich Table of `columns` in its default box: each
+    column's width, two spaces of padding and a border, one border more."""
     return sum(c.width(wrapped) + 3 for c in columns) + 1
 
 
 def fit(columns: list[Column], keys: list[str], width: int,
         optional: tuple[str, ...] = DROP_ORDER) -> tuple[list[Column], list[str]] | None:
-    """The columns that fit `width`, and the names of those left out: first each override in a column of its
-    own, leaving out the `optional` columns in their order until it fits; then the overrides stacked in one
-    column, again leaving out what must go. None when even that is too wide."""
-    for layout in (columns, stack_overrides(columns, keys)):
-        dropped: list[str] = []
-        shown = layout
-        for name in (None, *(n for n in optional if any(c.name == n for c in layout))):
-            if name is not None:
-                shown = [c for c in shown if c.name != name]
-                dropped.append(name)
+    """The columns that fit `width` and the names of those left out (`optional` ones, in order): each override in
+    a column of its own, else all in one column of key=value lines (as wide as the longest, not as all side by
+    side). None when even that is too wide."""
+    layouts, stacked = [columns], [c for c in columns if c.name in keys]
+    if len(stacked) > 1:
+        cells = [Text("\n".join(f"{c.name}={cell}" for c, cell in zip(stacked, row) if str(cell)))
+                 for row in zip(*(c.cells for c in stacked))]
+        overrides = Column(OVERRIDES, OVERRIDES, cells, numeric=False)
+        layouts.append([overrides, *(c for c in columns if c.name not in keys)])
+    for layout in layouts:
+        droppable = [name for name in optional if any(c.name == name for c in layout)]
+        for n in range(len(droppable) + 1):
+            shown = [c for c in layout if c.name not in droppable[:n]]
             if table_width(shown) <= width:
-                return shown, dropped
+                return shown, droppable[:n]
     return None
 
 
 def print_table(groups: list[Group], keys: list[str], monitor: str, title: str, console=None,
                 wide: bool = False, metrics: tuple[str, ...] = TABLE_METRICS,
                 optional: tuple[str, ...] = DROP_ORDER) -> None:
-    """The comparison table at the console's width: columns are left out (`optional`, in that order) and the
-    overrides stacked into one column until it fits, never a value cut; when even that is too wide, one block
-    of lines per row. With `wide`, every column, at the table's full width."""
+    """The comparison table at the console's width (`fit`), never a value cut; when even that is too wide, one
+    block of lines per row. With `wide`, every column, at the table's full width."""
     console = console or PipeConsole()
     columns = table_columns(groups, keys, monitor, metrics)
     fitted = (columns, []) if wide else fit(columns, keys, console.width, optional)
@@ -436,53 +355,38 @@ def print_table(groups: list[Group], keys: list[str], monitor: str, title: str, 
 
 def print_blocks(columns: list[Column], keys: list[str], title: str, console) -> None:
     """The table as one block per row, for a terminal too narrow for any table of it: the row's number and its
-    overrides, then its status and numbers, indented; each `key=value` and `name value` whole, lines broken
-    between them."""
+    overrides, then its status and numbers, indented; each `key=value` and `name value` whole."""
     console.print(Text(title, style="italic"), soft_wrap=True)
-    indent = "   "
+    indent, width = "   ", console.width - 3
     for number, row in enumerate(zip(*(c.cells for c in columns)), start=1):
-        cells = dict(zip((c.name for c in columns), row))
+        cells = {c.name: cell for c, cell in zip(columns, row)}
         overrides = [f"{k}={cells[k]}" for k in keys if k in cells and str(cells[k])]
         numbers = [f"{c.name} {cells[c.name]}".replace("\n", " ") for c in columns if c.name not in keys]
-        head, *rest = _wrap([f"{number}.", *overrides], console.width - len(indent))
-        for line in [head, *(indent + line for line in rest + _wrap(numbers, console.width - len(indent)))]:
+        head, *rest = _wrap([f"{number}.", *overrides], width)
+        for line in [head, *(indent + line for line in rest + _wrap(numbers, width))]:
             console.print(Text(line), soft_wrap=True)
 
 
-def _wrap(items: list[str], width: int) -> list[str]:
-    """`items` joined by spaces into lines of at most `width`, broken only between items (an item wider than
-    `width` is a line of its own)."""
+def _wrap(items: list[str], width: int, sep: str = " ") -> list[str]:
+    """`items` joined by `sep` into lines of at most `width`, broken only between items."""
     lines: list[str] = []
     for item in items:
-        if lines and len(lines[-1]) + 1 + len(item) <= width:
-            lines[-1] += " " + item
+        if lines and len(lines[-1]) + len(sep) + len(item) <= width:
+            lines[-1] += sep + item
         else:
             lines.append(item)
     return lines
 
 
-# --- the files ----------------------------------------------------------------------------------------
-
-
 def write_csv(path: Path, runs: list[Run], keys: list[str], monitor: str, metrics: tuple[str, ...] = ()) -> None:
     """One row per run (no grouping: the raw numbers, for a spreadsheet or pandas): every final metric, and the
-    untrained ones asked for."""
+    untrained ones asked for; csv writes None as an empty cell."""
     extra = [m for m in metrics if m.startswith(UNTRAINED)]
     header = ["run_dir", *keys, "status", "epochs_run", "best_epoch", f"best {monitor}",
               *(f"final {t}" for t in FINAL_KEYS), *(metric_name(m) for m in extra)]
-
-    def cell(value) -> Any:
-        return "" if value is None else value
-
-    def write(handle) -> None:
-        writer = csv.writer(handle)
-        writer.writerow(header)
-        for run in runs:
-            writer.writerow([str(run.path), *(run.overrides.get(k, "") for k in keys), run.status,
-                             cell(run.epochs_run), cell(run.best_epoch), cell(run.best),
-                             *(cell(run.final.get(t)) for t in FINAL_KEYS), *(cell(run.value(m)) for m in extra)])
-
-    atomic_write(path, write)
+    rows = ([str(run.path), *(run.overrides.get(k, "") for k in keys), run.status, run.epochs_run, run.best_epoch,
+             run.best, *(run.final.get(t) for t in FINAL_KEYS), *(run.value(m) for m in extra)] for run in runs)
+    atomic_write(path, lambda handle: csv.writer(handle).writerows([header, *rows]))
 
 
 def _number(text: str | None) -> float | None:
@@ -495,8 +399,7 @@ def _number(text: str | None) -> float | None:
 
 def numeric_keys(runs: list[Run], keys: list[str]) -> list[str]:
     """Swept keys whose every value is a number (lr, dropout, batch size...); seed is noise, not a parameter."""
-    return [k for k in keys if k != "seed"
-            and all(_number(r.overrides.get(k)) is not None for r in runs)]
+    return [k for k in keys if k != "seed" and all(_number(r.overrides.get(k)) is not None for r in runs)]
 
 
 SPREAD_FOR_LOG_SCALE = 100  # max / min of the plotted values above which a linear axis flattens the small ones
@@ -508,9 +411,8 @@ LOG_AXIS_DECADES = 6
 
 def plot(runs: list[Run], keys: list[str], monitor: str):
     """loss/val against epoch for the best MAX_CURVES runs (`runs` is best first; their event files are read
-    here); then the best monitored value of every run against each swept number. A value axis spanning more than
-    two decades (an lr sweep: one run at loss 10, the rest near 0.01) is log-scaled, so the small values are not
-    flattened against the axis, and clipped LOG_AXIS_DECADES below what matters."""
+    here), then the best monitored value of every run against each swept number. A value axis spanning over two
+    decades (one run at loss 10, the rest near 0.01) is log-scaled, clipped LOG_AXIS_DECADES below what matters."""
     import matplotlib
 
     matplotlib.use("Agg")  # files only: no display needed, and no GUI toolkit imported
@@ -518,29 +420,24 @@ def plot(runs: list[Run], keys: list[str], monitor: str):
 
     params = numeric_keys(runs, keys)
     fig, axes = plt.subplots(1, 1 + len(params), figsize=(6 * (1 + len(params)), 4.5), squeeze=False)
-    curves_ax = axes[0][0]
-    plotted, starts = [], []
+    curves_ax, *param_axes = axes[0]
     drawn = runs[:MAX_CURVES]
-    for run in drawn:
-        points = run.scalars().get("loss/val", [])
-        if points:
-            label = ",".join(f"{k}={run.overrides.get(k, '')}" for k in keys) or run.path.name
-            curves_ax.plot([p[0] for p in points], [p[1] for p in points], label=label, linewidth=1)
-            plotted += [p[1] for p in points]
-            starts.append(points[0][1])
+    curves = [(run, points) for run in drawn if (points := run.scalars().get("loss/val", []))]
+    for run, points in curves:
+        label = ",".join(f"{k}={run.overrides.get(k, '')}" for k in keys) or run.path.name
+        curves_ax.plot(*zip(*points), label=label, linewidth=1)
     which = "" if len(drawn) == len(runs) else f" (the best {len(drawn)} of {len(runs)} runs)"
     curves_ax.set(title=f"loss/val{which}", xlabel="epoch", ylabel="loss/val")
-    _log_scale_if_spread(curves_ax, plotted, starts)
+    _log_scale_if_spread(curves_ax, [v for _, points in curves for _, v in points], [p[0][1] for _, p in curves])
     if drawn:
         curves_ax.legend(fontsize="x-small")
-    for ax, key in zip(axes[0][1:], params):
-        xs = [_number(r.overrides[key]) for r in runs if r.best is not None]
-        ys = [r.best for r in runs if r.best is not None]
+    scored = [r for r in runs if r.best is not None]
+    for ax, key in zip(param_axes, params):
+        xs, ys = [_number(r.overrides[key]) for r in scored], [r.best for r in scored]
         ax.scatter(xs, ys, alpha=0.7)
-        means = {x: statistics.fmean(y for x2, y in zip(xs, ys) if x2 == x) for x in set(xs)}
-        ax.plot(sorted(means), [means[x] for x in sorted(means)], color="black", linewidth=1, label="mean")
-        positive = all(x > 0 for x in xs) and xs
-        if positive and (key.endswith("lr") or max(xs) / min(xs) >= 100):
+        means = {x: statistics.fmean(y for x2, y in zip(xs, ys) if x2 == x) for x in sorted(set(xs))}
+        ax.plot(list(means), list(means.values()), color="black", linewidth=1, label="mean")
+        if xs and min(xs) > 0 and (key.endswith("lr") or max(xs) / min(xs) >= 100):
             ax.set_xscale("log")  # learning rates are swept in decades
         _log_scale_if_spread(ax, ys, ys)
         ax.set(title=f"best {monitor} vs {key}", xlabel=key, ylabel=f"best {monitor}")
@@ -559,9 +456,6 @@ def _log_scale_if_spread(ax, values: list[float], reference: list[float]) -> Non
     floor = statistics.median(typical) * 10.0 ** -LOG_AXIS_DECADES if typical else min(positive)
     if min(positive) < floor:
         ax.set_ylim(bottom=floor)
-
-
-# --- the command --------------------------------------------------------------------------------------
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -606,16 +500,13 @@ def main(argv: list[str] | None = None) -> int:
     root: Path = args.dir
     try:
         picked = picked_metrics(args.metric)
+        if not root.is_dir():
+            raise UsageError(f"{root} is not a directory")
+        run_dirs = find_run_dirs(root)
+        if not run_dirs:
+            raise UsageError(f"no runs under {root} (a run is a dir with .hydra/ or metrics.json)")
     except ConfigError as exc:
         print(f"nnrun: error: report: {exc}", file=sys.stderr)
-        return 2
-    if not root.is_dir():
-        print(f"nnrun: error: report: {root} is not a directory", file=sys.stderr)
-        return 2
-    run_dirs = find_run_dirs(root)
-    if not run_dirs:
-        print(f"nnrun: error: report: no runs under {root} (a run is a dir with .hydra/ or metrics.json)",
-              file=sys.stderr)
         return 2
     runs = [read_run(d) for d in run_dirs]
     keys = varying_keys(runs)

@@ -5,16 +5,17 @@ Tag names decide what a user sees first: TensorBoard sorts tags, groups them by 
 expands the first two groups. The curves are `accuracy/...` and `loss/...`; `lr` follows; pictures (`pictures/...`)
 and the one-point final values (`result/...`) sort after them.
 
-Every summary comes from torch's public builders (`torch.utils.tensorboard.summary`), imported when a run starts:
-with them tensorboard's gfile, boto3 and fsspec, 0.3-0.8 s once per process. The events are framed by `EventFile`,
-not by tensorboard's EventFileWriter, which computes each record's CRC-32C in pure Python and runs a writer thread
-per file: 18-34 ms against 0.6-0.7 ms for one run's events, 4-7 s and 257 threads against 0.3 s for a stack of 256
-runs (benchmarks/event_writer.py). EventFile writes the same records in this thread, with google-crc32c's C CRC.
+Every summary comes from torch's public builders (`torch.utils.tensorboard.summary`), imported when a run starts
+(with tensorboard's gfile, boto3 and fsspec: 0.3-0.8 s once per process). `EventFile` frames the events, not
+tensorboard's EventFileWriter, whose pure-Python CRC-32C and writer thread per file take 18-34 ms against 0.6-0.7 ms
+for one run's events, 4-7 s and 257 threads against 0.3 s for a stack of 256 runs (benchmarks/event_writer.py).
 """
 
 from __future__ import annotations
 
+import contextlib
 import itertools
+import json
 import os
 import socket
 import struct
@@ -24,43 +25,28 @@ from typing import Any, Iterable, Mapping
 
 from google_crc32c import value as crc32c
 
-# Seconds between batches of scalars written and flushed to the event file: curves stay live, the loop stays fast.
-FLUSH_SECONDS = 2.0
-
-# Tag groups that sort after the curves' (accuracy, loss) and `lr`: see the module's docstring.
-PICTURES = "pictures"
-RESULT = "result"
+FLUSH_SECONDS = 2.0  # between batches of scalars written and flushed: curves stay live, the loop stays fast
+PICTURES, RESULT = "pictures", "result"  # tag groups that sort after the curves and `lr` (module docstring)
+_U32, _U64 = struct.Struct("<I"), struct.Struct("<Q")
 
 
 def custom_scalars_layout() -> dict:
-    # One chart with both losses: where loss/val turns up while loss/train goes on down is where
-    # early stopping should stop.
-    return {
-        "training": {
-            "loss (train vs val)": ["Multiline", ["loss/train", "loss/val"]],
-            "accuracy (train vs val)": ["Multiline", ["accuracy/train", "accuracy/val"]],
-        }
-    }
+    """Both losses in one chart: where loss/val turns up while loss/train goes on down, early stopping should stop."""
+    return {"training": {"loss (train vs val)": ["Multiline", ["loss/train", "loss/val"]],
+                         "accuracy (train vs val)": ["Multiline", ["accuracy/train", "accuracy/val"]]}}
 
 
 def hparam_value(value: Any) -> Any:
     """HParams accept int, float and str (a bool would go as the number 0 or 1, so it goes as text)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, (int, float, str)):
-        return value
-    return str(value)
+    if value is None or isinstance(value, bool):
+        return json.dumps(value)  # null, true, false
+    return value if isinstance(value, (int, float, str)) else str(value)
 
 
 def masked_crc32c(data: bytes) -> int:
     """TFRecord's masked CRC-32C of `data`."""
     crc = crc32c(data)
     return (((crc >> 15) | (crc << 17)) + 0xA282EAD8) & 0xFFFFFFFF
-
-
-_U32, _U64 = struct.Struct("<I"), struct.Struct("<Q")
 
 
 class EventFile:
@@ -77,11 +63,9 @@ class EventFile:
         stem = "events.out.tfevents.%010d.%s.%s" % (time.time(), socket.gethostname(), os.getpid())
         for number in itertools.count():
             self.path = Path(log_dir) / f"{stem}.{number}"
-            try:
+            with contextlib.suppress(FileExistsError):
                 self._file = open(self.path, "xb")
                 break
-            except FileExistsError:
-                continue
         self.write([Event(wall_time=time.time(), file_version="brain.Event:2",
                           source_metadata=SourceMetadata(writer="nnrun.tensorboard_events"))])
         self.flush()
@@ -91,10 +75,9 @@ class EventFile:
         return self._Event(summary=summary, step=int(step), wall_time=time.time())
 
     def write(self, events: Iterable[Any]) -> None:
-        """Events as TFRecords, one after another, in one write."""
+        """Events as TFRecords (length, its CRC, data, its CRC), one after another, in one write."""
         parts = []
-        for event in events:
-            data = event.SerializeToString()
+        for data in (event.SerializeToString() for event in events):
             header = _U64.pack(len(data))
             parts += (header, _U32.pack(masked_crc32c(header)), data, _U32.pack(masked_crc32c(data)))
         self._file.write(b"".join(parts))
@@ -112,10 +95,8 @@ class RunLogger:
     def __init__(self, run_dir: Path, config_yaml: str, flush_seconds: float = FLUSH_SECONDS):
         from torch.utils.tensorboard import summary  # tensorboard: only when a run starts
 
-        self.summary = summary
-        self.run_dir = Path(run_dir)
+        self.summary, self.run_dir, self.flush_seconds = summary, Path(run_dir), flush_seconds
         self.file = EventFile(run_dir)
-        self.flush_seconds = flush_seconds
         self._last_epoch = 0  # where the final metrics go on the step axis
         self._pending: list[Any] = []  # events not yet written
         self._flushed_at = time.monotonic()
@@ -128,17 +109,14 @@ class RunLogger:
 
         if "loss/step" not in values:  # per-step losses count optimisation steps, not epochs
             self._last_epoch = max(self._last_epoch, step)
-        summary = Summary()
-        for tag, value in values.items():
-            summary.MergeFrom(self.summary.scalar(tag, value))  # appends the builder's one value
+        summary = Summary(value=[v for tag, value in values.items() for v in self.summary.scalar(tag, value).value])
         self._pending.append(self.file.event(summary, step))
         if time.monotonic() - self._flushed_at > self.flush_seconds:
             self.flush()
 
     def flush(self) -> None:
-        """Write the pending events and put everything written so far on disk, where a running TensorBoard
-        sees it. `scalars` calls this every `flush_seconds`, not every epoch: a tiny model's training loop then
-        pays for a system call per batch of epochs rather than per epoch."""
+        """Write the pending events and put everything on disk, where a running TensorBoard sees it. `scalars`
+        calls this every `flush_seconds`: a tiny model pays a system call per batch of epochs, not per epoch."""
         self.file.write(self._pending)
         self._pending.clear()
         self.file.flush()
@@ -146,8 +124,8 @@ class RunLogger:
 
     def image(self, tag: str, chw, step: int) -> None:
         """A (C, H, W) picture (uint8 0..255, or float 0..1) as the image `tag` at `step` (on disk at the next
-        flush). The builder's PNG is zlib's default level: for nnrun's 200 x 200 pictures about 1.5 ms more to
-        encode than level 1, and a third smaller."""
+        flush). The builder's PNG is zlib's default level: for 200 x 200 pictures 1.5 ms more than level 1, a
+        third smaller."""
         self._pending.append(self.file.event(self.summary.image(tag, chw, dataformats="CHW"), step))
 
     def hparams(self, hparams: Mapping[str, Any], metrics: Mapping[str, float | None]) -> None:
