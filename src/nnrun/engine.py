@@ -1,12 +1,11 @@
-"""The training loop: setup, loop over epochs and batches, evaluate, log, early-stop, checkpoint, finish.
+"""The training loop: set up, train epochs of batches, evaluate, log, stop early, save checkpoints, finish.
 
-One loop for every run. It trains a stack of K >= 1 networks of one shape (`models.StackedMLP`), each with its
-own seed, optimizer numbers, early stopping, TensorBoard events, checkpoint.pt and metrics.json: `nnrun train`
-is a stack of one; the vectorized launcher hands `train_jobs` a whole sweep. A `Stack` holds one stack's model,
-optimizer and rows (a row: one run's weights, its best and last finite weights, its `Member`); `train_stack` is
-the loop. Data stays as tensors on the device (the lecture's data fits in memory many times over). A step is the
-stack's forward pass, `backward()` of the sum of the models' losses (they share no weights, so each gradient is
-its own) and one optimizer step for all of them.
+One loop trains a stack of K >= 1 networks of one shape (`models.StackedMLP`), each with its own seed, optimizer
+numbers, early stopping, TensorBoard events, checkpoint.pt and metrics.json: `nnrun train` is a stack of one, the
+vectorized launcher hands `train_jobs` a whole sweep. A `Stack` holds a stack's rows (a row: one run's weights,
+its best and last finite weights, its `Member`); `train_stack` is the loop. Data stay as tensors on the device
+(the lecture's data fit in memory many times over). A step is one forward pass of the stack, `backward()` of the
+sum of the models' losses (they share no weights, so each gradient is its own) and one optimizer step.
 """
 
 from __future__ import annotations
@@ -34,16 +33,15 @@ from nnrun.tensorboard_events import RunLogger
 
 
 class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C, SIGTERM or SIGUSR2 cut runs short; each has its metrics.json (`interrupted`) and checkpoint.pt.
+    """Ctrl-C, SIGTERM or SIGUSR2 cut runs short; each saved its metrics.json (`interrupted`) and checkpoint.pt.
 
     A KeyboardInterrupt, so that it passes Hydra's job and error handling on its way to the command line, which
     says what was saved and how to go on (cli.interrupted). `resume_dir` is what train.resume takes: the run dir,
-    or for a sweep's job the sweep dir, since a sweep resumes as a whole.
+    or for a sweep's job the sweep dir (it holds Hydra's multirun.yaml), since a sweep resumes as a whole.
     """
 
     def __init__(self, run_dir: Path, signum: int):
         self.run_dir, self.signum = Path(run_dir), signum
-        # A sweep dir holds Hydra's multirun.yaml (what train.resume takes for a sweep, see nnrun.sweep).
         self.resume_dir = self.run_dir.parent if (self.run_dir.parent / "multirun.yaml").is_file() else self.run_dir
         super().__init__(f"interrupted by {signal.Signals(signum).name}; results saved in {self.resume_dir}")
 
@@ -69,7 +67,8 @@ class RunResult:
         """The result a finished run dir holds (its metrics.json)."""
         saved = metrics.read_metrics(run_dir)
         if saved is None:
-            raise UsageError(f"train.resume: the run {run_dir} has no readable metrics.json; give a run dir nnrun wrote")
+            raise UsageError(f"train.resume: the run {run_dir} has no readable metrics.json; "
+                             "give a run dir nnrun wrote")
         best = saved.get("best", {})
         return cls(Path(run_dir), saved["status"], saved["epochs_run"], best.get("epoch", 0), monitor,
                    best.get(monitor), saved["final"], saved)
@@ -83,34 +82,31 @@ class Job:
     run_dir: Path
     overrides: list[str] = field(default_factory=list)
     config_yaml: str = ""
-    # The run dir that train.resume names for this job (see `find_resume_dir`); None: train from the start.
-    resume_from: Path | None = None
+    resume_from: Path | None = None  # the run dir train.resume names (`find_resume_dir`); None: from the start
     in_sweep: bool = False  # a sweep's job: the sweep, not the job, says where its jobs resume
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "cpu":
-        return torch.device("cpu")
     available = torch.cuda.is_available()
     if name == "cuda" and not available:
         raise ConfigError("device", "cuda", "CUDA is not available on this machine; use device=auto or device=cpu")
-    return torch.device("cuda:0" if available else "cpu")
+    return torch.device("cuda:0" if available and name != "cpu" else "cpu")
 
 
+@dataclass
 class EarlyStopping:
     """Tracks the best value of `monitor`; says stop after `patience` evaluations without improvement."""
 
-    def __init__(self, cfg: EarlyStoppingConfig):
-        self.cfg = cfg
-        self.sign = -1.0 if cfg.maximize else 1.0  # compare as "smaller is better"
-        self.best_value: float | None = None
-        self.best_epoch = 0
-        self.bad_epochs = 0
+    cfg: EarlyStoppingConfig
+    best_value: float | None = None
+    best_epoch: int = 0
+    bad_epochs: int = 0
 
     def update(self, epoch: int, value: float) -> bool:
         """Record one evaluation; True when it is a new best (by more than min_delta)."""
+        sign = -1.0 if self.cfg.maximize else 1.0  # compare as "smaller is better"
         if math.isfinite(value) and (self.best_value is None
-                                     or self.sign * value < self.sign * self.best_value - self.cfg.min_delta):
+                                     or sign * value < sign * self.best_value - self.cfg.min_delta):
             self.best_value, self.best_epoch, self.bad_epochs = value, epoch, 0
             return True
         self.bad_epochs += 1
@@ -122,10 +118,6 @@ class EarlyStopping:
 
     def state_dict(self) -> dict[str, Any]:
         return {"best_value": self.best_value, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.best_value, self.best_epoch, self.bad_epochs = (state["best_value"], state["best_epoch"],
-                                                             state["bad_epochs"])
 
 
 @torch.no_grad()
@@ -145,49 +137,40 @@ def evaluate(model: torch.nn.Module, loss: losses.Loss, *splits) -> list[tuple[A
 
 @contextmanager
 def stop_signals() -> Iterator[list[int]]:
-    """While training, Ctrl-C and SIGTERM only raise a flag: the loop finishes its step and saves. So does
-    SIGUSR2, which SLURM sends a job ahead of its time limit (submitit asks for it, `--signal=USR2@...`)."""
+    """While training, Ctrl-C, SIGTERM and SIGUSR2 (which SLURM sends a job ahead of its time limit, as submitit
+    asks: `--signal=USR2@...`) only raise a flag: the loop finishes its step and saves. Main thread only."""
     received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield received
-        return
-
-    def handler(signum, _frame):
-        received.append(signum)
-
     stops = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGUSR2] if hasattr(signal, "SIGUSR2") else [])
-    previous = {s: signal.signal(s, handler) for s in stops}
+    main = threading.current_thread() is threading.main_thread()
+    previous = {s: signal.signal(s, lambda signum, _frame: received.append(signum)) for s in stops if main}
     try:
         yield received
     finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def log_due(cfg: TrainConfig, epoch: int) -> bool:
-    """Every train.log_every epochs, the first and the last; a run also logs the epoch it ends at and, with early
-    stopping on, every new best of the monitored metric (see the loop)."""
-    return epoch % cfg.train.log_every == 0 or epoch == cfg.train.epochs or epoch == 1
+    """Every train.log_every epochs, the first and the last; the loop also logs the epoch a run ends at and, with
+    early stopping on, every new best of the monitored metric."""
+    return epoch % cfg.train.log_every == 0 or epoch in (1, cfg.train.epochs)
 
 
 def images_due(cfg: TrainConfig, data: Dataset, epoch: int) -> bool:
     every = cfg.train.image_every
     if every == 0 or data.n_features != 2:
         return False
-    if every is None:
-        return epoch in (1, cfg.train.epochs)
-    return epoch == 1 or epoch % every == 0 or epoch == cfg.train.epochs
+    return epoch in (1, cfg.train.epochs) or (every is not None and epoch % every == 0)
 
 
 @dataclass
 class Position:
-    """Where a run stands in its epochs: with its weights, optimizer, generator and early stopping, what a
-    checkpoint holds for a resumed run to match an uninterrupted one."""
+    """Where a run stands in its epochs: with its weights, optimizer, generator and early stopping, what its
+    checkpoint holds so that a resumed run matches an uninterrupted one."""
 
-    epochs_done: int = 0  # last epoch whose steps and evaluation are complete
+    epochs_done: int = 0  # the last epoch whose steps and evaluation are complete
     step: int = 0
-    # Set when training stopped inside an epoch: that epoch, the next batch's start, the epoch's batch order.
-    partial: dict[str, Any] | None = None
+    partial: dict[str, Any] | None = None  # a stop inside an epoch: that epoch, the next batch's start, batch order
 
     @property
     def key(self) -> tuple:
@@ -199,21 +182,21 @@ class Position:
 @dataclass
 class Member:
     """One job as it trains: its plain MLP (the weights it is finished and saved with), its generator (batch
-    order and dropout masks), optimizer numbers and state, early stopping, logger, where it stands, and its
-    best and last finite weights; its result once it ends."""
+    order and dropout masks), optimizer numbers and state, early stopping, logger, position, best and last finite
+    weights; its result once it ends."""
 
     job: Job
-    result: RunResult | None = None
-    module: models.MLP | None = None
-    rng: torch.Generator | None = None
-    group: dict = field(default_factory=dict)
-    stopper: EarlyStopping | None = None
+    module: models.MLP
+    rng: torch.Generator
+    group: dict
+    stopper: EarlyStopping
+    started: float
     position: Position = field(default_factory=Position)
     best_weights: dict[str, torch.Tensor] | None = None
     last_good: dict[str, torch.Tensor] | None = None  # newest finite weights: a diverged run never saves NaNs
     optimizer_state: dict | None = None  # torch.optim's format: a resumed run's, then its stack's (`Stack.sync`)
-    started: float = 0.0
     logger: Any = None
+    result: RunResult | None = None
 
 
 def train(cfg: TrainConfig, run_dir: Path, *, overrides: Sequence[str] = (), config_yaml: str = "",
@@ -238,8 +221,6 @@ def train_jobs(jobs: Sequence[Job], *, max_models: int = 256, memory_budget_mb: 
     members, stacks = plan(jobs, max_models=max_models, memory_budget_mb=memory_budget_mb)
     if announce:
         print(f"nnrun: training {len(jobs)} jobs in {plural(len(stacks), 'stack')}", flush=True)
-
-    # --- train them, one after another --------------------------------------------------------------------
     faults: list[Exception] = []
     with stop_signals() as received:
         for number, (cfg, data, loss, chunk) in enumerate(stacks, start=1):
@@ -299,16 +280,14 @@ def start(job: Job, data: Dataset, loss: losses.Loss, device: torch.device) -> M
     """A job's model, generator and optimizer numbers as its seed makes them, or as its checkpoint left them
     when it resumes. A single run says where it resumes; a sweep's jobs print nothing (the sweep says it once for
     all: nnrun.sweep.resume_line; a job whose run there had finished never gets here: nnrun.sweep.carry_over)."""
-    cfg, started = job.cfg, time.perf_counter()
+    cfg, started, source = job.cfg, time.perf_counter(), job.resume_from
     check_writable(job.run_dir)
-    source = job.resume_from
     module = network(cfg, data, loss).to(device)
     # One generator drives batch order and dropout masks: the run depends on its seed alone.
-    member = Member(job, module=module, rng=torch.Generator(device=device).manual_seed(cfg.seed),
-                    group=optim.param_group(cfg.optimizer), stopper=EarlyStopping(cfg.train.early_stopping),
-                    started=started)
+    m = Member(job, module, torch.Generator(device=device).manual_seed(cfg.seed), optim.param_group(cfg.optimizer),
+               EarlyStopping(cfg.train.early_stopping), started)
     if source is None:
-        return member
+        return m
     try:
         payload = checkpoint.load(source)
     except checkpoint.CheckpointError as exc:
@@ -321,20 +300,19 @@ def start(job: Job, data: Dataset, loss: losses.Loss, device: torch.device) -> M
         raise UsageError(f"train.resume={source} cannot go on: that run is {payload['status'].replace('_', ' ')}, "
                          "with nothing left to train; leave out train.resume to train a new run")
     module.load_state_dict(saved["model"])
-    member.rng.set_state(saved["rng"]["train"])
-    member.stopper.load_state_dict(saved["early_stopping"])
-    member.optimizer_state, member.best_weights, member.last_good = (saved["optimizer"], saved["best_weights"],
-                                                                     saved["last_good"])
-    member.position = Position(saved["epochs_done"], saved["step"], saved["partial"])
+    m.rng.set_state(saved["rng"]["train"])
+    m.stopper = EarlyStopping(cfg.train.early_stopping, **saved["early_stopping"])
+    m.optimizer_state, m.best_weights, m.last_good = saved["optimizer"], saved["best_weights"], saved["last_good"]
+    m.position = Position(saved["epochs_done"], saved["step"], saved["partial"])
     if not job.in_sweep:
         print(f"nnrun: resuming {source} after epoch {saved['epochs_done']}"
               + (f" (inside epoch {saved['partial']['epoch']})" if saved["partial"] else ""))
-    return member
+    return m
 
 
 class Stack:
     """The runs that train together. `model` (a StackedMLP) holds their weights, row r being run r's, and
-    `optimizer` their optimizer states; per row, `members[r]`, its newest finite weights `last_good[r]`, and,
+    `optimizer` their optimizer states; per row, `members[r]`, its newest finite weights `last_good[r]` and,
     where `has_best[r]`, its best epoch's `best[r]` (the loop sets them). Every row stands at one position
     (epochs done, step, a stop inside an epoch). Rows whose runs end leave it together (`end`)."""
 
@@ -342,14 +320,13 @@ class Stack:
         self.members = list(members)
         self.model = models.StackedMLP([m.module for m in members])
         self.model.generators = [m.rng for m in members]
-        self.optimizer = optim.build(members[0].job.cfg.optimizer.name, [self.model.flat],
-                                     [m.group for m in members])
+        self.optimizer = optim.build(members[0].job.cfg.optimizer.name, [self.model.flat], [m.group for m in members])
         weights = self.model.flat.detach()
         start = members[0].position  # every member's (`plan` groups them so), but for its batch order
         self.epochs_done, self.step, self.partial = start.epochs_done, start.step, start.partial
-        if self.partial is not None and self.partial["order"] is not None:
+        if start.partial is not None and start.partial["order"] is not None:
             orders = torch.stack([m.position.partial["order"] for m in members])
-            self.partial = {**self.partial, "order": orders.to(weights.device)}
+            self.partial = {**start.partial, "order": orders.to(weights.device)}
         self.optimizer.steps = self.step
         for row, m in enumerate(members):
             if m.optimizer_state is not None:
@@ -378,9 +355,8 @@ class Stack:
         m = self.members[r]
         names = list(m.module.state_dict())
         m.module.load_state_dict(self.model.state_dict_of(self.model.flat[r], names))
-        partial = self.partial and {**self.partial, "order": None if self.partial["order"] is None
-                                    else self.partial["order"][r]}
-        m.position = Position(self.epochs_done, self.step, partial)
+        order = None if self.partial is None or self.partial["order"] is None else self.partial["order"][r]
+        m.position = Position(self.epochs_done, self.step, self.partial and {**self.partial, "order": order})
         m.best_weights = self.model.state_dict_of(self.best[r], names) if self.has_best[r] else None
         m.last_good = self.model.state_dict_of(self.last_good[r], names)
         m.optimizer_state = self.optimizer.state_dict_of(r, m.group, self.model.split_row)
@@ -490,8 +466,6 @@ def train_stack(members: list[Member], data: Dataset, loss: losses.Loss, receive
         # A fault: keep what is known of every run still training (status failed), then let the caller report it.
         stack.end(dict.fromkeys(range(len(stack.members)), "failed"), data, loss, drawing)
         raise
-
-    # --- finish: the runs still in the stack ------------------------------------------------------------
     stack.end(dict.fromkeys(range(len(stack.members)), status), data, loss, drawing)
 
 
@@ -509,17 +483,15 @@ def finish(m: Member, status: str, data: Dataset, loss: losses.Loss, drawing: Pi
     checkpoint.save(m.job.run_dir, checkpoint_payload(m, status, data, loss, weights, weights_epoch))
     if weights is not None:
         m.module.load_state_dict(weights)
-    final: dict[str, float | None] = {key: None for key in metrics.FINAL_KEYS}
+    final: dict[str, float | None] = dict.fromkeys(metrics.FINAL_KEYS)
     if status not in ("diverged", "failed"):
         (final["loss/train"], final["accuracy/train"]), (final["loss/val"], final["accuracy/val"]), \
             (_, final["accuracy/test"]) = evaluate(m.module, loss, data.train, data.val, data.test)
-    device = data.train.x.device
     monitor = cfg.train.early_stopping.monitor
     result_metrics = metrics.build_metrics(
-        status=status, epochs_run=epochs_run, best_epoch=stopper.best_epoch,
-        best_value=stopper.best_value, monitor=monitor, final=final,
-        wall_time_s=time.perf_counter() - m.started, device=str(device) if device.type == "cuda" else "cpu",
-        seed=cfg.seed, overrides=list(m.job.overrides))
+        status=status, epochs_run=epochs_run, best_epoch=stopper.best_epoch, best_value=stopper.best_value,
+        monitor=monitor, final=final, wall_time_s=time.perf_counter() - m.started,
+        device=str(data.train.x.device), seed=cfg.seed, overrides=list(m.job.overrides))
     metrics.write_metrics(m.job.run_dir, result_metrics)
     if status == "stopped_early" and images_due(cfg, data, cfg.train.epochs):
         # The slider's last picture: where training ended (with the restored weights), not epoch `epochs`.
@@ -536,26 +508,19 @@ def finish(m: Member, status: str, data: Dataset, loss: losses.Loss, drawing: Pi
 def checkpoint_payload(m: Member, status: str, data: Dataset, loss: losses.Loss,
                        weights: dict[str, torch.Tensor] | None = None,
                        weights_epoch: int | None = None) -> dict[str, Any]:
-    """What checkpoint.pt holds: the weights to use (`model`), what predict needs, and what resume needs."""
+    """What checkpoint.pt holds: the weights to use (`model`), what predict needs, and what resume needs: the state
+    at the last step (not restored best weights), so that a resumed run goes on exactly."""
     current, position = m.module.state_dict(), m.position
     # A diverged run's last state holds NaNs: it is not saved, and such a run cannot be resumed.
     resume_state = None if status == "diverged" else {
         "epochs_done": position.epochs_done, "step": position.step, "partial": position.partial,
-        "model": current, "optimizer": m.optimizer_state,
-        "rng": {"train": m.rng.get_state()}, "early_stopping": m.stopper.state_dict(),
-        "best_weights": m.best_weights, "last_good": m.last_good}
-    return {
-        "model": current if weights is None else weights,
-        "epoch": position.epochs_done if weights_epoch is None else weights_epoch,
-        "spec": m.module.spec,
-        "loss": loss.name,
-        "mean": data.mean, "std": data.std,
-        "feature_names": list(data.feature_names), "class_names": list(data.class_names),
-        "config": m.job.cfg.to_dict(),
-        "status": status,
-        # The state at the last step (not restored best weights), so a resumed run continues exactly.
-        "resume": resume_state,
-    }
+        "model": current, "optimizer": m.optimizer_state, "rng": {"train": m.rng.get_state()},
+        "early_stopping": m.stopper.state_dict(), "best_weights": m.best_weights, "last_good": m.last_good}
+    return {"model": current if weights is None else weights,
+            "epoch": position.epochs_done if weights_epoch is None else weights_epoch,
+            "spec": m.module.spec, "loss": loss.name, "mean": data.mean, "std": data.std,
+            "feature_names": list(data.feature_names), "class_names": list(data.class_names),
+            "config": m.job.cfg.to_dict(), "status": status, "resume": resume_state}
 
 
 MIN_FREE_BYTES = 16 << 20  # a run writes a few MiB at most; less than this free and it would fail midway
@@ -588,4 +553,3 @@ def find_resume_dir(cfg: TrainConfig, run_dir: Path, *, root: Path = Path(".")) 
         raise UsageError(f"train.resume=latest finds no run to resume: no other run under {runs} has a checkpoint; "
                          "give a run dir, or leave out train.resume to start this run")
     return candidates[-1].parent
-
