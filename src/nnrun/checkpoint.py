@@ -16,10 +16,12 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable or not nnrun's."""
 
 
-def save(run_dir: Path, payload: dict[str, Any]) -> None:
+def save(run_dir: Path, payload: dict[str, Any]) -> Path:
     import torch  # heavy: nnrun.sweep reads CHECKPOINT_FILE from here
 
-    atomic_write(Path(run_dir) / CHECKPOINT_FILE, lambda f: torch.save(payload, f), mode="wb")
+    path = Path(run_dir) / CHECKPOINT_FILE
+    atomic_write(path, lambda f: torch.save(payload, f), mode="wb")
+    return path
 
 
 def find(path: Path) -> Path:
