@@ -2,11 +2,9 @@
 
 One loop trains a stack of K >= 1 networks of one shape (`models.StackedMLP`), each with its own seed, optimizer
 numbers, early stopping, TensorBoard events, checkpoint.pt and metrics.json: `nnrun train` is a stack of one, the
-vectorized launcher hands `train_jobs` a whole sweep. A `Stack` holds a stack's rows (a row: one run's weights,
-its best and last finite weights, its `Member`); `train_stack` is the loop. Data stay as tensors on the device
-(the lecture's data fit in memory many times over). A step is one forward pass of the stack, `backward()` of the
-sum of the models' losses (they share no weights, so each gradient is its own) and one optimizer step.
-"""
+vectorized launchers hand `train_jobs` a whole sweep. Data stay as tensors on the device. A step is one forward pass
+of the stack, `backward()` of the sum of the models' losses (they share no weights: each gradient is its own) and
+one optimizer step for all of them."""
 
 from __future__ import annotations
 
@@ -33,12 +31,9 @@ from nnrun.tensorboard_events import RunLogger
 
 
 class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C, SIGTERM or SIGUSR2 cut runs short; each saved its metrics.json (`interrupted`) and checkpoint.pt.
-
-    A KeyboardInterrupt, so that it passes Hydra's job and error handling on its way to the command line, which
-    says what was saved and how to go on (cli.interrupted). `resume_dir` is what train.resume takes: the run dir,
-    or for a sweep's job the sweep dir (it holds Hydra's multirun.yaml), since a sweep resumes as a whole.
-    """
+    """Ctrl-C, SIGTERM or SIGUSR2 cut runs short, each saved `interrupted`. A KeyboardInterrupt, so that it passes
+    Hydra's job and error handling on to the command line (cli.interrupted). `resume_dir`: what train.resume takes,
+    the run dir or a sweep job's sweep dir (holding Hydra's multirun.yaml: a sweep resumes as a whole)."""
 
     def __init__(self, run_dir: Path, signum: int):
         self.run_dir, self.signum = Path(run_dir), signum
@@ -137,8 +132,8 @@ def evaluate(model: torch.nn.Module, loss: losses.Loss, *splits) -> list[tuple[A
 
 @contextmanager
 def stop_signals() -> Iterator[list[int]]:
-    """While training, Ctrl-C, SIGTERM and SIGUSR2 (which SLURM sends a job ahead of its time limit, as submitit
-    asks: `--signal=USR2@...`) only raise a flag: the loop finishes its step and saves. Main thread only."""
+    """While training, Ctrl-C, SIGTERM and SIGUSR2 (SLURM's warning ahead of a job's time limit, `--signal=USR2@`)
+    only raise a flag: the loop finishes its step and saves."""
     received: list[int] = []
     stops = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGUSR2] if hasattr(signal, "SIGUSR2") else [])
     main = threading.current_thread() is threading.main_thread()
@@ -151,8 +146,7 @@ def stop_signals() -> Iterator[list[int]]:
 
 
 def log_due(cfg: TrainConfig, epoch: int) -> bool:
-    """Every train.log_every epochs, the first and the last; the loop also logs the epoch a run ends at and, with
-    early stopping on, every new best of the monitored metric."""
+    """Every train.log_every epochs, the first and the last (and, see the loop, where a run ends or improves)."""
     return epoch % cfg.train.log_every == 0 or epoch in (1, cfg.train.epochs)
 
 
@@ -165,8 +159,7 @@ def images_due(cfg: TrainConfig, data: Dataset, epoch: int) -> bool:
 
 @dataclass
 class Position:
-    """Where a run stands in its epochs: with its weights, optimizer, generator and early stopping, what its
-    checkpoint holds so that a resumed run matches an uninterrupted one."""
+    """Where a run stands in its epochs, so that a resumed run matches an uninterrupted one."""
 
     epochs_done: int = 0  # the last epoch whose steps and evaluation are complete
     step: int = 0
@@ -175,15 +168,13 @@ class Position:
     @property
     def key(self) -> tuple:
         """Runs at one position can share a stack: they take every step from here on together."""
-        inside = None if self.partial is None else (self.partial["epoch"], self.partial["next_start"])
-        return self.epochs_done, self.step, inside
+        return self.epochs_done, self.step, self.partial and (self.partial["epoch"], self.partial["next_start"])
 
 
 @dataclass
 class Member:
-    """One job as it trains: its plain MLP (the weights it is finished and saved with), its generator (batch
-    order and dropout masks), optimizer numbers and state, early stopping, logger, position, best and last finite
-    weights; its result once it ends."""
+    """One job as it trains: its plain MLP (the weights it is saved with), its generator (batch order, dropout
+    masks), optimizer numbers, early stopping, where it stands; its result once it ends."""
 
     job: Job
     module: models.MLP
@@ -201,8 +192,7 @@ class Member:
 
 def train(cfg: TrainConfig, run_dir: Path, *, overrides: Sequence[str] = (), config_yaml: str = "",
           show_progress: bool = True, console=None) -> RunResult:
-    """Train one network as `cfg` says (a stack of one); write TensorBoard events, checkpoint.pt and
-    metrics.json to run_dir."""
+    """Train one network as `cfg` says (a stack of one), its results in run_dir."""
     job = Job(cfg, Path(run_dir), list(overrides), config_yaml)
     if cfg.train.resume is not None:
         job.resume_from = find_resume_dir(cfg, job.run_dir)
@@ -213,11 +203,9 @@ def train(cfg: TrainConfig, run_dir: Path, *, overrides: Sequence[str] = (), con
 def train_jobs(jobs: Sequence[Job], *, max_models: int = 256, memory_budget_mb: int = 1024,
                show_progress: bool = False, console=None, raise_faults: bool = True,
                raise_interrupt: bool = True, announce: bool = False) -> list[RunResult]:
-    """Train `jobs` in as few stacks as they allow (`plan`); results in the jobs' order. Bad input raises
-    ConfigError before any model trains. A fault in a stack ends its models `failed`; with `raise_faults` it is
-    raised once every stack has run. Ctrl-C, SIGTERM or SIGUSR2: the stack finishes its step, every run not
-    finished is saved `interrupted`, then RunInterrupted (with `raise_interrupt`; else the results). A signal
-    that comes once every run has ended changes nothing. `announce`: a line per finished job and per stack."""
+    """Train `jobs` in as few stacks as they allow (`plan`); results in the jobs' order. A fault in a stack ends its
+    runs `failed`, raised (`raise_faults`) once every stack has run. A stop signal: every run not finished is saved
+    `interrupted`, then RunInterrupted (`raise_interrupt`). `announce`: a line per finished job and per stack."""
     members, stacks = plan(jobs, max_models=max_models, memory_budget_mb=memory_budget_mb)
     if announce:
         print(f"nnrun: training {len(jobs)} jobs in {plural(len(stacks), 'stack')}", flush=True)
@@ -231,8 +219,7 @@ def train_jobs(jobs: Sequence[Job], *, max_models: int = 256, memory_budget_mb: 
             except Exception as exc:  # each of its models is `failed` in its metrics.json already
                 faults.append(exc)
                 if not raise_faults:
-                    print(f"nnrun: a stack of {len(chunk)} runs failed: {type(exc).__name__}: {exc}",
-                          file=sys.stderr)
+                    print(f"nnrun: a stack of {len(chunk)} runs failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             if announce:
                 for m in chunk:
                     print_job_line(m.result)
@@ -251,17 +238,15 @@ def train_jobs(jobs: Sequence[Job], *, max_models: int = 256, memory_budget_mb: 
 
 def plan(jobs: Sequence[Job], *, max_models: int = 256, memory_budget_mb: int = 1024,
          device: torch.device | None = None) -> tuple[list[Member], list[tuple]]:
-    """How `train_jobs` trains `jobs`: every job's Member (`start`), and the stacks, each (config, data, loss,
-    members): jobs of one kind (`stacking.batch_key`) that start at one point, in chunks of what a stack may hold.
-    Bad input raises ConfigError here, before anything trains. `device`: where they go (default: the config's)."""
+    """Every job's Member (`start`) and the stacks, each (config, data, loss, members): jobs of one kind that start at
+    one point, in chunks of what a stack may hold. Bad input raises ConfigError here, before anything trains."""
     members, stacks = [], []
     for kind in stacking.group(jobs, lambda job: stacking.batch_key(job.cfg)):
         cfg = kind[0].cfg
         where = resolve_device(cfg.device) if device is None else device
         data = load(cfg.dataset)
         check_loss_fits(cfg.loss, data.n_classes)
-        data = data.to(where)
-        loss = losses.LOSSES[cfg.loss]
+        data, loss = data.to(where), losses.LOSSES[cfg.loss]
         started = [start(job, data, loss, where) for job in kind]
         members += started
         size = stacking.models_per_stack(stacking.bytes_per_model(cfg, data), memory_budget_mb << 20, max_models)
@@ -277,9 +262,8 @@ def network(cfg: TrainConfig, data: Dataset, loss: losses.Loss) -> models.MLP:
 
 
 def start(job: Job, data: Dataset, loss: losses.Loss, device: torch.device) -> Member:
-    """A job's model, generator and optimizer numbers as its seed makes them, or as its checkpoint left them
-    when it resumes. A single run says where it resumes; a sweep's jobs print nothing (the sweep says it once for
-    all: nnrun.sweep.resume_line; a job whose run there had finished never gets here: nnrun.sweep.carry_over)."""
+    """A job's model, generator and optimizer numbers as its seed makes them, or as its checkpoint left them. A
+    single run says where it resumes; a sweep says it once for all its jobs (nnrun.sweep.resume_line)."""
     cfg, started, source = job.cfg, time.perf_counter(), job.resume_from
     check_writable(job.run_dir)
     module = network(cfg, data, loss).to(device)
@@ -311,10 +295,9 @@ def start(job: Job, data: Dataset, loss: losses.Loss, device: torch.device) -> M
 
 
 class Stack:
-    """The runs that train together. `model` (a StackedMLP) holds their weights, row r being run r's, and
-    `optimizer` their optimizer states; per row, `members[r]`, its newest finite weights `last_good[r]` and,
-    where `has_best[r]`, its best epoch's `best[r]` (the loop sets them). Every row stands at one position
-    (epochs done, step, a stop inside an epoch). Rows whose runs end leave it together (`end`)."""
+    """The runs that train together, a row each: `model` (a StackedMLP) holds their weights, row r being run r's,
+    and `optimizer` their optimizer states; per row, `members[r]`, its newest finite weights `last_good[r]` and,
+    where `has_best[r]`, its best epoch's `best[r]`. All rows stand at one position; ended rows leave (`end`)."""
 
     def __init__(self, members: Sequence[Member]):
         self.members = list(members)
@@ -331,6 +314,7 @@ class Stack:
         for row, m in enumerate(members):
             if m.optimizer_state is not None:
                 self.optimizer.load_row(row, m.optimizer_state, self.model.split_row)
+            m.logger = RunLogger(m.job.run_dir, m.job.config_yaml)
 
         def rows(saved: list) -> torch.Tensor:  # a resumed run's snapshots as it saved them; else its weights now
             return torch.stack([w if s is None else self.model.row_of(s).to(w.device) for w, s in zip(weights, saved)])
@@ -339,8 +323,8 @@ class Stack:
         self.has_best = torch.tensor([m.best_weights is not None for m in members])
 
     def batch_order(self, n: int, batch_size: int) -> tuple[torch.Tensor | None, int]:
-        """This epoch's batch orders (K, n) and the first batch's start: the rest of the epoch a run stopped
-        inside, else each model's own permutation (None: the whole set is one batch)."""
+        """This epoch's batch orders (K, n) and first batch: the rest of an epoch stopped inside, else each model's
+        own permutation (None: the whole set is one batch)."""
         if self.partial is not None:
             partial, self.partial = self.partial, None
             return partial["order"], partial["next_start"]
@@ -350,8 +334,7 @@ class Stack:
                             for m in self.members]), 0
 
     def sync(self, r: int) -> Member:
-        """Row r into its member: the weights into its MLP, its position, snapshots and optimizer state (what
-        its checkpoint holds)."""
+        """Row r into its member, as its checkpoint holds it: weights into its MLP, position, snapshots, optimizer."""
         m = self.members[r]
         names = list(m.module.state_dict())
         m.module.load_state_dict(self.model.state_dict_of(self.model.flat[r], names))
@@ -380,16 +363,13 @@ def train_stack(members: list[Member], data: Dataset, loss: losses.Loss, receive
     """Train `members` (one kind, one starting point) as one stack until each run ends; each gets its result."""
     cfg = members[0].job.cfg  # what the stack shares: data, architecture, loss, optimizer rule, loop settings
     rules, stopping = cfg.train, cfg.train.early_stopping
-    evaluate_every_epoch = stopping.patience is not None
+    every_epoch = stopping.patience is not None  # early stopping evaluates every epoch
     # Restoring the best weights is part of early stopping: without it, a run ends with its last weights.
-    restore_best = evaluate_every_epoch and stopping.restore_best
+    restore_best = every_epoch and stopping.restore_best
     x, n = data.train.x, len(data.train)
-    y = loss.targets(data.train.y, x.dtype)
-    batch_size = min(rules.batch_size or n, n)
+    y, batch_size = loss.targets(data.train.y, x.dtype), min(rules.batch_size or n, n)
     stack = Stack(members)
-    model, optimizer = stack.model, stack.optimizer
-    for m in members:
-        m.logger = RunLogger(m.job.run_dir, m.job.config_yaml)
+    model = stack.model
     drawing = Pictures(data.train)  # what the runs' pictures share is made once, when they first draw
     bar = ProgressBar(f"[bold]{cfg.exp_name}", rules.epochs, console, done=stack.epochs_done,
                       enabled=show_progress and len(members) == 1)
@@ -404,12 +384,11 @@ def train_stack(members: list[Member], data: Dataset, loss: losses.Loss, receive
                     break
                 order, first = stack.batch_order(n, batch_size)
                 for begin in range(first, n, batch_size):
-                    idx = None if order is None else order[:, begin:begin + batch_size]
-                    xb, yb = (x, y) if idx is None else (x[idx], y[idx])
+                    idx = slice(None) if order is None else order[:, begin:begin + batch_size]
                     model.flat.grad = None
-                    per_model = loss.fn(model(xb), yb)
+                    per_model = loss.fn(model(x[idx]), y[idx])
                     per_model.sum().backward()
-                    optimizer.step()
+                    stack.optimizer.step()
                     stack.step += 1
                     if rules.log_steps:
                         for m, value in zip(stack.members, per_model.tolist()):
@@ -425,7 +404,7 @@ def train_stack(members: list[Member], data: Dataset, loss: losses.Loss, receive
                 # --- evaluate if due, log, decide each run's fate ----------------------------------------
                 due, images = log_due(cfg, epoch), images_due(cfg, data, epoch)
                 ended: dict[int, str] = {}
-                if due or evaluate_every_epoch:
+                if due or every_epoch:
                     (train_loss, train_acc), (val_loss, val_acc) = evaluate(model, loss, data.train, data.val)
                     improved = []
                     for r, m in enumerate(stack.members):
@@ -434,7 +413,7 @@ def train_stack(members: list[Member], data: Dataset, loss: losses.Loss, receive
                         if not (math.isfinite(train_loss[r]) and math.isfinite(val_loss[r])):
                             ended[r] = "diverged"
                         else:
-                            if m.stopper.update(epoch, values[stopping.monitor]) and evaluate_every_epoch:
+                            if m.stopper.update(epoch, values[stopping.monitor]) and every_epoch:
                                 improved.append(r)
                             if m.stopper.should_stop:
                                 ended[r] = "stopped_early"
@@ -471,8 +450,7 @@ def train_stack(members: list[Member], data: Dataset, loss: losses.Loss, receive
 
 def finish(m: Member, status: str, data: Dataset, loss: losses.Loss, drawing: Pictures) -> RunResult:
     """Pick the weights to keep, evaluate them, write checkpoint.pt and metrics.json (atomic), then the last
-    pictures, HParams, and close the run's event file. `m` is synced (`Stack.sync`): its MLP holds the last
-    step's weights."""
+    pictures and HParams, and close the run's event file. `m` is synced: its MLP holds the last step's weights."""
     cfg, stopper, epochs_run = m.job.cfg, m.stopper, m.position.epochs_done
     weights, weights_epoch = None, None
     if status == "diverged":
@@ -490,8 +468,8 @@ def finish(m: Member, status: str, data: Dataset, loss: losses.Loss, drawing: Pi
     monitor = cfg.train.early_stopping.monitor
     result_metrics = metrics.build_metrics(
         status=status, epochs_run=epochs_run, best_epoch=stopper.best_epoch, best_value=stopper.best_value,
-        monitor=monitor, final=final, wall_time_s=time.perf_counter() - m.started,
-        device=str(data.train.x.device), seed=cfg.seed, overrides=list(m.job.overrides))
+        monitor=monitor, final=final, wall_time_s=time.perf_counter() - m.started, device=str(data.train.x.device),
+        seed=cfg.seed, overrides=list(m.job.overrides))
     metrics.write_metrics(m.job.run_dir, result_metrics)
     if status == "stopped_early" and images_due(cfg, data, cfg.train.epochs):
         # The slider's last picture: where training ended (with the restored weights), not epoch `epochs`.
