@@ -157,24 +157,20 @@ def images_due(cfg: TrainConfig, data: Dataset, epoch: int) -> bool:
     return epoch in (1, cfg.train.epochs) or (every is not None and epoch % every == 0)
 
 
-@dataclass
-class Position:
-    """Where a run stands in its epochs, so that a resumed run matches an uninterrupted one."""
+# Where a new run starts, as a checkpoint's resume state says where a run stands (see `Stack.state`).
+START = {"epochs_done": 0, "step": 0, "partial": None, "optimizer": None, "best_weights": None, "last_good": None}
 
-    epochs_done: int = 0  # the last epoch whose steps and evaluation are complete
-    step: int = 0
-    partial: dict[str, Any] | None = None  # a stop inside an epoch: that epoch, the next batch's start, batch order
 
-    @property
-    def key(self) -> tuple:
-        """Runs at one position can share a stack: they take every step from here on together."""
-        return self.epochs_done, self.step, self.partial and (self.partial["epoch"], self.partial["next_start"])
+def position(state: dict[str, Any]) -> tuple:
+    """Epochs done, steps, a stop inside an epoch: runs at one position can share a stack (they step together)."""
+    partial = state["partial"]
+    return state["epochs_done"], state["step"], partial and (partial["epoch"], partial["next_start"])
 
 
 @dataclass
 class Member:
     """One job as it trains: its plain MLP (the weights it is saved with), its generator (batch order, dropout
-    masks), optimizer numbers, early stopping, where it stands; its result once it ends."""
+    masks), optimizer numbers, early stopping, the state it starts from; its result once it ends."""
 
     job: Job
     module: models.MLP
@@ -182,10 +178,7 @@ class Member:
     group: dict
     stopper: EarlyStopping
     started: float
-    position: Position = field(default_factory=Position)
-    best_weights: dict[str, torch.Tensor] | None = None
-    last_good: dict[str, torch.Tensor] | None = None  # newest finite weights: a diverged run never saves NaNs
-    optimizer_state: dict | None = None  # torch.optim's format: a resumed run's, then its stack's (`Stack.sync`)
+    saved: dict[str, Any]  # START, or a resumed run's state as its checkpoint holds it
     logger: Any = None
     result: RunResult | None = None
 
@@ -250,7 +243,7 @@ def plan(jobs: Sequence[Job], *, max_models: int = 256, memory_budget_mb: int = 
         started = [start(job, data, loss, where) for job in kind]
         members += started
         size = stacking.models_per_stack(stacking.bytes_per_model(cfg, data), memory_budget_mb << 20, max_models)
-        for same_start in stacking.group(started, lambda m: m.position.key):
+        for same_start in stacking.group(started, lambda m: position(m.saved)):
             stacks += [(cfg, data, loss, chunk) for chunk in stacking.chunks(same_start, size)]
     return members, stacks
 
@@ -269,7 +262,7 @@ def start(job: Job, data: Dataset, loss: losses.Loss, device: torch.device) -> M
     module = network(cfg, data, loss).to(device)
     # One generator drives batch order and dropout masks: the run depends on its seed alone.
     m = Member(job, module, torch.Generator(device=device).manual_seed(cfg.seed), optim.param_group(cfg.optimizer),
-               EarlyStopping(cfg.train.early_stopping), started)
+               EarlyStopping(cfg.train.early_stopping), started, START)
     if source is None:
         return m
     try:
@@ -285,9 +278,7 @@ def start(job: Job, data: Dataset, loss: losses.Loss, device: torch.device) -> M
                          "with nothing left to train; leave out train.resume to train a new run")
     module.load_state_dict(saved["model"])
     m.rng.set_state(saved["rng"]["train"])
-    m.stopper = EarlyStopping(cfg.train.early_stopping, **saved["early_stopping"])
-    m.optimizer_state, m.best_weights, m.last_good = saved["optimizer"], saved["best_weights"], saved["last_good"]
-    m.position = Position(saved["epochs_done"], saved["step"], saved["partial"])
+    m.stopper, m.saved = EarlyStopping(cfg.train.early_stopping, **saved["early_stopping"]), saved
     if not job.in_sweep:
         print(f"nnrun: resuming {source} after epoch {saved['epochs_done']}"
               + (f" (inside epoch {saved['partial']['epoch']})" if saved["partial"] else ""))
@@ -304,23 +295,23 @@ class Stack:
         self.model = models.StackedMLP([m.module for m in members])
         self.model.generators = [m.rng for m in members]
         self.optimizer = optim.build(members[0].job.cfg.optimizer.name, [self.model.flat], [m.group for m in members])
-        weights = self.model.flat.detach()
-        start = members[0].position  # every member's (`plan` groups them so), but for its batch order
-        self.epochs_done, self.step, self.partial = start.epochs_done, start.step, start.partial
-        if start.partial is not None and start.partial["order"] is not None:
-            orders = torch.stack([m.position.partial["order"] for m in members])
-            self.partial = {**start.partial, "order": orders.to(weights.device)}
+        weights, saved = self.model.flat.detach(), [m.saved for m in members]
+        self.epochs_done, self.step, self.partial = saved[0]["epochs_done"], saved[0]["step"], saved[0]["partial"]
+        if self.partial is not None and self.partial["order"] is not None:  # each run's own batch order
+            orders = torch.stack([s["partial"]["order"] for s in saved])
+            self.partial = {**self.partial, "order": orders.to(weights.device)}
         self.optimizer.steps = self.step
         for row, m in enumerate(members):
-            if m.optimizer_state is not None:
-                self.optimizer.load_row(row, m.optimizer_state, self.model.split_row)
+            if m.saved["optimizer"] is not None:
+                self.optimizer.load_row(row, m.saved["optimizer"], self.model.split_row)
             m.logger = RunLogger(m.job.run_dir, m.job.config_yaml)
 
-        def rows(saved: list) -> torch.Tensor:  # a resumed run's snapshots as it saved them; else its weights now
-            return torch.stack([w if s is None else self.model.row_of(s).to(w.device) for w, s in zip(weights, saved)])
+        def rows(key: str) -> torch.Tensor:  # a resumed run's snapshots as it saved them; else its weights now
+            return torch.stack([w if s[key] is None else self.model.row_of(s[key]).to(w.device)
+                                for w, s in zip(weights, saved)])
 
-        self.last_good, self.best = rows([m.last_good for m in members]), rows([m.best_weights for m in members])
-        self.has_best = torch.tensor([m.best_weights is not None for m in members])
+        self.last_good, self.best = rows("last_good"), rows("best_weights")
+        self.has_best = torch.tensor([s["best_weights"] is not None for s in saved])
 
     def batch_order(self, n: int, batch_size: int) -> tuple[torch.Tensor | None, int]:
         """This epoch's batch orders (K, n) and first batch: the rest of an epoch stopped inside, else each model's
@@ -333,22 +324,23 @@ class Stack:
         return torch.stack([torch.randperm(n, generator=m.rng, device=self.model.flat.device)
                             for m in self.members]), 0
 
-    def sync(self, r: int) -> Member:
-        """Row r into its member, as its checkpoint holds it: weights into its MLP, position, snapshots, optimizer."""
+    def state(self, r: int) -> dict[str, Any]:
+        """Row r as its checkpoint holds it to resume from; its member's MLP gets the row's weights."""
         m = self.members[r]
         names = list(m.module.state_dict())
         m.module.load_state_dict(self.model.state_dict_of(self.model.flat[r], names))
-        order = None if self.partial is None or self.partial["order"] is None else self.partial["order"][r]
-        m.position = Position(self.epochs_done, self.step, self.partial and {**self.partial, "order": order})
-        m.best_weights = self.model.state_dict_of(self.best[r], names) if self.has_best[r] else None
-        m.last_good = self.model.state_dict_of(self.last_good[r], names)
-        m.optimizer_state = self.optimizer.state_dict_of(r, m.group, self.model.split_row)
-        return m
+        partial = self.partial and {**self.partial, "order": None if self.partial["order"] is None
+                                    else self.partial["order"][r]}
+        return {"epochs_done": self.epochs_done, "step": self.step, "partial": partial, "model": m.module.state_dict(),
+                "optimizer": self.optimizer.state_dict_of(r, m.group, self.model.split_row),
+                "rng": {"train": m.rng.get_state()}, "early_stopping": m.stopper.state_dict(),
+                "best_weights": self.model.state_dict_of(self.best[r], names) if self.has_best[r] else None,
+                "last_good": self.model.state_dict_of(self.last_good[r], names)}
 
     def end(self, statuses: dict[int, str], data: Dataset, loss: losses.Loss, drawing: Pictures) -> None:
         """The runs at these rows end, each with its status (see `finish`), and leave the stack."""
         for r, status in statuses.items():
-            self.members[r].result = finish(self.sync(r), status, data, loss, drawing)
+            self.members[r].result = finish(self.members[r], self.state(r), status, data, loss, drawing)
         kept = [r for r in range(len(self.members)) if r not in statuses]
         if statuses and kept:  # rebuilt only when some leave and some stay
             index = torch.tensor(kept, device=self.model.flat.device)
@@ -433,11 +425,11 @@ def train_stack(members: list[Member], data: Dataset, loss: losses.Loss, receive
                 save_now = rules.checkpoint_every is not None and epoch % rules.checkpoint_every == 0
                 if images or save_now:
                     for r in (r for r in range(len(stack.members)) if ended.get(r) != "diverged"):
-                        m = stack.sync(r)
+                        m, state = stack.members[r], stack.state(r)
                         if images:
                             drawing.log_epoch(m.logger, m.module, loss, epoch)
                         if save_now and r not in ended:
-                            checkpoint.save(m.job.run_dir, checkpoint_payload(m, "running", data, loss))
+                            checkpoint.save(m.job.run_dir, checkpoint_payload(m, state, "running", data, loss))
                 stack.end(ended, data, loss, drawing)
                 if not stack.members:
                     break
@@ -448,17 +440,18 @@ def train_stack(members: list[Member], data: Dataset, loss: losses.Loss, receive
     stack.end(dict.fromkeys(range(len(stack.members)), status), data, loss, drawing)
 
 
-def finish(m: Member, status: str, data: Dataset, loss: losses.Loss, drawing: Pictures) -> RunResult:
+def finish(m: Member, state: dict[str, Any], status: str, data: Dataset, loss: losses.Loss,
+           drawing: Pictures) -> RunResult:
     """Pick the weights to keep, evaluate them, write checkpoint.pt and metrics.json (atomic), then the last
-    pictures and HParams, and close the run's event file. `m` is synced: its MLP holds the last step's weights."""
-    cfg, stopper, epochs_run = m.job.cfg, m.stopper, m.position.epochs_done
+    pictures and HParams, and close the run's event file. `state`: the run's last step (`Stack.state`)."""
+    cfg, stopper, epochs_run = m.job.cfg, m.stopper, state["epochs_done"]
     weights, weights_epoch = None, None
     if status == "diverged":
-        weights, weights_epoch = m.last_good, epochs_run
-    elif m.best_weights is not None and status in ("completed", "stopped_early"):
-        weights, weights_epoch = m.best_weights, stopper.best_epoch
+        weights, weights_epoch = state["last_good"], epochs_run
+    elif state["best_weights"] is not None and status in ("completed", "stopped_early"):
+        weights, weights_epoch = state["best_weights"], stopper.best_epoch
     # Saved before the kept weights are loaded: the resume state holds the last step's weights.
-    checkpoint.save(m.job.run_dir, checkpoint_payload(m, status, data, loss, weights, weights_epoch))
+    checkpoint.save(m.job.run_dir, checkpoint_payload(m, state, status, data, loss, weights, weights_epoch))
     if weights is not None:
         m.module.load_state_dict(weights)
     final: dict[str, float | None] = dict.fromkeys(metrics.FINAL_KEYS)
@@ -483,22 +476,15 @@ def finish(m: Member, status: str, data: Dataset, loss: losses.Loss, drawing: Pi
                      metrics.finite_or_none(stopper.best_value), result_metrics["final"], result_metrics)
 
 
-def checkpoint_payload(m: Member, status: str, data: Dataset, loss: losses.Loss,
-                       weights: dict[str, torch.Tensor] | None = None,
-                       weights_epoch: int | None = None) -> dict[str, Any]:
-    """What checkpoint.pt holds: the weights to use (`model`), what predict needs, and what resume needs: the state
-    at the last step (not restored best weights), so that a resumed run goes on exactly."""
-    current, position = m.module.state_dict(), m.position
-    # A diverged run's last state holds NaNs: it is not saved, and such a run cannot be resumed.
-    resume_state = None if status == "diverged" else {
-        "epochs_done": position.epochs_done, "step": position.step, "partial": position.partial,
-        "model": current, "optimizer": m.optimizer_state, "rng": {"train": m.rng.get_state()},
-        "early_stopping": m.stopper.state_dict(), "best_weights": m.best_weights, "last_good": m.last_good}
-    return {"model": current if weights is None else weights,
-            "epoch": position.epochs_done if weights_epoch is None else weights_epoch,
+def checkpoint_payload(m: Member, state: dict[str, Any], status: str, data: Dataset, loss: losses.Loss,
+                       weights: dict[str, torch.Tensor] | None = None, weights_epoch: int | None = None) -> dict:
+    """What checkpoint.pt holds: the weights to use (`model`), what predict needs, and the `state` at the last step
+    (not restored best weights) that a resume goes on from exactly; a diverged run's holds NaNs: not saved."""
+    return {"model": state["model"] if weights is None else weights,
+            "epoch": state["epochs_done"] if weights_epoch is None else weights_epoch,
             "spec": m.module.spec, "loss": loss.name, "mean": data.mean, "std": data.std,
             "feature_names": list(data.feature_names), "class_names": list(data.class_names),
-            "config": m.job.cfg.to_dict(), "status": status, "resume": resume_state}
+            "config": m.job.cfg.to_dict(), "status": status, "resume": None if status == "diverged" else state}
 
 
 MIN_FREE_BYTES = 16 << 20  # a run writes a few MiB at most; less than this free and it would fail midway
@@ -508,8 +494,7 @@ def check_writable(run_dir: Path) -> None:
     """Fail before training, not after, when results could not be saved: unwritable dir or a full disk."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=run_dir):
-            pass
+        tempfile.TemporaryFile(dir=run_dir).close()
     except OSError as exc:
         raise ConfigError("hydra.run.dir", str(run_dir), f"a writable directory ({exc.strerror})") from None
     free = shutil.disk_usage(run_dir).free
