@@ -1,10 +1,9 @@
 """Pictures for TensorBoard: the decision boundary and the lecture's XOR panels, drawn with plain tensors.
 
-The look of the TensorFlow Playground: each pixel coloured by the predicted class probabilities, the training
-points on top. A net with a hidden layer also gets the lecture's three panels: the original data, the data after
-the non-linear transformation (the last hidden layer's activations), and the output layer's linear classification
-there. Images are (3, H, W) uint8 laid out pixel by pixel, (H, W, 3) in memory, as PNG wants them.
-"""
+The look of the TensorFlow Playground: each pixel coloured by the predicted class probabilities, the training points
+on top. A net with a hidden layer also gets the lecture's three panels: the original data, the data after the
+non-linear transformation (the last hidden layer's activations), and there the output layer's linear classification.
+Images are (3, SIZE, SIZE) uint8 laid out pixel by pixel, (H, W, 3) in memory, as PNG wants them."""
 
 from __future__ import annotations
 
@@ -34,11 +33,10 @@ ORIGINAL, HIDDEN, CLASSIFIED = (f"{PICTURES}/xor_1_original_data", f"{PICTURES}/
                                 f"{PICTURES}/xor_3_linear_classification")
 
 
-def plane(points: torch.Tensor, size: int = SIZE,
-          margin: float = 0.25) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def plane(points: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A size x size grid covering the points (plus a margin); returns (grid points (size², 2), lo, hi)."""
     lo, hi = points.min(0).values, points.max(0).values
-    pad = (hi - lo).clamp_min(1e-3) * margin
+    pad = (hi - lo).clamp_min(1e-3) * 0.25
     lo, hi = lo - pad, hi + pad
     xs = torch.linspace(float(lo[0]), float(hi[0]), size)
     ys = torch.linspace(float(hi[1]), float(lo[1]), size)  # image row 0 is the top: largest x2
@@ -50,23 +48,22 @@ def colour_by_proba(proba: torch.Tensor, size: int) -> torch.Tensor:
     """(size², K) probabilities -> (3, size, size) float image, pale where the net is unsure, pixel by pixel."""
     k = proba.shape[1]
     rgb = proba @ PALETTE[:k]  # (size², 3): pixel by pixel
-    confidence = proba.amax(1, keepdim=True)  # 1/K .. 1
-    weight = ((confidence - 1.0 / k) / (1 - 1.0 / k)).clamp_(0, 1).mul_(0.65).add_(0.2)
+    weight = ((proba.amax(1, keepdim=True) - 1.0 / k) / (1 - 1.0 / k)).clamp_(0, 1).mul_(0.65).add_(0.2)
     rgb = rgb.mul_(weight).add_(1 - weight)  # weight * rgb + (1 - weight) * white
     return rgb.view(size, size, 3).permute(2, 0, 1)
 
 
-def heatmap(proba: torch.Tensor, size: int = SIZE) -> torch.Tensor:
-    """(GRID², K) probabilities over the plane -> (3, size, size) uint8 background: coloured at the GRID x GRID
-    points, made uint8, then upsampled. Bilinear upsampling of uint8 pixels laid out pixel by pixel is torch's fast
-    path, a quarter of the time of upsampling floats; a pixel comes out within one level of that."""
+def heatmap(proba: torch.Tensor) -> torch.Tensor:
+    """(GRID², K) probabilities over the plane -> uint8 background: coloured at the GRID x GRID points, made uint8,
+    then upsampled. Upsampling uint8 pixels laid out pixel by pixel is torch's fast path, a quarter of the time of
+    upsampling floats; a pixel comes out within one level of that."""
     # (1, 3, GRID, GRID) by way of (1, GRID, GRID, 3), so that the batch's stride too tells torch it is channels last.
     pixels = to_uint8(colour_by_proba(proba, GRID)).permute(1, 2, 0)[None].permute(0, 3, 1, 2)
-    return F.interpolate(pixels, size=(size, size), mode="bilinear", align_corners=True)[0]
+    return F.interpolate(pixels, size=(SIZE, SIZE), mode="bilinear", align_corners=True)[0]
 
 
-def white(size: int) -> torch.Tensor:
-    return torch.full((size, size, 3), 255, dtype=torch.uint8).permute(2, 0, 1)
+def white() -> torch.Tensor:
+    return torch.full((SIZE, SIZE, 3), 255, dtype=torch.uint8).permute(2, 0, 1)
 
 
 def to_uint8(image: torch.Tensor) -> torch.Tensor:
@@ -92,12 +89,11 @@ class Marks(NamedTuple):
         return image
 
 
-def point_marks(points: torch.Tensor, labels: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, h: int, w: int,
-                radius: int | None = None) -> Marks:
+def point_marks(points: torch.Tensor, labels: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, h: int,
+                w: int) -> Marks:
     """Each point a square of its class colour with a white rim, on an h x w image of the plane lo..hi: big for
     XOR's four points, small for hundreds. All at once (a loop over hundreds would cost more than the net)."""
-    if radius is None:
-        radius = 6 if len(points) <= 16 else 3 if len(points) <= 100 else 2
+    radius = 6 if len(points) <= 16 else 3 if len(points) <= 100 else 2
     col = ((points[:, 0] - lo[0]) / (hi[0] - lo[0]) * (w - 1)).round().long()
     row = ((hi[1] - points[:, 1]) / (hi[1] - lo[1]) * (h - 1)).round().long()
     offsets = torch.arange(-radius - 1, radius + 2)
@@ -151,17 +147,17 @@ def hidden_plane(weight: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, t
 
 
 @torch.no_grad()
-def hidden_space(model: torch.nn.Module, loss: Loss, points: torch.Tensor, labels: torch.Tensor,
-                 size: int = SIZE) -> tuple[torch.Tensor, torch.Tensor]:
+def hidden_space(model: torch.nn.Module, loss: Loss, points: torch.Tensor,
+                 labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Panels 2 and 3: the points after the non-linear transformation (the last hidden layer's activations), then
     there the output layer's linear classification, a straight boundary."""
     h = hidden_activations(model, points.to(next(model.parameters()).device)).float().cpu()
     basis, centre = hidden_plane(model.output.weight.detach().float().cpu(), h)
     projected = (h - centre) @ basis.T  # (N, 2) coordinates in the panel's plane
     grid, lo, hi = plane(projected, GRID)
-    marks = point_marks(projected, labels.cpu(), lo, hi, size, size)  # the same points on both panels
+    marks = point_marks(projected, labels.cpu(), lo, hi, SIZE, SIZE)  # the same points on both panels
     proba = loss.proba(plane_logits(model.output, basis, centre, grid))
-    return marks.draw(white(size)), marks.draw(heatmap(proba, size))
+    return marks.draw(white()), marks.draw(heatmap(proba))
 
 
 def plane_logits(output: torch.nn.Linear, basis: torch.Tensor, centre: torch.Tensor,
@@ -174,24 +170,23 @@ def plane_logits(output: torch.nn.Linear, basis: torch.Tensor, centre: torch.Ten
 
 
 class Pictures:
-    """The pictures of the runs that train on one training set, as a stack's runs do. The decision boundary's
-    plane, the points' marks on it and the original-data panel are the data's, made once, here; each run logs the
-    original-data panel once (the data never change)."""
+    """The pictures of the runs that train on one training set, as a stack's runs do: what is the data's (the input
+    plane, the points' marks on it, the original-data panel) is made once, here."""
 
-    def __init__(self, train: Split, size: int = SIZE):
-        self.points, self.labels, self.size = train.x, train.y, size
+    def __init__(self, train: Split):
+        self.points, self.labels = train.x, train.y
         self._runs_with_original: set = set()  # the loggers of the runs that have the original-data panel
 
     @functools.cached_property
     def input_plane(self) -> tuple[torch.Tensor, Marks]:
         """(GRID² points of the input plane around the training points, where those points go on a picture)."""
         grid, lo, hi = plane(self.points.cpu(), GRID)
-        return grid, point_marks(self.points.cpu(), self.labels.cpu(), lo, hi, self.size, self.size)
+        return grid, point_marks(self.points.cpu(), self.labels.cpu(), lo, hi, SIZE, SIZE)
 
     @functools.cached_property
     def original_data(self) -> torch.Tensor:
         """Panel 1: the training points in the input plane, the same for every run."""
-        return self.input_plane[1].draw(white(self.size))
+        return self.input_plane[1].draw(white())
 
     @torch.no_grad()
     def decision_boundary(self, model: torch.nn.Module, loss: Loss) -> torch.Tensor:
@@ -201,18 +196,17 @@ class Pictures:
         grid, marks = self.input_plane
         proba = loss.proba(model(grid.to(next(model.parameters()).device))).float().cpu()
         model.train(was_training)
-        return marks.draw(heatmap(proba, self.size))
+        return marks.draw(heatmap(proba))
 
     def log_epoch(self, logger, model: torch.nn.Module, loss: Loss, epoch: int) -> None:
-        """One epoch's pictures of the run `logger` writes: the decision boundary; for a net with a hidden layer
-        also the XOR panels (for any 2-D data: the hidden space of spirals tells the same story), the original
-        data once per run."""
+        """One epoch's pictures of the run `logger` writes: the decision boundary; for a net with a hidden layer also
+        the XOR panels (for any 2-D data: spirals' hidden space tells the same story), the original data once."""
         logger.image(BOUNDARY, self.decision_boundary(model, loss), epoch)
         if not getattr(model, "spec", {}).get("hidden"):
             return
         if logger not in self._runs_with_original:
             logger.image(ORIGINAL, self.original_data, epoch)
             self._runs_with_original.add(logger)
-        hidden, classified = hidden_space(model, loss, self.points, self.labels, self.size)
+        hidden, classified = hidden_space(model, loss, self.points, self.labels)
         logger.image(HIDDEN, hidden, epoch)
         logger.image(CLASSIFIED, classified, epoch)
