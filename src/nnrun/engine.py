@@ -136,7 +136,7 @@ def stop_signals() -> Iterator[list[int]]:
     only raise a flag: the loop finishes its step and saves."""
     received: list[int] = []
     stops = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGUSR2] if hasattr(signal, "SIGUSR2") else [])
-    main = threading.current_thread() is threading.main_thread()
+    main = threading.current_thread() is threading.main_thread()  # only the main thread may set handlers
     previous = {s: signal.signal(s, lambda signum, _frame: received.append(signum)) for s in stops if main}
     try:
         yield received
@@ -360,9 +360,8 @@ def train_stack(members: list[Member], data: Dataset, loss: losses.Loss, receive
     restore_best = every_epoch and stopping.restore_best
     x, n = data.train.x, len(data.train)
     y, batch_size = loss.targets(data.train.y, x.dtype), min(rules.batch_size or n, n)
-    stack = Stack(members)
+    stack, drawing = Stack(members), Pictures(data.train)  # the runs' pictures share what is the data's
     model = stack.model
-    drawing = Pictures(data.train)  # what the runs' pictures share is made once, when they first draw
     bar = ProgressBar(f"[bold]{cfg.exp_name}", rules.epochs, console, done=stack.epochs_done,
                       enabled=show_progress and len(members) == 1)
     status = "completed"

@@ -40,8 +40,7 @@ def plane(points: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor, 
     lo, hi = lo - pad, hi + pad
     xs = torch.linspace(float(lo[0]), float(hi[0]), size)
     ys = torch.linspace(float(hi[1]), float(lo[1]), size)  # image row 0 is the top: largest x2
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1), lo, hi
+    return torch.cartesian_prod(ys, xs).flip(1), lo, hi  # (x1, x2) row by row
 
 
 def colour_by_proba(proba: torch.Tensor, size: int) -> torch.Tensor:
@@ -80,8 +79,8 @@ class Marks(NamedTuple):
     colours: torch.Tensor
 
     def draw(self, image: torch.Tensor) -> torch.Tensor:
-        """The points on a (3, H, W) image (float 0..1 or uint8; laid out pixel by pixel or channel by channel),
-        in place: first every rim, then every fill, so a rim never hides a neighbour's colour."""
+        """The points on a (3, H, W) image (float 0..1 or uint8, either layout), in place: first every rim, then
+        every fill, so a rim never hides a neighbour's colour."""
         rim, colours = (1.0, self.colours) if image.is_floating_point() else (255, to_uint8(self.colours))
         pixels = image.permute(1, 2, 0).view(-1, 3)  # a view in either layout: (H, W) stay mergeable
         pixels[self.rim] = rim
@@ -123,10 +122,9 @@ def hidden_activations(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 def hidden_plane(weight: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """(basis (2, H), centre (H,)): the plane of hidden space the panels show, for the output layer's `weight`
-    (outputs, H) and the hidden activations `h` (N, H). Width 2 (the lecture's XOR net): the two hidden units.
-    Wider: the plane of the directions the output layer reads (its weight row for one logit, the differences of
-    its rows for several), filled up with the activations' main spread. A point's projection then gets the same
-    output as the point: the classification drawn is the net's (exactly for one logit or up to three classes)."""
+    (outputs, H) and the activations `h` (N, H). Width 2 (the XOR net): the two hidden units. Wider: the directions
+    the output layer reads (its row for one logit, its rows' differences for several), filled up with the
+    activations' main spread, so that the classification drawn is the net's (exactly up to three classes)."""
     width, centre = h.shape[1], h.mean(0)
     if width <= 2:
         return torch.eye(2, width), centre
