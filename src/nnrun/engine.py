@@ -145,11 +145,6 @@ def stop_signals() -> Iterator[list[int]]:
             signal.signal(s, handler)
 
 
-def log_due(cfg: TrainConfig, epoch: int) -> bool:
-    """Every train.log_every epochs, the first and the last (and, see the loop, where a run ends or improves)."""
-    return epoch % cfg.train.log_every == 0 or epoch in (1, cfg.train.epochs)
-
-
 def images_due(cfg: TrainConfig, data: Dataset, epoch: int) -> bool:
     every = cfg.train.image_every
     if every == 0 or data.n_features != 2:
@@ -364,14 +359,12 @@ def train_stack(members: list[Member], data: Dataset, loss: losses.Loss, receive
     model = stack.model
     bar = ProgressBar(f"[bold]{cfg.exp_name}", rules.epochs, console, done=stack.epochs_done,
                       enabled=show_progress and len(members) == 1)
-    status = "completed"
     try:
         with bar:
             model.train()
             for epoch in range(stack.epochs_done + 1, rules.epochs + 1):
                 # --- train an epoch (or the rest of the one a run stopped inside) ---------------------------
                 if received:
-                    status = "interrupted"
                     break
                 order, first = stack.batch_order(n, batch_size)
                 for begin in range(first, n, batch_size):
@@ -388,12 +381,12 @@ def train_stack(members: list[Member], data: Dataset, loss: losses.Loss, receive
                         stack.partial = {"epoch": epoch, "next_start": begin + batch_size, "order": order}
                         break
                 if stack.partial is not None:
-                    status = "interrupted"
                     break
                 stack.epochs_done = epoch
 
                 # --- evaluate if due, log, decide each run's fate ----------------------------------------
-                due, images = log_due(cfg, epoch), images_due(cfg, data, epoch)
+                due = epoch % rules.log_every == 0 or epoch in (1, rules.epochs)  # the regular epochs to log
+                images = images_due(cfg, data, epoch)
                 ended: dict[int, str] = {}
                 if due or every_epoch:
                     (train_loss, train_acc), (val_loss, val_acc) = evaluate(model, loss, data.train, data.val)
@@ -436,6 +429,8 @@ def train_stack(members: list[Member], data: Dataset, loss: losses.Loss, receive
         # A fault: keep what is known of every run still training (status failed), then let the caller report it.
         stack.end(dict.fromkeys(range(len(stack.members)), "failed"), data, loss, drawing)
         raise
+    # The runs still in the stack trained every epoch, or a signal stopped them.
+    status = "completed" if stack.epochs_done >= rules.epochs else "interrupted"
     stack.end(dict.fromkeys(range(len(stack.members)), status), data, loss, drawing)
 
 
