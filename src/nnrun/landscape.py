@@ -11,12 +11,11 @@ from torch.func import functional_call, vmap
 
 from nnrun.data import Split
 from nnrun.losses import Loss
-from nnrun.pictures import to_uint8
+from nnrun.pictures import SIZE, to_uint8  # the same size as the run's other pictures
 from nnrun.tensorboard_events import PICTURES
 
 STEPS = 41  # grid points per axis (odd, so the trained weights sit on the centre point)
 SPAN = 1.0  # the grid covers a, b in [-SPAN, SPAN]
-SIZE = 200  # pixels per side of the picture
 LEVELS = 12  # contour lines
 SEED = 0  # the directions are random but the same for every run: pictures of two runs compare
 TAG = f"{PICTURES}/loss_landscape"  # TensorBoard's image tag, beside the run's other pictures
