@@ -31,9 +31,8 @@ from nnrun.tensorboard_events import RunLogger
 
 
 class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C, SIGTERM or SIGUSR2 cut runs short, each saved `interrupted`. A KeyboardInterrupt, so that it passes
-    Hydra's job and error handling on to the command line (cli.interrupted). `resume_dir`: what train.resume takes,
-    the run dir or a sweep job's sweep dir (holding Hydra's multirun.yaml: a sweep resumes as a whole)."""
+    """A signal cut runs short, each saved `interrupted`. A KeyboardInterrupt, so that it passes Hydra's handling on
+    to the command line (cli.interrupted). `resume_dir`: the run dir, or a sweep job's sweep dir (multirun.yaml)."""
 
     def __init__(self, run_dir: Path, signum: int):
         self.run_dir, self.signum = Path(run_dir), signum
@@ -132,8 +131,7 @@ def evaluate(model: torch.nn.Module, loss: losses.Loss, *splits) -> list[tuple[A
 
 @contextmanager
 def stop_signals() -> Iterator[list[int]]:
-    """While training, Ctrl-C, SIGTERM and SIGUSR2 (SLURM's warning ahead of a job's time limit, `--signal=USR2@`)
-    only raise a flag: the loop finishes its step and saves."""
+    """While training, Ctrl-C, SIGTERM and SIGUSR2 (SLURM's time-limit warning) only raise a flag: the loop saves."""
     received: list[int] = []
     stops = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGUSR2] if hasattr(signal, "SIGUSR2") else [])
     main = threading.current_thread() is threading.main_thread()  # only the main thread may set handlers
@@ -164,8 +162,7 @@ def position(state: dict[str, Any]) -> tuple:
 
 @dataclass
 class Member:
-    """One job as it trains: its plain MLP (the weights it is saved with), its generator (batch order, dropout
-    masks), optimizer numbers, early stopping, the state it starts from; its result once it ends."""
+    """One job as it trains: its plain MLP (the weights it is saved with), generator, optimizer numbers, stopper."""
 
     job: Job
     module: models.MLP
@@ -309,8 +306,7 @@ class Stack:
         self.has_best = torch.tensor([s["best_weights"] is not None for s in saved])
 
     def batch_order(self, n: int, batch_size: int) -> tuple[torch.Tensor | None, int]:
-        """This epoch's batch orders (K, n) and first batch: the rest of an epoch stopped inside, else each model's
-        own permutation (None: the whole set is one batch)."""
+        """This epoch's batch orders (K, n; None: one batch) and first batch: the rest of an epoch stopped inside."""
         if self.partial is not None:
             partial, self.partial = self.partial, None
             return partial["order"], partial["next_start"]
@@ -498,8 +494,7 @@ def check_writable(run_dir: Path) -> None:
 
 
 def find_resume_dir(cfg: TrainConfig, run_dir: Path, *, root: Path = Path(".")) -> Path:
-    """Where a run's `train.resume` points: a run dir (or its checkpoint.pt), or `latest` = the newest earlier run
-    of this exp_name under `root`/experiments. (A sweep's job resumes from its namesake: nnrun.sweep.namesake.)"""
+    """The run dir `train.resume` names (or its checkpoint.pt's), or for `latest` this exp_name's newest other run."""
     if cfg.train.resume != "latest":
         path = Path(cfg.train.resume).expanduser()
         return path.parent if path.name == checkpoint.CHECKPOINT_FILE else path

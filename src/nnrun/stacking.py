@@ -34,9 +34,8 @@ def group(items: Sequence, key) -> list[list]:
 
 
 def bytes_per_model(cfg: TrainConfig, data) -> int:
-    """A generous estimate of one model's memory in a stack on `data` (a data.Dataset), float32: parameters, their
-    gradients, up to three optimizer state tensors and two snapshots (last good, best); the activations of a
-    training step (forward, backward, dropout masks) and of evaluating a whole split."""
+    """A generous estimate of one model's memory in a stack on `data` (float32): parameters, gradients, up to three
+    optimizer states, two snapshots; the activations of a step (forward, backward, dropout) and of a whole split."""
     n_rows = max(len(data.train), len(data.val), len(data.test))
     batch_rows = min(cfg.train.batch_size or n_rows, n_rows)
     widths = [data.n_features, *cfg.model.hidden, LOSSES[cfg.loss].n_outputs(data.n_classes)]
@@ -47,21 +46,18 @@ def bytes_per_model(cfg: TrainConfig, data) -> int:
 SPARE_FILES = 64  # files a process keeps open beside a stack's event files (its own, Hydra's log, data, imports)
 
 
-def open_files_cap() -> int:
-    """How many event files may be open at once: each job's stays open while its stack trains (macOS allows 256
-    open files by default, fewer than the default max_models)."""
+def models_per_stack(per_model_bytes: int, budget_bytes: int, max_models: int) -> int:
+    """At most `max_models`, as many as fit `budget_bytes`, and as many event files as may be open at once: each job's
+    stays open while its stack trains (macOS allows 256 open files by default). At least one."""
     try:
         import resource
 
-        soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        open_files = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+        if open_files != resource.RLIM_INFINITY:
+            max_models = min(max_models, open_files - SPARE_FILES)
     except (ImportError, OSError, ValueError):  # no such limit here (Windows)
-        return 1 << 30
-    return 1 << 30 if soft == resource.RLIM_INFINITY else max(1, soft - SPARE_FILES)
-
-
-def models_per_stack(per_model_bytes: int, budget_bytes: int, max_models: int) -> int:
-    """At most `max_models`, as many as fit `budget_bytes` and as many event files as may be open (at least one)."""
-    return max(1, min(max_models, budget_bytes // max(per_model_bytes, 1), open_files_cap()))
+        pass
+    return max(1, min(max_models, budget_bytes // max(per_model_bytes, 1)))
 
 
 def chunks(items: Sequence, size: int) -> list[list]:
