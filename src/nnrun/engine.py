@@ -1,10 +1,9 @@
 """The training loop: set up, train epochs of batches, evaluate, log, stop early, save checkpoints, finish.
 
 One loop trains a stack of K >= 1 networks of one shape (`models.StackedMLP`), each with its own seed, optimizer
-numbers, early stopping, TensorBoard events, checkpoint.pt and metrics.json: `nnrun train` is a stack of one, the
-vectorized launchers hand `train_jobs` a whole sweep. Data stay as tensors on the device. A step is one forward pass
-of the stack, `backward()` of the sum of the models' losses (they share no weights: each gradient is its own) and
-one optimizer step for all of them."""
+numbers, early stopping, TensorBoard events, checkpoint.pt and metrics.json: `nnrun train` is a stack of one, a
+vectorized launcher's sweep many. Data stay as tensors on the device. A step is one forward pass, `backward()` of the
+sum of the models' losses (they share no weights: each gradient is its own) and one optimizer step for them all."""
 
 from __future__ import annotations
 

@@ -71,16 +71,14 @@ def to_uint8(image: torch.Tensor) -> torch.Tensor:
 
 
 class Marks(NamedTuple):
-    """Where points go on an image: the flat pixel indices of their white rims and of their fills, and the fills'
-    colours (3, fills). Made once, drawn on any number of images of that size and plane."""
+    """Where points go on an image: flat pixel indices of their white rims and fills, the fills' colours (3, fills)."""
 
     rim: torch.Tensor
     fill: torch.Tensor
     colours: torch.Tensor
 
     def draw(self, image: torch.Tensor) -> torch.Tensor:
-        """The points on a (3, H, W) image (float 0..1 or uint8, either layout), in place: first every rim, then
-        every fill, so a rim never hides a neighbour's colour."""
+        """The points on a (3, H, W) image (float or uint8), in place; rims first, so none hides a neighbour's fill."""
         rim, colours = (1.0, self.colours) if image.is_floating_point() else (255, to_uint8(self.colours))
         pixels = image.permute(1, 2, 0).view(-1, 3)  # a view in either layout: (H, W) stay mergeable
         pixels[self.rim] = rim
@@ -147,8 +145,7 @@ def hidden_plane(weight: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, t
 @torch.no_grad()
 def hidden_space(model: torch.nn.Module, loss: Loss, points: torch.Tensor,
                  labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Panels 2 and 3: the points after the non-linear transformation (the last hidden layer's activations), then
-    there the output layer's linear classification, a straight boundary."""
+    """Panels 2 and 3: the points in the last hidden layer's space, then there the output layer's classification."""
     h = hidden_activations(model, points.to(next(model.parameters()).device)).float().cpu()
     basis, centre = hidden_plane(model.output.weight.detach().float().cpu(), h)
     projected = (h - centre) @ basis.T  # (N, 2) coordinates in the panel's plane
@@ -160,9 +157,8 @@ def hidden_space(model: torch.nn.Module, loss: Loss, points: torch.Tensor,
 
 def plane_logits(output: torch.nn.Linear, basis: torch.Tensor, centre: torch.Tensor,
                  grid: torch.Tensor) -> torch.Tensor:
-    """The output layer's logits at the hidden-space points centre + grid @ basis, for (G, 2) plane coordinates
-    `grid`, as one linear map of the two coordinates (the same numbers to rounding, a fraction of the work of the
-    layer applied to G points of the whole hidden width). The layer is linear and dropout sits before it."""
+    """The output layer's logits at the hidden-space points centre + grid @ basis: one linear map of the two plane
+    coordinates, a fraction of the work of the layer on G points of the whole hidden width (dropout sits before it)."""
     weight, bias = output.weight.detach().float().cpu(), output.bias.detach().float().cpu()
     return F.linear(grid, weight @ basis.T, weight @ centre + bias)
 
@@ -197,8 +193,7 @@ class Pictures:
         return marks.draw(heatmap(proba))
 
     def log_epoch(self, logger, model: torch.nn.Module, loss: Loss, epoch: int) -> None:
-        """One epoch's pictures of the run `logger` writes: the decision boundary; for a net with a hidden layer also
-        the XOR panels (for any 2-D data: spirals' hidden space tells the same story), the original data once."""
+        """One epoch's pictures of a run: the decision boundary; with a hidden layer, the XOR panels (any 2-D data)."""
         logger.image(BOUNDARY, self.decision_boundary(model, loss), epoch)
         if not getattr(model, "spec", {}).get("hidden"):
             return
