@@ -1,8 +1,5 @@
-"""checkpoint.pt: weights, optimizer state, epoch and what `predict` and resume need, loaded safely.
-
-Saved atomically; loaded with `torch.load(weights_only=True)`, which refuses pickled code, so a checkpoint
-from elsewhere cannot run anything on load.
-"""
+"""checkpoint.pt: weights, optimizer state, epoch and what `predict` and resume need. Saved atomically; loaded with
+`torch.load(weights_only=True)`, which refuses pickled code: a checkpoint from elsewhere cannot run anything."""
 
 from __future__ import annotations
 
@@ -33,11 +30,9 @@ def find(path: Path) -> Path:
     path = Path(path).expanduser()
     if path.is_file():
         return path
-    if (path / CHECKPOINT_FILE).is_file():
-        return path / CHECKPOINT_FILE
     if not path.is_dir():
         raise CheckpointError(f"{path}: no such run dir")
-    for pattern in ("runs/*/", "multirun/*/*/"):
+    for pattern in ("", "runs/*/", "multirun/*/*/"):
         found = sorted(path.glob(pattern + CHECKPOINT_FILE), key=lambda p: (p.stat().st_mtime, str(p)))
         if found:
             return found[-1]
@@ -49,14 +44,13 @@ def load(path: Path) -> dict[str, Any]:
     import torch
 
     path = Path(path)
-    if path.is_dir():
-        path = path / CHECKPOINT_FILE
+    path = path / CHECKPOINT_FILE if path.is_dir() else path
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint (is this a run dir of nnrun?)")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else "unsafe content"
+        first = (str(exc).strip() or "unsafe content").splitlines()[0]
         raise CheckpointError(f"{path}: refused to load, it holds more than weights ({first})") from None
     except (OSError, RuntimeError, EOFError) as exc:
         raise CheckpointError(f"{path}: not a readable checkpoint ({exc})") from None

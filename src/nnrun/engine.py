@@ -1,13 +1,9 @@
-"""The training loop: setup, loop over epochs and batches, evaluate, log, early-stop, checkpoint, finish.
+"""The training loop: set up, train epochs of batches, evaluate, log, stop early, save checkpoints, finish.
 
-One loop for every run. It trains a stack of K >= 1 networks of one shape (`models.StackedMLP`), each with its
-own seed, optimizer numbers, early stopping, TensorBoard events, checkpoint.pt and metrics.json: `nnrun train`
-is a stack of one; the vectorized launcher hands `train_jobs` a whole sweep. A `Stack` holds one stack's model,
-optimizer and rows (a row: one run's weights, its best and last finite weights, its `Member`); `train_stack` is
-the loop. Data stays as tensors on the device (the lecture's data fits in memory many times over). A step is the
-stack's forward pass, `backward()` of the sum of the models' losses (they share no weights, so each gradient is
-its own) and one optimizer step for all of them.
-"""
+One loop trains a stack of K >= 1 networks of one shape (`models.StackedMLP`), each with its own seed, optimizer
+numbers, early stopping, TensorBoard events, checkpoint.pt and metrics.json: `nnrun train` is a stack of one, a
+vectorized launcher's sweep many. Data stay as tensors on the device. A step is one forward pass, `backward()` of the
+sum of the models' losses (they share no weights: each gradient is its own) and one optimizer step for them all."""
 
 from __future__ import annotations
 
@@ -34,16 +30,11 @@ from nnrun.tensorboard_events import RunLogger
 
 
 class RunInterrupted(KeyboardInterrupt):
-    """Ctrl-C, SIGTERM or SIGUSR2 cut runs short; each has its metrics.json (`interrupted`) and checkpoint.pt.
-
-    A KeyboardInterrupt, so that it passes Hydra's job and error handling on its way to the command line, which
-    says what was saved and how to go on (cli.interrupted). `resume_dir` is what train.resume takes: the run dir,
-    or for a sweep's job the sweep dir, since a sweep resumes as a whole.
-    """
+    """A signal cut runs short, each saved `interrupted`. A KeyboardInterrupt, so that it passes Hydra's handling on
+    to the command line (cli.interrupted). `resume_dir`: the run dir, or a sweep job's sweep dir (multirun.yaml)."""
 
     def __init__(self, run_dir: Path, signum: int):
         self.run_dir, self.signum = Path(run_dir), signum
-        # A sweep dir holds Hydra's multirun.yaml (what train.resume takes for a sweep, see nnrun.sweep).
         self.resume_dir = self.run_dir.parent if (self.run_dir.parent / "multirun.yaml").is_file() else self.run_dir
         super().__init__(f"interrupted by {signal.Signals(signum).name}; results saved in {self.resume_dir}")
 
@@ -69,7 +60,8 @@ class RunResult:
         """The result a finished run dir holds (its metrics.json)."""
         saved = metrics.read_metrics(run_dir)
         if saved is None:
-            raise UsageError(f"train.resume: the run {run_dir} has no readable metrics.json; give a run dir nnrun wrote")
+            raise UsageError(f"train.resume: the run {run_dir} has no readable metrics.json; "
+                             "give a run dir nnrun wrote")
         best = saved.get("best", {})
         return cls(Path(run_dir), saved["status"], saved["epochs_run"], best.get("epoch", 0), monitor,
                    best.get(monitor), saved["final"], saved)
@@ -83,34 +75,31 @@ class Job:
     run_dir: Path
     overrides: list[str] = field(default_factory=list)
     config_yaml: str = ""
-    # The run dir that train.resume names for this job (see `find_resume_dir`); None: train from the start.
-    resume_from: Path | None = None
+    resume_from: Path | None = None  # the run dir train.resume names (`find_resume_dir`); None: from the start
     in_sweep: bool = False  # a sweep's job: the sweep, not the job, says where its jobs resume
 
 
 def resolve_device(name: str) -> torch.device:
-    if name == "cpu":
-        return torch.device("cpu")
     available = torch.cuda.is_available()
     if name == "cuda" and not available:
         raise ConfigError("device", "cuda", "CUDA is not available on this machine; use device=auto or device=cpu")
-    return torch.device("cuda:0" if available else "cpu")
+    return torch.device("cuda:0" if available and name != "cpu" else "cpu")
 
 
+@dataclass
 class EarlyStopping:
     """Tracks the best value of `monitor`; says stop after `patience` evaluations without improvement."""
 
-    def __init__(self, cfg: EarlyStoppingConfig):
-        self.cfg = cfg
-        self.sign = -1.0 if cfg.maximize else 1.0  # compare as "smaller is better"
-        self.best_value: float | None = None
-        self.best_epoch = 0
-        self.bad_epochs = 0
+    cfg: EarlyStoppingConfig
+    best_value: float | None = None
+    best_epoch: int = 0
+    bad_epochs: int = 0
 
     def update(self, epoch: int, value: float) -> bool:
         """Record one evaluation; True when it is a new best (by more than min_delta)."""
+        sign = -1.0 if self.cfg.maximize else 1.0  # compare as "smaller is better"
         if math.isfinite(value) and (self.best_value is None
-                                     or self.sign * value < self.sign * self.best_value - self.cfg.min_delta):
+                                     or sign * value < sign * self.best_value - self.cfg.min_delta):
             self.best_value, self.best_epoch, self.bad_epochs = value, epoch, 0
             return True
         self.bad_epochs += 1
@@ -122,10 +111,6 @@ class EarlyStopping:
 
     def state_dict(self) -> dict[str, Any]:
         return {"best_value": self.best_value, "best_epoch": self.best_epoch, "bad_epochs": self.bad_epochs}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.best_value, self.best_epoch, self.bad_epochs = (state["best_value"], state["best_epoch"],
-                                                             state["bad_epochs"])
 
 
 @torch.no_grad()
@@ -145,81 +130,53 @@ def evaluate(model: torch.nn.Module, loss: losses.Loss, *splits) -> list[tuple[A
 
 @contextmanager
 def stop_signals() -> Iterator[list[int]]:
-    """While training, Ctrl-C and SIGTERM only raise a flag: the loop finishes its step and saves. So does
-    SIGUSR2, which SLURM sends a job ahead of its time limit (submitit asks for it, `--signal=USR2@...`)."""
+    """While training, Ctrl-C, SIGTERM and SIGUSR2 (SLURM's time-limit warning) only raise a flag: the loop saves."""
     received: list[int] = []
-    if threading.current_thread() is not threading.main_thread():
-        yield received
-        return
-
-    def handler(signum, _frame):
-        received.append(signum)
-
     stops = [signal.SIGINT, signal.SIGTERM] + ([signal.SIGUSR2] if hasattr(signal, "SIGUSR2") else [])
-    previous = {s: signal.signal(s, handler) for s in stops}
+    main = threading.current_thread() is threading.main_thread()  # only the main thread may set handlers
+    previous = {s: signal.signal(s, lambda signum, _frame: received.append(signum)) for s in stops if main}
     try:
         yield received
     finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-
-
-def log_due(cfg: TrainConfig, epoch: int) -> bool:
-    """Every train.log_every epochs, the first and the last; a run also logs the epoch it ends at and, with early
-    stopping on, every new best of the monitored metric (see the loop)."""
-    return epoch % cfg.train.log_every == 0 or epoch == cfg.train.epochs or epoch == 1
+        for s, handler in previous.items():
+            signal.signal(s, handler)
 
 
 def images_due(cfg: TrainConfig, data: Dataset, epoch: int) -> bool:
     every = cfg.train.image_every
     if every == 0 or data.n_features != 2:
         return False
-    if every is None:
-        return epoch in (1, cfg.train.epochs)
-    return epoch == 1 or epoch % every == 0 or epoch == cfg.train.epochs
+    return epoch in (1, cfg.train.epochs) or (every is not None and epoch % every == 0)
 
 
-@dataclass
-class Position:
-    """Where a run stands in its epochs: with its weights, optimizer, generator and early stopping, what a
-    checkpoint holds for a resumed run to match an uninterrupted one."""
+# Where a new run starts, as a checkpoint's resume state says where a run stands (see `Stack.state`).
+START = {"epochs_done": 0, "step": 0, "partial": None, "optimizer": None, "best_weights": None, "last_good": None}
 
-    epochs_done: int = 0  # last epoch whose steps and evaluation are complete
-    step: int = 0
-    # Set when training stopped inside an epoch: that epoch, the next batch's start, the epoch's batch order.
-    partial: dict[str, Any] | None = None
 
-    @property
-    def key(self) -> tuple:
-        """Runs at one position can share a stack: they take every step from here on together."""
-        inside = None if self.partial is None else (self.partial["epoch"], self.partial["next_start"])
-        return self.epochs_done, self.step, inside
+def position(state: dict[str, Any]) -> tuple:
+    """Epochs done, steps, a stop inside an epoch: runs at one position can share a stack (they step together)."""
+    partial = state["partial"]
+    return state["epochs_done"], state["step"], partial and (partial["epoch"], partial["next_start"])
 
 
 @dataclass
 class Member:
-    """One job as it trains: its plain MLP (the weights it is finished and saved with), its generator (batch
-    order and dropout masks), optimizer numbers and state, early stopping, logger, where it stands, and its
-    best and last finite weights; its result once it ends."""
+    """One job as it trains: its plain MLP (the weights it is saved with), generator, optimizer numbers, stopper."""
 
     job: Job
-    result: RunResult | None = None
-    module: models.MLP | None = None
-    rng: torch.Generator | None = None
-    group: dict = field(default_factory=dict)
-    stopper: EarlyStopping | None = None
-    position: Position = field(default_factory=Position)
-    best_weights: dict[str, torch.Tensor] | None = None
-    last_good: dict[str, torch.Tensor] | None = None  # newest finite weights: a diverged run never saves NaNs
-    optimizer_state: dict | None = None  # torch.optim's format: a resumed run's, then its stack's (`Stack.sync`)
-    started: float = 0.0
+    module: models.MLP
+    rng: torch.Generator
+    group: dict
+    stopper: EarlyStopping
+    started: float
+    saved: dict[str, Any]  # START, or a resumed run's state as its checkpoint holds it
     logger: Any = None
+    result: RunResult | None = None
 
 
 def train(cfg: TrainConfig, run_dir: Path, *, overrides: Sequence[str] = (), config_yaml: str = "",
           show_progress: bool = True, console=None) -> RunResult:
-    """Train one network as `cfg` says (a stack of one); write TensorBoard events, checkpoint.pt and
-    metrics.json to run_dir."""
+    """Train one network as `cfg` says (a stack of one), its results in run_dir."""
     job = Job(cfg, Path(run_dir), list(overrides), config_yaml)
     if cfg.train.resume is not None:
         job.resume_from = find_resume_dir(cfg, job.run_dir)
@@ -230,16 +187,12 @@ def train(cfg: TrainConfig, run_dir: Path, *, overrides: Sequence[str] = (), con
 def train_jobs(jobs: Sequence[Job], *, max_models: int = 256, memory_budget_mb: int = 1024,
                show_progress: bool = False, console=None, raise_faults: bool = True,
                raise_interrupt: bool = True, announce: bool = False) -> list[RunResult]:
-    """Train `jobs` in as few stacks as they allow (`plan`); results in the jobs' order. Bad input raises
-    ConfigError before any model trains. A fault in a stack ends its models `failed`; with `raise_faults` it is
-    raised once every stack has run. Ctrl-C, SIGTERM or SIGUSR2: the stack finishes its step, every run not
-    finished is saved `interrupted`, then RunInterrupted (with `raise_interrupt`; else the results). A signal
-    that comes once every run has ended changes nothing. `announce`: a line per finished job and per stack."""
+    """Train `jobs` in as few stacks as they allow (`plan`); results in the jobs' order. A fault in a stack ends its
+    runs `failed`, raised (`raise_faults`) once every stack has run. A stop signal: every run not finished is saved
+    `interrupted`, then RunInterrupted (`raise_interrupt`). `announce`: a line per finished job and per stack."""
     members, stacks = plan(jobs, max_models=max_models, memory_budget_mb=memory_budget_mb)
     if announce:
         print(f"nnrun: training {len(jobs)} jobs in {plural(len(stacks), 'stack')}", flush=True)
-
-    # --- train them, one after another --------------------------------------------------------------------
     faults: list[Exception] = []
     with stop_signals() as received:
         for number, (cfg, data, loss, chunk) in enumerate(stacks, start=1):
@@ -250,8 +203,7 @@ def train_jobs(jobs: Sequence[Job], *, max_models: int = 256, memory_budget_mb: 
             except Exception as exc:  # each of its models is `failed` in its metrics.json already
                 faults.append(exc)
                 if not raise_faults:
-                    print(f"nnrun: a stack of {len(chunk)} runs failed: {type(exc).__name__}: {exc}",
-                          file=sys.stderr)
+                    print(f"nnrun: a stack of {len(chunk)} runs failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             if announce:
                 for m in chunk:
                     print_job_line(m.result)
@@ -270,21 +222,19 @@ def train_jobs(jobs: Sequence[Job], *, max_models: int = 256, memory_budget_mb: 
 
 def plan(jobs: Sequence[Job], *, max_models: int = 256, memory_budget_mb: int = 1024,
          device: torch.device | None = None) -> tuple[list[Member], list[tuple]]:
-    """How `train_jobs` trains `jobs`: every job's Member (`start`), and the stacks, each (config, data, loss,
-    members): jobs of one kind (`stacking.batch_key`) that start at one point, in chunks of what a stack may hold.
-    Bad input raises ConfigError here, before anything trains. `device`: where they go (default: the config's)."""
+    """Every job's Member (`start`) and the stacks, each (config, data, loss, members): jobs of one kind that start at
+    one point, in chunks of what a stack may hold. Bad input raises ConfigError here, before anything trains."""
     members, stacks = [], []
     for kind in stacking.group(jobs, lambda job: stacking.batch_key(job.cfg)):
         cfg = kind[0].cfg
         where = resolve_device(cfg.device) if device is None else device
         data = load(cfg.dataset)
         check_loss_fits(cfg.loss, data.n_classes)
-        data = data.to(where)
-        loss = losses.LOSSES[cfg.loss]
+        data, loss = data.to(where), losses.LOSSES[cfg.loss]
         started = [start(job, data, loss, where) for job in kind]
         members += started
         size = stacking.models_per_stack(stacking.bytes_per_model(cfg, data), memory_budget_mb << 20, max_models)
-        for same_start in stacking.group(started, lambda m: m.position.key):
+        for same_start in stacking.group(started, lambda m: position(m.saved)):
             stacks += [(cfg, data, loss, chunk) for chunk in stacking.chunks(same_start, size)]
     return members, stacks
 
@@ -296,19 +246,16 @@ def network(cfg: TrainConfig, data: Dataset, loss: losses.Loss) -> models.MLP:
 
 
 def start(job: Job, data: Dataset, loss: losses.Loss, device: torch.device) -> Member:
-    """A job's model, generator and optimizer numbers as its seed makes them, or as its checkpoint left them
-    when it resumes. A single run says where it resumes; a sweep's jobs print nothing (the sweep says it once for
-    all: nnrun.sweep.resume_line; a job whose run there had finished never gets here: nnrun.sweep.carry_over)."""
-    cfg, started = job.cfg, time.perf_counter()
+    """A job's model, generator and optimizer numbers as its seed makes them, or as its checkpoint left them. A
+    single run says where it resumes; a sweep says it once for all its jobs (nnrun.sweep.resume_line)."""
+    cfg, started, source = job.cfg, time.perf_counter(), job.resume_from
     check_writable(job.run_dir)
-    source = job.resume_from
     module = network(cfg, data, loss).to(device)
     # One generator drives batch order and dropout masks: the run depends on its seed alone.
-    member = Member(job, module=module, rng=torch.Generator(device=device).manual_seed(cfg.seed),
-                    group=optim.param_group(cfg.optimizer), stopper=EarlyStopping(cfg.train.early_stopping),
-                    started=started)
+    m = Member(job, module, torch.Generator(device=device).manual_seed(cfg.seed), optim.param_group(cfg.optimizer),
+               EarlyStopping(cfg.train.early_stopping), started, START)
     if source is None:
-        return member
+        return m
     try:
         payload = checkpoint.load(source)
     except checkpoint.CheckpointError as exc:
@@ -321,49 +268,44 @@ def start(job: Job, data: Dataset, loss: losses.Loss, device: torch.device) -> M
         raise UsageError(f"train.resume={source} cannot go on: that run is {payload['status'].replace('_', ' ')}, "
                          "with nothing left to train; leave out train.resume to train a new run")
     module.load_state_dict(saved["model"])
-    member.rng.set_state(saved["rng"]["train"])
-    member.stopper.load_state_dict(saved["early_stopping"])
-    member.optimizer_state, member.best_weights, member.last_good = (saved["optimizer"], saved["best_weights"],
-                                                                     saved["last_good"])
-    member.position = Position(saved["epochs_done"], saved["step"], saved["partial"])
+    m.rng.set_state(saved["rng"]["train"])
+    m.stopper, m.saved = EarlyStopping(cfg.train.early_stopping, **saved["early_stopping"]), saved
     if not job.in_sweep:
         print(f"nnrun: resuming {source} after epoch {saved['epochs_done']}"
               + (f" (inside epoch {saved['partial']['epoch']})" if saved["partial"] else ""))
-    return member
+    return m
 
 
 class Stack:
-    """The runs that train together. `model` (a StackedMLP) holds their weights, row r being run r's, and
-    `optimizer` their optimizer states; per row, `members[r]`, its newest finite weights `last_good[r]`, and,
-    where `has_best[r]`, its best epoch's `best[r]` (the loop sets them). Every row stands at one position
-    (epochs done, step, a stop inside an epoch). Rows whose runs end leave it together (`end`)."""
+    """The runs that train together, a row each: `model` (a StackedMLP) holds their weights, row r being run r's,
+    and `optimizer` their optimizer states; per row, `members[r]`, its newest finite weights `last_good[r]` and,
+    where `has_best[r]`, its best epoch's `best[r]`. All rows stand at one position; ended rows leave (`end`)."""
 
     def __init__(self, members: Sequence[Member]):
         self.members = list(members)
         self.model = models.StackedMLP([m.module for m in members])
         self.model.generators = [m.rng for m in members]
-        self.optimizer = optim.build(members[0].job.cfg.optimizer.name, [self.model.flat],
-                                     [m.group for m in members])
-        weights = self.model.flat.detach()
-        start = members[0].position  # every member's (`plan` groups them so), but for its batch order
-        self.epochs_done, self.step, self.partial = start.epochs_done, start.step, start.partial
-        if self.partial is not None and self.partial["order"] is not None:
-            orders = torch.stack([m.position.partial["order"] for m in members])
+        self.optimizer = optim.build(members[0].job.cfg.optimizer.name, [self.model.flat], [m.group for m in members])
+        weights, saved = self.model.flat.detach(), [m.saved for m in members]
+        self.epochs_done, self.step, self.partial = saved[0]["epochs_done"], saved[0]["step"], saved[0]["partial"]
+        if self.partial is not None and self.partial["order"] is not None:  # each run's own batch order
+            orders = torch.stack([s["partial"]["order"] for s in saved])
             self.partial = {**self.partial, "order": orders.to(weights.device)}
         self.optimizer.steps = self.step
         for row, m in enumerate(members):
-            if m.optimizer_state is not None:
-                self.optimizer.load_row(row, m.optimizer_state, self.model.split_row)
+            if m.saved["optimizer"] is not None:
+                self.optimizer.load_row(row, m.saved["optimizer"], self.model.split_row)
+            m.logger = RunLogger(m.job.run_dir, m.job.config_yaml)
 
-        def rows(saved: list) -> torch.Tensor:  # a resumed run's snapshots as it saved them; else its weights now
-            return torch.stack([w if s is None else self.model.row_of(s).to(w.device) for w, s in zip(weights, saved)])
+        def rows(key: str) -> torch.Tensor:  # a resumed run's snapshots as it saved them; else its weights now
+            return torch.stack([w if s[key] is None else self.model.row_of(s[key]).to(w.device)
+                                for w, s in zip(weights, saved)])
 
-        self.last_good, self.best = rows([m.last_good for m in members]), rows([m.best_weights for m in members])
-        self.has_best = torch.tensor([m.best_weights is not None for m in members])
+        self.last_good, self.best = rows("last_good"), rows("best_weights")
+        self.has_best = torch.tensor([s["best_weights"] is not None for s in saved])
 
     def batch_order(self, n: int, batch_size: int) -> tuple[torch.Tensor | None, int]:
-        """This epoch's batch orders (K, n) and the first batch's start: the rest of the epoch a run stopped
-        inside, else each model's own permutation (None: the whole set is one batch)."""
+        """This epoch's batch orders (K, n; None: one batch) and first batch: the rest of an epoch stopped inside."""
         if self.partial is not None:
             partial, self.partial = self.partial, None
             return partial["order"], partial["next_start"]
@@ -372,24 +314,23 @@ class Stack:
         return torch.stack([torch.randperm(n, generator=m.rng, device=self.model.flat.device)
                             for m in self.members]), 0
 
-    def sync(self, r: int) -> Member:
-        """Row r into its member: the weights into its MLP, its position, snapshots and optimizer state (what
-        its checkpoint holds)."""
+    def state(self, r: int) -> dict[str, Any]:
+        """Row r as its checkpoint holds it to resume from; its member's MLP gets the row's weights."""
         m = self.members[r]
         names = list(m.module.state_dict())
         m.module.load_state_dict(self.model.state_dict_of(self.model.flat[r], names))
         partial = self.partial and {**self.partial, "order": None if self.partial["order"] is None
                                     else self.partial["order"][r]}
-        m.position = Position(self.epochs_done, self.step, partial)
-        m.best_weights = self.model.state_dict_of(self.best[r], names) if self.has_best[r] else None
-        m.last_good = self.model.state_dict_of(self.last_good[r], names)
-        m.optimizer_state = self.optimizer.state_dict_of(r, m.group, self.model.split_row)
-        return m
+        return {"epochs_done": self.epochs_done, "step": self.step, "partial": partial, "model": m.module.state_dict(),
+                "optimizer": self.optimizer.state_dict_of(r, m.group, self.model.split_row),
+                "rng": {"train": m.rng.get_state()}, "early_stopping": m.stopper.state_dict(),
+                "best_weights": self.model.state_dict_of(self.best[r], names) if self.has_best[r] else None,
+                "last_good": self.model.state_dict_of(self.last_good[r], names)}
 
     def end(self, statuses: dict[int, str], data: Dataset, loss: losses.Loss, drawing: Pictures) -> None:
         """The runs at these rows end, each with its status (see `finish`), and leave the stack."""
         for r, status in statuses.items():
-            self.members[r].result = finish(self.sync(r), status, data, loss, drawing)
+            self.members[r].result = finish(self.members[r], self.state(r), status, data, loss, drawing)
         kept = [r for r in range(len(self.members)) if r not in statuses]
         if statuses and kept:  # rebuilt only when some leave and some stay
             index = torch.tensor(kept, device=self.model.flat.device)
@@ -404,36 +345,29 @@ def train_stack(members: list[Member], data: Dataset, loss: losses.Loss, receive
     """Train `members` (one kind, one starting point) as one stack until each run ends; each gets its result."""
     cfg = members[0].job.cfg  # what the stack shares: data, architecture, loss, optimizer rule, loop settings
     rules, stopping = cfg.train, cfg.train.early_stopping
-    evaluate_every_epoch = stopping.patience is not None
+    every_epoch = stopping.patience is not None  # early stopping evaluates every epoch
     # Restoring the best weights is part of early stopping: without it, a run ends with its last weights.
-    restore_best = evaluate_every_epoch and stopping.restore_best
+    restore_best = every_epoch and stopping.restore_best
     x, n = data.train.x, len(data.train)
-    y = loss.targets(data.train.y, x.dtype)
-    batch_size = min(rules.batch_size or n, n)
-    stack = Stack(members)
-    model, optimizer = stack.model, stack.optimizer
-    for m in members:
-        m.logger = RunLogger(m.job.run_dir, m.job.config_yaml)
-    drawing = Pictures(data.train)  # what the runs' pictures share is made once, when they first draw
+    y, batch_size = loss.targets(data.train.y, x.dtype), min(rules.batch_size or n, n)
+    stack, drawing = Stack(members), Pictures(data.train)  # the runs' pictures share what is the data's
+    model = stack.model
     bar = ProgressBar(f"[bold]{cfg.exp_name}", rules.epochs, console, done=stack.epochs_done,
                       enabled=show_progress and len(members) == 1)
-    status = "completed"
     try:
         with bar:
             model.train()
             for epoch in range(stack.epochs_done + 1, rules.epochs + 1):
                 # --- train an epoch (or the rest of the one a run stopped inside) ---------------------------
                 if received:
-                    status = "interrupted"
                     break
                 order, first = stack.batch_order(n, batch_size)
                 for begin in range(first, n, batch_size):
-                    idx = None if order is None else order[:, begin:begin + batch_size]
-                    xb, yb = (x, y) if idx is None else (x[idx], y[idx])
+                    idx = slice(None) if order is None else order[:, begin:begin + batch_size]
                     model.flat.grad = None
-                    per_model = loss.fn(model(xb), yb)
+                    per_model = loss.fn(model(x[idx]), y[idx])
                     per_model.sum().backward()
-                    optimizer.step()
+                    stack.optimizer.step()
                     stack.step += 1
                     if rules.log_steps:
                         for m, value in zip(stack.members, per_model.tolist()):
@@ -442,14 +376,14 @@ def train_stack(members: list[Member], data: Dataset, loss: losses.Loss, receive
                         stack.partial = {"epoch": epoch, "next_start": begin + batch_size, "order": order}
                         break
                 if stack.partial is not None:
-                    status = "interrupted"
                     break
                 stack.epochs_done = epoch
 
                 # --- evaluate if due, log, decide each run's fate ----------------------------------------
-                due, images = log_due(cfg, epoch), images_due(cfg, data, epoch)
+                due = epoch % rules.log_every == 0 or epoch in (1, rules.epochs)  # the regular epochs to log
+                images = images_due(cfg, data, epoch)
                 ended: dict[int, str] = {}
-                if due or evaluate_every_epoch:
+                if due or every_epoch:
                     (train_loss, train_acc), (val_loss, val_acc) = evaluate(model, loss, data.train, data.val)
                     improved = []
                     for r, m in enumerate(stack.members):
@@ -458,7 +392,7 @@ def train_stack(members: list[Member], data: Dataset, loss: losses.Loss, receive
                         if not (math.isfinite(train_loss[r]) and math.isfinite(val_loss[r])):
                             ended[r] = "diverged"
                         else:
-                            if m.stopper.update(epoch, values[stopping.monitor]) and evaluate_every_epoch:
+                            if m.stopper.update(epoch, values[stopping.monitor]) and every_epoch:
                                 improved.append(r)
                             if m.stopper.should_stop:
                                 ended[r] = "stopped_early"
@@ -478,11 +412,11 @@ def train_stack(members: list[Member], data: Dataset, loss: losses.Loss, receive
                 save_now = rules.checkpoint_every is not None and epoch % rules.checkpoint_every == 0
                 if images or save_now:
                     for r in (r for r in range(len(stack.members)) if ended.get(r) != "diverged"):
-                        m = stack.sync(r)
+                        m, state = stack.members[r], stack.state(r)
                         if images:
                             drawing.log_epoch(m.logger, m.module, loss, epoch)
                         if save_now and r not in ended:
-                            checkpoint.save(m.job.run_dir, checkpoint_payload(m, "running", data, loss))
+                            checkpoint.save(m.job.run_dir, checkpoint_payload(m, state, "running", data, loss))
                 stack.end(ended, data, loss, drawing)
                 if not stack.members:
                     break
@@ -490,35 +424,33 @@ def train_stack(members: list[Member], data: Dataset, loss: losses.Loss, receive
         # A fault: keep what is known of every run still training (status failed), then let the caller report it.
         stack.end(dict.fromkeys(range(len(stack.members)), "failed"), data, loss, drawing)
         raise
-
-    # --- finish: the runs still in the stack ------------------------------------------------------------
+    # The runs still in the stack trained every epoch, or a signal stopped them.
+    status = "completed" if stack.epochs_done >= rules.epochs else "interrupted"
     stack.end(dict.fromkeys(range(len(stack.members)), status), data, loss, drawing)
 
 
-def finish(m: Member, status: str, data: Dataset, loss: losses.Loss, drawing: Pictures) -> RunResult:
+def finish(m: Member, state: dict[str, Any], status: str, data: Dataset, loss: losses.Loss,
+           drawing: Pictures) -> RunResult:
     """Pick the weights to keep, evaluate them, write checkpoint.pt and metrics.json (atomic), then the last
-    pictures, HParams, and close the run's event file. `m` is synced (`Stack.sync`): its MLP holds the last
-    step's weights."""
-    cfg, stopper, epochs_run = m.job.cfg, m.stopper, m.position.epochs_done
+    pictures and HParams, and close the run's event file. `state`: the run's last step (`Stack.state`)."""
+    cfg, stopper, epochs_run = m.job.cfg, m.stopper, state["epochs_done"]
     weights, weights_epoch = None, None
     if status == "diverged":
-        weights, weights_epoch = m.last_good, epochs_run
-    elif m.best_weights is not None and status in ("completed", "stopped_early"):
-        weights, weights_epoch = m.best_weights, stopper.best_epoch
+        weights, weights_epoch = state["last_good"], epochs_run
+    elif state["best_weights"] is not None and status in ("completed", "stopped_early"):
+        weights, weights_epoch = state["best_weights"], stopper.best_epoch
     # Saved before the kept weights are loaded: the resume state holds the last step's weights.
-    checkpoint.save(m.job.run_dir, checkpoint_payload(m, status, data, loss, weights, weights_epoch))
+    checkpoint.save(m.job.run_dir, checkpoint_payload(m, state, status, data, loss, weights, weights_epoch))
     if weights is not None:
         m.module.load_state_dict(weights)
-    final: dict[str, float | None] = {key: None for key in metrics.FINAL_KEYS}
+    final: dict[str, float | None] = dict.fromkeys(metrics.FINAL_KEYS)
     if status not in ("diverged", "failed"):
         (final["loss/train"], final["accuracy/train"]), (final["loss/val"], final["accuracy/val"]), \
             (_, final["accuracy/test"]) = evaluate(m.module, loss, data.train, data.val, data.test)
-    device = data.train.x.device
     monitor = cfg.train.early_stopping.monitor
     result_metrics = metrics.build_metrics(
-        status=status, epochs_run=epochs_run, best_epoch=stopper.best_epoch,
-        best_value=stopper.best_value, monitor=monitor, final=final,
-        wall_time_s=time.perf_counter() - m.started, device=str(device) if device.type == "cuda" else "cpu",
+        status=status, epochs_run=epochs_run, best_epoch=stopper.best_epoch, best_value=stopper.best_value,
+        monitor=monitor, final=final, wall_time_s=time.perf_counter() - m.started, device=str(data.train.x.device),
         seed=cfg.seed, overrides=list(m.job.overrides))
     metrics.write_metrics(m.job.run_dir, result_metrics)
     if status == "stopped_early" and images_due(cfg, data, cfg.train.epochs):
@@ -533,29 +465,15 @@ def finish(m: Member, status: str, data: Dataset, loss: losses.Loss, drawing: Pi
                      metrics.finite_or_none(stopper.best_value), result_metrics["final"], result_metrics)
 
 
-def checkpoint_payload(m: Member, status: str, data: Dataset, loss: losses.Loss,
-                       weights: dict[str, torch.Tensor] | None = None,
-                       weights_epoch: int | None = None) -> dict[str, Any]:
-    """What checkpoint.pt holds: the weights to use (`model`), what predict needs, and what resume needs."""
-    current, position = m.module.state_dict(), m.position
-    # A diverged run's last state holds NaNs: it is not saved, and such a run cannot be resumed.
-    resume_state = None if status == "diverged" else {
-        "epochs_done": position.epochs_done, "step": position.step, "partial": position.partial,
-        "model": current, "optimizer": m.optimizer_state,
-        "rng": {"train": m.rng.get_state()}, "early_stopping": m.stopper.state_dict(),
-        "best_weights": m.best_weights, "last_good": m.last_good}
-    return {
-        "model": current if weights is None else weights,
-        "epoch": position.epochs_done if weights_epoch is None else weights_epoch,
-        "spec": m.module.spec,
-        "loss": loss.name,
-        "mean": data.mean, "std": data.std,
-        "feature_names": list(data.feature_names), "class_names": list(data.class_names),
-        "config": m.job.cfg.to_dict(),
-        "status": status,
-        # The state at the last step (not restored best weights), so a resumed run continues exactly.
-        "resume": resume_state,
-    }
+def checkpoint_payload(m: Member, state: dict[str, Any], status: str, data: Dataset, loss: losses.Loss,
+                       weights: dict[str, torch.Tensor] | None = None, weights_epoch: int | None = None) -> dict:
+    """What checkpoint.pt holds: the weights to use (`model`), what predict needs, and the `state` at the last step
+    (not restored best weights) that a resume goes on from exactly; a diverged run's holds NaNs: not saved."""
+    return {"model": state["model"] if weights is None else weights,
+            "epoch": state["epochs_done"] if weights_epoch is None else weights_epoch,
+            "spec": m.module.spec, "loss": loss.name, "mean": data.mean, "std": data.std,
+            "feature_names": list(data.feature_names), "class_names": list(data.class_names),
+            "config": m.job.cfg.to_dict(), "status": status, "resume": None if status == "diverged" else state}
 
 
 MIN_FREE_BYTES = 16 << 20  # a run writes a few MiB at most; less than this free and it would fail midway
@@ -565,8 +483,7 @@ def check_writable(run_dir: Path) -> None:
     """Fail before training, not after, when results could not be saved: unwritable dir or a full disk."""
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=run_dir):
-            pass
+        tempfile.TemporaryFile(dir=run_dir).close()
     except OSError as exc:
         raise ConfigError("hydra.run.dir", str(run_dir), f"a writable directory ({exc.strerror})") from None
     free = shutil.disk_usage(run_dir).free
@@ -576,8 +493,7 @@ def check_writable(run_dir: Path) -> None:
 
 
 def find_resume_dir(cfg: TrainConfig, run_dir: Path, *, root: Path = Path(".")) -> Path:
-    """Where a run's `train.resume` points: a run dir (or its checkpoint.pt), or `latest` = the newest earlier run
-    of this exp_name under `root`/experiments. (A sweep's job resumes from its namesake: nnrun.sweep.namesake.)"""
+    """The run dir `train.resume` names (or its checkpoint.pt's), or for `latest` this exp_name's newest other run."""
     if cfg.train.resume != "latest":
         path = Path(cfg.train.resume).expanduser()
         return path.parent if path.name == checkpoint.CHECKPOINT_FILE else path
@@ -588,4 +504,3 @@ def find_resume_dir(cfg: TrainConfig, run_dir: Path, *, root: Path = Path(".")) 
         raise UsageError(f"train.resume=latest finds no run to resume: no other run under {runs} has a checkpoint; "
                          "give a run dir, or leave out train.resume to start this run")
     return candidates[-1].parent
-

@@ -11,16 +11,14 @@ from torch.func import functional_call, vmap
 
 from nnrun.data import Split
 from nnrun.losses import Loss
-from nnrun.pictures import to_uint8
+from nnrun.pictures import SIZE, to_uint8  # the same size as the run's other pictures
 from nnrun.tensorboard_events import PICTURES
 
 STEPS = 41  # grid points per axis (odd, so the trained weights sit on the centre point)
 SPAN = 1.0  # the grid covers a, b in [-SPAN, SPAN]
-SIZE = 200  # pixels per side of the picture
 LEVELS = 12  # contour lines
 SEED = 0  # the directions are random but the same for every run: pictures of two runs compare
 TAG = f"{PICTURES}/loss_landscape"  # TensorBoard's image tag, beside the run's other pictures
-
 # Viridis at a few stops (dark blue = low loss, yellow = high), interpolated linearly.
 VIRIDIS = torch.tensor([
     [0.267, 0.005, 0.329], [0.283, 0.141, 0.458], [0.254, 0.265, 0.530], [0.207, 0.372, 0.553],
@@ -36,67 +34,55 @@ def filter_normalised_direction(params: dict[str, torch.Tensor], generator: torc
         if p.dim() <= 1:
             direction[name] = torch.zeros_like(p)
             continue
-        d = torch.randn(p.shape, generator=generator).to(p.device, p.dtype)
-        rows, trained = d.reshape(d.shape[0], -1), p.reshape(p.shape[0], -1)
-        scale = trained.norm(dim=1, keepdim=True) / rows.norm(dim=1, keepdim=True).clamp_min(1e-10)
-        direction[name] = (rows * scale).reshape(p.shape)
+        d = torch.randn(p.shape, generator=generator).to(p.device, p.dtype).reshape(len(p), -1)
+        scale = p.reshape(len(p), -1).norm(dim=1, keepdim=True) / d.norm(dim=1, keepdim=True).clamp_min(1e-10)
+        direction[name] = (d * scale).reshape(p.shape)
     return direction
 
 
 @torch.no_grad()
-def surface(model: torch.nn.Module, loss: Loss, split: Split, steps: int = STEPS, span: float = SPAN,
-            seed: int = SEED) -> torch.Tensor:
-    """(steps, steps) loss values; row i is b = +span .. -span (top to bottom), column j is a = -span .. +span."""
+def surface(model: torch.nn.Module, loss: Loss, split: Split, steps: int = STEPS) -> torch.Tensor:
+    """(steps, steps) loss values; row i is b = +SPAN .. -SPAN (top to bottom), column j is a = -SPAN .. +SPAN."""
     was_training = model.training
     model.eval()
-    generator = torch.Generator().manual_seed(seed)
+    generator = torch.Generator().manual_seed(SEED)
     trained = {name: p.detach() for name, p in model.named_parameters()}
-    d1 = filter_normalised_direction(trained, generator)
-    d2 = filter_normalised_direction(trained, generator)
+    d1, d2 = (filter_normalised_direction(trained, generator) for _ in range(2))
     device = next(model.parameters()).device
-    alphas = torch.linspace(-span, span, steps, device=device)
-    betas = torch.linspace(span, -span, steps, device=device)
+    alphas = torch.linspace(-SPAN, SPAN, steps, device=device)
 
     def loss_at(params: dict[str, torch.Tensor]) -> torch.Tensor:
         return loss.fn(functional_call(model, params, (split.x,)), split.y)
 
     rows = []
-    for b in betas:  # one row of the grid at a time: all its weight sets in one batched forward pass
-        params = {name: trained[name] + alphas.view(-1, *[1] * p.dim()) * d1[name] + b * d2[name]
-                  for name, p in trained.items()}
-        rows.append(vmap(loss_at)(params))
+    for b in torch.linspace(SPAN, -SPAN, steps, device=device):  # a row at a time: its weights in one batched pass
+        rows.append(vmap(loss_at)({name: p + alphas.view(-1, *[1] * p.dim()) * d1[name] + b * d2[name]
+                                   for name, p in trained.items()}))
     model.train(was_training)
     return torch.stack(rows).float().cpu()
 
 
-def colour(values: torch.Tensor) -> torch.Tensor:
-    """(H, W) values in [0, 1] -> (3, H, W) viridis."""
-    position = values.clamp(0, 1) * (len(VIRIDIS) - 1)
-    low = position.floor().long().clamp(max=len(VIRIDIS) - 2)
-    frac = (position - low).unsqueeze(-1)
-    rgb = VIRIDIS[low] * (1 - frac) + VIRIDIS[low + 1] * frac
-    return rgb.permute(2, 0, 1)
-
-
-def picture(losses: torch.Tensor, size: int = SIZE, levels: int = LEVELS) -> torch.Tensor:
-    """(3, size, size) uint8: log-loss heatmap, white contour lines, a red cross on the trained weights."""
+def picture(losses: torch.Tensor) -> torch.Tensor:
+    """(3, SIZE, SIZE) uint8: log-loss heatmap in viridis, white contour lines, a red cross on the trained weights."""
     finite = torch.where(torch.isfinite(losses), losses, torch.full_like(losses, float("inf")))
     top = finite[torch.isfinite(finite)].max() if torch.isfinite(finite).any() else torch.tensor(1.0)
     log_loss = torch.log(finite.clamp(min=1e-8, max=float(top)))  # log: the basin and the walls both show
-    lo, hi = log_loss.min(), log_loss.max()
-    scaled = (log_loss - lo) / (hi - lo).clamp_min(1e-8)
-    smooth = F.interpolate(scaled[None, None], size=(size, size), mode="bilinear", align_corners=True)[0, 0]
-    image = colour(smooth)
+    scaled = (log_loss - log_loss.min()) / (log_loss.max() - log_loss.min()).clamp_min(1e-8)
+    smooth = F.interpolate(scaled[None, None], size=(SIZE, SIZE), mode="bilinear", align_corners=True)[0, 0]
+    position = smooth.clamp(0, 1) * (len(VIRIDIS) - 1)
+    low = position.floor().long().clamp(max=len(VIRIDIS) - 2)
+    frac = (position - low).unsqueeze(-1)
+    image = (VIRIDIS[low] * (1 - frac) + VIRIDIS[low + 1] * frac).permute(2, 0, 1)
     # Contour lines: where the band index (the level a pixel lies in) changes from its neighbour.
-    band = (smooth * levels).floor()
+    band = (smooth * LEVELS).floor()
     edge = torch.zeros_like(band, dtype=torch.bool)
     edge[:, 1:] |= band[:, 1:] != band[:, :-1]
     edge[1:, :] |= band[1:, :] != band[:-1, :]
     image = torch.where(edge, image * 0.3 + 0.7, image)
-    c, arm = size // 2, max(size // 40, 2)
-    red = torch.tensor([0.86, 0.15, 0.15]).view(3, 1)
-    image[:, c - 1:c + 2, c - arm:c + arm + 1] = red.unsqueeze(-1)
-    image[:, c - arm:c + arm + 1, c - 1:c + 2] = red.unsqueeze(-1)
+    c, arm = SIZE // 2, max(SIZE // 40, 2)
+    red = torch.tensor([0.86, 0.15, 0.15]).view(3, 1, 1)
+    image[:, c - 1:c + 2, c - arm:c + arm + 1] = red
+    image[:, c - arm:c + arm + 1, c - 1:c + 2] = red
     return to_uint8(image)
 
 

@@ -1,10 +1,9 @@
 """Pictures for TensorBoard: the decision boundary and the lecture's XOR panels, drawn with plain tensors.
 
-The look of the TensorFlow Playground: each pixel coloured by the predicted class probabilities, the
-training points on top. A net with a hidden layer also gets the lecture's three panels (original data,
-the data after the non-linear transformation = the last hidden layer's activations, and the linear
-classification the output layer does there). `Pictures` draws and logs them for the runs of one training set.
-"""
+The look of the TensorFlow Playground: each pixel coloured by the predicted class probabilities, the training points
+on top. A net with a hidden layer also gets the lecture's three panels: the original data, the data after the
+non-linear transformation (the last hidden layer's activations), and there the output layer's linear classification.
+Images are (3, SIZE, SIZE) uint8 laid out pixel by pixel, (H, W, 3) in memory, as PNG wants them."""
 
 from __future__ import annotations
 
@@ -28,76 +27,70 @@ SIZE = 200  # pixels per side
 # forward passes of one per pixel, and no visible difference (the boundary is smooth at this scale).
 GRID = 100
 POINT_SHADE = 0.8  # points a little darker than their class's region, so they show on top of it
+# TensorBoard tags: under `pictures/`, after the curves (see nnrun.tensorboard_events); XOR panels in lecture order.
+BOUNDARY = f"{PICTURES}/decision_boundary"
+ORIGINAL, HIDDEN, CLASSIFIED = (f"{PICTURES}/xor_1_original_data", f"{PICTURES}/xor_2_hidden_space",
+                                f"{PICTURES}/xor_3_linear_classification")
 
 
-def plane(points: torch.Tensor, size: int = SIZE,
-          margin: float = 0.25) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def plane(points: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """A size x size grid covering the points (plus a margin); returns (grid points (size², 2), lo, hi)."""
     lo, hi = points.min(0).values, points.max(0).values
-    pad = (hi - lo).clamp_min(1e-3) * margin
+    pad = (hi - lo).clamp_min(1e-3) * 0.25
     lo, hi = lo - pad, hi + pad
     xs = torch.linspace(float(lo[0]), float(hi[0]), size)
     ys = torch.linspace(float(hi[1]), float(lo[1]), size)  # image row 0 is the top: largest x2
-    gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-    return torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1), lo, hi
+    return torch.cartesian_prod(ys, xs).flip(1), lo, hi  # (x1, x2) row by row
 
 
 def colour_by_proba(proba: torch.Tensor, size: int) -> torch.Tensor:
-    """(size², K) probabilities -> (3, size, size) image, pale where the net is unsure: a view of (size, size, 3)
-    memory, pixel by pixel as PNG wants it, a layout the steps that follow keep without a copy."""
+    """(size², K) probabilities -> (3, size, size) float image, pale where the net is unsure, pixel by pixel."""
     k = proba.shape[1]
     rgb = proba @ PALETTE[:k]  # (size², 3): pixel by pixel
-    confidence = proba.amax(1, keepdim=True)  # 1/K .. 1
-    weight = ((confidence - 1.0 / k) / (1 - 1.0 / k)).clamp_(0, 1).mul_(0.65).add_(0.2)
+    weight = ((proba.amax(1, keepdim=True) - 1.0 / k) / (1 - 1.0 / k)).clamp_(0, 1).mul_(0.65).add_(0.2)
     rgb = rgb.mul_(weight).add_(1 - weight)  # weight * rgb + (1 - weight) * white
     return rgb.view(size, size, 3).permute(2, 0, 1)
 
 
-def heatmap(proba: torch.Tensor, size: int = SIZE) -> torch.Tensor:
-    """(GRID², K) probabilities over the plane -> (3, size, size) uint8 background: coloured at the GRID x GRID
-    points, as uint8, then smoothly upsampled. Bilinear upsampling of uint8 pixels laid out pixel by pixel (the
-    layout of `colour_by_proba`, which it keeps) is torch's fast path, a quarter of the time of upsampling floats
-    and converting four times as many pixels after; a pixel comes out within one level of that."""
-    pixels = to_uint8(colour_by_proba(proba, GRID)).permute(1, 2, 0)[None]  # (1, GRID, GRID, 3)
-    # As (1, 3, GRID, GRID) with the batch's stride too, so that torch sees the channels-last layout and keeps it.
-    return F.interpolate(pixels.permute(0, 3, 1, 2), size=(size, size), mode="bilinear", align_corners=True)[0]
+def heatmap(proba: torch.Tensor) -> torch.Tensor:
+    """(GRID², K) probabilities over the plane -> uint8 background: coloured at the GRID x GRID points, made uint8,
+    then upsampled. Upsampling uint8 pixels laid out pixel by pixel is torch's fast path, a quarter of the time of
+    upsampling floats; a pixel comes out within one level of that."""
+    # (1, 3, GRID, GRID) by way of (1, GRID, GRID, 3), so that the batch's stride too tells torch it is channels last.
+    pixels = to_uint8(colour_by_proba(proba, GRID)).permute(1, 2, 0)[None].permute(0, 3, 1, 2)
+    return F.interpolate(pixels, size=(SIZE, SIZE), mode="bilinear", align_corners=True)[0]
 
 
-def white(size: int) -> torch.Tensor:
-    """A blank (3, size, size) uint8 canvas, in the pixel-by-pixel layout."""
-    return torch.full((size, size, 3), 255, dtype=torch.uint8).permute(2, 0, 1)
+def white() -> torch.Tensor:
+    return torch.full((SIZE, SIZE, 3), 255, dtype=torch.uint8).permute(2, 0, 1)
+
+
+def to_uint8(image: torch.Tensor) -> torch.Tensor:
+    """A float 0..1 image as uint8 0..255 (clamped, truncated), in the same layout."""
+    return (image.clamp(0, 1) * 255).to(torch.uint8)
 
 
 class Marks(NamedTuple):
-    """Where points go on an image: the flat pixel indices of their white rims and of their fills, and the fills'
-    colours (3, fills). Made once, drawn on any number of images of that size and plane."""
+    """Where points go on an image: flat pixel indices of their white rims and fills, the fills' colours (3, fills)."""
 
     rim: torch.Tensor
     fill: torch.Tensor
     colours: torch.Tensor
 
     def draw(self, image: torch.Tensor) -> torch.Tensor:
-        """The points on a (3, H, W) image (float 0..1 or uint8 0..255; laid out channel by channel or pixel by
-        pixel), in place: first every rim, then every fill, so a rim never hides a neighbour's colour."""
+        """The points on a (3, H, W) image (float or uint8), in place; rims first, so none hides a neighbour's fill."""
         rim, colours = (1.0, self.colours) if image.is_floating_point() else (255, to_uint8(self.colours))
-        pixels = image.permute(1, 2, 0)
-        if pixels.is_contiguous():  # (H, W, 3) memory: a pixel's three values at once
-            flat, colours = pixels.view(-1, 3), colours.T
-            flat[self.rim] = rim
-            flat[self.fill] = colours
-        else:
-            flat = image.view(3, -1)
-            flat[:, self.rim] = rim
-            flat[:, self.fill] = colours
+        pixels = image.permute(1, 2, 0).view(-1, 3)  # a view in either layout: (H, W) stay mergeable
+        pixels[self.rim] = rim
+        pixels[self.fill] = colours.T
         return image
 
 
-def point_marks(points: torch.Tensor, labels: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, h: int, w: int,
-                radius: int | None = None) -> Marks:
+def point_marks(points: torch.Tensor, labels: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, h: int,
+                w: int) -> Marks:
     """Each point a square of its class colour with a white rim, on an h x w image of the plane lo..hi: big for
     XOR's four points, small for hundreds. All at once (a loop over hundreds would cost more than the net)."""
-    if radius is None:
-        radius = 6 if len(points) <= 16 else 3 if len(points) <= 100 else 2
+    radius = 6 if len(points) <= 16 else 3 if len(points) <= 100 else 2
     col = ((points[:, 0] - lo[0]) / (hi[0] - lo[0]) * (w - 1)).round().long()
     row = ((hi[1] - points[:, 1]) / (hi[1] - lo[1]) * (h - 1)).round().long()
     offsets = torch.arange(-radius - 1, radius + 2)
@@ -116,43 +109,21 @@ def point_marks(points: torch.Tensor, labels: torch.Tensor, lo: torch.Tensor, hi
     return Marks(pixel[inside], filled[last_fill], fill_colours[last_fill].T)
 
 
-def to_uint8(image: torch.Tensor) -> torch.Tensor:
-    """A float 0..1 image as uint8 0..255 (clamped, truncated), in the same layout."""
-    return (image.clamp(0, 1) * 255).to(torch.uint8)
-
-
 @torch.no_grad()
 def hidden_activations(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """(N, H): what the last hidden layer makes of the inputs (eval mode: dropout off)."""
     was_training = model.training
-    model.eval()
-    h = model.hidden(x)
+    h = model.eval().hidden(x)
     model.train(was_training)
     return h
 
 
-def _orthonormal_to(u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """v with its component along the unit vector u removed, normalised (any unit vector ⊥ u if v ∥ u)."""
-    v = v - (v @ u) * u
-    if v.norm() > 1e-6:
-        return v / v.norm()
-    e = torch.zeros_like(u)
-    e[u.abs().argmin()] = 1.0
-    return _orthonormal_to(u, e)
-
-
 def hidden_plane(weight: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """(basis (2, H), centre (H,)): the plane of hidden space that the panels show, for the output layer's
-    `weight` (outputs, H) and the hidden activations `h` (N, H).
-
-    Width 2 (the lecture's XOR net): the two hidden units themselves. Wider: the plane that holds the
-    directions the output layer reads (its weight row for one logit, the differences of its rows for
-    several), filled up with the activations' main direction of spread. A point's projection then
-    gets the same output as the point itself, so the linear classification drawn in the plane is the
-    one the net applies (exactly for one logit or up to three classes; approximately beyond).
-    """
-    width = h.shape[1]
-    centre = h.mean(0)
+    """(basis (2, H), centre (H,)): the plane of hidden space the panels show, for the output layer's `weight`
+    (outputs, H) and the activations `h` (N, H). Width 2 (the XOR net): the two hidden units. Wider: the directions
+    the output layer reads (its row for one logit, its rows' differences for several), filled up with the
+    activations' main spread, so that the classification drawn is the net's (exactly up to three classes)."""
+    width, centre = h.shape[1], h.mean(0)
     if width <= 2:
         return torch.eye(2, width), centre
     read = weight if weight.shape[0] == 1 else weight - weight.mean(0)
@@ -164,87 +135,71 @@ def hidden_plane(weight: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, t
     if len(axes) == 1:  # filled up with the activations' main spread across u
         spread = (h - centre) - ((h - centre) @ u).unsqueeze(1) * u
         axes.append(torch.linalg.svd(spread, full_matrices=False)[2][0])
-    return torch.stack([u, _orthonormal_to(u, axes[1])]), centre
-
-
-# TensorBoard tags: under `pictures/`, which sorts after the loss and accuracy curves (see nnrun.tensorboard_events);
-# the XOR panels numbered in the lecture's order.
-BOUNDARY = f"{PICTURES}/decision_boundary"
-ORIGINAL, HIDDEN, CLASSIFIED = (f"{PICTURES}/xor_1_original_data", f"{PICTURES}/xor_2_hidden_space",
-                                f"{PICTURES}/xor_3_linear_classification")
+    # The second axis made orthonormal to u; where it lies along u, any unit vector across u.
+    for v in (axes[1], torch.eye(width, dtype=u.dtype)[u.abs().argmin()]):
+        v = v - (v @ u) * u
+        if v.norm() > 1e-6:
+            return torch.stack([u, v / v.norm()]), centre
 
 
 @torch.no_grad()
-def hidden_space(model: torch.nn.Module, loss: Loss, points: torch.Tensor, labels: torch.Tensor,
-                 size: int = SIZE) -> tuple[torch.Tensor, torch.Tensor]:
-    """Panels 2 and 3, each (3, size, size) uint8: the points after the non-linear transformation (the last
-    hidden layer's activations), then there the output layer's linear classification: a straight boundary."""
-    device = next(model.parameters()).device
-    labels = labels.cpu()
-    h = hidden_activations(model, points.to(device)).float().cpu()
+def hidden_space(model: torch.nn.Module, loss: Loss, points: torch.Tensor,
+                 labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Panels 2 and 3: the points in the last hidden layer's space, then there the output layer's classification."""
+    h = hidden_activations(model, points.to(next(model.parameters()).device)).float().cpu()
     basis, centre = hidden_plane(model.output.weight.detach().float().cpu(), h)
     projected = (h - centre) @ basis.T  # (N, 2) coordinates in the panel's plane
     grid, lo, hi = plane(projected, GRID)
-    marks = point_marks(projected, labels, lo, hi, size, size)  # the same points on both panels
-    hidden = marks.draw(white(size))
+    marks = point_marks(projected, labels.cpu(), lo, hi, SIZE, SIZE)  # the same points on both panels
     proba = loss.proba(plane_logits(model.output, basis, centre, grid))
-    classified = marks.draw(heatmap(proba, size))
-    return hidden, classified
+    return marks.draw(white()), marks.draw(heatmap(proba))
 
 
 def plane_logits(output: torch.nn.Linear, basis: torch.Tensor, centre: torch.Tensor,
                  grid: torch.Tensor) -> torch.Tensor:
-    """The output layer's logits at the hidden-space points centre + grid @ basis, for (G, 2) plane coordinates
-    `grid`: one linear map of the two coordinates, weight @ basis.T and weight @ centre + bias, rather than the
-    layer applied to G points of the whole hidden width (the same numbers to rounding, a fraction of the work on
-    a wide layer). The output layer is linear and needs no mode switch: dropout sits before it."""
+    """The output layer's logits at the hidden-space points centre + grid @ basis: one linear map of the two plane
+    coordinates, a fraction of the work of the layer on G points of the whole hidden width (dropout sits before it)."""
     weight, bias = output.weight.detach().float().cpu(), output.bias.detach().float().cpu()
     return F.linear(grid, weight @ basis.T, weight @ centre + bias)
 
 
 class Pictures:
-    """The pictures of the runs that train on one training set, as a stack's runs do: the decision boundary's
-    plane, the points' marks on it and the original-data panel are the data's, the same at every epoch and for
-    every model, so they are made once, here; each run logs the original-data panel once (the data never change).
-    """
+    """The pictures of the runs that train on one training set, as a stack's runs do: what is the data's (the input
+    plane, the points' marks on it, the original-data panel) is made once, here."""
 
-    def __init__(self, train: Split, size: int = SIZE):
-        self.points, self.labels, self.size = train.x, train.y, size
+    def __init__(self, train: Split):
+        self.points, self.labels = train.x, train.y
         self._runs_with_original: set = set()  # the loggers of the runs that have the original-data panel
 
     @functools.cached_property
     def input_plane(self) -> tuple[torch.Tensor, Marks]:
         """(GRID² points of the input plane around the training points, where those points go on a picture)."""
-        points = self.points.cpu()
-        grid, lo, hi = plane(points, GRID)
-        return grid, point_marks(points, self.labels.cpu(), lo, hi, self.size, self.size)
+        grid, lo, hi = plane(self.points.cpu(), GRID)
+        return grid, point_marks(self.points.cpu(), self.labels.cpu(), lo, hi, SIZE, SIZE)
 
     @functools.cached_property
     def original_data(self) -> torch.Tensor:
-        """Panel 1, (3, size, size) uint8: the training points in the input plane (every run logs this one)."""
-        return self.input_plane[1].draw(white(self.size))
+        """Panel 1: the training points in the input plane, the same for every run."""
+        return self.input_plane[1].draw(white())
 
     @torch.no_grad()
     def decision_boundary(self, model: torch.nn.Module, loss: Loss) -> torch.Tensor:
-        """(3, size, size) uint8: the model's class probabilities over the input plane, the points on top."""
+        """The model's class probabilities over the input plane, the points on top."""
         was_training = model.training
         model.eval()
         grid, marks = self.input_plane
         proba = loss.proba(model(grid.to(next(model.parameters()).device))).float().cpu()
         model.train(was_training)
-        return marks.draw(heatmap(proba, self.size))
+        return marks.draw(heatmap(proba))
 
     def log_epoch(self, logger, model: torch.nn.Module, loss: Loss, epoch: int) -> None:
-        """The pictures of one epoch of the run that `logger` writes: the decision boundary with the training
-        points; for a net with a hidden layer also the lecture's XOR panels (for any 2-D data: the hidden space
-        of spirals tells the same story). The original-data panel goes once per run, the other two at every
-        image epoch."""
+        """One epoch's pictures of a run: the decision boundary; with a hidden layer, the XOR panels (any 2-D data)."""
         logger.image(BOUNDARY, self.decision_boundary(model, loss), epoch)
         if not getattr(model, "spec", {}).get("hidden"):
             return
         if logger not in self._runs_with_original:
             logger.image(ORIGINAL, self.original_data, epoch)
             self._runs_with_original.add(logger)
-        hidden, classified = hidden_space(model, loss, self.points, self.labels, self.size)
+        hidden, classified = hidden_space(model, loss, self.points, self.labels)
         logger.image(HIDDEN, hidden, epoch)
         logger.image(CLASSIFIED, classified, epoch)
