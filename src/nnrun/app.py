@@ -1,8 +1,5 @@
-"""The Hydra application behind `nnrun train`: output-dir resolvers and the task function, `TrainTask`.
-
-`@hydra.main` wraps a `TrainTask`, a plain object that launchers which pickle the task (joblib, submitit) can carry.
-Called, it trains a job; nnrun's sweeper and launchers use its halves: `check`, `carry` and `set_up`.
-"""
+"""The Hydra application behind `nnrun train`: output-dir resolvers and the task function, `TrainTask` (a plain
+object, so that launchers that pickle the task can carry it; nnrun's own use its halves: check, carry, set_up)."""
 
 from __future__ import annotations
 
@@ -28,8 +25,8 @@ from nnrun.metrics import FINISHED, build_metrics, read_metrics, write_metrics
 
 
 def unique_run_dir(exp_name: str) -> str:
-    """experiments/<exp>/runs/<YYYY-MM-DD_HH-MM-SS>, or ..._1, _2 ... when another run took that second: made
-    here (mkdir is atomic), so two runs started in the same second never share it."""
+    """experiments/<exp>/runs/<YYYY-MM-DD_HH-MM-SS>, or ..._1, _2 ...: made here (mkdir is atomic), so two runs
+    started in the same second never share it."""
     parent = Path("experiments") / str(exp_name) / "runs"
     parent.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
@@ -80,8 +77,7 @@ Runs land in experiments/<exp_name>/; view them with: tensorboard --logdir exper
 
 
 def train_help(overrides: list[str]) -> str:
-    """`nnrun train --help`: the groups read off conf/ (Hydra's own --help composes each one, about a second) and
-    the config composed with `overrides`."""
+    """`nnrun train --help`: the groups read off conf/ (Hydra's --help composes each, a second) and the config."""
     groups, defaults = config_groups(), default_groups()
     chosen = "\n".join(f"  {group}: {', '.join(choices)}" for group, choices in groups.items() if group in defaults)
     added = "\n".join(f"  +{group}=<name>: {', '.join(choices)}"
@@ -92,17 +88,15 @@ def train_help(overrides: list[str]) -> str:
 
 
 class TrainTask:
-    """`nnrun train`'s task function: Hydra calls it with each job's config; it trains the job, prints its result
-    and returns the monitored metric for sweepers."""
+    """`nnrun train`'s task function: trains a job, prints its result, returns the monitored metric for sweepers."""
 
     def __init__(self) -> None:
         self.classes: dict = {}  # each CSV file's number of classes, by its dataset config: read once per sweep
         self.indexes: dict = {}  # the job dirs of each sweep that a sweep's jobs resume from (sweep.index)
 
     def check(self, cfg: DictConfig):
-        """A job's whole config (with `hydra`) as this task will read it, or ConfigError; for a CSV file, the loss's
-        fit to its classes too (a relative path that hydra.job.chdir makes the job's own is left to the job). nnrun's
-        sweeper calls this for every job of a sweep before any starts."""
+        """A job's config as this task will read it, or ConfigError; for a CSV file, the loss's fit to its classes
+        too (a relative path that hydra.job.chdir makes the job's own is left to the job)."""
         parsed = parse(cfg)
         data = parsed.dataset
         if data.name == "csv" and (Path(data.path).is_absolute() or not cfg.hydra.job.chdir):
@@ -114,8 +108,7 @@ class TrainTask:
         return parsed
 
     def set_up(self, cfg: DictConfig, checked=None):
-        """This job ready to train (an engine.Job) for a launcher that trains many jobs together, `checked` its
-        config as `check` read it; the objective of a job that cannot run (`failed`) or is carried over instead."""
+        """This job ready to train (an engine.Job), or the objective of one that fails or is carried over."""
         hydra_cfg = HydraConfig.get()
         try:
             carried = self.carry(cfg, hydra_cfg)
@@ -124,9 +117,8 @@ class TrainTask:
             return self.failed(exc, cfg, hydra_cfg)
 
     def carry(self, cfg: DictConfig, hydra_cfg: DictConfig) -> float | None:
-        """A job of a resumed sweep whose namesake in the sweep it resumes had finished: that run carried into this
-        job's dir untrained (`sweep.carry_over`), returning its objective; None for any other job. A launcher may
-        call this before Hydra's run_job, to skip it."""
+        """The objective of a resumed sweep's job whose namesake had finished, that run carried into this job's dir
+        untrained (a launcher may call this before Hydra's run_job, to skip it); None for any other job."""
         from nnrun import engine  # torch
 
         resume = OmegaConf.select(cfg, "train.resume")
@@ -173,9 +165,8 @@ class TrainTask:
 
     @staticmethod
     def failed(exc: ConfigError, cfg: DictConfig, hydra_cfg: DictConfig) -> float:
-        """A run that cannot start is refused: nothing left behind, one line, exit 2. A sweep's job that nnrun's
-        sweeper could not check (a data file read from its own dir) fails alone: a line, and a metrics.json that
-        says so (nnrun report lists it as failed, not unfinished)."""
+        """A run that cannot start is refused: nothing left behind, one line, exit 2. A sweep's job fails alone: a
+        line, and a metrics.json that says so (nnrun report lists it as failed, not unfinished)."""
         if hydra_cfg.mode != RunMode.MULTIRUN:
             discard_run_dir(Path(hydra_cfg.runtime.output_dir))
             console.fail(str(exc))
@@ -190,8 +181,8 @@ class TrainTask:
 
 
 def discard_run_dir(run_dir: Path) -> None:
-    """Remove the run dir Hydra made for a run that never started (.hydra/ and an empty log, which Hydra's job
-    logging holds open: closed first), and the experiment dirs above it that this leaves empty."""
+    """Remove the run dir Hydra made for a run that never started (.hydra/ and an empty log, which Hydra holds
+    open: closed first), and the experiment dirs above it that this leaves empty."""
     run_dir = run_dir.resolve()
     root = logging.getLogger()
     for handler in list(root.handlers):
@@ -204,16 +195,14 @@ def discard_run_dir(run_dir: Path) -> None:
     shutil.rmtree(run_dir)
     above = run_dir.parents[:3]  # experiments/<exp_name>/runs/, unless hydra.run.dir put it elsewhere
     if len(above) == 3 and (above[0].name, above[2].name) == ("runs", "experiments"):
-        for parent in above:
-            try:
-                parent.rmdir()  # only when empty
-            except OSError:
-                break
+        with contextlib.suppress(OSError):  # each only when empty: the first that is not stops it
+            for parent in above:
+                parent.rmdir()
 
 
 def make_job(parsed, cfg: DictConfig, hydra_cfg: DictConfig, indexes: dict | None = None):
-    """The engine's Job for this Hydra job, its paths read where the job runs (see hydra.job.chdir): the dataset's
-    file, and the run that train.resume names (for a sweep's job: the job of the sweep it resumes by overrides)."""
+    """The engine's Job for this Hydra job, its dataset's file and the run that train.resume names read where the
+    job runs (see hydra.job.chdir)."""
     from nnrun import engine  # torch
 
     multirun = hydra_cfg.mode == RunMode.MULTIRUN

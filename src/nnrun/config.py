@@ -268,6 +268,7 @@ CHECKS: dict[str, Check] = {
     "train.early_stopping.monitor": partial(one_of, choices=MONITORS), "train.early_stopping.restore_best": boolean,
 }
 
+
 def _sections() -> dict[str, list[str]]:
     """Each section of the schema by dotted path ("" = the top level) and its keys, subsections among them."""
     sections: dict[str, dict[str, None]] = {}
@@ -334,10 +335,8 @@ def _accepts(key: str, value: Any) -> bool:
 
 
 def explain_override(tree: Mapping[str, Any], key: str, value: Any, line: str = "") -> None:
-    """Why the override `line` (key=value, +key=value, ++key=value or ~key) of dotted `key` cannot go into the
-    config `tree` (plain containers), as a ConfigError: a plus on a key the config has, a section given one value
-    or a value given a section, a key under a value, an unknown key (with the nearest known key). Returns where
-    none of these is why."""
+    """Why the override `line` (key=value, +key=value, ++key=value or ~key) cannot go into the config `tree` (plain
+    containers), as a ConfigError: a needless plus, a section given one value or the reverse, an unknown key."""
     line = line or f"{key}={value}"
     parts = key.split(".")
     node, depth = tree, 0  # down the sections of the config that hold the start of `key`
@@ -367,9 +366,8 @@ def explain_override(tree: Mapping[str, Any], key: str, value: Any, line: str = 
 
 
 def explain_composition(overrides: Any, compose: Any) -> ConfigError | None:
-    """Why Hydra's parsed `overrides` do not compose, or None where no key explains it: each override of a key
-    (not a group's choice) held against the config that the others compose to (`compose(lines)`, plain
-    containers with Hydra's settings)."""
+    """Why Hydra's parsed `overrides` do not compose, or None: each key's override (not a group's choice) held
+    against the config that the others compose to (`compose(lines)`: plain containers, Hydra's settings in)."""
     groups = config_groups()
     keys = [o for o in overrides if not (o.key_or_group in groups or "/" in o.key_or_group)]
     tree = compose([o.input_line for o in overrides if o not in keys])
@@ -435,8 +433,8 @@ def _read(cfg: Mapping[str, Any], path: str) -> dict[str, Any]:
 
 
 def parse(cfg: Mapping[str, Any]) -> TrainConfig:
-    """Validate a composed config (a DictConfig or plain dict) into a `TrainConfig`, or raise ConfigError. A
-    DictConfig's `hydra` node (whose run dir resolves by making one) is neither read nor resolved."""
+    """Validate a composed config (DictConfig or dict) into a `TrainConfig`, or raise ConfigError. A DictConfig's
+    `hydra` node (whose run dir resolves by making one) is neither read nor resolved."""
     from omegaconf import DictConfig, OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 

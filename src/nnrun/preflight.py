@@ -1,8 +1,7 @@
 """Pre-flight checks of `nnrun train`'s command line, before Hydra runs: flags, overrides, group choices, plugins.
 
-Hydra reports an unknown key or choice in many lines with exit 1; here the config is composed as Hydra will compose
-it (a run's whole config, read through the schema; a sweep's fixed part), so bad input is one line and exit 2, up
-front. Each job of a sweep is checked by nnrun's sweeper (hydra_plugins/nnrun/sweeper.py) before the first starts.
+Hydra reports an unknown key or choice in many lines with exit 1; here the config is composed as Hydra will (a
+run's whole config, read through the schema; a sweep's fixed part), so bad input is one line and exit 2, up front.
 """
 
 from __future__ import annotations
@@ -77,8 +76,7 @@ def split_args(args: list[str]) -> tuple[set[str], list[str]]:
 
 
 def read_overrides(parser, lines: list[str]) -> list:
-    """Hydra's parsed overrides of these lines (`parser`: Hydra's OverridesParser, None for one without a config
-    loader), or UsageError naming the one it cannot read."""
+    """Hydra's parsed overrides of `lines` (`parser` None: one without a config loader), or UsageError."""
     parser = parser or OverridesParser.create()
     overrides = []
     for line in lines:
@@ -121,11 +119,9 @@ def plugin_installed(module: str) -> bool:
 
 
 def hydra_choices(overrides, groups: dict[str, tuple[str, ...]]) -> list[tuple[str, str, str | None]]:
-    """(group, choice, the override of another group whose config file chose it, or None) of each Hydra group
-    (`hydra/launcher`, ...) chosen on the command line or by a config file it adds (+hparams_search=...); the
-    command line's choice wins over a file's. A glob() sweep (it lists choices through Hydra) is not read here."""
-    given: list[tuple[str, str, str | None]] = []
-    from_files: list[tuple[str, str, str | None]] = []
+    """(group, choice, the override whose config file chose it or None) of each Hydra group (`hydra/launcher`, ...)
+    the command line or a file it adds (+hparams_search=...) chooses, the command line's first; glob() not read."""
+    given, from_files = [], []  # the command line's choices; those of the files its choices add
     for o in overrides:
         group = o.key_or_group
         if o.is_delete() or (o.is_sweep_override() and not o.is_discrete_sweep()) \
@@ -228,9 +224,8 @@ def _check_choice(o, choices: tuple[str, ...]) -> None:
 
 
 def _check_hydra_keys(overrides, cfg) -> None:
-    """Each override of one of Hydra's settings against the config `cfg`: where Hydra has a fixed set of them (a
-    structured config), a key it lacks is refused, with or without a plus (added, it would be ignored). An open
-    section (hydra.job.env_set, a SLURM launcher's additional_parameters) takes any key, added with a plus."""
+    """Each override of Hydra's settings against `cfg`: a key a structured config lacks is refused, plus or not
+    (added, it would be ignored); an open section (hydra.job.env_set) takes any key, added with a plus."""
     whole = OmegaConf.to_container(cfg.hydra, resolve=False) if overrides else {}  # read without resolving
     for o in overrides:
         parts, added = o.key_or_group.split("."), o.is_add() or o.is_force_add()
