@@ -36,7 +36,6 @@ Runs land in experiments/<exp_name>/; see them with: tensorboard --logdir experi
 COMMANDS = ("train", "report", "predict")
 # Hydra's flags of `nnrun train` that run no job: no pre-flight check of the overrides, and no torch.
 INFO_FLAGS = {"-sc", "--shell-completion", "--hydra-help", "--info", "-i", "--version"}
-PRINT_CONFIG_FLAGS = {"--cfg", "-c"}  # checked (the config printed must be valid), but still no job
 
 
 def _run_train(args: list[str]) -> int:
@@ -59,7 +58,7 @@ def _run_train(args: list[str]) -> int:
     if {"--help", "-h"} & flags:
         print(train_help(overrides), end="")
         return 0
-    if not (INFO_FLAGS | PRINT_CONFIG_FLAGS) & flags:
+    if not (INFO_FLAGS | {"--cfg", "-c"}) & flags:  # --cfg is checked (the config it prints must be valid): no job
         import_torch()
     # Hydra reads sys.argv; keep argv[0] (the program name, used by its completion script).
     sys.argv = [sys.argv[0], *args]

@@ -125,8 +125,7 @@ def predict(payload: dict, points: list[list[float]]) -> list[list[float]]:
     model = MLP(**payload["spec"])
     model.load_state_dict(payload["model"])
     model.eval()
-    raw = torch.tensor(points, dtype=torch.float32)
-    x = (raw - payload["mean"]) / payload["std"]
+    x = (torch.tensor(points, dtype=torch.float32) - payload["mean"]) / payload["std"]
     with torch.no_grad():
         return LOSSES[payload["loss"]].proba(model(x)).tolist()
 
