@@ -1,12 +1,9 @@
-"""The Hydra application behind `nnrun train`: output-dir resolvers and the task function, `TrainTask`.
-
-`@hydra.main` wraps a `TrainTask`, a plain object, so launchers that pickle the task (joblib, submitit) can carry
-it. Besides training a job (calling it), it offers nnrun's sweeper and launchers its halves: `check` (a job's config
-as the task reads it), `carry` (a finished job a resumed sweep takes over) and `set_up` (a job ready to train).
-"""
+"""The Hydra application behind `nnrun train`: output-dir resolvers and the task function, `TrainTask` (a plain
+object, so that launchers that pickle the task can carry it; nnrun's own use its halves: check, carry, set_up)."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import re
@@ -28,39 +25,32 @@ from nnrun.metrics import FINISHED, build_metrics, read_metrics, write_metrics
 
 
 def unique_run_dir(exp_name: str) -> str:
-    """experiments/<exp>/runs/<YYYY-MM-DD_HH-MM-SS>, or ..._1, _2 ... when another run took that second: made
-    here (mkdir is atomic), so two runs started in the same second never share it."""
+    """experiments/<exp>/runs/<YYYY-MM-DD_HH-MM-SS>, or ..._1, _2 ...: made here (mkdir is atomic), so two runs
+    started in the same second never share it."""
     parent = Path("experiments") / str(exp_name) / "runs"
     parent.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     for n in range(10_000):
-        candidate = parent / (stamp if n == 0 else f"{stamp}_{n}")
-        try:
+        candidate = parent / (f"{stamp}_{n}" if n else stamp)
+        with contextlib.suppress(FileExistsError):
             candidate.mkdir()
             return str(candidate)
-        except FileExistsError:
-            continue
     raise RuntimeError(f"no free run dir under {parent} for {stamp}")
-
-
-_UNSAFE = re.compile(r"[^\w.,=+\-\[\]]")
 
 
 def job_dir_name(num: int, override_dirname: str) -> str:
     """A sweep job's dir: '<num>_<overrides>' (e.g. 3_optimizer.lr=0.1,seed=0), safe as one path part."""
-    name = _UNSAFE.sub("_", override_dirname)
+    name = re.sub(r"[^\w.,=+\-\[\]]", "_", override_dirname)
     if len(name) > 200:  # file names stop at 255 bytes; keep it unique with a hash of the whole
         name = name[:180] + "_" + hashlib.sha1(name.encode()).hexdigest()[:8]
     return f"{num}_{name}" if name else str(num)
 
 
 def register_resolvers() -> None:
-    if not OmegaConf.has_resolver("nnrun_run_dir"):
-        OmegaConf.register_new_resolver("nnrun_run_dir", unique_run_dir)
-    if not OmegaConf.has_resolver("nnrun_job_dir"):
-        OmegaConf.register_new_resolver(
-            "nnrun_job_dir",
-            lambda *, _root_: job_dir_name(_root_.hydra.job.num, _root_.hydra.job.override_dirname))
+    """The resolvers of conf/train.yaml's hydra.run.dir and hydra.sweep.subdir."""
+    OmegaConf.register_new_resolver("nnrun_run_dir", unique_run_dir, replace=True)
+    OmegaConf.register_new_resolver("nnrun_job_dir", lambda *, _root_: job_dir_name(
+        _root_.hydra.job.num, _root_.hydra.job.override_dirname), replace=True)
 
 
 TRAIN_HELP = """\
@@ -87,8 +77,7 @@ Runs land in experiments/<exp_name>/; view them with: tensorboard --logdir exper
 
 
 def train_help(overrides: list[str]) -> str:
-    """`nnrun train --help`: the groups read off conf/ (Hydra's own --help composes each one, about a second) and
-    the config composed with `overrides`."""
+    """`nnrun train --help`: the groups read off conf/ (Hydra's --help composes each, a second) and the config."""
     groups, defaults = config_groups(), default_groups()
     chosen = "\n".join(f"  {group}: {', '.join(choices)}" for group, choices in groups.items() if group in defaults)
     added = "\n".join(f"  +{group}=<name>: {', '.join(choices)}"
@@ -99,19 +88,15 @@ def train_help(overrides: list[str]) -> str:
 
 
 class TrainTask:
-    """`nnrun train`'s task function: Hydra calls it with each job's config (the `hydra` node aside); it trains
-    the job, prints its result and returns the monitored metric for sweepers."""
+    """`nnrun train`'s task function: trains a job, prints its result, returns the monitored metric for sweepers."""
 
     def __init__(self) -> None:
-        # Each CSV file's number of classes, by its dataset config: a sweep's check reads each file once.
-        self.classes: dict = {}
-        # The job dirs of each sweep that a sweep's jobs resume from (sweep.index): read once for all its jobs.
-        self.indexes: dict = {}
+        self.classes: dict = {}  # each CSV file's number of classes, by its dataset config: read once per sweep
+        self.indexes: dict = {}  # the job dirs of each sweep that a sweep's jobs resume from (sweep.index)
 
     def check(self, cfg: DictConfig):
-        """A job's whole config (with `hydra`) as this task will read it, or ConfigError: the schema, and for a CSV
-        file the loss's fit to its classes (a relative path that hydra.job.chdir makes the job's own is left to
-        the job). nnrun's sweeper calls this for every job of a sweep before any starts."""
+        """A job's config as this task will read it, or ConfigError; for a CSV file, the loss's fit to its classes
+        too (a relative path that hydra.job.chdir makes the job's own is left to the job)."""
         parsed = parse(cfg)
         data = parsed.dataset
         if data.name == "csv" and (Path(data.path).is_absolute() or not cfg.hydra.job.chdir):
@@ -123,9 +108,7 @@ class TrainTask:
         return parsed
 
     def set_up(self, cfg: DictConfig, checked=None):
-        """This job made ready to train (an engine.Job), for a launcher that trains many jobs together; `checked`:
-        its config as `check` read it. A job that cannot run (`failed`) or that is carried over returns its
-        objective instead."""
+        """This job ready to train (an engine.Job), or the objective of one that fails or is carried over."""
         hydra_cfg = HydraConfig.get()
         try:
             carried = self.carry(cfg, hydra_cfg)
@@ -134,9 +117,8 @@ class TrainTask:
             return self.failed(exc, cfg, hydra_cfg)
 
     def carry(self, cfg: DictConfig, hydra_cfg: DictConfig) -> float | None:
-        """A job of a resumed sweep whose namesake in the sweep it resumes had finished: that run carried into this
-        job's dir as it is (`sweep.carry_over`), untrained; returns its objective. None for any other job.
-        `hydra_cfg` is the job's `hydra` node: a launcher may call this before Hydra's run_job, to skip it."""
+        """The objective of a resumed sweep's job whose namesake had finished, that run carried into this job's dir
+        untrained (a launcher may call this before Hydra's run_job, to skip it); None for any other job."""
         from nnrun import engine  # torch
 
         resume = OmegaConf.select(cfg, "train.resume")
@@ -183,69 +165,55 @@ class TrainTask:
 
     @staticmethod
     def failed(exc: ConfigError, cfg: DictConfig, hydra_cfg: DictConfig) -> float:
-        """A run that cannot start is refused: nothing left behind, one line, exit 2. A sweep's job (one that
-        nnrun's sweeper could not check, such as a data file read from its own dir) fails alone: a line, and a
-        metrics.json that says so (nnrun report lists it as failed, not unfinished)."""
+        """A run that cannot start is refused: nothing left behind, one line, exit 2. A sweep's job fails alone: a
+        line, and a metrics.json that says so (nnrun report lists it as failed, not unfinished)."""
         if hydra_cfg.mode != RunMode.MULTIRUN:
             discard_run_dir(Path(hydra_cfg.runtime.output_dir))
             console.fail(str(exc))
         print(f"nnrun: job {hydra_cfg.job.num} failed: {exc}", file=sys.stderr)
-        write_failed(cfg, hydra_cfg)
+        seed = OmegaConf.select(cfg, "seed", default=0)
+        write_metrics(Path(hydra_cfg.runtime.output_dir), build_metrics(
+            status="failed", epochs_run=0, best_epoch=0, best_value=None,
+            monitor=str(OmegaConf.select(cfg, "train.early_stopping.monitor", default="loss/val")), final={},
+            wall_time_s=0.0, device="cpu", seed=seed if isinstance(seed, int) else 0,
+            overrides=list(hydra_cfg.overrides.task)))
         return sweep.objective(None, hydra_cfg)
 
 
-def write_failed(cfg: DictConfig, hydra_cfg: DictConfig) -> None:
-    """metrics.json of a sweep's job that failed before it trained."""
-    monitor = OmegaConf.select(cfg, "train.early_stopping.monitor", default="loss/val")
-    seed = OmegaConf.select(cfg, "seed", default=0)
-    write_metrics(Path(hydra_cfg.runtime.output_dir), build_metrics(
-        status="failed", epochs_run=0, best_epoch=0, best_value=None, monitor=str(monitor), final={},
-        wall_time_s=0.0, device="cpu", seed=seed if isinstance(seed, int) else 0,
-        overrides=list(hydra_cfg.overrides.task)))
-
-
 def discard_run_dir(run_dir: Path) -> None:
-    """Remove the run dir Hydra made for a run that never started (.hydra/ and an empty log, which Hydra's job
-    logging holds open: the log is closed first), and runs/ and the experiment dirs above it if that left them
-    empty. A dir holding anything more stays."""
+    """Remove the run dir Hydra made for a run that never started (.hydra/ and an empty log, which Hydra holds
+    open: closed first), and the experiment dirs above it that this leaves empty."""
     run_dir = run_dir.resolve()
     root = logging.getLogger()
     for handler in list(root.handlers):
         if isinstance(handler, logging.FileHandler) and run_dir in Path(handler.baseFilename).resolve().parents:
             root.removeHandler(handler)
             handler.close()
-    untouched = run_dir.is_dir() and all(
-        p.name == ".hydra" or (p.suffix == ".log" and p.is_file() and p.stat().st_size == 0)
-        for p in run_dir.iterdir())
-    if not untouched:
-        return
+    if not run_dir.is_dir() or not all(p.name == ".hydra" or (p.suffix == ".log" and p.is_file() and
+                                           p.stat().st_size == 0) for p in run_dir.iterdir()):
+        return  # a dir holding anything more stays
     shutil.rmtree(run_dir)
     above = run_dir.parents[:3]  # experiments/<exp_name>/runs/, unless hydra.run.dir put it elsewhere
     if len(above) == 3 and (above[0].name, above[2].name) == ("runs", "experiments"):
-        for parent in above:
-            try:
-                parent.rmdir()  # only when empty
-            except OSError:
-                break
+        with contextlib.suppress(OSError):  # each only when empty: the first that is not stops it
+            for parent in above:
+                parent.rmdir()
 
 
 def make_job(parsed, cfg: DictConfig, hydra_cfg: DictConfig, indexes: dict | None = None):
-    """The engine's Job for this Hydra job, its paths read where the job runs (its working dir: see
-    hydra.job.chdir): the dataset's file, and the run that train.resume names (for a sweep's job: the job of
-    the sweep it resumes with the same overrides)."""
+    """The engine's Job for this Hydra job, its dataset's file and the run that train.resume names read where the
+    job runs (see hydra.job.chdir)."""
     from nnrun import engine  # torch
 
     multirun = hydra_cfg.mode == RunMode.MULTIRUN
     if parsed.dataset.path is not None and Path.cwd() != Path(hydra_cfg.runtime.cwd):  # hydra.job.chdir
         parsed = replace(parsed, dataset=replace(parsed.dataset, path=str(Path(parsed.dataset.path).absolute())))
     run_dir = Path(hydra_cfg.runtime.output_dir)
-    overrides = list(hydra_cfg.overrides.task)
-    job = engine.Job(parsed, run_dir, overrides, OmegaConf.to_yaml(cfg, resolve=True), in_sweep=multirun)
-    if parsed.train.resume is None:
-        return job
-    if multirun:
+    job = engine.Job(parsed, run_dir, list(hydra_cfg.overrides.task), OmegaConf.to_yaml(cfg, resolve=True),
+                     in_sweep=multirun)
+    if parsed.train.resume is not None and multirun:
         job.resume_from = sweep.resumed_job(parsed.exp_name, parsed.train.resume, hydra_cfg, indexes)
-    else:  # experiments/ is where nnrun was started
+    elif parsed.train.resume is not None:  # experiments/ is where nnrun was started
         job.resume_from = engine.find_resume_dir(parsed, run_dir, root=Path(hydra_cfg.runtime.cwd))
     return job
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import difflib
 import gc
+import importlib
 import os
 import shlex
 import signal
@@ -36,12 +36,11 @@ Runs land in experiments/<exp_name>/; see them with: tensorboard --logdir experi
 COMMANDS = ("train", "report", "predict")
 # Hydra's flags of `nnrun train` that run no job: no pre-flight check of the overrides, and no torch.
 INFO_FLAGS = {"-sc", "--shell-completion", "--hydra-help", "--info", "-i", "--version"}
-PRINT_CONFIG_FLAGS = {"--cfg", "-c"}  # checked (the config printed must be valid), but still no job
-COMPLETION_FLAGS = ("-sc", "--shell-completion")
 
 
 def _run_train(args: list[str]) -> int:
     # Here, not at the top: the schema's dataclasses cost `nnrun --help` more than the rest of it together.
+    from nnrun.app import train_help, train_task  # preflight imports it anyway
     from nnrun.config import ConfigError
     from nnrun.preflight import check, read_overrides, split_args
 
@@ -57,16 +56,12 @@ def _run_train(args: list[str]) -> int:
         print(f"nnrun: error: {exc}", file=sys.stderr)
         return 2
     if {"--help", "-h"} & flags:
-        from nnrun.app import train_help
-
         print(train_help(overrides), end="")
         return 0
-    if not (INFO_FLAGS | PRINT_CONFIG_FLAGS) & flags:
+    if not (INFO_FLAGS | {"--cfg", "-c"}) & flags:  # --cfg is checked (the config it prints must be valid): no job
         import_torch()
     # Hydra reads sys.argv; keep argv[0] (the program name, used by its completion script).
     sys.argv = [sys.argv[0], *args]
-    from nnrun.app import train_task
-
     # A sweep's callback ends the process with 1 when a job failed, after the summary (sys.exit); nnrun's sweeper
     # ignores Ctrl-C once every job has ended, so that the summary is whole: the handler is put back here.
     handler = signal.getsignal(signal.SIGINT)
@@ -98,9 +93,8 @@ def interrupted(exc: KeyboardInterrupt, args: list[str]) -> str:
 
 
 def import_torch() -> None:
-    """Import torch with the cyclic garbage collector paused, then freeze what it made (`gc.freeze`): about a
-    million objects, which every full collection that a sweep's configs set off would walk (0.1-0.2 s each on a
-    64-job sweep of tiny networks, a tenth of its time). They live as long as the process anyway."""
+    """Import torch with the garbage collector paused, then freeze its million objects (`gc.freeze`): each full
+    collection a sweep's configs set off would walk them (a tenth of a 64-job sweep of tiny networks' time)."""
     if "torch" in sys.modules:
         return
     gc.collect()  # what came before (the checks' configs) is freed, not frozen
@@ -118,10 +112,8 @@ def _completion(args: list[str]) -> int:
     words = line.split()
     if any(a.startswith("query=") for a in args) and words:
         rest = words[1:]
-        if not rest or (len(rest) == 1 and not line.endswith(" ")):
-            # Still typing the command itself.
-            prefix = rest[0] if rest else ""
-            print(" ".join(c for c in COMMANDS if c.startswith(prefix)))
+        if not rest or (len(rest) == 1 and not line.endswith(" ")):  # still typing the command itself
+            print(" ".join(c for c in COMMANDS if c.startswith(rest[0] if rest else "")))
             return 0
         if rest[0] != "train":
             return 0
@@ -137,23 +129,17 @@ def main(argv: list[str] | None = None) -> int:
     if args[0] in ("-V", "--version"):
         print(f"nnrun {__version__}")
         return 0
-    if args[0] in COMPLETION_FLAGS:
+    if args[0] in ("-sc", "--shell-completion"):
         return _completion(args)
     command, rest = args[0], args[1:]
     if command == "train":
         return _run_train(rest)
-    if command == "predict":
-        from nnrun.predict import main as predict_main
+    if command in COMMANDS:  # predict, report: nnrun.<command>.main
+        return importlib.import_module(f"nnrun.{command}").main(rest)
+    from nnrun.config import closest
 
-        return predict_main(rest)
-    if command == "report":
-        from nnrun.report import main as report_main
-
-        return report_main(rest)
-    match = difflib.get_close_matches(command, COMMANDS, n=1)
-    hint = f"; did you mean {match[0]!r}?" if match else ""
-    print(f"nnrun: error: unknown command {command!r}: choose one of {', '.join(COMMANDS)}{hint}\n"
-          "run 'nnrun --help' for usage", file=sys.stderr)
+    print(f"nnrun: error: unknown command {command!r}: choose one of {', '.join(COMMANDS)}"
+          f"{closest(command, COMMANDS)}\nrun 'nnrun --help' for usage", file=sys.stderr)
     return 2
 
 

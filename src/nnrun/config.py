@@ -1,19 +1,20 @@
 """The config schema: typed dataclasses, validated once at the edge from Hydra's composed DictConfig.
 
-Everything past `parse()` works with these objects, never with raw `DictConfig` keys. A bad value raises
-`ConfigError`, which the CLI prints as one line (key, value, what is allowed) and exits 2. The values themselves
-are written once, in conf/: its files are the defaults and the choices, and `parse` requires every key (the
-config is always composed from conf/train.yaml).
+A bad value raises `ConfigError`, which the CLI prints as one line (key, value, what is allowed) and exits 2. The
+values are written once, in conf/: its files are the defaults and the choices, and `parse` requires every key.
 """
 
 from __future__ import annotations
 
+import copy
 import difflib
 import math
 from dataclasses import asdict, dataclass
 from functools import cache, partial
 from pathlib import Path
 from typing import Any, Callable, Collection, Iterator, Mapping
+
+import yaml
 
 DEVICES = ("auto", "cpu", "cuda")
 MONITORS = ("loss/val", "loss/train", "accuracy/val", "accuracy/train")
@@ -27,35 +28,24 @@ def config_dir() -> Path:
 
 @cache
 def config_groups() -> dict[str, tuple[str, ...]]:
-    """Each config group under conf/ and its choices, sorted: the one list of nnrun's datasets, activations,
-    losses and optimizers (models, losses, data and optim hold what each name does)."""
+    """Each config group under conf/ and its choices, sorted: the one list of nnrun's datasets, losses, ..."""
     return {g.name: tuple(sorted(p.stem for p in g.glob("*.yaml")))
             for g in sorted(config_dir().iterdir()) if g.is_dir()}
 
 
 @cache
 def choice_keys(group: str) -> dict[str, frozenset[str]]:
-    """Each choice of config group `group` and the keys its file sets: a dataset's keys are the ones it reads
-    (spirals and gaussians have `classes`, csv `path` and `target`), an optimizer's its update rule's."""
-    import yaml
-
+    """Each choice of `group` and the keys its file sets (spirals has `classes`, csv `path` and `target`)."""
     return {choice: frozenset(yaml.safe_load((config_dir() / group / f"{choice}.yaml").read_text("utf-8")) or ())
             for choice in config_groups()[group]}
 
 
 def defaults_list(path: Path) -> list[tuple[str, str]]:
     """(group, choice) of each group a config file's defaults list chooses, as `hydra/launcher` or `dataset`."""
-    from omegaconf import OmegaConf
-
-    chosen = []
-    for entry in OmegaConf.to_container(OmegaConf.load(path)).get("defaults") or []:
-        if isinstance(entry, dict):
-            for key, choice in entry.items():
-                # `override /hydra/sweeper@pkg: optuna` and `optional dataset: x` name the groups hydra/sweeper
-                # and dataset.
-                group = key.split()[-1].lstrip("/").split("@")[0]
-                chosen.append((group, str(choice)))
-    return chosen
+    entries = (yaml.safe_load(path.read_text("utf-8")) or {}).get("defaults") or []
+    # `override /hydra/sweeper@pkg: optuna` and `optional dataset: x` name the groups hydra/sweeper and dataset.
+    return [(key.split()[-1].lstrip("/").split("@")[0], str(choice))
+            for entry in entries if isinstance(entry, dict) for key, choice in entry.items()]
 
 
 def default_groups() -> set[str]:
@@ -75,8 +65,7 @@ class ConfigError(ValueError):
 
 
 class UsageError(ConfigError):
-    """Bad input that is no one key's value (a command line nnrun cannot use, a resumed sweep that is another
-    sweep), with its own one-line message."""
+    """Bad input that is no one key's value (a command line nnrun cannot use), with its own one-line message."""
 
     def __init__(self, message: str):
         self.key, self.value, self.allowed = "", None, message
@@ -84,11 +73,14 @@ class UsageError(ConfigError):
 
 
 def _show(value: Any) -> str:
-    if isinstance(value, str):
-        return repr(value)
     if isinstance(value, (list, tuple)):
-        return "[" + ",".join(_show(v) for v in value) + "]"
-    return str(value)
+        return "[" + ",".join(map(_show, value)) + "]"
+    return repr(value) if isinstance(value, str) else str(value)
+
+
+def _did_you_mean(names: list[str]) -> str:
+    listed = ", ".join(map(repr, names))
+    return "" if not names else f"; did you mean {listed}?" if len(names) == 1 else f"; did you mean one of {listed}?"
 
 
 def closest(word: str, choices: tuple[str, ...] | list[str]) -> str:
@@ -159,6 +151,11 @@ class OptimizerConfig:
     params: Mapping[str, Any]
 
 
+def maximized(monitor: str) -> bool:
+    """Whether a larger `monitor` is better: accuracies are maximised, losses minimised."""
+    return monitor.startswith("accuracy/")
+
+
 @dataclass(frozen=True)
 class EarlyStoppingConfig:
     patience: int | None
@@ -169,11 +166,6 @@ class EarlyStoppingConfig:
     @property
     def maximize(self) -> bool:
         return maximized(self.monitor)
-
-
-def maximized(monitor: str) -> bool:
-    """Whether a larger `monitor` is better: accuracies are maximised, losses minimised."""
-    return monitor.startswith("accuracy/")
 
 
 @dataclass(frozen=True)
@@ -203,22 +195,11 @@ class TrainConfig:
     train: TrainLoopConfig
 
     def to_dict(self) -> dict[str, Any]:
-        """The config as plain dicts, lists and tuples: a new tree at each call (the caller may change it), copied
-        from one made once (`asdict` walks the dataclasses and deep-copies every value: a run's checkpoint, its
-        HParams and a sweep's batching each ask for it)."""
-        tree = self.__dict__.get("_tree")
-        if tree is None:
-            tree = asdict(self)
-            object.__setattr__(self, "_tree", tree)  # frozen: kept beside the fields (not one of them)
-        return _copy_tree(tree)
-
-
-def _copy_tree(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {key: _copy_tree(item) for key, item in value.items()}
-    if isinstance(value, (list, tuple)):
-        return type(value)(_copy_tree(item) for item in value)
-    return value
+        """The config as plain containers, a new tree at each call copied from one made once (`asdict` deep-copies
+        every value, and a run's checkpoint, its HParams and a sweep's batching each ask for it)."""
+        if "_tree" not in self.__dict__:
+            object.__setattr__(self, "_tree", asdict(self))  # frozen: kept beside the fields (not one of them)
+        return copy.deepcopy(self.__dict__["_tree"])
 
 
 def _optional(check: Check) -> Check:
@@ -291,8 +272,7 @@ CHECKS: dict[str, Check] = {
 def _sections() -> dict[str, list[str]]:
     """Each section of the schema by dotted path ("" = the top level) and its keys, subsections among them."""
     sections: dict[str, dict[str, None]] = {}
-    for path in CHECKS:
-        parts = path.split(".")
+    for parts in (path.split(".") for path in CHECKS):
         for depth, part in enumerate(parts):
             sections.setdefault(".".join(parts[:depth]), {})[part] = None
     return {section: list(keys) for section, keys in sections.items()}
@@ -321,15 +301,14 @@ def _select(cfg: Any, path: str) -> Any:
 
 
 def unknown_key(key: str, value: Any, section: str, known: Collection[str], cfg: Mapping[str, Any]) -> ConfigError:
-    """The error for `key` (dotted), which `section` ("" = top level) lacks: the keys it has, and the nearest; a
-    key of another dataset (optimizer) names those that have it."""
+    """The error for `key`, which `section` ("" = top level) lacks: the keys it has, and the nearest; a key of
+    another dataset (optimizer) names those that have it."""
     leaf = key.split(".")[section.count(".") + 1 if section else 0]  # the part of `key` that `section` lacks
     if section.split(".")[0] == "hydra":
         return ConfigError(key, value, f"Hydra has no setting {section}.{leaf} (nnrun train --cfg hydra shows "
                                        f"them){closest(leaf, sorted(known))}")
     hint, where = nearest_key(key, leaf, known, cfg), section or "the config"
-    owners = [choice for choice, keys in choice_keys(section).items() if leaf in keys] \
-        if section in config_groups() else []
+    owners = [c for c, keys in choice_keys(section).items() if leaf in keys] if section in config_groups() else []
     if owners:
         where = f"{section}={_select(cfg, f'{section}.name')}"
         hint = f"; {leaf} is a field of {section}={', '.join(owners)}"
@@ -356,20 +335,17 @@ def _accepts(key: str, value: Any) -> bool:
 
 
 def explain_override(tree: Mapping[str, Any], key: str, value: Any, line: str = "") -> None:
-    """Why the override `line` (key=value, +key=value, ++key=value or ~key) of dotted `key` cannot go into the
-    config `tree` (plain containers), as a ConfigError: a plus on a key the config has, a section given one value
-    or a value given a section, a key under a value, an unknown key (with the nearest known key; every key the
-    schema has is in a config composed from conf/). Returns where none of these is why."""
+    """Why the override `line` (key=value, +key=value, ++key=value or ~key) cannot go into the config `tree` (plain
+    containers), as a ConfigError: a needless plus, a section given one value or the reverse, an unknown key."""
     line = line or f"{key}={value}"
     parts = key.split(".")
     node, depth = tree, 0  # down the sections of the config that hold the start of `key`
     while depth < len(parts) - 1 and isinstance(node.get(parts[depth]), Mapping):
         node, depth = node[parts[depth]], depth + 1
-    head, whole = parts[depth], depth == len(parts) - 1  # the first part the config lacks; is it the last?
-    section, old = ".".join(parts[:depth]), node.get(head)
-    if head in node and not whole:
-        raise ConfigError(key, value, f"{'.'.join(parts[:depth + 1])} is a value, not a section with keys")
+    head, old = parts[depth], node.get(parts[depth])  # the first part the config lacks, or the last
     if head in node:
+        if depth < len(parts) - 1:
+            raise ConfigError(key, value, f"{'.'.join(parts[:depth + 1])} is a value, not a section with keys")
         if line.startswith("+") and not line.startswith("++"):
             raise UsageError(f"{line} needs no plus: this config sets {key} already; write {line[1:]}")
         if isinstance(value, Mapping) and not line.startswith("~"):
@@ -384,14 +360,14 @@ def explain_override(tree: Mapping[str, Any], key: str, value: Any, line: str = 
         return
     if line.startswith("+"):
         return  # an addition composes; whether the schema has the key is parse's to say
+    section = ".".join(parts[:depth])
     exc = unknown_key(key, value, section, section_keys(section, tree) or set(node), tree)
     raise UsageError(f"{line} deletes nothing: {exc.allowed}") if line.startswith("~") else exc
 
 
 def explain_composition(overrides: Any, compose: Any) -> ConfigError | None:
-    """Why Hydra's parsed `overrides` do not compose, in nnrun's words, or None where no key explains it: each
-    override of a key (not a group's choice) held against the config that the others compose to.
-    `compose(lines)` composes override lines to a config as plain containers, Hydra's settings among them."""
+    """Why Hydra's parsed `overrides` do not compose, or None: each key's override (not a group's choice) held
+    against the config that the others compose to (`compose(lines)`: plain containers, Hydra's settings in)."""
     groups = config_groups()
     keys = [o for o in overrides if not (o.key_or_group in groups or "/" in o.key_or_group)]
     tree = compose([o.input_line for o in overrides if o not in keys])
@@ -405,11 +381,9 @@ def explain_composition(overrides: Any, compose: Any) -> ConfigError | None:
 
 
 def nearest_key(key: str, leaf: str, known: Collection[str], cfg: Mapping[str, Any]) -> str:
-    """'; did you mean X?' for an unknown `key` whose unknown part is `leaf`, or '' when nothing is near.
-
-    A key of that very name elsewhere in `cfg` comes first, by its full dotted path (`epochs` -> train.epochs),
-    then a close name at the same level (as it is written there), then a close name elsewhere (full path).
-    """
+    """'; did you mean X?' for an unknown `key` whose unknown part is `leaf`, or '' when nothing is near: a key of
+    that very name elsewhere in `cfg` by its full path (`epochs` -> train.epochs), then a close name at the same
+    level (as it is written there), then a close name elsewhere (full path)."""
     last = key.rpartition(".")[2]
     elsewhere: dict[str, list[str]] = {}
     for path in _paths(cfg):
@@ -425,30 +399,22 @@ def nearest_key(key: str, leaf: str, known: Collection[str], cfg: Mapping[str, A
     return _did_you_mean(sorted(elsewhere[match[0]], key=lambda p: (p.count("."), p)) if match else [])
 
 
-def _did_you_mean(names: list[str]) -> str:
-    listed = ", ".join(map(repr, names))
-    return "" if not names else f"; did you mean {listed}?" if len(names) == 1 else f"; did you mean one of {listed}?"
-
-
 def _paths(cfg: Mapping[str, Any], prefix: str = "") -> Iterator[str]:
     """Every key of `cfg` (plain containers) by its dotted path, sections and values, Hydra's settings left out."""
-    for key in cfg.keys():
-        if not prefix and key == "hydra":
-            continue
-        path = f"{prefix}{key}"
-        yield path
-        if isinstance(cfg[key], Mapping):
-            yield from _paths(cfg[key], f"{path}.")
+    for key, value in cfg.items():
+        if prefix or key != "hydra":
+            yield f"{prefix}{key}"
+            if isinstance(value, Mapping):
+                yield from _paths(value, f"{prefix}{key}.")
 
 
 def _read(cfg: Mapping[str, Any], path: str) -> dict[str, Any]:
-    """Section `path` of `cfg` ("" = the top level), each of its keys checked and each subsection read in turn.
-    It has every key of the schema's (the config is composed from conf/train.yaml, which sets them) and no other:
-    one added with `+` composes into the config, and nnrun would ignore it without a word."""
+    """Section `path` of `cfg` ("" = the top level), each key checked and each subsection read in turn. It has
+    every key of the schema's (conf/train.yaml sets them) and no other: one added with `+` would be ignored."""
     section = _select(cfg, path)
     if not isinstance(section, Mapping):
         raise not_a_section(path, section)
-    keys = section_keys(path, cfg)
+    keys, groups = section_keys(path, cfg), config_groups()
     for key in section:
         if key not in keys and (path or key != "hydra"):  # Hydra checks its own settings
             name, value = f"{path}.{key}" if path else str(key), section[key]
@@ -460,15 +426,15 @@ def _read(cfg: Mapping[str, Any], path: str) -> dict[str, Any]:
     for key in keys:
         full = f"{path}.{key}" if path else key
         if key not in section:  # deleted (~key)
-            choose = f"<name> (one of {', '.join(config_groups()[full])})" if full in config_groups() else "..."
+            choose = f"<name> (one of {', '.join(groups[full])})" if full in groups else "..."
             raise UsageError(f"{full} is missing: nnrun needs a value for it; add one with +{full}={choose}")
         values[key] = _read(cfg, full) if full in SECTIONS else CHECKS[full](full, section[key])
     return values
 
 
 def parse(cfg: Mapping[str, Any]) -> TrainConfig:
-    """Validate a composed config (a DictConfig or plain dict) into a `TrainConfig`, or raise ConfigError. A
-    DictConfig's `hydra` node (Hydra's settings, whose run dir resolves by making one) is neither read nor resolved."""
+    """Validate a composed config (DictConfig or dict) into a `TrainConfig`, or raise ConfigError. A DictConfig's
+    `hydra` node (whose run dir resolves by making one) is neither read nor resolved."""
     from omegaconf import DictConfig, OmegaConf
     from omegaconf.errors import OmegaConfBaseException
 
@@ -509,11 +475,8 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
     """{'a': {'b': 1}} -> {'a.b': 1}; lists become strings (HParams takes scalars only)."""
     out: dict[str, Any] = {}
     for key, value in tree.items():
-        name = f"{prefix}{key}"
         if isinstance(value, Mapping):
-            out.update(flatten(value, f"{name}."))
-        elif isinstance(value, (list, tuple)):
-            out[name] = str(list(value))
+            out.update(flatten(value, f"{prefix}{key}."))
         else:
-            out[name] = value
+            out[f"{prefix}{key}"] = str(list(value)) if isinstance(value, (list, tuple)) else value
     return out

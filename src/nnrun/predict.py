@@ -34,9 +34,8 @@ STATUS_WARNINGS = {
 
 
 def locate(path: Path, best: bool = False) -> tuple[Path, str | None]:
-    """The checkpoint `path` means, and when it picked one run among several, a line saying which. A run dir or
-    checkpoint file is itself; a sweep dir (it holds Hydra's multirun.yaml), or with `best` any dir, its best run
-    by the monitored metric; an experiment dir its newest run (checkpoint.find)."""
+    """The checkpoint `path` means (a sweep dir's, or with `best` any dir's, best run; an experiment dir's newest),
+    and when it picked one run among several, a line saying which."""
     from nnrun.checkpoint import CHECKPOINT_FILE, find
 
     path = Path(path).expanduser()
@@ -50,8 +49,7 @@ def locate(path: Path, best: bool = False) -> tuple[Path, str | None]:
 
 
 def best_checkpoint(root: Path, runs_are: str) -> tuple[Path, str]:
-    """The checkpoint of the best run under `root` (report.best_run: by the metric most runs monitor, runs that
-    ended with usable weights first) and the line that says which."""
+    """The checkpoint of the best run under `root` (report.best_run) and the line that says which."""
     from nnrun import report
     from nnrun.checkpoint import CHECKPOINT_FILE, CheckpointError
 
@@ -127,8 +125,7 @@ def predict(payload: dict, points: list[list[float]]) -> list[list[float]]:
     model = MLP(**payload["spec"])
     model.load_state_dict(payload["model"])
     model.eval()
-    raw = torch.tensor(points, dtype=torch.float32)
-    x = (raw - payload["mean"]) / payload["std"]
+    x = (torch.tensor(points, dtype=torch.float32) - payload["mean"]) / payload["std"]
     with torch.no_grad():
         return LOSSES[payload["loss"]].proba(model(x)).tolist()
 

@@ -1,9 +1,7 @@
 """Pre-flight checks of `nnrun train`'s command line, before Hydra runs: flags, overrides, group choices, plugins.
 
-Hydra would report an unknown key or group choice as a multi-line error with exit code 1. Here each override is
-checked against conf/, and the config is composed as Hydra will compose it (a run's whole config, read through the
-schema; a sweep's fixed part), so bad input is one line and exit 2, up front. Each job of a sweep is checked by
-nnrun's sweeper (hydra_plugins/nnrun/sweeper.py), all of them before the first starts.
+Hydra reports an unknown key or choice in many lines with exit 1; here the config is composed as Hydra will (a
+run's whole config, read through the schema; a sweep's fixed part), so bad input is one line and exit 2, up front.
 """
 
 from __future__ import annotations
@@ -11,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import shutil
-from contextlib import contextmanager
 
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -29,87 +26,8 @@ from nnrun.config import (ConfigError, UsageError, closest, config_dir, config_g
 FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--shell-completion", "-sc", "--config-path", "-cp",
                     "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun", "--info", "-i"}
 FLAGS = {"--multirun", "-m", "--resolve", "--run", "-r", "--hydra-help", "--version", "--help", "-h"}
-
-
 # Hydra runs one of these per call.
 MODES = (("--run", "-r"), ("--multirun", "-m"), ("--cfg", "-c"), ("--info", "-i"), ("--shell-completion", "-sc"))
-
-
-def split_args(args: list[str]) -> tuple[set[str], list[str]]:
-    """(Hydra flags present, overrides); an unknown option or a flag without its value is a UsageError."""
-    flags: set[str] = set()
-    overrides: list[str] = []
-    i = 0
-    while i < len(args):
-        arg = args[i]
-        name = arg.split("=", 1)[0] if arg.startswith("--") else arg
-        if name in FLAGS_WITH_VALUE:
-            flags.add(name)
-            if "=" in arg or name in ("--info", "-i"):
-                i += 1
-                continue
-            if i + 1 >= len(args):
-                raise UsageError(f"{arg} needs a value (see nnrun train --hydra-help)")
-            if name in ("--cfg", "-c") and args[i + 1] not in ("job", "hydra", "all"):
-                raise ConfigError(arg, args[i + 1], "one of job, hydra, all")
-            i += 2
-            continue
-        if arg in FLAGS:
-            flags.add(arg)
-        elif arg.startswith("-"):
-            raise UsageError(f"unknown option {arg!r}: nnrun train takes key=value overrides and Hydra's flags"
-                             " (see nnrun train --hydra-help)")
-        else:
-            overrides.append(arg)
-        i += 1
-    modes = [long for long, short in MODES if {long, short} & flags]
-    if len(modes) > 1:
-        raise UsageError(f"{' and '.join(modes)} cannot be used together: pick one")
-    return flags, overrides
-
-
-@contextmanager
-def config_loader():
-    """Hydra's config loader over nnrun's conf/ (with nnrun's resolvers), for as long as the block lasts."""
-    register_resolvers()
-    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir()), job_name="train"):
-        yield GlobalHydra.instance().config_loader()
-
-
-def compose(loader, lines: list[str], run_mode=None):
-    """The config `lines` compose to (a sweep's fixed part, as Hydra composes it, with `run_mode` MULTIRUN), or
-    ConfigError: Hydra's composition error in nnrun's words."""
-    try:
-        return loader.load_configuration("train", lines, run_mode=run_mode or RunMode.RUN)
-    except Exception as exc:  # Hydra's composition errors: keep the first line, or the choices
-        raise _composition_error(exc, lines) from None
-
-
-def _composition_error(exc: Exception, overrides: list[str]) -> ConfigError:
-    if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and exc.options:
-        group, _, choice = exc.missing_cfg_file.rpartition("/")
-        options = tuple(sorted(exc.options))
-        plugin = _sweep_extra(group, choice)
-        hint = f" ({choice} is {plugin[1]}: {INSTALL_SWEEP_EXTRA})" if plugin else closest(choice, options)
-        return ConfigError(group, choice, f"one of {', '.join(options)}{hint}")
-    first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-    return UsageError(first)
-
-
-def _check_plus(overrides, groups: dict[str, tuple[str, ...]], defaults: set[str]) -> None:
-    """A group that has a default is overridden without a plus; one that has none (exp) is added with one."""
-    for o in overrides:
-        group = o.key_or_group
-        if group not in groups or o.is_delete():
-            continue
-        line = o.input_line.lstrip("+")
-        if group not in defaults and not (o.is_add() or o.is_force_add()):
-            raise UsageError(f"{o.input_line} needs a plus: write +{line} ({group} has no default in "
-                             "conf/train.yaml to override)")
-        if group in defaults and o.is_add():
-            raise UsageError(f"{o.input_line} needs no plus: write {line} ({group} has a default in "
-                             "conf/train.yaml; this overrides it)")
-
 
 # Hydra's plugins that nnrun's `sweep` extra installs: (group, choice) -> (the plugin's module, its name);
 # choice None = every choice of that group.
@@ -123,6 +41,69 @@ SWEEP_EXTRA = {
     ("hydra/sweeper/sampler", None): ("hydra_plugins.hydra_optuna_sweeper", "Hydra's optuna sweeper"),
 }
 INSTALL_SWEEP_EXTRA = 'it comes with nnrun\'s sweep extra: pip install -e ".[sweep]"'
+# nnrun's launchers that train a sweep's jobs together: they need -m.
+STACKING_LAUNCHERS = {"vectorized": "trains the jobs of a sweep together",
+                      "vectorized_slurm": "submits the stacks of a sweep as SLURM jobs"}
+
+
+def split_args(args: list[str]) -> tuple[set[str], list[str]]:
+    """(Hydra flags present, overrides); an unknown option or a flag without its value is a UsageError."""
+    flags: set[str] = set()
+    overrides: list[str] = []
+    rest = iter(args)
+    for arg in rest:
+        name = arg.split("=", 1)[0] if arg.startswith("--") else arg
+        if name in FLAGS_WITH_VALUE:
+            flags.add(name)
+            if "=" in arg or name in ("--info", "-i"):
+                continue
+            value = next(rest, None)
+            if value is None:
+                raise UsageError(f"{arg} needs a value (see nnrun train --hydra-help)")
+            if name in ("--cfg", "-c") and value not in ("job", "hydra", "all"):
+                raise ConfigError(arg, value, "one of job, hydra, all")
+        elif arg in FLAGS:
+            flags.add(arg)
+        elif arg.startswith("-"):
+            raise UsageError(f"unknown option {arg!r}: nnrun train takes key=value overrides and Hydra's flags"
+                             " (see nnrun train --hydra-help)")
+        else:
+            overrides.append(arg)
+    modes = [long for long, short in MODES if {long, short} & flags]
+    if len(modes) > 1:
+        raise UsageError(f"{' and '.join(modes)} cannot be used together: pick one")
+    return flags, overrides
+
+
+def read_overrides(parser, lines: list[str]) -> list:
+    """Hydra's parsed overrides of `lines` (`parser` None: one without a config loader), or UsageError."""
+    parser = parser or OverridesParser.create()
+    overrides = []
+    for line in lines:
+        try:
+            overrides += parser.parse_overrides([line])
+        except OverrideParseException:
+            raise UsageError(f"cannot read override {line!r}: write key=value, group=choice, +key=value"
+                             " or a sweep key=a,b,c") from None
+    return overrides
+
+
+def compose(loader, lines: list[str], run_mode: RunMode):
+    """The config `lines` compose to (a sweep's fixed part with `run_mode` MULTIRUN), or ConfigError."""
+    try:
+        return loader.load_configuration("train", lines, run_mode=run_mode)
+    except Exception as exc:  # Hydra's composition errors: keep the first line, or the choices
+        raise _composition_error(exc) from None
+
+
+def _composition_error(exc: Exception) -> ConfigError:
+    if isinstance(exc, MissingConfigException) and exc.missing_cfg_file and exc.options:
+        group, _, choice = exc.missing_cfg_file.rpartition("/")
+        options = tuple(sorted(exc.options))
+        plugin = _sweep_extra(group, choice)
+        hint = f" ({choice} is {plugin[1]}: {INSTALL_SWEEP_EXTRA})" if plugin else closest(choice, options)
+        return ConfigError(group, choice, f"one of {', '.join(options)}{hint}")
+    return UsageError(next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__))
 
 
 def _sweep_extra(group: str, choice: str) -> tuple[str, str] | None:
@@ -138,12 +119,9 @@ def plugin_installed(module: str) -> bool:
 
 
 def hydra_choices(overrides, groups: dict[str, tuple[str, ...]]) -> list[tuple[str, str, str | None]]:
-    """(group, choice, the override of another group whose config file chose it, or None) of each Hydra group
-    (`hydra/launcher`, `hydra/sweeper`, ...) chosen on the command line or by a config file it adds
-    (+hparams_search=...); the command line's choice of a group wins over a file's. A glob() sweep, which lists a
-    group's choices through Hydra's config loader, is not read here."""
-    given: list[tuple[str, str, str | None]] = []  # (group, choice, the override of another group that chose it)
-    from_files: list[tuple[str, str, str | None]] = []
+    """(group, choice, the override whose config file chose it or None) of each Hydra group (`hydra/launcher`, ...)
+    the command line or a file it adds (+hparams_search=...) chooses, the command line's first; glob() not read."""
+    given, from_files = [], []  # the command line's choices; those of the files its choices add
     for o in overrides:
         group = o.key_or_group
         if o.is_delete() or (o.is_sweep_override() and not o.is_discrete_sweep()) \
@@ -159,30 +137,18 @@ def hydra_choices(overrides, groups: dict[str, tuple[str, ...]]) -> list[tuple[s
     return [*given, *(f for f in from_files if f[0] not in direct)]
 
 
-def _check_sweep_extra(choices: list[tuple[str, str, str | None]]) -> None:
-    """A launcher or sweeper of the sweep extra must be installed: Hydra would only list the choices it has."""
+def _check_hydra_choices(choices: list[tuple[str, str, str | None]], flags: set[str], raw: list[str]) -> None:
+    """A launcher or sweeper of the sweep extra must be installed (Hydra would only list the choices it has);
+    vectorized and vectorized_slurm launch a sweep: they need -m, vectorized_slurm sbatch too (--cfg neither)."""
     for group, choice, origin in choices:
         plugin = _sweep_extra(group, choice)
-        if plugin is None or plugin_installed(plugin[0]):
-            continue
-        if origin is None:
-            raise ConfigError(group, choice, f"{plugin[1]} is not installed; {INSTALL_SWEEP_EXTRA}")
-        raise UsageError(f"{origin} needs {plugin[1]} ({group}={choice}), which is not installed; "
-                         f"{INSTALL_SWEEP_EXTRA}")
-
-
-# nnrun's launchers that train a sweep's jobs together: they need -m.
-STACKING_LAUNCHERS = {"vectorized": "trains the jobs of a sweep together",
-                      "vectorized_slurm": "submits the stacks of a sweep as SLURM jobs"}
-
-
-def _check_launcher(choices: list[tuple[str, str, str | None]], flags: set[str], raw: list[str]) -> None:
-    """hydra/launcher=vectorized and vectorized_slurm launch a sweep: they need -m; vectorized_slurm needs sbatch
-    too (printing the config with --cfg needs neither)."""
-    if flags & {"--cfg", "-c"}:
-        return
+        if plugin is not None and not plugin_installed(plugin[0]):
+            if origin is None:
+                raise ConfigError(group, choice, f"{plugin[1]} is not installed; {INSTALL_SWEEP_EXTRA}")
+            raise UsageError(f"{origin} needs {plugin[1]} ({group}={choice}), which is not installed; "
+                             f"{INSTALL_SWEEP_EXTRA}")
     for group, choice, _ in choices:
-        if group != "hydra/launcher" or choice not in STACKING_LAUNCHERS:
+        if group != "hydra/launcher" or choice not in STACKING_LAUNCHERS or flags & {"--cfg", "-c"}:
             continue
         if not flags & {"-m", "--multirun"}:
             raise UsageError(f"hydra/launcher={choice} {STACKING_LAUNCHERS[choice]}; add -m "
@@ -192,43 +158,34 @@ def _check_launcher(choices: list[tuple[str, str, str | None]], flags: set[str],
                               "login node, or train the stacks on this machine with hydra/launcher=vectorized")
 
 
-def read_overrides(parser, lines: list[str]) -> list:
-    """Hydra's parsed overrides of these lines (`parser`: Hydra's OverridesParser, None for one without a config
-    loader), or UsageError naming the one it cannot read."""
-    parser = parser or OverridesParser.create()
-
-    overrides = []
-    for line in lines:
-        try:
-            overrides += parser.parse_overrides([line])
-        except OverrideParseException:
-            raise UsageError(f"cannot read override {line!r}: write key=value, group=choice, +key=value"
-                             " or a sweep key=a,b,c") from None
-    return overrides
-
-
 def check(args: list[str]) -> None:
-    """Validate `nnrun train <args>`; raise ConfigError (one line) on the first problem found.
-
-    A run's config is composed and read through the schema here. A sweep's is composed as Hydra composes it
-    before the sweep (its fixed overrides); each of its jobs is checked by nnrun's sweeper, before any starts."""
+    """Validate `nnrun train <args>`; raise ConfigError (one line) on the first problem found."""
     flags, raw = split_args(args)
     if flags & {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"}:
         return  # another config tree: Hydra's own checks apply
     multirun = bool(flags & {"-m", "--multirun"})
-    overrides = read_overrides(OverridesParser.create(), raw)
+    overrides = read_overrides(None, raw)
     sweeps = [o for o in overrides if o.is_sweep_override()]
     if sweeps and not multirun:
         raise UsageError(f"{sweeps[0].input_line} is a sweep: add -m to run one job per value "
                          f"(nnrun train -m {' '.join(raw)})")
-    groups = config_groups()
-    _check_plus(overrides, groups, default_groups())
+    groups, defaults = config_groups(), default_groups()
+    for o in overrides:  # a group that has a default is overridden without a plus; one that has none with one
+        group, line = o.key_or_group, o.input_line.lstrip("+")
+        if group not in groups or o.is_delete():
+            continue
+        if group not in defaults and not (o.is_add() or o.is_force_add()):
+            raise UsageError(f"{o.input_line} needs a plus: write +{line} ({group} has no default in "
+                             "conf/train.yaml to override)")
+        if group in defaults and o.is_add():
+            raise UsageError(f"{o.input_line} needs no plus: write {line} ({group} has a default in "
+                             "conf/train.yaml; this overrides it)")
     # Before Hydra starts (and imports the plugins it finds): which of them the command line needs.
-    choices = hydra_choices(overrides, groups)
-    _check_sweep_extra(choices)
-    _check_launcher(choices, flags, raw)
+    _check_hydra_choices(hydra_choices(overrides, groups), flags, raw)
 
-    with config_loader() as loader:
+    register_resolvers()
+    with initialize_config_dir(version_base="1.3", config_dir=str(config_dir()), job_name="train"):
+        loader = GlobalHydra.instance().config_loader()
         overrides = read_overrides(OverridesParser.create(config_loader=loader), raw)  # glob() lists a group
         for o in overrides:  # Hydra's groups (hydra/launcher, ...) as nnrun's
             hydra_group = o.is_hydra_override() and "/" in o.key_or_group
@@ -249,7 +206,7 @@ def check(args: list[str]) -> None:
                 raise explained from None
             raise
     _check_hydra_keys(settings, cfg)
-    if not multirun:
+    if not multirun:  # a sweep's jobs are checked by nnrun's sweeper, all before the first starts
         parse(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
 
 
@@ -267,10 +224,8 @@ def _check_choice(o, choices: tuple[str, ...]) -> None:
 
 
 def _check_hydra_keys(overrides, cfg) -> None:
-    """Each override of one of Hydra's settings against the config `cfg`: where Hydra has a fixed set of them (a
-    structured config), a key it lacks would be refused, or with a plus, added and ignored: both are refused as
-    one Hydra does not have. An open section (hydra.job.env_set, a SLURM launcher's additional_parameters) takes
-    any key, added with a plus."""
+    """Each override of Hydra's settings against `cfg`: a key a structured config lacks is refused, plus or not
+    (added, it would be ignored); an open section (hydra.job.env_set) takes any key, added with a plus."""
     whole = OmegaConf.to_container(cfg.hydra, resolve=False) if overrides else {}  # read without resolving
     for o in overrides:
         parts, added = o.key_or_group.split("."), o.is_add() or o.is_force_add()
