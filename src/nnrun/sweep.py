@@ -1,6 +1,5 @@
 """The multirun side of `nnrun train -m`: the task's return value, resuming a sweep (the job each job goes on
-from), a Hydra callback that prepares a sweep (checking that a resumed one is the same sweep) and sums it up when
-it ends, and the sampler of nnrun's Optuna searches."""
+from), a Hydra callback that prepares a sweep and sums it up when it ends, and the sampler of Optuna searches."""
 
 from __future__ import annotations
 
@@ -85,8 +84,7 @@ def resume_sweep_dir(exp_name: str, resume: str, current: Path, root: Path = Pat
     other sweep of this exp_name under `root`/experiments."""
     if resume == "latest":
         sweeps = root / "experiments" / exp_name / "multirun"
-        mine = Path(current).resolve()
-        candidates = sorted(p for p in sweeps.glob("*/multirun.yaml") if p.parent.resolve() != mine)
+        candidates = sorted(p for p in sweeps.glob("*/multirun.yaml") if p.parent.resolve() != Path(current).resolve())
         if not candidates:
             raise UsageError(f"{RESUME_KEY}=latest finds no sweep to resume: there is no other sweep under {sweeps}; "
                              f"give a sweep dir, or leave out {RESUME_KEY} to start this sweep")
@@ -138,8 +136,7 @@ def resumed_job(exp_name: str, resume: str, hydra_cfg: DictConfig, known: dict |
 
 
 def carry_over(source: Path, run_dir: Path) -> None:
-    """A finished job of the sweep being resumed, copied into this job's dir but for what the dir holds already
-    (its own .hydra/ and log, where Hydra's run_job made them)."""
+    """A finished job of the resumed sweep copied into this job's dir, but for what it holds (.hydra/, log)."""
     def held(folder: str, names: list[str]) -> list[str]:
         return [name for name in names if (run_dir / Path(folder).relative_to(source) / name).exists()]
 
@@ -179,9 +176,8 @@ def resume_line(source: Path) -> str:
             finished += 1
         elif (job_dir / CHECKPOINT_FILE).is_file():
             going_on += 1
-    return (f"nnrun: resuming the sweep {source}: {plural(finished, 'finished job')} carried over, "
-            f"{going_on} going on from {'its' if going_on == 1 else 'their'} checkpoint"
-            f"{'' if going_on == 1 else 's'}, the others from the start")
+    return (f"nnrun: resuming the sweep {source}: {plural(finished, 'finished job')} carried over, {going_on} going "
+            f"on from {'its checkpoint' if going_on == 1 else 'their checkpoints'}, the others from the start")
 
 
 class SweepSummary(Callback):

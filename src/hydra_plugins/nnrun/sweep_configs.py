@@ -2,11 +2,9 @@
 the garbage collector's rule while many of them are made and kept.
 
 Hydra composes every job from scratch (about a tenth of a second a job). Jobs that pick the same group choices and
-set the same keys differ only in those keys' values, so the first such job is composed by Hydra
-(`config_loader.load_sweep_config`) and each other one is a copy of it with its own values set as Hydra sets a
-value override (`OmegaConf.update(cfg, key, value, merge=True)`), its `hydra.overrides.task` and its
-`hydra.job.override_dirname` (Hydra's rule: the override lines but excluded keys, sorted, joined). Anything else
-(a `+`/`++`/`~` on a key, a value that is a mapping, a Hydra key) is composed by Hydra.
+set the same keys differ only in those keys' values: the first is composed by Hydra, each other one is a copy of it
+with its values set as Hydra sets a value override, and its `hydra.overrides.task` and `hydra.job.override_dirname`
+(Hydra's rule). Anything else (a `+`/`++`/`~` on a key, a mapping, a Hydra key) is composed by Hydra.
 `tests/test_launcher.py` checks the configs equal Hydra's own over a matrix of overrides.
 """
 

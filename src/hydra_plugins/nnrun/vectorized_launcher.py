@@ -1,10 +1,8 @@
 """A Hydra launcher that trains a sweep's jobs as stacks of models: `nnrun train -m hydra/launcher=vectorized ...`.
 
-Shaped as Hydra's basic launcher: each job's config (the one nnrun's sweeper checked, or `SweepConfigs`') is
-numbered and run through Hydra's `run_job` (run dir, `.hydra/`, log, callbacks) with the task's `set_up`, which only
-makes the job ready to train; then `engine.train_jobs` trains them all together, and each job's return value is its
-result. A job that a resumed sweep carries over (the task's `carry`) skips run_job. A task without `set_up` runs
-job by job, as under the basic launcher.
+Shaped as Hydra's basic launcher: each job's config (the one nnrun's sweeper checked) runs through Hydra's `run_job`
+with the task's `set_up`, which only makes the job ready to train; then `engine.train_jobs` trains them all together.
+A job that a resumed sweep carries over (the task's `carry`) skips run_job. A task without `set_up` runs job by job.
 """
 
 import functools
@@ -53,8 +51,7 @@ class VectorizedLauncher(Launcher):
                 fail(f"hydra.launcher.{key}={value} is not allowed: an integer >= 1")
 
     def use_checked(self, checked: Dict[Tuple[str, ...], Tuple[DictConfig, Any]]) -> None:
-        """The jobs' configs nnrun's sweeper built and checked, by their overrides, each with what the task's check
-        made of it: launched as they are, not composed again."""
+        """The configs nnrun's sweeper checked, by overrides, with what the check made of each: not composed again."""
         self.checked = checked
 
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
@@ -98,8 +95,7 @@ class VectorizedLauncher(Launcher):
                        job_dir_key="hydra.sweep.dir", job_subdir_key="hydra.sweep.subdir")
 
     def train(self, runs: List[Any]) -> None:
-        """Train the jobs set up, `runs` (JobReturn, engine.Job); each one's return value is what its task would
-        have returned."""
+        """Train `runs` (JobReturn, engine.Job); each one's return value becomes what its task would have returned."""
         if not runs:
             return
         from nnrun import engine  # torch
@@ -116,6 +112,5 @@ class VectorizedLauncher(Launcher):
 def numbered(cfg: DictConfig, idx: int) -> DictConfig:
     """A job's config with its number (hydra.job.id and num), as Hydra's basic launcher numbers it."""
     with open_dict(cfg):
-        cfg.hydra.job.id = idx
-        cfg.hydra.job.num = idx
+        cfg.hydra.job.id = cfg.hydra.job.num = idx
     return cfg

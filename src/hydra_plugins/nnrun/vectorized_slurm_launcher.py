@@ -2,12 +2,12 @@
 
 The vectorized launcher with its training moved onto the cluster: each job's `set_up` runs in the launching
 process, then each stack that `engine.train_jobs` would train (`plan_stacks`) becomes one task of a submitit job
-array that calls `train_on_node` on a node, writing into the run dirs on the shared file system. The launching
-process waits as submitit does, prints a line as each stack ends, and sets each job's return value. SLURM's
-SIGTERM and the SIGUSR2 sent `signal_delay_s` before the time limit save every unfinished run `interrupted` with
-its checkpoint; the same command with `train.resume=latest` goes on from there.
+array that trains it on a node, writing into the run dirs on the shared file system. SLURM's SIGTERM and the
+SIGUSR2 sent `signal_delay_s` before the time limit save every unfinished run `interrupted` with its checkpoint;
+the same command with `train.resume=latest` goes on from there.
 """
 
+import functools
 import io
 import sys
 import time
@@ -53,19 +53,9 @@ ONLY = {"nodes": (1, "a stack trains in one process"), "tasks_per_node": (1, "a 
                                "with train.resume=latest goes on from there")}
 
 
-def train_on_node(jobs: List[Any], max_models: int, memory_budget_mb: int) -> List[Any]:
-    """What a stack's SLURM job runs: the engine trains `jobs` (engine.Jobs) on the node; SIGTERM or SIGUSR2 saves
-    the unfinished runs `interrupted` and returns their results (the engine's stop signals)."""
-    from nnrun import engine
-
-    return engine.train_jobs(jobs, max_models=max_models, memory_budget_mb=memory_budget_mb, raise_faults=False,
-                             raise_interrupt=False, announce=True)
-
-
 def plan_stacks(jobs: List[Any], max_models: int, memory_budget_mb: int) -> List[List[Any]]:
-    """The stacks `engine.train_jobs(jobs, max_models=..., memory_budget_mb=...)` trains (`engine.plan`), made
-    where the sweep is launched, as lists of jobs. Bad input (data, a run that cannot be resumed) raises
-    ConfigError."""
+    """The stacks (lists of jobs) `engine.train_jobs` trains (`engine.plan`), planned where the sweep is launched:
+    bad input (data, a run that cannot be resumed) raises ConfigError."""
     import torch
 
     from nnrun import engine
@@ -84,9 +74,8 @@ class VectorizedSlurmLauncher(VectorizedLauncher):
                        for k, v in params.items()}
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        """Settings that make no sense for a stack's job are bad input: a time limit under a minute, a signal that
-        would come before the stacks have begun, more than one process for a stack, one submitit cannot take.
-        (nnrun's pre-flight has checked that this is a multirun and that sbatch is here.)"""
+        """Settings that make no sense for a stack's job, or that submitit cannot take, are bad input. (nnrun's
+        pre-flight has checked that this is a multirun and that sbatch is here.)"""
         super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
         params = dict(self.params)
         for key, (least, nullable) in LEAST.items():
@@ -102,8 +91,7 @@ class VectorizedSlurmLauncher(VectorizedLauncher):
                  "stack to stop as it starts")
         import submitit
 
-        # As the submitit plugin makes its executor: submitit_folder is its folder, max_num_timeout
-        # slurm_max_num_timeout, BaseQueueConf's fields keep their names (submitit's generic parameters), the
+        # As the submitit plugin makes its executor: BaseQueueConf's fields are submitit's generic parameters, the
         # others take `slurm_`.
         folder, max_num_timeout = params.pop("submitit_folder"), params.pop("max_num_timeout")
         generic = {f.name for f in fields(BaseQueueConf)}
@@ -114,23 +102,26 @@ class VectorizedSlurmLauncher(VectorizedLauncher):
             fail(f"hydra/launcher={NAME}: {first_line(str(exc))}")
 
     def train(self, runs: List[Any]) -> None:
-        """Plan the jobs' stacks and submit them as one SLURM job array, one task a stack (sbatch's refusal is bad
-        input, in its own words); wait for them, a line as each ends; each job's return value is then what its
-        task would have returned. Ctrl-C cancels the stacks still queued or running (each saves its runs
-        `interrupted`), waits for them, and lets the interrupt go on up."""
+        """Submit the stacks as one SLURM job array (sbatch's refusal is bad input, in its own words) and wait for
+        them. Ctrl-C cancels the stacks still queued or running (each saves its runs `interrupted`), waits for them,
+        and lets the interrupt go on up."""
         if not runs:
             return
         from submitit.core.utils import FailedJobError
+
+        from nnrun import engine  # torch
 
         try:
             stacks = plan_stacks([job for _, job in runs], self.max_models, self.memory_budget_mb)
         except ConfigError as exc:  # bad input found while the stacks are planned: before any submission
             fail(str(exc))
+        # Each stack's SLURM job: SIGTERM or SIGUSR2 saves its unfinished runs `interrupted` and returns.
+        train = functools.partial(engine.train_jobs, max_models=self.max_models, announce=True,
+                                  memory_budget_mb=self.memory_budget_mb, raise_faults=False, raise_interrupt=False)
         said = io.StringIO()  # submitit prints sbatch's stderr when it fails; it is the message, shown once below
         try:
             with redirect_stderr(said):
-                jobs = self.executor.map_array(train_on_node, stacks, [self.max_models] * len(stacks),
-                                               [self.memory_budget_mb] * len(stacks))
+                jobs = self.executor.map_array(train, stacks)
         except FailedJobError as exc:
             fail(f"sbatch refused the sweep's jobs: {first_line(str(exc) or said.getvalue())}")
         print(f"nnrun: {plural(len(stacks), 'stack')} submitted to SLURM as {ids(jobs)} "
