@@ -109,10 +109,11 @@ def index(sweep_dir: Path, known: dict) -> dict[tuple[str, ...], Path]:
     (a dir that gains a job is indexed anew), so that all the jobs of a resumed sweep read the sweep it resumes once."""
     key = (Path(sweep_dir).resolve(), Path(sweep_dir).stat().st_mtime_ns)
     if key not in known:
-        known[key] = {}
+        jobs: dict[tuple[str, ...], Path] = {}
         for job_dir in job_dirs(sweep_dir):
             if (ran := job_overrides(job_dir)) is not None:
-                known[key].setdefault(job_key(ran), job_dir)
+                jobs.setdefault(job_key(ran), job_dir)
+        known[key] = jobs
     return known[key]
 
 

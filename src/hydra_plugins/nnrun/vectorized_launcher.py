@@ -34,8 +34,7 @@ class VectorizedLauncherConf:
     memory_budget_mb: int = 1024
 
 
-ConfigStore.instance().store(group="hydra/launcher", name="vectorized", node=VectorizedLauncherConf,
-                             provider="nnrun")
+ConfigStore.instance().store(group="hydra/launcher", name="vectorized", node=VectorizedLauncherConf, provider="nnrun")
 
 
 class VectorizedLauncher(Launcher):

@@ -40,8 +40,7 @@ if SlurmQueueConf is not None:
 
         _target_: str = "hydra_plugins.nnrun.vectorized_slurm_launcher.VectorizedSlurmLauncher"
 
-    ConfigStore.instance().store(group="hydra/launcher", name=NAME, node=VectorizedSlurmLauncherConf,
-                                 provider="nnrun")
+    ConfigStore.instance().store(group="hydra/launcher", name=NAME, node=VectorizedSlurmLauncherConf, provider="nnrun")
 
 # Numbers sbatch would take but that make no sense: (the least value, whether null, SLURM's default, is allowed).
 # Their types are the config schema's (SlurmQueueConf), checked as Hydra composes it.
@@ -61,8 +60,7 @@ def plan_stacks(jobs: List[Any], max_models: int, memory_budget_mb: int) -> List
     from nnrun import engine
 
     # Only where each run starts is read here; the node trains on its own device.
-    _, stacks = engine.plan(jobs, max_models=max_models, memory_budget_mb=memory_budget_mb,
-                            device=torch.device("cpu"))
+    _, stacks = engine.plan(jobs, max_models=max_models, memory_budget_mb=memory_budget_mb, device=torch.device("cpu"))
     return [[m.job for m in chunk] for *_, chunk in stacks]
 
 
