@@ -80,8 +80,7 @@ def without_resume(overrides) -> list[str]:
 
 
 def resume_sweep_dir(exp_name: str, resume: str, current: Path, root: Path = Path(".")) -> Path:
-    """The sweep that `train.resume` names: a sweep dir (holding Hydra's multirun.yaml), or `latest`, the newest
-    other sweep of this exp_name under `root`/experiments."""
+    """The sweep `train.resume` names: a sweep dir (it holds multirun.yaml), or `latest`: exp_name's newest other."""
     if resume == "latest":
         sweeps = root / "experiments" / exp_name / "multirun"
         candidates = sorted(p for p in sweeps.glob("*/multirun.yaml") if p.parent.resolve() != Path(current).resolve())
@@ -118,9 +117,8 @@ def index(sweep_dir: Path, known: dict) -> dict[tuple[str, ...], Path]:
 
 
 def namesake(sweep_dir: Path, name: str, overrides, known: dict | None = None) -> Path | None:
-    """The job dir of `sweep_dir` that ran with these overrides (train.resume aside) and saved a checkpoint, else
-    None. A resumed sweep is the same sweep, so the dir of this job's own `name` is looked at first; only where it
-    is missing or ran other overrides (hydra.sweep.subdir) is the whole sweep indexed (`index`)."""
+    """The job dir of `sweep_dir` that ran with these overrides (train.resume aside) and saved a checkpoint: the one
+    of this job's own `name` (the same sweep), else, where it ran others (hydra.sweep.subdir), found by `index`."""
     found = Path(sweep_dir) / name
     wanted = job_key(overrides)
     ran = job_overrides(found)

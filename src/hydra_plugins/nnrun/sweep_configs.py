@@ -21,9 +21,8 @@ from omegaconf import DictConfig, OmegaConf, open_dict
 
 @contextmanager
 def young_garbage_only() -> Iterator[Any]:
-    """While a sweep's jobs are set up, Python's collector runs only on what each job left behind (call what this
-    yields after each): its full passes would walk every config kept so far (each JobReturn keeps two copies), a
-    cost per job that grows with the jobs before it."""
+    """Python's collector only on what each job left behind (call what this yields after each): its full passes
+    would walk every config kept so far (each JobReturn keeps two), a cost growing with the jobs before."""
     enabled = gc.isenabled()
     gc.disable()
     try:

@@ -109,9 +109,8 @@ class NnrunSweeper(Sweeper):
         return returns
 
     def check(self, check: Callable[[DictConfig], Any], jobs: List[List[str]]) -> None:
-        """Build each job's config and read it through the task's `check`; the first job refused is bad input: one
-        line naming it, exit 2, before the sweep dir exists. A launcher that takes the checked configs
-        (`use_checked`) is handed them, each with what `check` made of it."""
+        """Each job's config read through the task's `check`: the first refused is one line, exit 2, before the
+        sweep dir exists. A launcher that takes the checked configs (`use_checked`) gets them, and what `check` made."""
         configs = SweepConfigs(self.hydra_context.config_loader, self.config)
         keep = getattr(self.launcher, "use_checked", None)
         checked = {}
@@ -147,7 +146,6 @@ class NnrunSweeper(Sweeper):
         return first if explained is None else str(explained)
 
     def all_ended(self, n_jobs: int) -> bool:
-        """Whether all `n_jobs` have ended: each has a metrics.json, none saying interrupted (a stop signal after
-        the last of them changes nothing)."""
+        """Whether all `n_jobs` have ended: each has a metrics.json, none interrupted (a later stop changes nothing)."""
         found = [read_metrics(job_dir) for job_dir in job_dirs(self.sweep_dir)]
         return len(found) == n_jobs and all(m is not None and m.get("status") != "interrupted" for m in found)

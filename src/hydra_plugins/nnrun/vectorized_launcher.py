@@ -97,15 +97,19 @@ class VectorizedLauncher(Launcher):
         """Train `runs` (JobReturn, engine.Job); each one's return value becomes what its task would have returned."""
         if not runs:
             return
-        from nnrun import engine  # torch
-
         try:
-            results = engine.train_jobs([job for _, job in runs], max_models=self.max_models,
-                                        memory_budget_mb=self.memory_budget_mb, raise_faults=False, announce=True)
+            results = self.results(runs)
         except ConfigError as exc:  # bad input found while the stacks are set up: before any training
             fail(str(exc))
         for (ret, _), result in zip(runs, results):
             ret.return_value = objective(result, ret.hydra_cfg.hydra)
+
+    def results(self, runs: List[Any]) -> List[Any]:
+        """The results (engine.RunResult; None: failed) of the jobs of `runs`, trained here."""
+        from nnrun import engine  # torch
+
+        return engine.train_jobs([job for _, job in runs], max_models=self.max_models,
+                                 memory_budget_mb=self.memory_budget_mb, raise_faults=False, announce=True)
 
 
 def numbered(cfg: DictConfig, idx: int) -> DictConfig:

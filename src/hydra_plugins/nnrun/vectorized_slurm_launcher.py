@@ -20,17 +20,13 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from hydra_plugins.nnrun.vectorized_launcher import VectorizedLauncher, VectorizedLauncherConf
-from nnrun.config import ConfigError
 from nnrun.console import counted, fail, plural
 from nnrun.metrics import read_metrics
-from nnrun.sweep import objective
 
 try:  # Hydra's submitit plugin, of nnrun's sweep extra; without it nnrun's pre-flight says what to install
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, SlurmQueueConf
 except ImportError:
     SlurmQueueConf = None
-
-NAME = "vectorized_slurm"
 
 if SlurmQueueConf is not None:
     @dataclass
@@ -40,7 +36,8 @@ if SlurmQueueConf is not None:
 
         _target_: str = "hydra_plugins.nnrun.vectorized_slurm_launcher.VectorizedSlurmLauncher"
 
-    ConfigStore.instance().store(group="hydra/launcher", name=NAME, node=VectorizedSlurmLauncherConf, provider="nnrun")
+    ConfigStore.instance().store(group="hydra/launcher", name="vectorized_slurm", node=VectorizedSlurmLauncherConf,
+                                 provider="nnrun")
 
 # Numbers sbatch would take but that make no sense: (the least value, whether null, SLURM's default, is allowed).
 # Their types are the config schema's (SlurmQueueConf), checked as Hydra composes it.
@@ -97,22 +94,17 @@ class VectorizedSlurmLauncher(VectorizedLauncher):
             self.executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=max_num_timeout)
             self.executor.update_parameters(**{k if k in generic else f"slurm_{k}": v for k, v in params.items()})
         except (ValueError, TypeError, NameError, AssertionError, RuntimeError) as exc:
-            fail(f"hydra/launcher={NAME}: {first_line(str(exc))}")
+            fail(f"hydra/launcher=vectorized_slurm: {first_line(str(exc))}")
 
-    def train(self, runs: List[Any]) -> None:
-        """Submit the stacks as one SLURM job array (sbatch's refusal is bad input, in its own words) and wait for
-        them. Ctrl-C cancels the stacks still queued or running (each saves its runs `interrupted`), waits for them,
-        and lets the interrupt go on up."""
-        if not runs:
-            return
+    def results(self, runs: List[Any]) -> List[Any]:
+        """Plan the stacks here (bad input comes before any submission), submit them as one SLURM job array and wait.
+        Ctrl-C cancels the stacks still queued or running (each saves its runs `interrupted`), waits for them, and
+        lets the interrupt go on up."""
         from submitit.core.utils import FailedJobError
 
         from nnrun import engine  # torch
 
-        try:
-            stacks = plan_stacks([job for _, job in runs], self.max_models, self.memory_budget_mb)
-        except ConfigError as exc:  # bad input found while the stacks are planned: before any submission
-            fail(str(exc))
+        stacks = plan_stacks([job for _, job in runs], self.max_models, self.memory_budget_mb)
         # Each stack's SLURM job: SIGTERM or SIGUSR2 saves its unfinished runs `interrupted` and returns.
         train = functools.partial(engine.train_jobs, max_models=self.max_models, announce=True,
                                   memory_budget_mb=self.memory_budget_mb, raise_faults=False, raise_interrupt=False)
@@ -142,14 +134,12 @@ class VectorizedSlurmLauncher(VectorizedLauncher):
             except KeyboardInterrupt:  # twice: leave them to finish saving on their own
                 pass
             raise  # the sweeper and the command line say how to go on
-        for ret, job in runs:
-            ret.return_value = objective(results.get(id(job)), ret.hydra_cfg.hydra)
+        return [results.get(id(job)) for _, job in runs]
 
 
 def wait(waiting: Dict[Any, Any], results: Dict[int, Any], began: float) -> None:
-    """Until every SLURM job in `waiting` has ended, as submitit tells (its result file, or sacct's state): each
-    stack's line and its runs' results (by id; None: failed), as it ends; it leaves `waiting` then. Where a stack
-    returned nothing (killed, failed outside training) its runs count as their run dirs say."""
+    """Until every SLURM job in `waiting` has ended (submitit's result file, or sacct's state): a line as each stack
+    ends, its runs' results by id (None: failed; the run dirs' where a killed stack returned none)."""
     import submitit
     from submitit.core.utils import FailedJobError, UncompletedJobError
 
