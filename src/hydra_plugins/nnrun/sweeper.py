@@ -75,9 +75,9 @@ class NnrunSweeper(Sweeper):
         if check is None:  # not nnrun's task: Hydra's basic sweeper's checks, batch by batch as it launches them
             return self.launch(batches, validate=True)
         jobs = [job for batch in batches for job in batch]
-        swept = [f"{o.get_key_element()} x {len(list(o.sweep_string_iterator()))}"
-                 for o in overrides if o.is_sweep_override()]
-        print(f"nnrun: a sweep of {plural(len(jobs), 'job')}{': ' if swept else ''}{', '.join(swept)}", flush=True)
+        swept = ", ".join(f"{o.get_key_element()} x {len(list(o.sweep_string_iterator()))}"
+                          for o in overrides if o.is_sweep_override())  # what it varies, over how many values
+        print(f"nnrun: a sweep of {plural(len(jobs), 'job')}{': ' + swept if swept else ''}", flush=True)
         self.check(check, jobs)
         try:
             returns = self.launch(batches)
