@@ -1,6 +1,5 @@
 """The multirun side of `nnrun train -m`: the task's return value, resuming a sweep (the job each job goes on
-from), a Hydra callback that prepares a sweep (checking that a resumed one is the same sweep) and sums it up when
-it ends, and the sampler of nnrun's Optuna searches."""
+from), a Hydra callback that prepares a sweep and sums it up when it ends, and the sampler of Optuna searches."""
 
 from __future__ import annotations
 
@@ -17,28 +16,24 @@ from nnrun.config import ConfigError, UsageError
 from nnrun.console import fail, plural, print_sweep_summary
 from nnrun.metrics import FINISHED, read_metrics, read_yaml
 
-SQLITE_PREFIX = "sqlite:///"
 RESUME_KEY = "train.resume"
 
 
 def sqlite_path(storage: Any) -> Path | None:
     """The file of an Optuna 'sqlite:///path' storage URL (relative paths stay relative), else None."""
-    if not isinstance(storage, str) or not storage.startswith(SQLITE_PREFIX):
+    if not isinstance(storage, str) or not storage.startswith("sqlite:///"):
         return None
-    path = storage[len(SQLITE_PREFIX):]
+    path = storage.removeprefix("sqlite:///")
     return Path(path) if path and path != ":memory:" else None
 
 
 def resumable_tpe_sampler(seed: int | None = None, **options: Any) -> Any:
-    """Optuna's TPE sampler (`options`: its other arguments), seeded with `seed` plus the number of trials the
-    study holds when this process first samples: a seeded TPESampler starts its stream afresh in every process,
-    so a resumed study's first (random) proposals would repeat the first run's; the same study and seed still
-    give the same proposals."""
+    """Optuna's TPE sampler (`options`: its other arguments) seeded with `seed` plus the trials the study holds when
+    this process first samples: a resumed study's first (random) proposals would repeat the first run's."""
     from optuna.samplers import BaseSampler, TPESampler
 
     class ResumableTPESampler(BaseSampler):  # defined here: optuna is an extra, and heavy to import
-        def __init__(self) -> None:
-            self.tpe: TPESampler | None = None
+        tpe: TPESampler | None = None
 
         def sampler(self, trial: Any) -> TPESampler:
             if self.tpe is None:  # the first trial this process asks for: its number = trials stored before it
@@ -70,12 +65,11 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
 
 
 def objective(result, hydra_cfg: DictConfig) -> float:
-    """What the task returns to a sweeper: the run's best monitored value. A run without one (failed) scores
-    NaN, or where the sweeper optimises a direction (Optuna) the worst value for it: Optuna rejects NaN, and
-    Hydra's Optuna sweeper would then end the whole search."""
+    """What the task returns to a sweeper: the run's best monitored value. A failed run scores NaN, or where the
+    sweeper optimises a direction the worst value for it: Optuna rejects NaN, which would end Hydra's search."""
     value = float("nan") if result is None else result.objective
     direction = OmegaConf.select(hydra_cfg, "sweeper.direction", default=None)
-    if isinstance(direction, str) and value != value:  # below every result when maximising, else above
+    if isinstance(direction, str) and value != value:
         return float("-inf") if direction.lower().endswith("maximize") else float("inf")
     return value
 
@@ -86,12 +80,10 @@ def without_resume(overrides) -> list[str]:
 
 
 def resume_sweep_dir(exp_name: str, resume: str, current: Path, root: Path = Path(".")) -> Path:
-    """The sweep that `train.resume` names for a sweep: a sweep dir (one holding Hydra's multirun.yaml), or
-    `latest`, the newest other sweep of this exp_name under `root`/experiments."""
+    """The sweep `train.resume` names: a sweep dir (it holds multirun.yaml), or `latest`: exp_name's newest other."""
     if resume == "latest":
         sweeps = root / "experiments" / exp_name / "multirun"
-        mine = Path(current).resolve()
-        candidates = sorted(p for p in sweeps.glob("*/multirun.yaml") if p.parent.resolve() != mine)
+        candidates = sorted(p for p in sweeps.glob("*/multirun.yaml") if p.parent.resolve() != Path(current).resolve())
         if not candidates:
             raise UsageError(f"{RESUME_KEY}=latest finds no sweep to resume: there is no other sweep under {sweeps}; "
                              f"give a sweep dir, or leave out {RESUME_KEY} to start this sweep")
@@ -104,73 +96,60 @@ def resume_sweep_dir(exp_name: str, resume: str, current: Path, root: Path = Pat
 
 
 def job_key(overrides) -> tuple[str, ...]:
-    """What names a job in a sweep and in the sweep that resumes it: its override lines less train.resume."""
     return tuple(sorted(without_resume(overrides)))
 
 
 def job_overrides(job_dir: Path) -> list[str] | None:
-    """The override lines a sweep's job dir ran with (its .hydra/overrides.yaml), None where it has none."""
     return read_yaml(Path(job_dir) / ".hydra" / "overrides.yaml")
 
 
-def index(sweep_dir: Path, known: dict | None = None) -> dict[tuple[str, ...], Path]:
-    """Each job dir of a sweep by its `job_key`, reading each job's overrides once. `known`: the indexes made
-    so far, by sweep dir as it was (a dir that gains a job is indexed anew), kept by the caller for all the jobs
-    of a resumed sweep, so that the sweep it resumes is read once, not once per job."""
+def index(sweep_dir: Path, known: dict) -> dict[tuple[str, ...], Path]:
+    """Each job dir of a sweep by its `job_key` (the first one of a key), kept in `known` by sweep dir and mtime
+    (a dir that gains a job is indexed anew), so that all the jobs of a resumed sweep read the sweep it resumes once."""
     key = (Path(sweep_dir).resolve(), Path(sweep_dir).stat().st_mtime_ns)
-    if known is not None and key in known:
-        return known[key]
-    jobs = {}
-    for job_dir in job_dirs(sweep_dir):
-        found = job_overrides(job_dir)
-        if found is not None:
-            jobs.setdefault(job_key(found), job_dir)
-    if known is not None:
+    if key not in known:
+        jobs: dict[tuple[str, ...], Path] = {}
+        for job_dir in job_dirs(sweep_dir):
+            if (ran := job_overrides(job_dir)) is not None:
+                jobs.setdefault(job_key(ran), job_dir)
         known[key] = jobs
-    return jobs
+    return known[key]
 
 
 def namesake(sweep_dir: Path, name: str, overrides, known: dict | None = None) -> Path | None:
-    """The job dir of `sweep_dir` that ran with these overrides (train.resume aside) and saved a checkpoint, else
-    None. A resumed sweep is the same sweep (`check_same_sweep`), so the dir of this job's own `name` is looked at
-    first; only where it is missing or ran other overrides (hydra.sweep.subdir) is the whole sweep indexed (once,
-    given `known`: see `index`)."""
+    """The job dir of `sweep_dir` that ran with these overrides (train.resume aside) and saved a checkpoint: the one
+    of this job's own `name` (the same sweep), else, where it ran others (hydra.sweep.subdir), found by `index`."""
     found = Path(sweep_dir) / name
     wanted = job_key(overrides)
     ran = job_overrides(found)
     if ran is None or job_key(ran) != wanted:
-        found = index(sweep_dir, known).get(wanted)
+        found = index(sweep_dir, {} if known is None else known).get(wanted)
     return found if found is not None and (found / CHECKPOINT_FILE).is_file() else None
 
 
 def resumed_job(exp_name: str, resume: str, hydra_cfg: DictConfig, known: dict | None = None) -> Path | None:
-    """The `namesake` of a sweep's job (`hydra_cfg`: its `hydra` node) in the sweep that `resume` names
-    (`known`: see `index`)."""
+    """The `namesake` of a sweep's job (`hydra_cfg`: its `hydra` node) in the sweep that `resume` names."""
     root = Path(hydra_cfg.runtime.cwd)  # experiments/ is where nnrun was started
     source = resume_sweep_dir(exp_name, resume, root / str(hydra_cfg.sweep.dir), root)
     return namesake(source, str(hydra_cfg.sweep.subdir), list(hydra_cfg.overrides.task), known)
 
 
 def carry_over(source: Path, run_dir: Path) -> None:
-    """A finished job of the sweep being resumed, carried into this job's dir as it is: whatever the dir does not
-    hold yet (its own .hydra/ and log, where Hydra's run_job made them) comes from `source`."""
+    """A finished job of the resumed sweep copied into this job's dir, but for what it holds (.hydra/, log)."""
     def held(folder: str, names: list[str]) -> list[str]:
-        here = run_dir / Path(folder).relative_to(source)
-        return [name for name in names if (here / name).exists()]
+        return [name for name in names if (run_dir / Path(folder).relative_to(source) / name).exists()]
 
     shutil.copytree(source, run_dir, ignore=held, dirs_exist_ok=True)
 
 
 def check_same_sweep(config: DictConfig) -> Path | None:
-    """The sweep that a sweep resumed with train.resume resumes (None without train.resume). It must be the same
-    sweep: the same command line (train.resume aside) and the same swept values, else ConfigError naming the
-    first difference."""
+    """The sweep that train.resume names (None without it). It must be the same sweep: the same command line
+    (train.resume aside) and swept values, else UsageError naming the first difference."""
     resume = OmegaConf.select(config, RESUME_KEY, default=None)
     if resume is None:
         return None
     source = resume_sweep_dir(str(config.exp_name), str(resume), Path(config.hydra.sweep.dir),
                               Path(config.hydra.runtime.cwd))
-    before = OmegaConf.load(source / "multirun.yaml")
 
     def sweep_of(cfg: DictConfig) -> dict[str, str]:
         lines = without_resume(OmegaConf.to_container(cfg.hydra.overrides.task))
@@ -178,11 +157,10 @@ def check_same_sweep(config: DictConfig) -> Path | None:
         return {**{str(k): str(v) for k, v in params.items()},
                 **dict(line.split("=", 1) if "=" in line else (line, "") for line in lines)}
 
-    then, now = sweep_of(before), sweep_of(config)
+    then, now = sweep_of(OmegaConf.load(source / "multirun.yaml")), sweep_of(config)
     for key in sorted(set(then) | set(now)):
         if then.get(key) != now.get(key):
-            was = f"{key}={then[key]}" if key in then else f"no {key}"
-            has = f"{key}={now[key]}" if key in now else f"no {key}"
+            was, has = (f"{key}={side[key]}" if key in side else f"no {key}" for side in (then, now))
             raise UsageError(f"{RESUME_KEY}={resume} names the sweep {source}, which ran with {was} where this "
                              f"command has {has}: a sweep goes on with the command line it was started with "
                              f"(give that one, or leave out {RESUME_KEY} to start a new sweep)")
@@ -190,24 +168,21 @@ def check_same_sweep(config: DictConfig) -> Path | None:
 
 
 def resume_line(source: Path) -> str:
-    """One line on what a resumed sweep takes from the sweep `source`: its finished jobs are carried over, its
-    jobs with a checkpoint go on from it, the rest start afresh."""
+    """What a resumed sweep takes from the sweep `source`: its finished jobs, and its checkpoints."""
     finished = going_on = 0
     for job_dir in job_dirs(source):
         if (read_metrics(job_dir) or {}).get("status") in FINISHED:
             finished += 1
         elif (job_dir / CHECKPOINT_FILE).is_file():
             going_on += 1
-    return (f"nnrun: resuming the sweep {source}: {plural(finished, 'finished job')} carried over, "
-            f"{going_on} going on from {'its' if going_on == 1 else 'their'} checkpoint"
-            f"{'' if going_on == 1 else 's'}, the others from the start")
+    return (f"nnrun: resuming the sweep {source}: {plural(finished, 'finished job')} carried over, {going_on} going "
+            f"on from {'its checkpoint' if going_on == 1 else 'their checkpoints'}, the others from the start")
 
 
 class SweepSummary(Callback):
     """Before a sweep: check that a resumed sweep is the one it resumes (and say what it takes from it), and make
-    the dir of an SQLite study. After the sweep: one table of how the jobs ended; then, when a job failed, exit 1
-    (a fault; diverged is a result). The callbacks run in the process that started the sweep, under every
-    launcher and sweeper."""
+    the dir of an SQLite study. After it: one table of how the jobs ended, then exit 1 if a job failed (a fault;
+    diverged is a result). Callbacks run in the process that started the sweep, under every launcher."""
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         try:
@@ -216,8 +191,7 @@ class SweepSummary(Callback):
             fail(str(exc))
         if source is not None:
             print(resume_line(source), flush=True)
-        # SQLite creates the file but not its dir, and Optuna opens the study before the first job
-        # (which is what would create experiments/<exp>/).
+        # SQLite creates the file but not its dir, and Optuna opens the study before the first job makes it.
         path = sqlite_path(config.hydra.sweeper.get("storage"))
         if path is not None:
             path.parent.mkdir(parents=True, exist_ok=True)
@@ -226,16 +200,11 @@ class SweepSummary(Callback):
         sweep_dir = Path(config.hydra.sweep.dir)
         # A job with no metrics.json never trained or was killed: failed.
         statuses = [(read_metrics(d) or {}).get("status", "failed") for d in job_dirs(sweep_dir)]
-        print_sweep_summary(str(sweep_dir), statuses, len(statuses),
-                            best_trial=_optuna_best(sweep_dir / "optimization_results.yaml"))
+        results = read_yaml(sweep_dir / "optimization_results.yaml")  # the Optuna sweeper's, if it wrote one
+        best = None
+        if isinstance(results, dict) and "best_value" in results:
+            params = " ".join(f"{k}={v}" for k, v in (results.get("best_params") or {}).items())
+            best = f"best value {results['best_value']:.4f} with {params}"
+        print_sweep_summary(str(sweep_dir), statuses, len(statuses), best_trial=best)
         if "failed" in statuses:
             sys.exit(1)
-
-
-def _optuna_best(path: Path) -> str | None:
-    """'best value 0.97 with optimizer.lr=0.01 ...' from the Optuna sweeper's results file, if it wrote one."""
-    results = read_yaml(path)
-    if not isinstance(results, dict) or "best_value" not in results:
-        return None
-    params = " ".join(f"{k}={v}" for k, v in (results.get("best_params") or {}).items())
-    return f"best value {results['best_value']:.4f} with {params}"

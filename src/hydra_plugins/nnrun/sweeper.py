@@ -1,13 +1,8 @@
 """nnrun's sweeper for Hydra (`hydra/sweeper=nnrun`, nnrun's default): a sweep's jobs expanded as Hydra's basic
 sweeper expands them (`hydra.sweeper.params` then the command line, `itertools.product`'s order, numbered from 0,
-in batches of `max_batch_size`), every job's config built once and checked before any job starts.
-
-Each job's config comes from `SweepConfigs` (one composition per set of group choices and keys) and goes through
-the task's own `check` (nnrun's reads it through its schema and its data): the first job refused is one line
-naming its overrides, exit 2, before the sweep dir exists. nnrun's vectorized launchers then launch the very
-configs checked (`launcher.use_checked`). A task without a check (a Hydra app that is not nnrun's) gets what
-Hydra's basic sweeper gives it: each batch's jobs composed (`validate_batch_is_legal`) before they launch.
-"""
+in batches of `max_batch_size`), every job's config built once (`SweepConfigs`) and read through the task's own
+`check` before any job starts. nnrun's vectorized launchers then launch the very configs checked. A task without
+a check (a Hydra app that is not nnrun's) gets what Hydra's basic sweeper gives it."""
 
 import itertools
 import signal
@@ -15,12 +10,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-# No `from __future__ import annotations`: Hydra imports plugins outside sys.modules, where dataclass
-# cannot resolve string annotations.
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.plugins import Plugins
-from hydra.core.utils import JobReturn
 from hydra.errors import HydraException
 from hydra.plugins.sweeper import Sweeper
 from hydra.types import HydraContext, TaskFunction
@@ -37,10 +29,8 @@ from nnrun.sweep import job_dirs
 @dataclass
 class NnrunSweeperConf:
     _target_: str = "hydra_plugins.nnrun.sweeper.NnrunSweeper"
-    # Jobs launched at once; null = all of them (as Hydra's basic sweeper).
-    max_batch_size: Optional[int] = None
-    # Sweeps set in a config (an experiment file), before the command line's: {key: "a,b,c"}.
-    params: Optional[Dict[str, str]] = None
+    max_batch_size: Optional[int] = None  # jobs launched at once; null = all of them (as Hydra's basic sweeper)
+    params: Optional[Dict[str, str]] = None  # sweeps a config sets ({key: "a,b,c"}), before the command line's
 
 
 ConfigStore.instance().store(group="hydra/sweeper", name="nnrun", node=NnrunSweeperConf, provider="nnrun")
@@ -52,30 +42,22 @@ def expand(overrides: Sequence[Any], max_batch_size: Optional[int]) -> List[List
     lists: Dict[str, List[str]] = {}
     for o in overrides:
         key = o.get_key_element()
-        if not o.is_sweep_override():
-            lists[key] = [f"{key}={o.get_value_element_as_str()}"]
-        elif o.is_discrete_sweep():
-            lists[key] = [f"{key}={value}" for value in o.sweep_string_iterator()]
-        else:
+        if o.is_sweep_override() and not o.is_discrete_sweep():
             raise HydraException(f"{NnrunSweeper.__name__} does not support sweep type : "
                                  f"{o.value_type.name} ({o.input_line}: a range to sample needs a sweeper "
                                  "that samples, such as hydra/sweeper=optuna)")
+        values = o.sweep_string_iterator() if o.is_sweep_override() else [o.get_value_element_as_str()]
+        lists[key] = [f"{key}={value}" for value in values]
     jobs = [list(job) for job in itertools.product(*lists.values())]
     size = len(jobs) if max_batch_size in (None, -1) else max_batch_size
-    if size is None or size < 1:
+    if size < 1:
         raise HydraException(f"hydra.sweeper.max_batch_size={max_batch_size} is not allowed: an integer >= 1 or null")
     return [jobs[i:i + size] for i in range(0, len(jobs), size)]
 
 
 class NnrunSweeper(Sweeper):
     def __init__(self, max_batch_size: Optional[int] = None, params: Optional[Dict[str, str]] = None) -> None:
-        self.max_batch_size = max_batch_size
-        self.params = dict(params or {})
-        self.hydra_context: Optional[HydraContext] = None
-        self.config: Optional[DictConfig] = None
-        self.launcher: Any = None
-        self.task_function: Optional[TaskFunction] = None
-        self.sweep_dir = Path()
+        self.max_batch_size, self.params = max_batch_size, dict(params or {})
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
         self.hydra_context, self.config, self.task_function = hydra_context, config, task_function
@@ -83,70 +65,66 @@ class NnrunSweeper(Sweeper):
                                                                 task_function=task_function, config=config)
 
     def sweep(self, arguments: List[str]) -> Any:
-        assert self.config is not None and self.hydra_context is not None and self.launcher is not None
         # Resolved (`now`) before the jobs' configs are made: each copies the sweep's resolver cache, so all name
         # one sweep dir.
         self.sweep_dir = Path(str(self.config.hydra.sweep.dir))
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
-        lines = [f"{key}={value}" for key, value in self.params.items()] + list(arguments)
-        overrides = parser.parse_overrides(lines)
+        overrides = parser.parse_overrides([f"{key}={value}" for key, value in self.params.items()] + list(arguments))
         batches = expand(overrides, self.max_batch_size)
         check = getattr(self.task_function, "check", None)
         if check is None:  # not nnrun's task: Hydra's basic sweeper's checks, batch by batch as it launches them
             return self.launch(batches, validate=True)
         jobs = [job for batch in batches for job in batch]
-        print(f"nnrun: a sweep of {plural(len(jobs), 'job')}{_shape(overrides)}", flush=True)
+        swept = ", ".join(f"{o.get_key_element()} x {len(list(o.sweep_string_iterator()))}"
+                          for o in overrides if o.is_sweep_override())  # what it varies, over how many values
+        print(f"nnrun: a sweep of {plural(len(jobs), 'job')}{': ' + swept if swept else ''}", flush=True)
         self.check(check, jobs)
         try:
             returns = self.launch(batches)
         except KeyboardInterrupt as exc:
             if not self.all_ended(len(jobs)):
-                raise interrupted(exc, self.sweep_dir) from None
+                from nnrun.engine import RunInterrupted  # torch
+
+                if not isinstance(exc, RunInterrupted):  # as the engine's: what train.resume takes to go on
+                    exc = RunInterrupted(self.sweep_dir, signal.SIGINT)
+                raise exc from None
             returns = []
         # Every job has ended: Ctrl-C from here on would only cut the summary short (nnrun's command line puts
         # the handler back when the sweep is over).
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         return returns
 
-    def launch(self, batches: List[List[List[str]]], validate: bool = False) -> List[Sequence[JobReturn]]:
+    def launch(self, batches: List[List[List[str]]], validate: bool = False) -> List[Any]:
         """Save the sweep's config in its dir (multirun.yaml), then launch its batches one after another."""
-        assert self.config is not None and self.launcher is not None
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
-        returns: List[Sequence[JobReturn]] = []
-        initial_job_idx = 0
-        for batch in batches:
+        returns = []
+        for num, batch in enumerate(batches):
             if validate:
                 self.validate_batch_is_legal(batch)
-            results = self.launcher.launch(batch, initial_job_idx=initial_job_idx)
+            results = self.launcher.launch(batch, initial_job_idx=num * len(batches[0]))
             for result in results:
                 _ = result.return_value  # as Hydra's basic sweeper: a job that raised ends the sweep here
-            initial_job_idx += len(batch)
             returns.append(results)
         return returns
 
     def check(self, check: Callable[[DictConfig], Any], jobs: List[List[str]]) -> None:
-        """Build each job's config once and read it through the task's `check`, before any job starts; the first
-        job refused is bad input: one line naming it, exit 2, nothing made on disk. A launcher that takes the
-        checked configs (nnrun's vectorized launchers: `use_checked`) is handed them."""
-        assert self.config is not None and self.hydra_context is not None
+        """Each job's config read through the task's `check`: the first refused is one line, exit 2, before the
+        sweep dir exists. A launcher that takes the checked configs (`use_checked`) gets them, and what `check` made."""
         configs = SweepConfigs(self.hydra_context.config_loader, self.config)
         keep = getattr(self.launcher, "use_checked", None)
         checked = {}
-        try:
-            with Phase("checking", "checked", len(jobs)) as phase, young_garbage_only() as collect:
-                for num, overrides in enumerate(jobs):
-                    try:
-                        cfg = configs.load(overrides)
-                        made = check(cfg)
-                    except (ConfigError, HydraException, OmegaConfBaseException) as exc:
-                        fail(f"job #{num} ({' '.join(overrides)}): {self.why(exc, overrides)}")
-                    if keep is not None:
-                        checked[tuple(overrides)] = (cfg, made)
-                    collect()
-                    phase.advance()
-        except KeyboardInterrupt as exc:
-            raise interrupted(exc, None) from None
+        with Phase("checking", "checked", len(jobs)) as phase, young_garbage_only() as collect:
+            for num, overrides in enumerate(jobs):
+                try:
+                    cfg = configs.load(overrides)
+                    made = check(cfg)
+                except (ConfigError, HydraException, OmegaConfBaseException) as exc:
+                    fail(f"job #{num} ({' '.join(overrides)}): {self.why(exc, overrides)}")
+                if keep is not None:
+                    checked[tuple(overrides)] = (cfg, made)
+                collect()
+                phase.advance()
         if keep is not None:
             keep(checked)
 
@@ -155,39 +133,19 @@ class NnrunSweeper(Sweeper):
         that nnrun's schema explains (an unknown key), else the first line of Hydra's message."""
         if isinstance(exc, ConfigError):
             return str(exc)
-        assert self.config is not None and self.hydra_context is not None
-        loader, parser = self.hydra_context.config_loader, OverridesParser.create()
 
         def compose(lines: List[str]) -> Any:
-            return OmegaConf.to_container(loader.load_sweep_config(self.config, lines), resolve=False)
+            cfg = self.hydra_context.config_loader.load_sweep_config(self.config, lines)
+            return OmegaConf.to_container(cfg, resolve=False)
 
         try:
-            explained = explain_composition(parser.parse_overrides(overrides), compose)
+            explained = explain_composition(OverridesParser.create().parse_overrides(overrides), compose)
         except (HydraException, OmegaConfBaseException):
             explained = None
-        if explained is not None:
-            return str(explained)
-        return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        return first if explained is None else str(explained)
 
     def all_ended(self, n_jobs: int) -> bool:
-        """Whether all `n_jobs` of this sweep have ended: each has a metrics.json, and none says interrupted (a stop
-        signal that came after the last of them changes nothing)."""
+        """Whether all `n_jobs` have ended: each has a metrics.json, none interrupted (a later stop changes nothing)."""
         found = [read_metrics(job_dir) for job_dir in job_dirs(self.sweep_dir)]
         return len(found) == n_jobs and all(m is not None and m.get("status") != "interrupted" for m in found)
-
-
-def _shape(overrides: Sequence[Any]) -> str:
-    """': optimizer.lr x 16, seed x 16': what a sweep varies and over how many values."""
-    swept = [f"{o.get_key_element()} x {len(list(o.sweep_string_iterator()))}"
-             for o in overrides if o.is_sweep_override() and o.is_discrete_sweep()]
-    return f": {', '.join(swept)}" if swept else ""
-
-
-def interrupted(exc: KeyboardInterrupt, sweep_dir: Optional[Path]) -> KeyboardInterrupt:
-    """Ctrl-C during a sweep, as the engine's RunInterrupted: what train.resume takes to go on (the sweep dir,
-    None before it exists). One that is a RunInterrupted already (raised by the engine) goes on as it is."""
-    from nnrun.engine import RunInterrupted  # torch
-
-    if isinstance(exc, RunInterrupted) or sweep_dir is None:
-        return exc
-    return RunInterrupted(sweep_dir, signal.SIGINT)

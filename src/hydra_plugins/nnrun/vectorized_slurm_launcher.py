@@ -2,38 +2,31 @@
 
 The vectorized launcher with its training moved onto the cluster: each job's `set_up` runs in the launching
 process, then each stack that `engine.train_jobs` would train (`plan_stacks`) becomes one task of a submitit job
-array that calls `train_on_node` on a node, writing into the run dirs on the shared file system. The launching
-process waits as submitit does, prints a line as each stack ends, and sets each job's return value. SLURM's
-SIGTERM and the SIGUSR2 sent `signal_delay_s` before the time limit save every unfinished run `interrupted` with
-its checkpoint; the same command with `train.resume=latest` goes on from there.
+array that trains it on a node, writing into the run dirs on the shared file system. SLURM's SIGTERM and the
+SIGUSR2 sent `signal_delay_s` before the time limit save every unfinished run `interrupted` with its checkpoint;
+the same command with `train.resume=latest` goes on from there.
 """
 
+import functools
 import io
 import sys
 import time
 from contextlib import redirect_stderr
 from dataclasses import dataclass, fields
-from typing import Any, Dict, List, NamedTuple, Tuple
+from typing import Any, Dict, List
 
-# No `from __future__ import annotations`: Hydra imports plugins outside sys.modules, where dataclass
-# cannot resolve string annotations.
 from hydra.core.config_store import ConfigStore
 from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from hydra_plugins.nnrun.vectorized_launcher import VectorizedLauncher, VectorizedLauncherConf
-from nnrun.config import ConfigError
 from nnrun.console import counted, fail, plural
 from nnrun.metrics import read_metrics
-from nnrun.sweep import objective
 
 try:  # Hydra's submitit plugin, of nnrun's sweep extra; without it nnrun's pre-flight says what to install
     from hydra_plugins.hydra_submitit_launcher.config import BaseQueueConf, SlurmQueueConf
 except ImportError:
     SlurmQueueConf = None
-
-
-NAME = "vectorized_slurm"
 
 if SlurmQueueConf is not None:
     @dataclass
@@ -43,95 +36,8 @@ if SlurmQueueConf is not None:
 
         _target_: str = "hydra_plugins.nnrun.vectorized_slurm_launcher.VectorizedSlurmLauncher"
 
-    ConfigStore.instance().store(group="hydra/launcher", name=NAME, node=VectorizedSlurmLauncherConf,
+    ConfigStore.instance().store(group="hydra/launcher", name="vectorized_slurm", node=VectorizedSlurmLauncherConf,
                                  provider="nnrun")
-
-
-class Outcome(NamedTuple):
-    """How one job of a stack ended, as the SLURM job hands it back: what `sweep.objective` reads."""
-
-    status: str
-    objective: float
-
-
-def train_on_node(jobs: List[Any], max_models: int, memory_budget_mb: int) -> List[Outcome]:
-    """What a stack's SLURM job runs: train `jobs` (engine.Jobs) with the engine, on the node it was given.
-    SIGTERM or SIGUSR2 saves the unfinished runs `interrupted` and returns (the engine's stop_signals)."""
-    from nnrun import engine
-
-    results = engine.train_jobs(jobs, max_models=max_models, memory_budget_mb=memory_budget_mb, raise_faults=False,
-                                raise_interrupt=False, announce=True)
-    return [Outcome(r.status, r.objective) for r in results]
-
-
-def plan_stacks(jobs: List[Any], max_models: int, memory_budget_mb: int):
-    """The stacks `engine.train_jobs(jobs, max_models=..., memory_budget_mb=...)` trains (`engine.plan`), made
-    where the sweep is launched, as lists of jobs. Bad input (data, a run that cannot be resumed) raises
-    ConfigError."""
-    import torch
-
-    from nnrun import engine
-
-    # Only where each run starts is read here; the node trains on its own device.
-    _, stacks = engine.plan(jobs, max_models=max_models, memory_budget_mb=memory_budget_mb,
-                            device=torch.device("cpu"))
-    return [[m.job for m in chunk] for *_, chunk in stacks]
-
-
-class VectorizedSlurmLauncher(VectorizedLauncher):
-    def __init__(self, max_models: int = 256, memory_budget_mb: int = 1024, **params: Any) -> None:
-        super().__init__(max_models, memory_budget_mb)
-        # The submitit plugin's settings (SlurmQueueConf's fields) as plain values, as that plugin keeps them
-        self.params = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
-                       for k, v in params.items()}
-        self.executor: Any = None
-
-    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
-        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
-        # nnrun's pre-flight has checked that this is a multirun and that sbatch is here.
-        check_settings(self.params)
-        self.executor = make_executor(self.params)
-
-    def train(self, runs: List[Any]) -> None:
-        """Plan the collected jobs' stacks, submit each as a SLURM job, wait; each job's return value is what its
-        task would have returned."""
-        if not runs:
-            return
-        try:
-            stacks = plan_stacks([job for _, job in runs], self.max_models, self.memory_budget_mb)
-        except ConfigError as exc:  # bad input found while the stacks are planned: before any submission
-            fail(str(exc))
-        numbers = {id(job): ret.hydra_cfg.hydra.job.num for ret, job in runs}
-        outcomes = self.run_stacks(stacks, [[numbers[id(job)] for job in stack] for stack in stacks])
-        for ret, job in runs:
-            ret.return_value = objective(outcomes.get(id(job)), ret.hydra_cfg.hydra)
-
-    def run_stacks(self, stacks: List[List[Any]], numbers: List[List[int]]) -> Dict[int, Outcome]:
-        """Submit each stack as one task of a SLURM job array; wait for them, a line as each ends (naming its jobs
-        by `numbers`, hydra.job.num). Ctrl-C cancels the stacks still queued or running (each saves its runs
-        `interrupted`), waits for them, and lets the interrupt go on up."""
-        jobs = submit(self.executor, stacks, self.max_models, self.memory_budget_mb)
-        print(f"nnrun: {plural(len(stacks), 'stack')} submitted to SLURM as "
-              f"{_ids(jobs)} ({sum(map(len, stacks))} jobs)", flush=True)
-        # Each SLURM job that has not ended yet: its stack's name, its runs (engine.Jobs) and their numbers.
-        waiting = {job: (f"stack {i + 1}/{len(stacks)}", stack, nums)
-                   for i, (job, stack, nums) in enumerate(zip(jobs, stacks, numbers))}
-        outcomes: Dict[int, Outcome] = {}
-        began = time.monotonic()
-        try:
-            wait(waiting, outcomes, began)
-        except KeyboardInterrupt:
-            print(f"nnrun: interrupted: cancelling SLURM jobs {_ids(list(waiting))}; each saves its runs "
-                  "(interrupted, with their checkpoints)", file=sys.stderr, flush=True)
-            for job in waiting:
-                job.cancel(check=False)
-            try:
-                wait(waiting, outcomes, began)
-            except KeyboardInterrupt:  # twice: leave them to finish saving on their own
-                pass
-            raise  # the sweeper and the command line say how to go on
-        return outcomes
-
 
 # Numbers sbatch would take but that make no sense: (the least value, whether null, SLURM's default, is allowed).
 # Their types are the config schema's (SlurmQueueConf), checked as Hydra composes it.
@@ -143,90 +49,117 @@ ONLY = {"nodes": (1, "a stack trains in one process"), "tasks_per_node": (1, "a 
                                "with train.resume=latest goes on from there")}
 
 
-def check_settings(params: Dict[str, Any]) -> None:
-    """Settings that make no sense for a stack's job, as bad input: a time limit under a minute, a signal that
-    would come before the stacks have begun, more than one process for a stack."""
-    for key, (least, nullable) in LEAST.items():
-        if params[key] is not None and params[key] < least:
-            fail(f"hydra.launcher.{key}={params[key]} is not allowed: an integer >= {least}"
-                 + (" or null" if nullable else ""))
-    for key, (only, why) in ONLY.items():
-        if params[key] != only:
-            fail(f"hydra.launcher.{key}={params[key]} is not allowed: {only} ({why})")
-    if params["signal_delay_s"] >= params["timeout_min"] * 60:
-        fail(f"hydra.launcher.signal_delay_s={params['signal_delay_s']} is not allowed: less than "
-             f"hydra.launcher.timeout_min x 60 ({params['timeout_min'] * 60} s), or SLURM would signal each "
-             "stack to stop as it starts")
+def plan_stacks(jobs: List[Any], max_models: int, memory_budget_mb: int) -> List[List[Any]]:
+    """The stacks (lists of jobs) `engine.train_jobs` trains (`engine.plan`), planned where the sweep is launched:
+    bad input (data, a run that cannot be resumed) raises ConfigError."""
+    import torch
+
+    from nnrun import engine
+
+    # Only where each run starts is read here; the node trains on its own device.
+    _, stacks = engine.plan(jobs, max_models=max_models, memory_budget_mb=memory_budget_mb, device=torch.device("cpu"))
+    return [[m.job for m in chunk] for *_, chunk in stacks]
 
 
-def make_executor(params: Dict[str, Any]) -> Any:
-    """A submitit executor for SLURM, given the settings as the submitit plugin gives them: submitit_folder is
-    its folder, max_num_timeout slurm_max_num_timeout, BaseQueueConf's fields keep their names (submitit's
-    generic parameters) and the others take `slurm_`. A setting submitit cannot take is bad input."""
+class VectorizedSlurmLauncher(VectorizedLauncher):
+    def __init__(self, max_models: int = 256, memory_budget_mb: int = 1024, **params: Any) -> None:
+        super().__init__(max_models, memory_budget_mb)
+        # The submitit plugin's settings (SlurmQueueConf's fields) as plain values, as that plugin keeps them
+        self.params = {k: OmegaConf.to_container(v, resolve=True) if OmegaConf.is_config(v) else v
+                       for k, v in params.items()}
+
+    def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        """Settings that make no sense for a stack's job, or that submitit cannot take, are bad input. (nnrun's
+        pre-flight has checked that this is a multirun and that sbatch is here.)"""
+        super().setup(hydra_context=hydra_context, task_function=task_function, config=config)
+        params = dict(self.params)
+        for key, (least, nullable) in LEAST.items():
+            if params[key] is not None and params[key] < least:
+                fail(f"hydra.launcher.{key}={params[key]} is not allowed: an integer >= {least}"
+                     + (" or null" if nullable else ""))
+        for key, (only, why) in ONLY.items():
+            if params[key] != only:
+                fail(f"hydra.launcher.{key}={params[key]} is not allowed: {only} ({why})")
+        if params["signal_delay_s"] >= params["timeout_min"] * 60:
+            fail(f"hydra.launcher.signal_delay_s={params['signal_delay_s']} is not allowed: less than "
+                 f"hydra.launcher.timeout_min x 60 ({params['timeout_min'] * 60} s), or SLURM would signal each "
+                 "stack to stop as it starts")
+        import submitit
+
+        # As the submitit plugin makes its executor: BaseQueueConf's fields are submitit's generic parameters, the
+        # others take `slurm_`.
+        folder, max_num_timeout = params.pop("submitit_folder"), params.pop("max_num_timeout")
+        generic = {f.name for f in fields(BaseQueueConf)}
+        try:
+            self.executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=max_num_timeout)
+            self.executor.update_parameters(**{k if k in generic else f"slurm_{k}": v for k, v in params.items()})
+        except (ValueError, TypeError, NameError, AssertionError, RuntimeError) as exc:
+            fail(f"hydra/launcher=vectorized_slurm: {first_line(str(exc))}")
+
+    def results(self, runs: List[Any]) -> List[Any]:
+        """Plan the stacks here (bad input comes before any submission), submit them as one SLURM job array and wait.
+        Ctrl-C cancels the stacks still queued or running (each saves its runs `interrupted`), waits for them, and
+        lets the interrupt go on up."""
+        from submitit.core.utils import FailedJobError
+
+        from nnrun import engine  # torch
+
+        stacks = plan_stacks([job for _, job in runs], self.max_models, self.memory_budget_mb)
+        # Each stack's SLURM job: SIGTERM or SIGUSR2 saves its unfinished runs `interrupted` and returns.
+        train = functools.partial(engine.train_jobs, max_models=self.max_models, announce=True,
+                                  memory_budget_mb=self.memory_budget_mb, raise_faults=False, raise_interrupt=False)
+        said = io.StringIO()  # submitit prints sbatch's stderr when it fails; it is the message, shown once below
+        try:
+            with redirect_stderr(said):
+                jobs = self.executor.map_array(train, stacks)
+        except FailedJobError as exc:
+            fail(f"sbatch refused the sweep's jobs: {first_line(str(exc) or said.getvalue())}")
+        print(f"nnrun: {plural(len(stacks), 'stack')} submitted to SLURM as {ids(jobs)} "
+              f"({sum(map(len, stacks))} jobs)", flush=True)
+        number = {id(job): ret.hydra_cfg.hydra.job.num for ret, job in runs}
+        # Each SLURM job that has not ended yet: its stack's name, its runs (engine.Jobs) and their numbers.
+        waiting = {job: (f"stack {i + 1}/{len(stacks)}", stack, [number[id(run)] for run in stack])
+                   for i, (job, stack) in enumerate(zip(jobs, stacks))}
+        results: Dict[int, Any] = {}
+        began = time.monotonic()
+        try:
+            wait(waiting, results, began)
+        except KeyboardInterrupt:
+            print(f"nnrun: interrupted: cancelling SLURM jobs {ids(list(waiting))}; each saves its runs "
+                  "(interrupted, with their checkpoints)", file=sys.stderr, flush=True)
+            for job in waiting:
+                job.cancel(check=False)
+            try:
+                wait(waiting, results, began)
+            except KeyboardInterrupt:  # twice: leave them to finish saving on their own
+                pass
+            raise  # the sweeper and the command line say how to go on
+        return [results.get(id(job)) for _, job in runs]
+
+
+def wait(waiting: Dict[Any, Any], results: Dict[int, Any], began: float) -> None:
+    """Until every SLURM job in `waiting` has ended (submitit's result file, or sacct's state): a line as each stack
+    ends, its runs' results by id (None: failed; the run dirs' where a killed stack returned none)."""
     import submitit
-
-    params = dict(params)
-    folder, max_num_timeout = params.pop("submitit_folder"), params.pop("max_num_timeout")
-    generic = {f.name for f in fields(BaseQueueConf)}
-    try:
-        executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=max_num_timeout)
-        executor.update_parameters(**{k if k in generic else f"slurm_{k}": v for k, v in params.items()})
-    except (ValueError, TypeError, NameError, AssertionError, RuntimeError) as exc:
-        fail(f"hydra/launcher={NAME}: {first_line(str(exc))}")
-    return executor
-
-
-def submit(executor: Any, stacks: List[List[Any]], max_models: int, memory_budget_mb: int) -> List[Any]:
-    """One sbatch call: a job array, one task per stack. sbatch's refusal (a partition that does not exist, more
-    memory than a node has) is bad input, in sbatch's own words."""
-    from submitit.core.utils import FailedJobError
-
-    said = io.StringIO()  # submitit prints sbatch's stderr when it fails; it is the message, shown once below
-    try:
-        with redirect_stderr(said):
-            jobs = executor.map_array(train_on_node, stacks, [max_models] * len(stacks),
-                                      [memory_budget_mb] * len(stacks))
-    except FailedJobError as exc:
-        fail(f"sbatch refused the sweep's jobs: {first_line(str(exc) or said.getvalue())}")
-    return jobs
-
-
-def wait(waiting: Dict[Any, Tuple[str, List[Any], List[int]]], outcomes: Dict[int, Outcome], began: float) -> None:
-    """Until every SLURM job in `waiting` has ended, as submitit tells (its result file, or sacct's state): each
-    stack's outcomes and line, as it ends; it leaves `waiting` then."""
-    import submitit
-
-    for job in submitit.helpers.as_completed(list(waiting), poll_frequency=1):
-        outcomes.update(stack_outcomes(job, *waiting[job], began))
-        del waiting[job]
-
-
-def stack_outcomes(job: Any, name: str, stack: List[Any], nums: List[int], began: float) -> Dict[int, Outcome]:
-    """Each run's outcome as the stack's SLURM job returned it, or, where it returned nothing (killed, failed
-    outside training), as its run dir holds it; prints the stack's line."""
     from submitit.core.utils import FailedJobError, UncompletedJobError
 
-    took = time.monotonic() - began
-    try:
-        outcomes = job.result()
-    except (UncompletedJobError, FailedJobError):
-        log = job.paths.stderr if job.paths.stderr.exists() else job.paths.stdout  # stderr_to_stdout: one log
-        print(f"nnrun: {name} (SLURM job {job.job_id}) ended without returning its results; its runs count as "
-              f"their run dirs say (its log: {log})", file=sys.stderr, flush=True)
-        outcomes = [read_outcome(run) for run in stack]
-    print(f"nnrun: {name} (SLURM job {job.job_id}): {numbered(nums)} after {took:.0f} s: "
-          f"{counted(o.status for o in outcomes)}", flush=True)
-    return {id(run): outcome for run, outcome in zip(stack, outcomes)}
-
-
-def read_outcome(job: Any) -> Outcome:
-    """A run's outcome as its metrics.json says; none written: failed."""
     from nnrun import engine  # torch
 
-    if read_metrics(job.run_dir) is None:
-        return Outcome("failed", float("nan"))
-    result = engine.RunResult.read(job.run_dir, job.cfg.train.early_stopping.monitor)
-    return Outcome(result.status, result.objective)
+    for job in submitit.helpers.as_completed(list(waiting), poll_frequency=1):
+        name, stack, nums = waiting[job]
+        took = time.monotonic() - began
+        try:
+            ended = job.result()
+        except (UncompletedJobError, FailedJobError):
+            log = job.paths.stderr if job.paths.stderr.exists() else job.paths.stdout  # stderr_to_stdout: one log
+            print(f"nnrun: {name} (SLURM job {job.job_id}) ended without returning its results; its runs count as "
+                  f"their run dirs say (its log: {log})", file=sys.stderr, flush=True)
+            ended = [None if read_metrics(run.run_dir) is None
+                     else engine.RunResult.read(run.run_dir, run.cfg.train.early_stopping.monitor) for run in stack]
+        print(f"nnrun: {name} (SLURM job {job.job_id}): {numbered(nums)} after {took:.0f} s: "
+              f"{counted('failed' if r is None else r.status for r in ended)}", flush=True)
+        results.update({id(run): result for run, result in zip(stack, ended)})
+        del waiting[job]
 
 
 def first_line(message: str) -> str:
@@ -239,10 +172,9 @@ def numbered(nums: List[int]) -> str:
     """'8 jobs, #0-#7': how many, and their numbers (a range where they follow on)."""
     if len(nums) == 1:
         return f"1 job, #{nums[0]}"
-    shown = f"#{nums[0]}-#{nums[-1]}" if nums == list(range(nums[0], nums[-1] + 1)) else f"#{nums[0]} ... #{nums[-1]}"
-    return f"{len(nums)} jobs, {shown}"
+    between = "-" if nums == list(range(nums[0], nums[-1] + 1)) else " ... "
+    return f"{len(nums)} jobs, #{nums[0]}{between}#{nums[-1]}"
 
 
-def _ids(jobs: List[Any]) -> str:
-    ids = [job.job_id for job in jobs]
-    return ids[0] if len(ids) == 1 else f"{ids[0]} ... {ids[-1]}"
+def ids(jobs: List[Any]) -> str:
+    return jobs[0].job_id if len(jobs) == 1 else f"{jobs[0].job_id} ... {jobs[-1].job_id}"
