@@ -15,6 +15,10 @@ from nnrun import report
 
 BASE = ["dataset=xor", "model.hidden=[4]", "train.epochs=20", "train.log_every=5"]
 
+# The module's tests on one xdist worker (addopts: --dist loadgroup): the sweep they share is trained once, not
+# once per worker, and one worker imports matplotlib (report.png), which no other test does in-process.
+pytestmark = pytest.mark.xdist_group("report")
+
 
 def lay_out_jobs(runs: list[tuple[list[str], Path]]) -> list:
     """(overrides, run dir) pairs as Hydra's multirun lays them out (.hydra/overrides.yaml, .hydra/config.yaml),
