@@ -11,9 +11,9 @@ import pytest
 from conftest import interrupt_when, next_second, read_metrics, run_dirs, start
 
 # Long enough to be interrupted: the signal goes when the first run's event file appears, and the run then has
-# 100 epochs (about 1,500 steps, most of a second of one core, however loaded: the test waits in a 50 ms poll)
-# to train before it would end. Short, as the resumed run trains what the interrupted one did not: the rest of
-# them. The brackets need quoting in a shell.
+# 100 epochs to train (1,500 steps, most of a second of CPU) before it would end; with the cores oversubscribed
+# the signal still lands within its first epoch or two. Short, as the resumed run trains the rest. The brackets
+# need quoting in a shell.
 RUN = ["dataset=spirals", "dataset.n_samples=200", "model.hidden=[16]", "train.batch_size=8", "train.epochs=100"]
 
 
