@@ -6,36 +6,41 @@ import signal
 
 import pytest
 
-from conftest import interrupt_when, run_dirs, run_nnrun, start
+from conftest import interrupt_when, run_dirs, start
 
+# A checkpoint after every epoch: the first one on disk says the run has trained an epoch, at once (its
+# TensorBoard points reach the disk only every few seconds, seconds the run would train on for nothing); the one
+# the signal saves says so in its status.
 LONG_RUN = ["train", "dataset=spirals", "dataset.n_samples=200", "model.hidden=[16]", "train.batch_size=8",
-            "train.epochs=100000", "train.log_every=5"]
+            "train.checkpoint_every=1", "train.epochs=100000", "train.log_every=5"]
 
 
 def training(tmp_path):
-    """Whether the run has trained an epoch: its first TensorBoard points are on disk (written at epoch 1)."""
-    found = list((tmp_path / "experiments").rglob("events.out.tfevents*"))
-    return bool(found) and found[0].stat().st_size > 2000
+    """Whether the run has trained an epoch: its first checkpoint is on disk (saved whole, by a rename)."""
+    return any((tmp_path / "experiments").rglob("checkpoint.pt"))
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
-def test_signal_saves_checkpoint_and_metrics_and_exits_130(tmp_path, signum):
+def test_signal_saves_checkpoint_and_metrics_and_exits_130(tmp_path, signum, nnrun_here):
+    from nnrun import checkpoint
+
     code, out, err = interrupt_when(start(LONG_RUN, tmp_path), lambda: training(tmp_path), signum)
     assert code == 130, err
     (run_dir,) = run_dirs(tmp_path / "experiments")
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["status"] == "interrupted" and metrics["epochs_run"] >= 1
     assert (run_dir / "checkpoint.pt").stat().st_size > 0
+    saved = checkpoint.load(run_dir)  # the signal's checkpoint, not the last epoch's periodic one ("running")
+    assert saved["status"] == "interrupted" and saved["resume"]["epochs_done"] == metrics["epochs_run"]
     assert "interrupted by" in err and "Traceback" not in err
     if signum == signal.SIGINT:
-        # Resume the newest run for a few more epochs.
+        # Resume the newest run for a few more epochs, in this process: the signal was the new process's part.
         more = metrics["epochs_run"] + 3
-        resumed = run_nnrun([*LONG_RUN[:-2], f"train.epochs={more}", "train.resume=latest"], tmp_path)
-        assert resumed.returncode == 0, resumed.stderr
+        code, out, err = nnrun_here([*LONG_RUN[:-2], f"train.epochs={more}", "train.resume=latest"])
+        assert code == 0, err
         # `latest` is the interrupted run, and it goes on from where it was saved.
-        assert resumed.stdout.startswith(f"nnrun: resuming {run_dir} after epoch {metrics['epochs_run']}"), \
-            resumed.stdout
+        assert out.startswith(f"nnrun: resuming {run_dir} after epoch {metrics['epochs_run']}"), out
         newest = [d for d in run_dirs(tmp_path / "experiments") if d != run_dir]
         assert json.loads((newest[0] / "metrics.json").read_text())["epochs_run"] == more
 

@@ -8,6 +8,10 @@ import torch
 from nnrun import optim
 from nnrun.config import OptimizerConfig
 
+# The module's tests on one xdist worker (addopts: --dist loadgroup): a process's first torch.optim optimizer
+# imports torch._dynamo (about 2 s of CPU), and nnrun builds none, so only the worker running these pays it.
+pytestmark = pytest.mark.xdist_group("torch_optim")
+
 # Three models per rule, each with its own numbers (the weight decay of one of them 0).
 CASES = {
     "sgd": [{"weight_decay": 0.0}, {"weight_decay": 0.01}, {"weight_decay": 0.1}],

@@ -10,39 +10,44 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import into_closed_pipe, read_metrics, train
+from conftest import into_closed_pipe, read_metrics
 from nnrun import report
 
 BASE = ["dataset=xor", "model.hidden=[4]", "train.epochs=20", "train.log_every=5"]
 
-
-def fake_sweep_job(sweep: Path, num: int, overrides: list[str]) -> Path:
-    """A job dir laid out as Hydra's multirun makes it (.hydra/overrides.yaml, config.yaml), trained in-process."""
-    run_dir = sweep / f"{num}_{','.join(overrides)}"
-    lay_out_job(run_dir, BASE + overrides)
-    return run_dir
+# The module's tests on one xdist worker (addopts: --dist loadgroup): the sweep they share is trained once, not
+# once per worker, and one worker imports matplotlib (report.png), which no other test does in-process.
+pytestmark = pytest.mark.xdist_group("report")
 
 
-def lay_out_job(run_dir: Path, overrides: list[str]) -> None:
-    """`overrides` trained in-process into run_dir, with the .hydra/ files Hydra writes."""
-    from conftest import compose
+def lay_out_jobs(runs: list[tuple[list[str], Path]]) -> list:
+    """(overrides, run dir) pairs as Hydra's multirun lays them out (.hydra/overrides.yaml, .hydra/config.yaml),
+    trained in-process as `conftest.train_stacked` trains them, in as few stacks as they allow (each run's
+    numbers its own, as tests/test_stacking.py checks), each config composed once; returns their configs."""
     from omegaconf import OmegaConf
 
-    (run_dir / ".hydra").mkdir(parents=True)
-    (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
-    (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(compose(overrides)))
-    train(overrides, run_dir)
+    from conftest import compose
+    from nnrun import engine
+    from nnrun.config import parse
+
+    jobs = []
+    for overrides, run_dir in runs:
+        composed = compose(overrides)
+        (run_dir / ".hydra").mkdir(parents=True)
+        (run_dir / ".hydra" / "overrides.yaml").write_text(yaml.safe_dump(overrides))
+        (run_dir / ".hydra" / "config.yaml").write_text(OmegaConf.to_yaml(composed))
+        jobs.append(engine.Job(parse(composed), run_dir, overrides=list(overrides)))
+    engine.train_jobs(jobs)
+    return [job.cfg for job in jobs]
 
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory) -> Path:
-    """lr ∈ {0.001, 0.1} × seed ∈ {0, 1}: four xor runs of 20 epochs (about a second in all)."""
+    """lr ∈ {0.001, 0.1} × seed ∈ {0, 1}: four xor runs of 20 epochs, in job dirs named as Hydra's multirun
+    names them."""
     root = tmp_path_factory.mktemp("sweep")
-    num = 0
-    for lr in ("0.001", "0.1"):
-        for seed in ("0", "1"):
-            fake_sweep_job(root, num, [f"optimizer.lr={lr}", f"seed={seed}"])
-            num += 1
+    grid = [[f"optimizer.lr={lr}", f"seed={seed}"] for lr in ("0.001", "0.1") for seed in ("0", "1")]
+    lay_out_jobs([(BASE + overrides, root / f"{num}_{','.join(overrides)}") for num, overrides in enumerate(grid)])
     return root
 
 
@@ -329,15 +334,13 @@ def test_report_metric_picks_the_columns_shown(sweep, capsys, monkeypatch):
 
 def test_report_shows_the_untrained_test_accuracy_next_to_the_trained_one(tmp_path, capsys, monkeypatch):
     """The pass_fail claim: an untrained net predicts badly, the trained one well. Both numbers in one table."""
-    from conftest import parsed
-
     overrides = ["+exp=pass_fail", "train.epochs=60"]
     run_dir = tmp_path / "run"
-    lay_out_job(run_dir, overrides)
+    (cfg,) = lay_out_jobs([(overrides, run_dir)])
     code, out, _ = run_report([run_dir, "--metric", "untrained/accuracy/test", "--metric", "accuracy/test"],
                               capsys, monkeypatch)
     assert code == 0
-    before = report.untrained(parsed(overrides))["accuracy/test"]
+    before = report.untrained(cfg)["accuracy/test"]
     after = read_metrics(run_dir)["final"]["accuracy/test"]
     assert before < 0.8 <= after
     assert "1 run, sorted by best loss/val" in out

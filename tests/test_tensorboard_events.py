@@ -57,7 +57,7 @@ def log_a_run(run_dir: Path, pictures: dict) -> dict[str, dict[int, float]]:
     return logged
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def pictures():
     rng = np.random.default_rng(0)
     batch = torch.from_numpy(rng.integers(0, 256, (2, 3, 20, 30), dtype=np.uint8))
@@ -67,9 +67,16 @@ def pictures():
             ("pictures/xor_1_original_data", 1): batch[1].permute(1, 2, 0).contiguous().permute(2, 0, 1)}
 
 
-def test_scalars_read_back_with_their_steps_and_values(tmp_path, pictures):
-    logged = log_a_run(tmp_path, pictures)
-    acc = events(tmp_path)  # the reader `nnrun report` uses
+@pytest.fixture(scope="module")
+def logged_run(tmp_path_factory, pictures) -> tuple[Path, dict[str, dict[int, float]]]:
+    """One run logged by `log_a_run`, read back by the tests that take it: its dir and the scalars logged."""
+    run_dir = tmp_path_factory.mktemp("run")
+    return run_dir, log_a_run(run_dir, pictures)
+
+
+def test_scalars_read_back_with_their_steps_and_values(logged_run):
+    run_dir, logged = logged_run
+    acc = events(run_dir)  # the reader `nnrun report` uses
     assert sorted(acc.Tags()["scalars"]) == sorted(logged)
     for tag, by_step in logged.items():
         read = acc.Scalars(tag)
@@ -77,11 +84,11 @@ def test_scalars_read_back_with_their_steps_and_values(tmp_path, pictures):
         assert [e.value for e in read] == pytest.approx(list(by_step.values()), rel=1e-6)  # float32 on disk
 
 
-def test_images_read_back_with_their_size_and_pixels(tmp_path, pictures):
+def test_images_read_back_with_their_size_and_pixels(logged_run, pictures):
     from PIL import Image
 
-    log_a_run(tmp_path, pictures)
-    acc = events(tmp_path)
+    run_dir, _ = logged_run
+    acc = events(run_dir)
     assert sorted(acc.Tags()["images"]) == ["pictures/decision_boundary", "pictures/xor_1_original_data"]
     for (tag, step), picture in pictures.items():
         (image,) = [e for e in acc.Images(tag) if e.step == step]
@@ -101,34 +108,34 @@ def test_a_float_picture_is_taken_as_0_to_1(tmp_path):
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(image.encoded_image_string))), np.full((4, 5, 3), 127))
 
 
-def test_the_layout_puts_train_and_val_loss_on_one_chart(tmp_path, pictures):
+def test_the_layout_puts_train_and_val_loss_on_one_chart(logged_run):
     from tensorboard.plugins.custom_scalar import layout_pb2, metadata
 
-    log_a_run(tmp_path, pictures)
-    (layout_event,) = server_events(tmp_path).Tensors(metadata.CONFIG_SUMMARY_TAG)
+    run_dir, _ = logged_run
+    (layout_event,) = server_events(run_dir).Tensors(metadata.CONFIG_SUMMARY_TAG)
     layout = layout_pb2.Layout.FromString(layout_event.tensor_proto.string_val[0])
     charts = {chart.title: list(chart.multiline.tag) for category in layout.category for chart in category.chart}
     assert charts == {"loss (train vs val)": ["loss/train", "loss/val"],
                       "accuracy (train vs val)": ["accuracy/train", "accuracy/val"]}
 
 
-def test_the_config_is_text_in_a_yaml_block(tmp_path, pictures):
+def test_the_config_is_text_in_a_yaml_block(logged_run):
     from tensorboard.plugins.text import metadata
 
-    log_a_run(tmp_path, pictures)
-    acc = server_events(tmp_path)
+    run_dir, _ = logged_run
+    acc = server_events(run_dir)
     assert acc.PluginTagToContent(metadata.PLUGIN_NAME).keys() == {"config/text_summary"}
     (text,) = acc.Tensors("config/text_summary")
     assert text.tensor_proto.string_val == [("```yaml\n" + CONFIG + "\n```").encode()]
 
 
-def test_hparams_session_holds_the_config_in_the_runs_own_file(tmp_path, pictures):
+def test_hparams_session_holds_the_config_in_the_runs_own_file(logged_run):
     """One session (start and end, success) with every key, and no experiment summary: TensorBoard then takes
     the table's columns from every run's session and its metric columns from the scalar tags."""
     from tensorboard.plugins.hparams import api_pb2, metadata
 
-    log_a_run(tmp_path, pictures)
-    acc = server_events(tmp_path)  # the one the TensorBoard server reads runs with
+    run_dir, _ = logged_run
+    acc = server_events(run_dir)  # the one the TensorBoard server reads runs with
     content = acc.PluginTagToContent(metadata.PLUGIN_NAME)
     assert set(content) == {metadata.SESSION_START_INFO_TAG, metadata.SESSION_END_INFO_TAG}
 
@@ -152,9 +159,8 @@ def test_hparam_values_are_numbers_or_text():
         [3, 0.5, "adam", "true", "false", "null", "[4, 4]"]
 
 
-def test_the_event_file_has_tensorboards_name_and_first_event(tmp_path, pictures):
-    log_a_run(tmp_path, pictures)
-    path = event_file(tmp_path)
+def test_the_event_file_has_tensorboards_name_and_first_event(logged_run):
+    path = event_file(logged_run[0])
     pattern = rf"events\.out\.tfevents\.\d{{10}}\.{re.escape(socket.gethostname())}\.{os.getpid()}\.\d+"
     assert re.fullmatch(pattern, path.name)
     first, *rest = records(path)
