@@ -314,14 +314,20 @@ class Stack:
         return torch.stack([torch.randperm(n, generator=m.rng, device=self.model.flat.device)
                             for m in self.members]), 0
 
+    def load_module(self, r: int) -> Member:
+        """Row r's member, its MLP holding the row's weights now (what its pictures and results are made from)."""
+        m = self.members[r]
+        m.module.load_state_dict(self.model.state_dict_of(self.model.flat[r], list(m.module.state_dict())))
+        return m
+
     def state(self, r: int) -> dict[str, Any]:
-        """Row r as its checkpoint holds it to resume from; its member's MLP gets the row's weights."""
+        """Row r as its checkpoint holds it to resume from."""
         m = self.members[r]
         names = list(m.module.state_dict())
-        m.module.load_state_dict(self.model.state_dict_of(self.model.flat[r], names))
         partial = self.partial and {**self.partial, "order": None if self.partial["order"] is None
                                     else self.partial["order"][r]}
-        return {"epochs_done": self.epochs_done, "step": self.step, "partial": partial, "model": m.module.state_dict(),
+        return {"epochs_done": self.epochs_done, "step": self.step, "partial": partial,
+                "model": self.model.state_dict_of(self.model.flat[r], names),
                 "optimizer": self.optimizer.state_dict_of(r, m.group, self.model.split_row),
                 "rng": {"train": m.rng.get_state()}, "early_stopping": m.stopper.state_dict(),
                 "best_weights": self.model.state_dict_of(self.best[r], names) if self.has_best[r] else None,
@@ -330,7 +336,7 @@ class Stack:
     def end(self, statuses: dict[int, str], data: Dataset, loss: losses.Loss, drawing: Pictures) -> None:
         """The runs at these rows end, each with its status (see `finish`), and leave the stack."""
         for r, status in statuses.items():
-            self.members[r].result = finish(self.members[r], self.state(r), status, data, loss, drawing)
+            self.members[r].result = finish(self.load_module(r), self.state(r), status, data, loss, drawing)
         kept = [r for r in range(len(self.members)) if r not in statuses]
         if statuses and kept:  # rebuilt only when some leave and some stay
             index = torch.tensor(kept, device=self.model.flat.device)
@@ -412,11 +418,11 @@ def train_stack(members: list[Member], data: Dataset, loss: losses.Loss, receive
                 save_now = rules.checkpoint_every is not None and epoch % rules.checkpoint_every == 0
                 if images or save_now:
                     for r in (r for r in range(len(stack.members)) if ended.get(r) != "diverged"):
-                        m, state = stack.members[r], stack.state(r)
+                        m = stack.load_module(r)
                         if images:
                             drawing.log_epoch(m.logger, m.module, loss, epoch)
                         if save_now and r not in ended:
-                            checkpoint.save(m.job.run_dir, checkpoint_payload(m, state, "running", data, loss))
+                            checkpoint.save(m.job.run_dir, checkpoint_payload(m, stack.state(r), "running", data, loss))
                 stack.end(ended, data, loss, drawing)
                 if not stack.members:
                     break
