@@ -98,14 +98,15 @@ class NnrunSweeper(Sweeper):
         """Save the sweep's config in its dir (multirun.yaml), then launch its batches one after another."""
         self.sweep_dir.mkdir(parents=True, exist_ok=True)
         OmegaConf.save(self.config, self.sweep_dir / "multirun.yaml")
-        returns = []
-        for num, batch in enumerate(batches):
+        returns, initial_job_idx = [], 0
+        for batch in batches:
             if validate:
                 self.validate_batch_is_legal(batch)
-            results = self.launcher.launch(batch, initial_job_idx=num * len(batches[0]))
+            results = self.launcher.launch(batch, initial_job_idx=initial_job_idx)
             for result in results:
                 _ = result.return_value  # as Hydra's basic sweeper: a job that raised ends the sweep here
             returns.append(results)
+            initial_job_idx += len(batch)
         return returns
 
     def check(self, check: Callable[[DictConfig], Any], jobs: List[List[str]]) -> None:

@@ -1,7 +1,8 @@
 """A Hydra launcher that trains a sweep's jobs as stacks of models: `nnrun train -m hydra/launcher=vectorized ...`.
 
-Shaped as Hydra's basic launcher: each job's config (the one nnrun's sweeper checked) runs through Hydra's `run_job`
-with the task's `set_up`, which only makes the job ready to train; then `engine.train_jobs` trains them all together.
+Shaped as Hydra's basic launcher: each job's config (the one nnrun's sweeper checked, else `SweepConfigs`') runs
+through Hydra's `run_job` with the task's `set_up`, which only makes the job ready to train; then
+`engine.train_jobs` trains them all together.
 A job that a resumed sweep carries over (the task's `carry`) skips run_job. A task without `set_up` runs job by job.
 """
 
