@@ -109,7 +109,9 @@ class RunLogger:
 
         if "loss/step" not in values:  # per-step losses count optimisation steps, not epochs
             self._last_epoch = max(self._last_epoch, step)
-        summary = Summary(value=[v for tag, value in values.items() for v in self.summary.scalar(tag, value).value])
+        summary = Summary()
+        for tag, value in values.items():
+            summary.MergeFrom(self.summary.scalar(tag, value))  # appends the builder's one value
         self._pending.append(self.file.event(summary, step))
         if time.monotonic() - self._flushed_at > self.flush_seconds:
             self.flush()
