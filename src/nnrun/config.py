@@ -14,8 +14,6 @@ from functools import cache, partial
 from pathlib import Path
 from typing import Any, Callable, Collection, Iterator, Mapping
 
-import yaml
-
 DEVICES = ("auto", "cpu", "cuda")
 MONITORS = ("loss/val", "loss/train", "accuracy/val", "accuracy/train")
 
@@ -36,12 +34,16 @@ def config_groups() -> dict[str, tuple[str, ...]]:
 @cache
 def choice_keys(group: str) -> dict[str, frozenset[str]]:
     """Each choice of `group` and the keys its file sets (spirals has `classes`, csv `path` and `target`)."""
+    import yaml  # not for `nnrun predict --help`, which imports this module
+
     return {choice: frozenset(yaml.safe_load((config_dir() / group / f"{choice}.yaml").read_text("utf-8")) or ())
             for choice in config_groups()[group]}
 
 
 def defaults_list(path: Path) -> list[tuple[str, str]]:
     """(group, choice) of each group a config file's defaults list chooses, as `hydra/launcher` or `dataset`."""
+    import yaml
+
     entries = (yaml.safe_load(path.read_text("utf-8")) or {}).get("defaults") or []
     # `override /hydra/sweeper@pkg: optuna` and `optional dataset: x` name the groups hydra/sweeper and dataset.
     return [(key.split()[-1].lstrip("/").split("@")[0], str(choice))
