@@ -167,13 +167,6 @@ def nnrun_here(tmp_path, monkeypatch, capsys):
     return lambda args: run_main(args, capsys)
 
 
-def next_second() -> None:
-    """Wait for the next second of the clock. Hydra names a sweep's dir by the second it starts in
-    (experiments/<exp>/multirun/<time>): a second sweep of the experiment started within the same second as one
-    that ran in this process would get that sweep's dir."""
-    time.sleep(1 - time.time() % 1)
-
-
 def run_dirs(root: Path) -> list[Path]:
     """Every run dir (a dir holding .hydra/) under root, sorted."""
     return sorted(p.parent for p in Path(root).rglob(".hydra") if p.is_dir())

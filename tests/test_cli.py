@@ -155,7 +155,9 @@ def test_two_runs_in_the_same_second_get_their_own_dirs(tmp_path):
     assert len(dirs) == 3 and len({d.name for d in dirs}) == 3
 
 
-def test_run_dir_of_the_same_second_gets_a_suffix(tmp_path, monkeypatch):
+def test_runs_and_sweeps_started_in_the_same_second_get_a_dir_each(tmp_path, monkeypatch, capsys):
+    """Hydra names dirs by the second; nnrun adds _1, _2 ... where that name is taken: a second sweep of the same
+    second is not written into the first one's dir, under either local launcher."""
     from datetime import datetime
 
     from nnrun import app
@@ -167,8 +169,19 @@ def test_run_dir_of_the_same_second_gets_a_suffix(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(app, "datetime", Frozen)
-    names = [os.path.basename(app.unique_run_dir("x")) for _ in range(3)]
-    assert names == ["2026-01-02_03-04-05", "2026-01-02_03-04-05_1", "2026-01-02_03-04-05_2"]
+    for launcher in ("basic", "vectorized"):
+        assert run_main(["train", "train.epochs=2", "hydra/job_logging=none"], capsys)[0] == 0
+        code, out, err = run_main(["train", "-m", f"hydra/launcher={launcher}", "seed=0,1", "train.epochs=2",
+                                   "hydra/job_logging=none"], capsys)
+        assert code == 0, err
+    experiment = tmp_path / "experiments" / "default"
+    stamps = ["2026-01-02_03-04-05", "2026-01-02_03-04-05_1"]
+    assert sorted(p.name for p in (experiment / "runs").iterdir()) == stamps
+    assert sorted(p.name for p in (experiment / "multirun").iterdir()) == stamps
+    for sweep in (experiment / "multirun").iterdir():
+        assert (sweep / "multirun.yaml").is_file()
+        assert [d.name for d in run_dirs(sweep)] == ["0_seed=0,train.epochs=2", "1_seed=1,train.epochs=2"]
+    assert f"sweep dir: experiments/default/multirun/{stamps[1]}" in out
 
 
 def test_a_sweep_with_a_job_that_cannot_read_its_data_is_refused_before_any_job(tmp_path, capsys, monkeypatch):

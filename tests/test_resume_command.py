@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from conftest import interrupt_when, next_second, read_metrics, run_dirs, start
+from conftest import interrupt_when, read_metrics, run_dirs, start
 
 # Long enough to be interrupted: the signal goes when the first run's event file appears, and the run then has
 # 100 epochs to train (1,500 steps, most of a second of CPU) before it would end; with the cores oversubscribed
@@ -37,7 +37,6 @@ def test_ctrl_c_prints_the_command_that_goes_on_and_it_completes_the_work(sweep,
 
     program, *args = shlex.split(command)  # what the shell makes of it
     assert program == "nnrun"
-    next_second()
     code, out, err = nnrun_here(args)  # in this process: the exit and the signals were the new process's part
     assert code == 0, err
     assert out.startswith("nnrun: resuming"), out  # from the interrupted run's checkpoint, not from the start

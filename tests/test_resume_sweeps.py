@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import assert_same_results, interrupt_when, next_second, read_metrics, results, run_dirs, start
+from conftest import assert_same_results, interrupt_when, read_metrics, results, run_dirs, start
 
 # The first job stops early within a few dozen epochs, the second trains on to the end.
 SWEEP = ["optimizer.lr=3.0,0.01", "train.epochs=2000", "train.early_stopping.patience=20", "train.log_every=500",
@@ -33,7 +33,6 @@ def test_an_interrupted_sweep_resumes_to_the_results_of_an_uninterrupted_one(lau
                                                           else None for d in run_dirs(cut_dir))]
     assert statuses == ["stopped_early", "interrupted"], statuses
 
-    next_second()
     code, _, err = nnrun_here([*args, "exp_name=cut", "train.resume=latest"])
     assert code == 0, err
     new_dir = max(experiment.iterdir())
@@ -48,7 +47,6 @@ def test_resuming_a_sweep_with_other_values_is_one_line_and_exit_2(tmp_path, nnr
     code, _, err = nnrun_here(["train", "-m", "optimizer.lr=0.1,0.2", "seed=0", "train.epochs=2", "exp_name=s",
                                "hydra/job_logging=none"])
     assert code == 0, err
-    next_second()
     for other in (["optimizer.lr=0.1,0.3", "seed=0"], ["optimizer.lr=0.1,0.2", "seed=1"],
                   ["optimizer.lr=0.1,0.2", "seed=0", "model.hidden=[8]"]):
         code, _, err = nnrun_here(["train", "-m", *other, "train.epochs=2", "exp_name=s", "train.resume=latest"])
@@ -63,3 +61,15 @@ def test_resuming_a_sweep_when_there_is_none_is_one_line_and_exit_2(tmp_path, nn
     assert code == 2 and "train.resume=latest finds no sweep to resume" in err, err
     code, _, err = nnrun_here(["train", "-m", "seed=0,1", f"train.resume={tmp_path}"])
     assert code == 2 and f"train.resume={tmp_path} is not a sweep dir" in err, err
+
+
+def test_latest_is_the_newest_other_sweep_by_its_second_then_its_number(tmp_path):
+    from nnrun.sweep import resume_sweep_dir
+
+    sweeps = tmp_path / "experiments" / "s" / "multirun"
+    for name in ("2026-01-02_03-04-05_10", "2026-01-02_03-04-05_9", "2026-01-02_03-04-05", "2026-01-01_23-59-59_11"):
+        (sweeps / name).mkdir(parents=True)
+        (sweeps / name / "multirun.yaml").write_text("{}\n")
+    assert resume_sweep_dir("s", "latest", None, tmp_path).name == "2026-01-02_03-04-05_10"
+    newest = sweeps / "2026-01-02_03-04-05_10"
+    assert resume_sweep_dir("s", "latest", newest, tmp_path).name == "2026-01-02_03-04-05_9"

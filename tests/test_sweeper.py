@@ -10,8 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from conftest import (assert_same_results, interrupt_when, next_second, read_metrics, results, run_dirs, run_main,
-                      start)
+from conftest import assert_same_results, interrupt_when, read_metrics, results, run_dirs, run_main, start
 
 # Command lines whose jobs both sweepers expand: sweeps, ranges, a key given twice, glob, lists, group choices,
 # params from an experiment file, batches.
@@ -124,7 +123,6 @@ def test_a_resumed_sweep_carries_its_finished_jobs_over_without_setting_them_up(
     monkeypatch.chdir(tmp_path)
     args = ["train", "-m", f"hydra/launcher={launcher}", "seed=range(3)", "train.epochs=3", "hydra/job_logging=none"]
     assert run_main(args, capsys)[0] == 0
-    next_second()
     read = []
     real = sweep.job_overrides
     monkeypatch.setattr(sweep, "job_overrides", lambda job_dir: read.append(job_dir) or real(job_dir))
@@ -200,7 +198,6 @@ def test_a_64_job_sweep_cut_while_set_up_then_while_training_resumes_to_the_uncu
     resume: list[str] = []
     for ready in (lambda d: len(list(d.glob("*/*/.hydra"))) >= 20, lambda d: list(d.glob("*/*/checkpoint.pt"))):
         before = set(experiment.iterdir()) if experiment.is_dir() else set()
-        next_second()
         code, out, err = interrupt_when(start([*SIXTY_FOUR, "exp_name=cut", *resume], tmp_path),
                                         lambda: experiment.is_dir() and ready(experiment))
         assert code == 130, err
@@ -210,7 +207,6 @@ def test_a_64_job_sweep_cut_while_set_up_then_while_training_resumes_to_the_uncu
         assert len(said) == 2, err
         assert said[1].endswith(f"exp_name=cut train.resume={cut_dir.relative_to(tmp_path)}")
         resume = [f"train.resume={cut_dir}"]
-    next_second()
     code, _, err = nnrun_here([*SIXTY_FOUR, "exp_name=cut", *resume])
     assert code == 0, err
     assert_same_results(results(max(experiment.iterdir())), results(whole_dir))

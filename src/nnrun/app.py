@@ -23,11 +23,12 @@ from nnrun import console, sweep
 from nnrun.config import ConfigError, check_loss_fits, config_dir, config_groups, default_groups, parse
 from nnrun.metrics import FINISHED, build_metrics, read_metrics, write_metrics
 
+EXPERIMENTS = Path("experiments")  # where nnrun was started: runs and sweeps go under experiments/<exp_name>/
 
-def unique_run_dir(exp_name: str) -> str:
-    """experiments/<exp>/runs/<YYYY-MM-DD_HH-MM-SS>, or ..._1, _2 ...: made here (mkdir is atomic), so two runs
-    started in the same second never share it."""
-    parent = Path("experiments") / str(exp_name) / "runs"
+
+def unique_dir(parent: Path) -> str:
+    """<parent>/<YYYY-MM-DD_HH-MM-SS>, or ..._1, _2 ...: made here (mkdir is atomic), so two runs (or two sweeps)
+    started in the same second never share one."""
     parent.mkdir(parents=True, exist_ok=True)
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     for n in range(10_000):
@@ -35,7 +36,7 @@ def unique_run_dir(exp_name: str) -> str:
         with contextlib.suppress(FileExistsError):
             candidate.mkdir()
             return str(candidate)
-    raise RuntimeError(f"no free run dir under {parent} for {stamp}")
+    raise RuntimeError(f"no free dir under {parent} for {stamp}")
 
 
 def job_dir_name(num: int, override_dirname: str) -> str:
@@ -47,8 +48,12 @@ def job_dir_name(num: int, override_dirname: str) -> str:
 
 
 def register_resolvers() -> None:
-    """The resolvers of conf/train.yaml's hydra.run.dir and hydra.sweep.subdir."""
-    OmegaConf.register_new_resolver("nnrun_run_dir", unique_run_dir, replace=True)
+    """The resolvers of conf/train.yaml's hydra.run.dir, hydra.sweep.dir and hydra.sweep.subdir. A sweep's dir is
+    resolved once, before its jobs' configs are made, and each of them copies the cache (as Hydra's `now`)."""
+    OmegaConf.register_new_resolver("nnrun_run_dir", lambda exp: unique_dir(EXPERIMENTS / str(exp) / "runs"),
+                                    replace=True)
+    OmegaConf.register_new_resolver("nnrun_sweep_dir", lambda exp: unique_dir(EXPERIMENTS / str(exp) / "multirun"),
+                                    use_cache=True, replace=True)
     OmegaConf.register_new_resolver("nnrun_job_dir", lambda *, _root_: job_dir_name(
         _root_.hydra.job.num, _root_.hydra.job.override_dirname), replace=True)
 
@@ -193,11 +198,7 @@ def discard_run_dir(run_dir: Path) -> None:
                                            p.stat().st_size == 0) for p in run_dir.iterdir()):
         return  # a dir holding anything more stays
     shutil.rmtree(run_dir)
-    above = run_dir.parents[:3]  # experiments/<exp_name>/runs/, unless hydra.run.dir put it elsewhere
-    if len(above) == 3 and (above[0].name, above[2].name) == ("runs", "experiments"):
-        with contextlib.suppress(OSError):  # each only when empty: the first that is not stops it
-            for parent in above:
-                parent.rmdir()
+    sweep.remove_empty_dirs(run_dir)
 
 
 def make_job(parsed, cfg: DictConfig, hydra_cfg: DictConfig, indexes: dict | None = None):

@@ -23,7 +23,7 @@ from hydra_plugins.nnrun.sweep_configs import SweepConfigs, young_garbage_only
 from nnrun.config import ConfigError, explain_composition
 from nnrun.console import Phase, fail, plural
 from nnrun.metrics import read_metrics
-from nnrun.sweep import job_dirs
+from nnrun.sweep import job_dirs, remove_empty_dirs
 
 
 @dataclass
@@ -65,8 +65,8 @@ class NnrunSweeper(Sweeper):
                                                                 task_function=task_function, config=config)
 
     def sweep(self, arguments: List[str]) -> Any:
-        # Resolved (`now`) before the jobs' configs are made: each copies the sweep's resolver cache, so all name
-        # one sweep dir.
+        # Resolved (and made) before the jobs' configs are: each copies the sweep's resolver cache, so all name one
+        # sweep dir.
         self.sweep_dir = Path(str(self.config.hydra.sweep.dir))
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         overrides = parser.parse_overrides([f"{key}={value}" for key, value in self.params.items()] + list(arguments))
@@ -78,7 +78,11 @@ class NnrunSweeper(Sweeper):
         swept = ", ".join(f"{o.get_key_element()} x {len(list(o.sweep_string_iterator()))}"
                           for o in overrides if o.is_sweep_override())  # what it varies, over how many values
         print(f"nnrun: a sweep of {plural(len(jobs), 'job')}{': ' + swept if swept else ''}", flush=True)
-        self.check(check, jobs)
+        try:
+            self.check(check, jobs)
+        except BaseException:  # refused, or Ctrl-C: no job started, so nothing is left behind
+            remove_empty_dirs(self.sweep_dir)
+            raise
         try:
             returns = self.launch(batches)
         except KeyboardInterrupt as exc:
@@ -110,8 +114,8 @@ class NnrunSweeper(Sweeper):
         return returns
 
     def check(self, check: Callable[[DictConfig], Any], jobs: List[List[str]]) -> None:
-        """Each job's config read through the task's `check`: the first refused is one line, exit 2, before the
-        sweep dir exists. A launcher that takes the checked configs (`use_checked`) gets them, and what `check` made."""
+        """Each job's config read through the task's `check`: the first refused is one line, exit 2, before any
+        job starts. A launcher that takes the checked configs (`use_checked`) gets them, and what `check` made."""
         configs = SweepConfigs(self.hydra_context.config_loader, self.config)
         keep = getattr(self.launcher, "use_checked", None)
         checked = {}
