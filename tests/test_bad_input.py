@@ -208,6 +208,19 @@ def test_hydras_composition_errors_are_said_in_nnruns_words(capsys, args, line):
         assert hydras not in said
 
 
+@pytest.mark.parametrize("flags", [["--resolve"], ["--cfg", "hydra", "--resolve"], ["--cfg=all", "--resolve"],
+                                   ["-m", "--resolve", "seed=0,1"]])
+def test_resolve_other_than_with_cfg_job_is_one_line_and_makes_no_dir(flags, tmp_path, capsys, monkeypatch):
+    """Hydra's run and sweep dirs are made as their names resolve: --resolve of anything but the job's config
+    would leave one behind (and --cfg hydra cannot resolve the exp_name they name)."""
+    monkeypatch.chdir(tmp_path)
+    said = _one_line(*run_main(["train", *flags], capsys)[::2])
+    assert said.startswith("--resolve goes with --cfg job (nnrun train --cfg job --resolve"), said
+    code, out, err = run_main(["train", "--cfg", "job", "--resolve", "exp_name=e${seed}"], capsys)
+    assert code == 0 and "exp_name: e0\n" in out, err
+    assert not (tmp_path / "experiments").exists()
+
+
 def test_a_resumed_sweep_that_is_another_sweep_says_how_to_go_on(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, _, err = run_main(["train", "-m", "seed=0,1", "train.epochs=1"], capsys)

@@ -50,18 +50,21 @@ def split_args(args: list[str]) -> tuple[set[str], list[str]]:
     """(Hydra flags present, overrides); an unknown option or a flag without its value is a UsageError."""
     flags: set[str] = set()
     overrides: list[str] = []
+    shown = None  # --cfg's part of the config
     rest = iter(args)
     for arg in rest:
         name = arg.split("=", 1)[0] if arg.startswith("--") else arg
         if name in FLAGS_WITH_VALUE:
             flags.add(name)
-            if "=" in arg or name in ("--info", "-i"):
+            if name in ("--info", "-i"):
                 continue
-            value = next(rest, None)
+            value = arg.split("=", 1)[1] if "=" in arg else next(rest, None)
             if value is None:
                 raise UsageError(f"{arg} needs a value (see nnrun train --hydra-help)")
-            if name in ("--cfg", "-c") and value not in ("job", "hydra", "all"):
-                raise ConfigError(arg, value, "one of job, hydra, all")
+            if name in ("--cfg", "-c"):
+                if value not in ("job", "hydra", "all"):
+                    raise ConfigError(name, value, "one of job, hydra, all")
+                shown = value
         elif arg in FLAGS:
             flags.add(arg)
         elif arg.startswith("-"):
@@ -72,6 +75,10 @@ def split_args(args: list[str]) -> tuple[set[str], list[str]]:
     modes = [long for long, short in MODES if {long, short} & flags]
     if len(modes) > 1:
         raise UsageError(f"{' and '.join(modes)} cannot be used together: pick one")
+    if "--resolve" in flags and shown != "job" and not flags & {"--help", "-h"}:
+        # Hydra's run and sweep dirs are made as their names resolve, and name the job's exp_name.
+        raise UsageError("--resolve goes with --cfg job (nnrun train --cfg job --resolve: the config with its "
+                         "interpolations resolved); Hydra's run and sweep dirs are named when a run starts")
     return flags, overrides
 
 
