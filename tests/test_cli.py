@@ -2,12 +2,11 @@
 what is checked needs one (what gets imported, how the program exits, several processes at once)."""
 
 import json
-import os
 from pathlib import Path
 
 import pytest
 
-from conftest import run_dirs, run_main, run_nnrun, run_python, start, summary_count
+from conftest import run_dirs, run_main, run_nnrun, run_python, summary_count
 
 
 def test_help_shows_the_first_command(capsys):
@@ -145,14 +144,6 @@ def test_multirun_names_job_dirs_from_overrides(tmp_path, nnrun_here):
     jobs = run_dirs(tmp_path / "experiments" / "default" / "multirun")
     assert [j.name for j in jobs] == ["0_optimizer.lr=0.01,train.epochs=3", "1_optimizer.lr=0.1,train.epochs=3"]
     assert "completed" in out and "2 jobs" in out
-
-
-@pytest.mark.slow
-def test_two_runs_in_the_same_second_get_their_own_dirs(tmp_path):
-    procs = [start(["train", "train.epochs=2"], tmp_path) for _ in range(3)]
-    assert [p.communicate(timeout=120) and p.returncode for p in procs] == [0, 0, 0]
-    dirs = run_dirs(tmp_path / "experiments")
-    assert len(dirs) == 3 and len({d.name for d in dirs}) == 3
 
 
 def test_runs_and_sweeps_started_in_the_same_second_get_a_dir_each(tmp_path, monkeypatch, capsys):
