@@ -92,9 +92,11 @@ def run_python(program: str, cwd: Path, args: list[str] = (), timeout: float = 3
 
 
 def start(args: list[str], cwd: Path, env: dict | None = None) -> subprocess.Popen:
-    """`python -m nnrun <args>` started in `cwd`, its output piped."""
+    """`python -m nnrun <args>` started in `cwd`, its output piped, Ctrl-C (SIGINT) heard as at a terminal: a
+    shell starts a background job (`bash .ci/run &`) with SIGINT ignored, and its children inherit that."""
     return subprocess.Popen([sys.executable, "-m", "nnrun", *args], cwd=cwd, env=child_env(env),
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def wait_until(ready, process: subprocess.Popen, timeout: float = 120) -> None:
