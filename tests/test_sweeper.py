@@ -62,6 +62,24 @@ def test_a_sweep_with_one_bad_combination_is_refused_before_any_job_naming_it(tm
         assert not (tmp_path / "experiments").exists()
 
 
+def test_a_refused_sweep_removes_the_dirs_its_name_made_and_no_other(tmp_path):
+    from nnrun.sweep import remove_empty_dirs
+
+    kept = tmp_path / "experiments" / "e" / "multirun" / "2026-01-02_03-04-05"
+    made = tmp_path / "experiments" / "e" / "multirun" / "2026-01-02_03-04-05_1"
+    mine = tmp_path / "my_sweeps" / "one"  # hydra.sweep.dir=my_sweeps/one, made by its user beforehand
+    for path in (kept / "0_seed=0", made, mine):
+        path.mkdir(parents=True)
+    remove_empty_dirs(made)
+    remove_empty_dirs(mine)
+    assert not made.exists() and kept.is_dir() and mine.is_dir()
+    remove_empty_dirs(kept / "0_seed=0")  # a job dir is no sweep's: nnrun leaves it to Hydra
+    assert (kept / "0_seed=0").is_dir()
+    (kept / "0_seed=0").rmdir()
+    remove_empty_dirs(kept)
+    assert list(tmp_path.iterdir()) == [tmp_path / "my_sweeps"]
+
+
 def test_a_glob_sweep_runs_one_job_per_matching_choice(tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, out, err = run_main(["train", "-m", "hydra/launcher=vectorized", "activation=glob(s*)",

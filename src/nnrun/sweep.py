@@ -66,15 +66,16 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
 
 
 def remove_empty_dirs(path: Path) -> None:
-    """Remove the dir `path` where it is empty (or already gone) and, where it is experiments/<exp>/runs/<name> or
-    .../multirun/<name>, the dirs above it that this leaves empty: what a refused run or sweep made, and no more."""
+    """Where `path` is nnrun's experiments/<exp>/runs/<name> or .../multirun/<name>: remove it if empty (or gone)
+    and the dirs above it that this leaves empty, what a refused run or sweep made; a dir named otherwise stays."""
     path = path.resolve()
     above = path.parents[:3]
-    made = len(above) == 3 and above[0].name in ("runs", "multirun") and above[2].name == "experiments"
+    if len(above) < 3 or above[0].name not in ("runs", "multirun") or above[2].name != "experiments":
+        return
     with contextlib.suppress(OSError):  # each only when empty: the first that is not stops it
         if path.exists():
             path.rmdir()
-        for parent in above if made else ():
+        for parent in above:
             parent.rmdir()
 
 
