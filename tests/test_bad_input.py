@@ -218,6 +218,8 @@ def test_resolve_other_than_with_cfg_job_is_one_line_and_makes_no_dir(flags, tmp
     assert said.startswith("--resolve goes with --cfg job (nnrun train --cfg job --resolve"), said
     code, out, err = run_main(["train", "--cfg", "job", "--resolve", "exp_name=e${seed}"], capsys)
     assert code == 0 and "exp_name: e0\n" in out, err
+    code, out, err = run_main(["train", "--help", "--resolve"], capsys)
+    assert code == 0 and out.startswith("nnrun train: "), err
     assert not (tmp_path / "experiments").exists()
 
 

@@ -70,6 +70,6 @@ def test_latest_is_the_newest_other_sweep_by_its_second_then_its_number(tmp_path
     for name in ("2026-01-02_03-04-05_10", "2026-01-02_03-04-05_9", "2026-01-02_03-04-05", "2026-01-01_23-59-59_11"):
         (sweeps / name).mkdir(parents=True)
         (sweeps / name / "multirun.yaml").write_text("{}\n")
-    assert resume_sweep_dir("s", "latest", None, tmp_path).name == "2026-01-02_03-04-05_10"
+    assert resume_sweep_dir("s", "latest", sweeps / "2026-01-02_03-04-06", tmp_path).name == "2026-01-02_03-04-05_10"
     newest = sweeps / "2026-01-02_03-04-05_10"
     assert resume_sweep_dir("s", "latest", newest, tmp_path).name == "2026-01-02_03-04-05_9"

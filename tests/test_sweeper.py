@@ -62,22 +62,28 @@ def test_a_sweep_with_one_bad_combination_is_refused_before_any_job_naming_it(tm
         assert not (tmp_path / "experiments").exists()
 
 
-def test_a_refused_sweep_removes_the_dirs_its_name_made_and_no_other(tmp_path):
-    from nnrun.sweep import remove_empty_dirs
-
-    kept = tmp_path / "experiments" / "e" / "multirun" / "2026-01-02_03-04-05"
-    made = tmp_path / "experiments" / "e" / "multirun" / "2026-01-02_03-04-05_1"
-    mine = tmp_path / "my_sweeps" / "one"  # hydra.sweep.dir=my_sweeps/one, made by its user beforehand
-    for path in (kept / "0_seed=0", made, mine):
-        path.mkdir(parents=True)
-    remove_empty_dirs(made)
-    remove_empty_dirs(mine)
-    assert not made.exists() and kept.is_dir() and mine.is_dir()
-    remove_empty_dirs(kept / "0_seed=0")  # a job dir is no sweep's: nnrun leaves it to Hydra
-    assert (kept / "0_seed=0").is_dir()
-    (kept / "0_seed=0").rmdir()
-    remove_empty_dirs(kept)
-    assert list(tmp_path.iterdir()) == [tmp_path / "my_sweeps"]
+@pytest.mark.parametrize("args,said", [
+    (["train", "-m", "hydra.sweeper.max_batch_size=0", "seed=0,1"],
+     "hydra.sweeper.max_batch_size=0 is not allowed: an integer >= 1 or null"),
+    (["train", "-m", "optimizer.lr=interval(0.1,1)"], "optimizer.lr=interval(0.1,1) is a range to sample: nnrun's "
+     "sweeper runs lists of values (a,b,c, range(), glob()); a sweeper that samples takes ranges, such as "
+     "hydra/sweeper=optuna"),
+    (["train", "--cfg", "all", "--package", "hydra.sweep.dir"], None),  # prints the dir's name
+    (["-sc", "query=bash"], None),  # a shell completion of hydra.sweep.dir=
+])
+def test_a_sweep_dir_is_only_named_until_the_sweep_launches(args, said, tmp_path, capsys, monkeypatch):
+    """The sweep dir's name is chosen as the config resolves; the dir is made when the sweep launches, so what
+    never launches a sweep (refused by nnrun's sweeper: one line, exit 2) leaves none behind."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COMP_LINE", "nnrun train -m hydra.sweep.dir=")
+    code, out, err = run_main(args, capsys)
+    if said is not None:
+        assert code == 2 and err.splitlines() == [f"nnrun: error: {said}"], err
+    else:
+        assert code == 0 and "Traceback" not in err, err
+    if "--package" in args:
+        assert out.startswith("experiments/default/multirun/"), out
+    assert not (tmp_path / "experiments").exists()
 
 
 def test_a_glob_sweep_runs_one_job_per_matching_choice(tmp_path, capsys, monkeypatch):

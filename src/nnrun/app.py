@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 import re
 import shutil
 import sys
@@ -26,15 +27,21 @@ from nnrun.metrics import FINISHED, build_metrics, read_metrics, write_metrics
 EXPERIMENTS = Path("experiments")  # where nnrun was started: runs and sweeps go under experiments/<exp_name>/
 
 
-def unique_dir(parent: Path) -> str:
-    """<parent>/<YYYY-MM-DD_HH-MM-SS>, or ..._1, _2 ...: made here (mkdir is atomic), so two runs (or two sweeps)
-    started in the same second never share one."""
-    parent.mkdir(parents=True, exist_ok=True)
+def dated_dir(parent: Path, make: bool) -> str:
+    """<parent>/<YYYY-MM-DD_HH-MM-SS>, or ..._1, _2 ... where that is taken. With `make` it is made here (mkdir is
+    atomic), so two runs started in the same second never share one. A sweep's is only named: Hydra makes it as the
+    sweep launches, so a sweep refused before, a printed config or a shell completion leaves nothing behind; a
+    sweep started in the second of one before it gets its own (two started at once may still share one)."""
     stamp = datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    if make:
+        parent.mkdir(parents=True, exist_ok=True)
     for n in range(10_000):
         candidate = parent / (f"{stamp}_{n}" if n else stamp)
-        with contextlib.suppress(FileExistsError):
-            candidate.mkdir()
+        if make:
+            with contextlib.suppress(FileExistsError):
+                candidate.mkdir()
+                return str(candidate)
+        elif not candidate.exists():
             return str(candidate)
     raise RuntimeError(f"no free dir under {parent} for {stamp}")
 
@@ -49,11 +56,11 @@ def job_dir_name(num: int, override_dirname: str) -> str:
 
 def register_resolvers() -> None:
     """The resolvers of conf/train.yaml's hydra.run.dir, hydra.sweep.dir and hydra.sweep.subdir. A sweep's dir is
-    resolved once, before its jobs' configs are made, and each of them copies the cache (as Hydra's `now`)."""
-    OmegaConf.register_new_resolver("nnrun_run_dir", lambda exp: unique_dir(EXPERIMENTS / str(exp) / "runs"),
+    named once, before its jobs' configs are made, and each of them copies the cache (as Hydra's `now`)."""
+    OmegaConf.register_new_resolver("nnrun_run_dir", lambda exp: dated_dir(EXPERIMENTS / str(exp) / "runs", True),
                                     replace=True)
-    OmegaConf.register_new_resolver("nnrun_sweep_dir", lambda exp: unique_dir(EXPERIMENTS / str(exp) / "multirun"),
-                                    use_cache=True, replace=True)
+    OmegaConf.register_new_resolver("nnrun_sweep_dir", lambda exp: dated_dir(EXPERIMENTS / str(exp) / "multirun",
+                                                                             False), use_cache=True, replace=True)
     OmegaConf.register_new_resolver("nnrun_job_dir", lambda *, _root_: job_dir_name(
         _root_.hydra.job.num, _root_.hydra.job.override_dirname), replace=True)
 
@@ -188,7 +195,7 @@ class TrainTask:
 def discard_run_dir(run_dir: Path) -> None:
     """Remove the run dir Hydra made for a run that never started (.hydra/ and an empty log, which Hydra holds
     open: closed first), and the experiment dirs above it that this leaves empty."""
-    run_dir = run_dir.resolve()
+    named, run_dir = Path(os.path.abspath(run_dir)), run_dir.resolve()  # as named; where links lead
     root = logging.getLogger()
     for handler in list(root.handlers):
         if isinstance(handler, logging.FileHandler) and run_dir in Path(handler.baseFilename).resolve().parents:
@@ -198,7 +205,11 @@ def discard_run_dir(run_dir: Path) -> None:
                                            p.stat().st_size == 0) for p in run_dir.iterdir()):
         return  # a dir holding anything more stays
     shutil.rmtree(run_dir)
-    sweep.remove_empty_dirs(run_dir)
+    above = named.parents[:3]  # experiments/<exp_name>/runs/ (not where a link of them leads), unless elsewhere
+    if len(above) == 3 and (above[0].name, above[2].name) == ("runs", "experiments"):
+        with contextlib.suppress(OSError):  # each only when empty: the first that is not stops it
+            for parent in above:
+                parent.rmdir()
 
 
 def make_job(parsed, cfg: DictConfig, hydra_cfg: DictConfig, indexes: dict | None = None):

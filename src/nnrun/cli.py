@@ -49,7 +49,7 @@ def _run_train(args: list[str]) -> int:
         if INFO_FLAGS & flags:
             read_overrides(None, overrides)  # nothing runs, but Hydra would still trip over an unreadable line
         else:
-            check([a for a in args if a not in ("--help", "-h")])
+            check(args)
     except ConfigError as exc:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

@@ -3,7 +3,6 @@ from), a Hydra callback that prepares a sweep and sums it up when it ends, and t
 
 from __future__ import annotations
 
-import contextlib
 import shutil
 import sys
 from pathlib import Path
@@ -65,20 +64,6 @@ def job_dirs(sweep_dir: Path) -> list[Path]:
     return sorted(p.parent.parent for p in Path(sweep_dir).glob("*/.hydra/overrides.yaml"))
 
 
-def remove_empty_dirs(path: Path) -> None:
-    """Where `path` is nnrun's experiments/<exp>/runs/<name> or .../multirun/<name>: remove it if empty (or gone)
-    and the dirs above it that this leaves empty, what a refused run or sweep made; a dir named otherwise stays."""
-    path = path.resolve()
-    above = path.parents[:3]
-    if len(above) < 3 or above[0].name not in ("runs", "multirun") or above[2].name != "experiments":
-        return
-    with contextlib.suppress(OSError):  # each only when empty: the first that is not stops it
-        if path.exists():
-            path.rmdir()
-        for parent in above:
-            parent.rmdir()
-
-
 def objective(result, hydra_cfg: DictConfig) -> float:
     """What the task returns to a sweeper: the run's best monitored value. A failed run scores NaN, or where the
     sweeper optimises a direction the worst value for it: Optuna rejects NaN, which would end Hydra's search."""
@@ -94,13 +79,12 @@ def without_resume(overrides) -> list[str]:
     return [line for line in overrides if line.split("=", 1)[0].lstrip("+~") != RESUME_KEY]
 
 
-def resume_sweep_dir(exp_name: str, resume: str, current: Path | None, root: Path = Path(".")) -> Path:
-    """The sweep `train.resume` names: a sweep dir (it holds multirun.yaml), or `latest`: exp_name's newest other
-    than `current` (None: a sweep not started yet, which has no multirun.yaml)."""
+def resume_sweep_dir(exp_name: str, resume: str, current: Path, root: Path = Path(".")) -> Path:
+    """The sweep `train.resume` names: a sweep dir (it holds multirun.yaml), or `latest`: exp_name's newest other."""
     if resume == "latest":
         sweeps = root / "experiments" / exp_name / "multirun"
-        candidates = sorted((p for p in sweeps.glob("*/multirun.yaml")
-                             if current is None or p.parent.resolve() != Path(current).resolve()), key=started)
+        candidates = sorted((p for p in sweeps.glob("*/multirun.yaml") if p.parent.resolve() != Path(current).resolve()),
+                            key=started)
         if not candidates:
             raise UsageError(f"{RESUME_KEY}=latest finds no sweep to resume: there is no other sweep under {sweeps}; "
                              f"give a sweep dir, or leave out {RESUME_KEY} to start this sweep")
@@ -171,8 +155,8 @@ def check_same_sweep(config: DictConfig) -> Path | None:
     resume = OmegaConf.select(config, RESUME_KEY, default=None)
     if resume is None:
         return None
-    # The sweep's own dir is not read here: resolving its name makes it, and a refused sweep leaves nothing.
-    source = resume_sweep_dir(str(config.exp_name), str(resume), None, Path(config.hydra.runtime.cwd))
+    source = resume_sweep_dir(str(config.exp_name), str(resume), Path(config.hydra.sweep.dir),
+                              Path(config.hydra.runtime.cwd))
 
     def sweep_of(cfg: DictConfig) -> dict[str, str]:
         lines = without_resume(OmegaConf.to_container(cfg.hydra.overrides.task))

@@ -20,10 +20,10 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from hydra_plugins.nnrun.sweep_configs import SweepConfigs, young_garbage_only
-from nnrun.config import ConfigError, explain_composition
+from nnrun.config import ConfigError, UsageError, explain_composition
 from nnrun.console import Phase, fail, plural
 from nnrun.metrics import read_metrics
-from nnrun.sweep import job_dirs, remove_empty_dirs
+from nnrun.sweep import job_dirs
 
 
 @dataclass
@@ -43,15 +43,14 @@ def expand(overrides: Sequence[Any], max_batch_size: Optional[int]) -> List[List
     for o in overrides:
         key = o.get_key_element()
         if o.is_sweep_override() and not o.is_discrete_sweep():
-            raise HydraException(f"{NnrunSweeper.__name__} does not support sweep type : "
-                                 f"{o.value_type.name} ({o.input_line}: a range to sample needs a sweeper "
-                                 "that samples, such as hydra/sweeper=optuna)")
+            raise UsageError(f"{o.input_line} is a range to sample: nnrun's sweeper runs lists of values (a,b,c, "
+                             "range(), glob()); a sweeper that samples takes ranges, such as hydra/sweeper=optuna")
         values = o.sweep_string_iterator() if o.is_sweep_override() else [o.get_value_element_as_str()]
         lists[key] = [f"{key}={value}" for value in values]
     jobs = [list(job) for job in itertools.product(*lists.values())]
     size = len(jobs) if max_batch_size in (None, -1) else max_batch_size
     if size < 1:
-        raise HydraException(f"hydra.sweeper.max_batch_size={max_batch_size} is not allowed: an integer >= 1 or null")
+        raise ConfigError("hydra.sweeper.max_batch_size", max_batch_size, "an integer >= 1 or null")
     return [jobs[i:i + size] for i in range(0, len(jobs), size)]
 
 
@@ -65,12 +64,15 @@ class NnrunSweeper(Sweeper):
                                                                 task_function=task_function, config=config)
 
     def sweep(self, arguments: List[str]) -> Any:
-        # Resolved (and made) before the jobs' configs are: each copies the sweep's resolver cache, so all name one
-        # sweep dir.
+        # Named (nnrun_sweep_dir, cached) before the jobs' configs are made: each copies the sweep's resolver
+        # cache, so all name one sweep dir; it is made when the sweep launches.
         self.sweep_dir = Path(str(self.config.hydra.sweep.dir))
         parser = OverridesParser.create(config_loader=self.hydra_context.config_loader)
         overrides = parser.parse_overrides([f"{key}={value}" for key, value in self.params.items()] + list(arguments))
-        batches = expand(overrides, self.max_batch_size)
+        try:
+            batches = expand(overrides, self.max_batch_size)
+        except ConfigError as exc:
+            fail(str(exc))
         check = getattr(self.task_function, "check", None)
         if check is None:  # not nnrun's task: Hydra's basic sweeper's checks, batch by batch as it launches them
             return self.launch(batches, validate=True)
@@ -78,11 +80,7 @@ class NnrunSweeper(Sweeper):
         swept = ", ".join(f"{o.get_key_element()} x {len(list(o.sweep_string_iterator()))}"
                           for o in overrides if o.is_sweep_override())  # what it varies, over how many values
         print(f"nnrun: a sweep of {plural(len(jobs), 'job')}{': ' + swept if swept else ''}", flush=True)
-        try:
-            self.check(check, jobs)
-        except BaseException:  # refused, or Ctrl-C: no job started, so nothing is left behind
-            remove_empty_dirs(self.sweep_dir)
-            raise
+        self.check(check, jobs)
         try:
             returns = self.launch(batches)
         except KeyboardInterrupt as exc:
@@ -114,8 +112,8 @@ class NnrunSweeper(Sweeper):
         return returns
 
     def check(self, check: Callable[[DictConfig], Any], jobs: List[List[str]]) -> None:
-        """Each job's config read through the task's `check`: the first refused is one line, exit 2, before any
-        job starts. A launcher that takes the checked configs (`use_checked`) gets them, and what `check` made."""
+        """Each job's config read through the task's `check`: the first refused is one line, exit 2, before the
+        sweep dir exists. A launcher that takes the checked configs (`use_checked`) gets them, and what `check` made."""
         configs = SweepConfigs(self.hydra_context.config_loader, self.config)
         keep = getattr(self.launcher, "use_checked", None)
         checked = {}
