@@ -211,8 +211,8 @@ def test_hydras_composition_errors_are_said_in_nnruns_words(capsys, args, line):
 @pytest.mark.parametrize("flags", [["--resolve"], ["--cfg", "hydra", "--resolve"], ["--cfg=all", "--resolve"],
                                    ["-m", "--resolve", "seed=0,1"]])
 def test_resolve_other_than_with_cfg_job_is_one_line_and_makes_no_dir(flags, tmp_path, capsys, monkeypatch):
-    """Hydra's run and sweep dirs are made as their names resolve: --resolve of anything but the job's config
-    would leave one behind (and --cfg hydra cannot resolve the exp_name they name)."""
+    """A run's dir is made as its name resolves: --resolve of anything but the job's config would leave one behind
+    (and --cfg hydra cannot resolve the exp_name the dirs name)."""
     monkeypatch.chdir(tmp_path)
     said = _one_line(*run_main(["train", *flags], capsys)[::2])
     assert said.startswith("--resolve goes with --cfg job (nnrun train --cfg job --resolve"), said

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from conftest import assert_same_results, interrupt_when, read_metrics, results, run_dirs, start
+from conftest import assert_same_results, interrupt_when, read_metrics, results, run_dirs, start, summary_count
 
 # The first job stops early within a few dozen epochs, the second trains on to the end.
 SWEEP = ["optimizer.lr=3.0,0.01", "train.epochs=2000", "train.early_stopping.patience=20", "train.log_every=500",
@@ -73,3 +73,18 @@ def test_latest_is_the_newest_other_sweep_by_its_second_then_its_number(tmp_path
     assert resume_sweep_dir("s", "latest", sweeps / "2026-01-02_03-04-06", tmp_path).name == "2026-01-02_03-04-05_10"
     newest = sweeps / "2026-01-02_03-04-05_10"
     assert resume_sweep_dir("s", "latest", newest, tmp_path).name == "2026-01-02_03-04-05_9"
+
+
+def test_a_sweep_over_exp_name_is_one_sweep_and_goes_on_from_latest(tmp_path, nnrun_here):
+    """Its jobs are in the sweep's dir, under the sweep's experiment (default), and `latest` is found there."""
+    args = ["train", "-m", "hydra/launcher=vectorized", "exp_name=a,b", "train.epochs=2", "hydra/job_logging=none"]
+    code, out, err = nnrun_here(args)
+    assert code == 0 and summary_count(out, "completed") == 2, err
+    (sweep,) = (tmp_path / "experiments" / "default" / "multirun").iterdir()
+    assert [d.name for d in run_dirs(sweep)] == ["0_exp_name=a,train.epochs=2", "1_exp_name=b,train.epochs=2"]
+    assert sorted(p.name for p in (tmp_path / "experiments").iterdir()) == ["default"]
+    code, out, err = nnrun_here([*args, "train.resume=latest"])
+    assert code == 0 and summary_count(out, "completed") == 2, err
+    assert f"nnrun: resuming the sweep {sweep}: 2 finished jobs carried over" in out
+    resumed = max((tmp_path / "experiments" / "default" / "multirun").iterdir())
+    assert resumed != sweep and results(resumed) == results(sweep)

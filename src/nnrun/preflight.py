@@ -75,8 +75,8 @@ def split_args(args: list[str]) -> tuple[set[str], list[str]]:
     modes = [long for long, short in MODES if {long, short} & flags]
     if len(modes) > 1:
         raise UsageError(f"{' and '.join(modes)} cannot be used together: pick one")
-    if "--resolve" in flags and shown != "job" and not flags & {"--help", "-h"}:
-        # Hydra's run and sweep dirs are made as their names resolve, and name the job's exp_name.
+    if "--resolve" in flags and shown != "job" and not flags & {"--help", "-h", "--version"}:
+        # A run's dir is made as its name resolves, and the dirs' names read the job's exp_name.
         raise UsageError("--resolve goes with --cfg job (nnrun train --cfg job --resolve: the config with its "
                          "interpolations resolved); Hydra's run and sweep dirs are named when a run starts")
     return flags, overrides

@@ -80,9 +80,13 @@ def without_resume(overrides) -> list[str]:
 
 
 def resume_sweep_dir(exp_name: str, resume: str, current: Path, root: Path = Path(".")) -> Path:
-    """The sweep `train.resume` names: a sweep dir (it holds multirun.yaml), or `latest`: exp_name's newest other."""
+    """The sweep `train.resume` names: a sweep dir (it holds multirun.yaml), or `latest`: exp_name's newest other
+    than `current`, this sweep's dir. Where nnrun names that (experiments/<exp>/multirun/<time>), the newest beside
+    it: a job of a sweep over exp_name is in its sweep's experiment, not its own."""
     if resume == "latest":
-        sweeps = root / "experiments" / exp_name / "multirun"
+        current = root / current
+        nnruns = current.parent.name == "multirun" and current.parent.parent.parent.name == "experiments"
+        sweeps = current.parent if nnruns else root / "experiments" / exp_name / "multirun"
         candidates = sorted((p for p in sweeps.glob("*/multirun.yaml") if p.parent.resolve() != Path(current).resolve()),
                             key=started)
         if not candidates:
