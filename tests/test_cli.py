@@ -22,6 +22,28 @@ def test_train_help_lists_groups(tmp_path, nnrun_here):
     assert "exp_name: default" in out
 
 
+def test_train_help_of_a_sweep_shows_the_config_its_values_are_set_on(tmp_path, nnrun_here):
+    code, out, err = nnrun_here(["train", "-m", "seed=0,1", "optimizer=sgd", "--help"])
+    assert code == 0 and "Traceback" not in err, err
+    assert out.startswith("nnrun train: ") and "\n  name: sgd\n" in out and "\nseed: 0\n" in out
+
+
+@pytest.mark.parametrize("args,overrides", [(["--info", "defaults"], []), (["-i", "searchpath", "seed=1"], ["seed=1"]),
+                                            (["--info=config", "seed=1"], ["seed=1"]), (["--info", "seed=1"], ["seed=1"])])
+def test_hydras_info_takes_its_choice(args, overrides):
+    from nnrun.preflight import split_args
+
+    assert split_args(args) == ({args[0].split("=")[0]}, overrides)
+
+
+@pytest.mark.slow
+def test_hydras_info_prints_what_its_choice_names(tmp_path):
+    """In a new interpreter: Hydra's --info sets up logging on the streams of the process it runs in."""
+    shown = run_nnrun(["train", "--info", "defaults"], cwd=tmp_path)
+    assert shown.returncode == 0 and "Defaults List" in shown.stdout, shown.stderr
+    assert not (tmp_path / "experiments").exists()
+
+
 @pytest.mark.slow
 def test_help_bad_input_and_printing_the_config_import_no_torch(tmp_path):
     """Help, bad input and --cfg stay instant: none imports torch (a fresh interpreter, as this one has)."""

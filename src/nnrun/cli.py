@@ -55,8 +55,8 @@ def _run_train(args: list[str]) -> int:
             raise
         print(f"nnrun: error: {exc}", file=sys.stderr)
         return 2
-    if {"--help", "-h"} & flags:
-        print(train_help(overrides), end="")
+    if {"--help", "-h"} & flags:  # the config a sweep's values are set on
+        print(train_help([o.input_line for o in read_overrides(None, overrides) if not o.is_sweep_override()]), end="")
         return 0
     if not (INFO_FLAGS | {"--cfg", "-c"}) & flags:  # --cfg is checked (the config it prints must be valid): no job
         import_torch()

@@ -26,6 +26,8 @@ from nnrun.config import (ConfigError, UsageError, closest, config_dir, config_g
 FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--shell-completion", "-sc", "--config-path", "-cp",
                     "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun", "--info", "-i"}
 FLAGS = {"--multirun", "-m", "--resolve", "--run", "-r", "--hydra-help", "--version", "--help", "-h"}
+# What `--info` (Hydra's) prints, when a choice follows it: all without one.
+INFO_CHOICES = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
 # Hydra runs one of these per call.
 MODES = (("--run", "-r"), ("--multirun", "-m"), ("--cfg", "-c"), ("--info", "-i"), ("--shell-completion", "-sc"))
 
@@ -51,14 +53,17 @@ def split_args(args: list[str]) -> tuple[set[str], list[str]]:
     flags: set[str] = set()
     overrides: list[str] = []
     shown = None  # --cfg's part of the config
-    rest = iter(args)
-    for arg in rest:
+    rest = list(args)
+    while rest:
+        arg = rest.pop(0)
         name = arg.split("=", 1)[0] if arg.startswith("--") else arg
         if name in FLAGS_WITH_VALUE:
             flags.add(name)
             if name in ("--info", "-i"):
+                if "=" not in arg and rest and rest[0] in INFO_CHOICES:
+                    rest.pop(0)
                 continue
-            value = arg.split("=", 1)[1] if "=" in arg else next(rest, None)
+            value = arg.split("=", 1)[1] if "=" in arg else (rest.pop(0) if rest else None)
             if value is None:
                 raise UsageError(f"{arg} needs a value (see nnrun train --hydra-help)")
             if name in ("--cfg", "-c"):
