@@ -29,7 +29,8 @@ def test_train_help_of_a_sweep_shows_the_config_its_values_are_set_on(tmp_path, 
 
 
 @pytest.mark.parametrize("args,overrides", [(["--info", "defaults"], []), (["-i", "searchpath", "seed=1"], ["seed=1"]),
-                                            (["--info=config", "seed=1"], ["seed=1"]), (["--info", "seed=1"], ["seed=1"])])
+                                            (["--info=config", "seed=1"], ["seed=1"]),
+                                            (["--info", "seed=1"], ["seed=1"])])
 def test_hydras_info_takes_its_choice(args, overrides):
     from nnrun.preflight import split_args
 

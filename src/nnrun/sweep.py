@@ -87,7 +87,7 @@ def resume_sweep_dir(exp_name: str, resume: str, current: Path, root: Path = Pat
         current = root / current
         nnruns = current.parent.name == "multirun" and current.parent.parent.parent.name == "experiments"
         sweeps = current.parent if nnruns else root / "experiments" / exp_name / "multirun"
-        candidates = sorted((p for p in sweeps.glob("*/multirun.yaml") if p.parent.resolve() != Path(current).resolve()),
+        candidates = sorted((p for p in sweeps.glob("*/multirun.yaml") if p.parent.resolve() != current.resolve()),
                             key=started)
         if not candidates:
             raise UsageError(f"{RESUME_KEY}=latest finds no sweep to resume: there is no other sweep under {sweeps}; "
