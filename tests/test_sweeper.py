@@ -65,9 +65,9 @@ def test_a_sweep_with_one_bad_combination_is_refused_before_any_job_naming_it(tm
 @pytest.mark.parametrize("args,said", [
     (["train", "-m", "hydra.sweeper.max_batch_size=0", "seed=0,1"],
      "hydra.sweeper.max_batch_size=0 is not allowed: an integer >= 1 or null"),
-    (["train", "-m", "optimizer.lr=interval(0.1,1)"], "optimizer.lr=interval(0.1,1) is a range to sample: nnrun's "
-     "sweeper runs lists of values (a,b,c, range(), glob()); a sweeper that samples takes ranges, such as "
-     "hydra/sweeper=optuna"),
+    *((["train", "-m", *sweeper, "optimizer.lr=interval(0.1,1)"], "optimizer.lr=interval(0.1,1) is a range to "
+       "sample: nnrun's sweeper (and Hydra's basic one) runs lists of values (a,b,c, range(), glob()); a sweeper "
+       "that samples takes ranges, such as hydra/sweeper=optuna") for sweeper in ([], ["hydra/sweeper=basic"])),
     (["train", "--cfg", "all", "--package", "hydra.sweep.dir"], None),  # prints the dir's name
     (["-sc", "query=bash"], None),  # a shell completion of hydra.sweep.dir=
 ])

@@ -74,6 +74,12 @@ class UsageError(ConfigError):
         ValueError.__init__(self, message)
 
 
+def sampled_range(line: str) -> UsageError:
+    """The error for a range to sample (interval(), a tagged range) given to a sweeper that runs lists of values."""
+    return UsageError(f"{line} is a range to sample: nnrun's sweeper (and Hydra's basic one) runs lists of values "
+                      "(a,b,c, range(), glob()); a sweeper that samples takes ranges, such as hydra/sweeper=optuna")
+
+
 def _show(value: Any) -> str:
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(map(_show, value)) + "]"

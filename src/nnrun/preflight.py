@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 
 from nnrun.app import register_resolvers
 from nnrun.config import (ConfigError, UsageError, closest, config_dir, config_groups, default_groups, defaults_list,
-                          explain_composition, parse, unknown_key)
+                          explain_composition, parse, sampled_range, unknown_key)
 
 # Hydra's own flags that take a value, and those that stand alone (see `nnrun train --hydra-help`).
 FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--shell-completion", "-sc", "--config-path", "-cp",
@@ -193,7 +193,12 @@ def check(args: list[str]) -> None:
             raise UsageError(f"{o.input_line} needs no plus: write {line} ({group} has a default in "
                              "conf/train.yaml; this overrides it)")
     # Before Hydra starts (and imports the plugins it finds): which of them the command line needs.
-    _check_hydra_choices(hydra_choices(overrides, groups), flags, raw)
+    choices = hydra_choices(overrides, groups)
+    _check_hydra_choices(choices, flags, raw)
+    sweeper = next((choice for group, choice, _ in choices if group == "hydra/sweeper"), "nnrun")
+    sampled = [o for o in overrides if o.is_sweep_override() and not o.is_discrete_sweep()]
+    if multirun and sampled and sweeper in ("nnrun", "basic"):  # Hydra's basic sweeper would trace back
+        raise sampled_range(sampled[0].input_line)
 
     register_resolvers()
     with initialize_config_dir(version_base="1.3", config_dir=str(config_dir()), job_name="train"):

@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from hydra_plugins.nnrun.sweep_configs import SweepConfigs, young_garbage_only
-from nnrun.config import ConfigError, UsageError, explain_composition
+from nnrun.config import ConfigError, explain_composition, sampled_range
 from nnrun.console import Phase, fail, plural
 from nnrun.metrics import read_metrics
 from nnrun.sweep import job_dirs
@@ -43,8 +43,7 @@ def expand(overrides: Sequence[Any], max_batch_size: Optional[int]) -> List[List
     for o in overrides:
         key = o.get_key_element()
         if o.is_sweep_override() and not o.is_discrete_sweep():
-            raise UsageError(f"{o.input_line} is a range to sample: nnrun's sweeper runs lists of values (a,b,c, "
-                             "range(), glob()); a sweeper that samples takes ranges, such as hydra/sweeper=optuna")
+            raise sampled_range(o.input_line)
         values = o.sweep_string_iterator() if o.is_sweep_override() else [o.get_value_element_as_str()]
         lists[key] = [f"{key}={value}" for value in values]
     jobs = [list(job) for job in itertools.product(*lists.values())]
