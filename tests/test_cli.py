@@ -37,6 +37,13 @@ def test_hydras_info_takes_its_choice(args, overrides):
     assert split_args(args) == ({args[0].split("=")[0]}, overrides)
 
 
+@pytest.mark.parametrize("args,flag", [(["-sc", "--resolve", "install=bash"], "-sc"), (["--cfg", "-m"], "--cfg"),
+                                       (["train.epochs=2", "-p"], "-p")])
+def test_a_flag_without_its_value_is_one_line(args, flag, capsys):
+    code, _, err = run_main(["train", *args], capsys)
+    assert code == 2 and err.splitlines() == [f"nnrun: error: {flag} needs a value (see nnrun train --hydra-help)"]
+
+
 @pytest.mark.slow
 def test_hydras_info_prints_what_its_choice_names(tmp_path):
     """In a new interpreter: Hydra's --info sets up logging on the streams of the process it runs in."""

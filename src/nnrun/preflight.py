@@ -64,7 +64,7 @@ def split_args(args: list[str]) -> tuple[set[str], list[str]]:
                     rest.pop(0)
                 continue
             value = arg.split("=", 1)[1] if "=" in arg else (rest.pop(0) if rest else None)
-            if value is None:
+            if value is None or value in FLAGS | FLAGS_WITH_VALUE:  # `-sc --resolve`: a flag, not -sc's value
                 raise UsageError(f"{arg} needs a value (see nnrun train --hydra-help)")
             if name in ("--cfg", "-c"):
                 if value not in ("job", "hydra", "all"):
