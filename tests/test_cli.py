@@ -28,13 +28,16 @@ def test_train_help_of_a_sweep_shows_the_config_its_values_are_set_on(tmp_path, 
     assert out.startswith("nnrun train: ") and "\n  name: sgd\n" in out and "\nseed: 0\n" in out
 
 
-@pytest.mark.parametrize("args,overrides", [(["--info", "defaults"], []), (["-i", "searchpath", "seed=1"], ["seed=1"]),
-                                            (["--info=config", "seed=1"], ["seed=1"]),
-                                            (["--info", "seed=1"], ["seed=1"])])
-def test_hydras_info_takes_its_choice(args, overrides):
+@pytest.mark.parametrize("args,flags,overrides", [
+    (["--info", "defaults"], {"--info": "defaults"}, []),
+    (["-i", "searchpath", "seed=1"], {"-i": "searchpath"}, ["seed=1"]),
+    (["--info=config", "seed=1"], {"--info": "config"}, ["seed=1"]),
+    (["--info", "seed=1"], {"--info": None}, ["seed=1"]),
+    (["--cfg", "hydra", "-p", "hydra.run", "seed=1"], {"--cfg": "hydra", "-p": "hydra.run"}, ["seed=1"])])
+def test_hydras_flags_take_their_values(args, flags, overrides):
     from nnrun.preflight import split_args
 
-    assert split_args(args) == ({args[0].split("=")[0]}, overrides)
+    assert split_args(args) == (flags, overrides)
 
 
 @pytest.mark.parametrize("args,flag", [(["-sc", "--resolve", "install=bash"], "-sc"), (["--cfg", "-m"], "--cfg"),
@@ -141,6 +144,51 @@ def test_cfg_job_prints_the_composed_config(tmp_path, nnrun_here):
     assert code == 0, err
     assert "exp_name: xor_relu" in out
     assert not (tmp_path / "experiments").exists()
+
+
+@pytest.mark.parametrize("args,comp_line,printed", [
+    (["train", "--cfg", "all", "--package", "hydra.run.dir"], "", "experiments/default/runs/"),
+    (["-sc", "query=bash"], "nnrun train hydra.run.dir=", "hydra.run.dir=experiments/default/runs/")])
+def test_a_command_that_runs_nothing_names_a_run_dir_without_making_it(args, comp_line, printed, tmp_path,
+                                                                       capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("COMP_LINE", comp_line)
+    code, out, err = run_main(args, capsys)
+    assert code == 0 and out.startswith(printed), (out, err)
+    assert not (tmp_path / "experiments").exists()
+
+
+@pytest.mark.parametrize("args,said", [
+    (["--cfg", "job", "-p", "trian"], "--package='trian' is not allowed: a key of the config --cfg job prints; "
+                                      "did you mean 'train'?"),
+    (["--cfg", "job", "-p", "hydra.run.dir"], "--package='hydra.run.dir' is not allowed: a key of the config "
+                                              "--cfg job prints (Hydra's settings: --cfg hydra)"),
+    (["--cfg", "hydra", "-p", "hydra.help"], "--package='hydra.help' is not allowed: a key of the config --cfg "
+                                             "hydra prints; did you mean 'hydra.sweep'?"),
+    (["--cfg", "job", "--package=train.batch_size"], "train.batch_size is null, which Hydra's --package prints as "
+                                                     "not found; --cfg job --package train shows it"),
+    (["--cfg", "hydra", "-p", "hydra.run.dir"], "--cfg hydra cannot print hydra.run.dir (Interpolation key "
+                                                "'exp_name' not found); --cfg hydra --package hydra.run shows it as set"),
+    (["--cfg", "all", "-p", "hydra.job.num"], "--cfg all cannot print hydra.job.num (Missing mandatory value: "
+                                              "hydra.job.num); --cfg all --package hydra.job shows it as set")])
+def test_a_package_that_cfg_cannot_print_is_one_line_and_exit_2(args, said, tmp_path, capsys, monkeypatch):
+    """Hydra's --package says 'not found' (exit 1) for a null or ??? value, and traces back for a dir's name that
+    reads what the printed part leaves out."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_main(["train", *args], capsys)
+    assert (code, out, err.splitlines()) == (2, "", [f"nnrun: error: {said}"])
+    assert not (tmp_path / "experiments").exists()
+
+
+@pytest.mark.parametrize("args,printed", [(["--cfg", "job", "-p", "seed"], "0\n"),
+                                          (["--cfg", "hydra", "-p", "hydra.run"],
+                                           "# @package hydra.run\ndir: ${nnrun_run_dir:${exp_name}}\n"),
+                                          (["--cfg", "all", "-p", "_global_", "seed=3"], None)])
+def test_a_package_cfg_can_print_is_printed(args, printed, tmp_path, capsys, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_main(["train", *args], capsys)
+    assert code == 0, err
+    assert out == printed if printed is not None else (out.startswith("hydra:\n") and "\nseed: 3\n" in out)
 
 
 def test_bad_value_is_one_line_and_exit_2(tmp_path, nnrun_here):

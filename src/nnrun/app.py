@@ -54,11 +54,13 @@ def job_dir_name(num: int, override_dirname: str) -> str:
     return f"{num}_{name}" if name else str(num)
 
 
-def register_resolvers() -> None:
-    """The resolvers of conf/train.yaml's hydra.run.dir, hydra.sweep.dir and hydra.sweep.subdir. A sweep's dir is
-    named once, before its jobs' configs are made, and each of them copies the cache (as Hydra's `now`)."""
-    OmegaConf.register_new_resolver("nnrun_run_dir", lambda exp: dated_dir(EXPERIMENTS / str(exp) / "runs", True),
-                                    replace=True)
+def register_resolvers(make_run_dir: bool = True) -> None:
+    """The resolvers of conf/train.yaml's hydra.run.dir, hydra.sweep.dir and hydra.sweep.subdir. A run's dir is
+    made as its name resolves, unless `make_run_dir` is False (a command that runs nothing: --cfg, a completion).
+    A sweep's dir is named once, before its jobs' configs are made, and each of them copies the cache (as Hydra's
+    `now`)."""
+    OmegaConf.register_new_resolver("nnrun_run_dir", lambda exp: dated_dir(EXPERIMENTS / str(exp) / "runs",
+                                                                           make_run_dir), replace=True)
     OmegaConf.register_new_resolver("nnrun_sweep_dir", lambda exp: dated_dir(EXPERIMENTS / str(exp) / "multirun",
                                                                              False), use_cache=True, replace=True)
     OmegaConf.register_new_resolver("nnrun_job_dir", lambda *, _root_: job_dir_name(

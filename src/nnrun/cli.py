@@ -40,14 +40,15 @@ INFO_FLAGS = {"-sc", "--shell-completion", "--hydra-help", "--info", "-i", "--ve
 
 def _run_train(args: list[str]) -> int:
     # Here, not at the top: the schema's dataclasses cost `nnrun --help` more than the rest of it together.
-    from nnrun.app import train_help, train_task  # preflight imports it anyway
+    from nnrun.app import register_resolvers, train_help, train_task  # preflight imports it anyway
     from nnrun.config import ConfigError
     from nnrun.preflight import check, read_overrides, split_args
 
     try:
         flags, overrides = split_args(args)
-        if INFO_FLAGS & flags:
+        if INFO_FLAGS & flags.keys():
             read_overrides(None, overrides)  # nothing runs, but Hydra would still trip over an unreadable line
+            register_resolvers(make_run_dir=False)  # a completion of hydra.run.dir= names one: nothing is made
         else:
             check(args)
     except ConfigError as exc:
@@ -55,10 +56,10 @@ def _run_train(args: list[str]) -> int:
             raise
         print(f"nnrun: error: {exc}", file=sys.stderr)
         return 2
-    if {"--help", "-h"} & flags:  # the config a sweep's values are set on
+    if {"--help", "-h"} & flags.keys():  # the config a sweep's values are set on
         print(train_help([o.input_line for o in read_overrides(None, overrides) if not o.is_sweep_override()]), end="")
         return 0
-    if not (INFO_FLAGS | {"--cfg", "-c"}) & flags:  # --cfg is checked (the config it prints must be valid): no job
+    if not (INFO_FLAGS | {"--cfg", "-c"}) & flags.keys():  # --cfg is checked (what it prints must be valid): no job
         import_torch()
     # Hydra reads sys.argv; keep argv[0] (the program name, used by its completion script).
     sys.argv = [sys.argv[0], *args]

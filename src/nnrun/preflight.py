@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 
 from nnrun.app import register_resolvers
 from nnrun.config import (ConfigError, UsageError, closest, config_dir, config_groups, default_groups, defaults_list,
-                          explain_composition, parse, sampled_range, unknown_key)
+                          explain_composition, flatten, parse, sampled_range, unknown_key)
 
 # Hydra's own flags that take a value, and those that stand alone (see `nnrun train --hydra-help`).
 FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--shell-completion", "-sc", "--config-path", "-cp",
@@ -48,43 +48,45 @@ STACKING_LAUNCHERS = {"vectorized": "trains the jobs of a sweep together",
                       "vectorized_slurm": "submits the stacks of a sweep as SLURM jobs"}
 
 
-def split_args(args: list[str]) -> tuple[set[str], list[str]]:
-    """(Hydra flags present, overrides); an unknown option or a flag without its value is a UsageError."""
-    flags: set[str] = set()
+def split_args(args: list[str]) -> tuple[dict[str, str | None], list[str]]:
+    """(Hydra's flags present, each with its value or None; overrides); an unknown option or a flag without its
+    value is a UsageError."""
+    flags: dict[str, str | None] = {}
     overrides: list[str] = []
-    shown = None  # --cfg's part of the config
     rest = list(args)
     while rest:
         arg = rest.pop(0)
         name = arg.split("=", 1)[0] if arg.startswith("--") else arg
-        if name in FLAGS_WITH_VALUE:
-            flags.add(name)
-            if name in ("--info", "-i"):
-                if "=" not in arg and rest and rest[0] in INFO_CHOICES:
-                    rest.pop(0)
-                continue
+        if name in ("--info", "-i"):
+            flags[name] = arg.split("=", 1)[1] if "=" in arg else (
+                rest.pop(0) if rest and rest[0] in INFO_CHOICES else None)
+        elif name in FLAGS_WITH_VALUE:
             value = arg.split("=", 1)[1] if "=" in arg else (rest.pop(0) if rest else None)
             if value is None or value in FLAGS | FLAGS_WITH_VALUE:  # `-sc --resolve`: a flag, not -sc's value
                 raise UsageError(f"{arg} needs a value (see nnrun train --hydra-help)")
-            if name in ("--cfg", "-c"):
-                if value not in ("job", "hydra", "all"):
-                    raise ConfigError(name, value, "one of job, hydra, all")
-                shown = value
+            if name in ("--cfg", "-c") and value not in ("job", "hydra", "all"):
+                raise ConfigError(name, value, "one of job, hydra, all")
+            flags[name] = value
         elif arg in FLAGS:
-            flags.add(arg)
+            flags[arg] = None
         elif arg.startswith("-"):
             raise UsageError(f"unknown option {arg!r}: nnrun train takes key=value overrides and Hydra's flags"
                              " (see nnrun train --hydra-help)")
         else:
             overrides.append(arg)
-    modes = [long for long, short in MODES if {long, short} & flags]
+    modes = [long for long, short in MODES if {long, short} & flags.keys()]
     if len(modes) > 1:
         raise UsageError(f"{' and '.join(modes)} cannot be used together: pick one")
-    if "--resolve" in flags and shown != "job" and not flags & {"--help", "-h", "--version"}:
+    if "--resolve" in flags and shown(flags) != "job" and not flags.keys() & {"--help", "-h", "--version"}:
         # A run's dir is made as its name resolves, and the dirs' names read the job's exp_name.
         raise UsageError("--resolve goes with --cfg job (nnrun train --cfg job --resolve: the config with its "
                          "interpolations resolved); Hydra's run and sweep dirs are named when a run starts")
     return flags, overrides
+
+
+def shown(flags: dict[str, str | None]) -> str | None:
+    """The part of the config --cfg prints (job, hydra or all), or None without --cfg."""
+    return flags.get("--cfg", flags.get("-c"))
 
 
 def read_overrides(parser, lines: list[str]) -> list:
@@ -149,7 +151,7 @@ def hydra_choices(overrides, groups: dict[str, tuple[str, ...]]) -> list[tuple[s
     return [*given, *(f for f in from_files if f[0] not in direct)]
 
 
-def _check_hydra_choices(choices: list[tuple[str, str, str | None]], flags: set[str], raw: list[str]) -> None:
+def _check_hydra_choices(choices: list[tuple[str, str, str | None]], flags: dict, raw: list[str]) -> None:
     """A launcher or sweeper of the sweep extra must be installed (Hydra would only list the choices it has);
     vectorized and vectorized_slurm launch a sweep: they need -m, vectorized_slurm sbatch too (--cfg neither)."""
     for group, choice, origin in choices:
@@ -160,9 +162,9 @@ def _check_hydra_choices(choices: list[tuple[str, str, str | None]], flags: set[
             raise UsageError(f"{origin} needs {plugin[1]} ({group}={choice}), which is not installed; "
                              f"{INSTALL_SWEEP_EXTRA}")
     for group, choice, _ in choices:
-        if group != "hydra/launcher" or choice not in STACKING_LAUNCHERS or flags & {"--cfg", "-c"}:
+        if group != "hydra/launcher" or choice not in STACKING_LAUNCHERS or shown(flags):
             continue
-        if not flags & {"-m", "--multirun"}:
+        if not flags.keys() & {"-m", "--multirun"}:
             raise UsageError(f"hydra/launcher={choice} {STACKING_LAUNCHERS[choice]}; add -m "
                              f"(nnrun train -m {' '.join(raw)})")
         if choice == "vectorized_slurm" and shutil.which("sbatch") is None:
@@ -173,9 +175,9 @@ def _check_hydra_choices(choices: list[tuple[str, str, str | None]], flags: set[
 def check(args: list[str]) -> None:
     """Validate `nnrun train <args>`; raise ConfigError (one line) on the first problem found."""
     flags, raw = split_args(args)
-    if flags & {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"}:
+    if flags.keys() & {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"}:
         return  # another config tree: Hydra's own checks apply
-    multirun = bool(flags & {"-m", "--multirun"})
+    multirun = bool(flags.keys() & {"-m", "--multirun"})
     overrides = read_overrides(None, raw)
     sweeps = [o for o in overrides if o.is_sweep_override()]
     if sweeps and not multirun:
@@ -200,7 +202,7 @@ def check(args: list[str]) -> None:
     if multirun and sampled and sweeper in ("nnrun", "basic"):  # Hydra's basic sweeper would trace back
         raise sampled_range(sampled[0].input_line)
 
-    register_resolvers()
+    register_resolvers(make_run_dir=shown(flags) is None)  # --cfg prints a run dir's name: nothing is made
     with initialize_config_dir(version_base="1.3", config_dir=str(config_dir()), job_name="train"):
         loader = GlobalHydra.instance().config_loader()
         overrides = read_overrides(OverridesParser.create(config_loader=loader), raw)  # glob() lists a group
@@ -223,6 +225,9 @@ def check(args: list[str]) -> None:
                 raise explained from None
             raise
     _check_hydra_keys(settings, cfg)
+    package = flags.get("--package", flags.get("-p"))
+    if shown(flags) and package not in (None, "_global_"):
+        _check_package(package, shown(flags), cfg)
     if not multirun:  # a sweep's jobs are checked by nnrun's sweeper, all before the first starts
         parse(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
 
@@ -260,3 +265,33 @@ def _check_hydra_keys(overrides, cfg) -> None:
             if depth == len(parts) - 1 or not isinstance(tree[part], dict):
                 break
             node, tree = node[part], tree[part]
+
+
+def _check_package(package: str, part: str, cfg) -> None:
+    """--cfg's --package: a key of the part of `cfg` that --cfg prints, with a value Hydra can print (it resolves
+    one; a null or ??? one it calls not found)."""
+    printed = OmegaConf.masked_copy(cfg, [k for k in cfg if part == "all" or (k == "hydra") == (part == "hydra")])
+    if part == "hydra":  # as Hydra prints it: without its help texts
+        printed = OmegaConf.create({"hydra": OmegaConf.masked_copy(cfg.hydra, [
+            k for k in cfg.hydra if k not in ("help", "hydra_help")])})
+    absent = object()
+    parent = package.rpartition(".")[0]
+    whole = f"--cfg {part} --package {parent}" if parent else f"--cfg {part}"
+    try:
+        value = OmegaConf.select(printed, package, default=absent, throw_on_missing=True)
+    except Exception as exc:  # ??? until a job starts (hydra.job.num), or it reads what this part leaves out
+        reason = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise UsageError(f"--cfg {part} cannot print {package} ({reason}); {whole} shows it as set") from None
+    if value is absent:
+        paths = [p for path in flatten(OmegaConf.to_container(printed)) for p in _prefixes(path)]
+        other = " (Hydra's settings: --cfg hydra)" if part == "job" and package.startswith("hydra.") else ""
+        raise ConfigError("--package", package, f"a key of the config --cfg {part} prints{other}"
+                                                f"{closest(package, sorted(set(paths)))}")
+    if value is None:
+        raise UsageError(f"{package} is null, which Hydra's --package prints as not found; {whole} shows it")
+
+
+def _prefixes(path: str) -> list[str]:
+    """'a.b.c' -> ['a', 'a.b', 'a.b.c']."""
+    parts = path.split(".")
+    return [".".join(parts[:n]) for n in range(1, len(parts) + 1)]
