@@ -224,6 +224,17 @@ def test_multirun_names_job_dirs_from_overrides(tmp_path, nnrun_here):
     assert "completed" in out and "2 jobs" in out
 
 
+def test_a_sweep_over_experiments_names_each_jobs_experiment(tmp_path, capsys, monkeypatch):
+    """A sweep of one experiment is under experiments/<its exp_name>/, and its job dirs leave exp out; a sweep
+    over +exp=a,b is one sweep (under experiments/default/), and each job dir says which experiment it ran."""
+    monkeypatch.chdir(tmp_path)
+    code, out, err = run_main(["train", "-m", "+exp=xor_relu,xor_perceptron", "train.epochs=2",
+                               "hydra/job_logging=none"], capsys)
+    assert code == 0, err
+    assert [(d.parts[-4], d.name) for d in run_dirs(tmp_path / "experiments")] == [
+        ("default", "0_exp=xor_relu,train.epochs=2"), ("default", "1_exp=xor_perceptron,train.epochs=2")]
+
+
 def test_runs_and_sweeps_started_in_the_same_second_get_a_dir_each(tmp_path, monkeypatch, capsys):
     """Hydra names dirs by the second; nnrun adds _1, _2 ... where that name is taken: a second sweep of the same
     second is not written into the first one's dir, under either local launcher."""
