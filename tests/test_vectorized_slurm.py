@@ -180,7 +180,31 @@ def test_a_partition_that_does_not_exist_is_slurms_own_line_and_exit_2(cluster, 
     assert refused.returncode == 2, refused.stderr
     assert refused.stderr.strip().splitlines() == [
         "nnrun: error: sbatch refused the sweep's jobs: sbatch: error: invalid partition specified: nosuch"]
-    assert slurm_jobs(only_sweep_dir(tmp_path, "p")) == []  # nothing submitted
+    assert not (tmp_path / "experiments").exists()  # nothing submitted, nothing left behind
+
+
+def test_a_sweep_that_sbatch_refuses_leaves_nothing_behind(tmp_path, nnrun_here, monkeypatch):
+    """Its jobs were set up (their dirs made) before sbatch said no: they go, and the sweep dir with them; another
+    sweep of the experiment stays."""
+    needs_extra("submitit", "hydra_plugins.hydra_submitit_launcher")
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "sbatch").write_text("#!/bin/sh\necho 'sbatch: error: Invalid generic resource (gres) specification' >&2"
+                                 "\nexit 1\n")
+    (fake / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    other = tmp_path / "experiments" / "p" / "multirun" / "2026-01-01_00-00-00"
+    other.mkdir(parents=True)
+    code, _, err = nnrun_here(["train", "-m", "hydra/launcher=vectorized_slurm", "hydra.launcher.gpus_per_node=1",
+                               "seed=0,1", "train.epochs=2", "exp_name=p"])
+    assert (code, err.strip().splitlines()) == (2, [
+        "nnrun: error: sbatch refused the sweep's jobs: sbatch: error: Invalid generic resource (gres) specification"])
+    assert [p.relative_to(tmp_path) for p in (tmp_path / "experiments").rglob("*")] == [
+        Path("experiments/p"), Path("experiments/p/multirun"), Path("experiments/p/multirun/2026-01-01_00-00-00")]
+    for empty in (other, other.parent, other.parent.parent, tmp_path / "experiments"):
+        empty.rmdir()
+    assert nnrun_here(["train", "-m", "hydra/launcher=vectorized_slurm", "seed=0,1", "train.epochs=2"])[0] == 2
+    assert not (tmp_path / "experiments").exists()
 
 
 def test_vectorized_slurm_without_m_is_one_line_and_exit_2(tmp_path, nnrun_here, monkeypatch):

@@ -6,9 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
-import os
 import re
-import shutil
 import sys
 from dataclasses import replace
 from datetime import datetime
@@ -208,21 +206,12 @@ class TrainTask:
 def discard_run_dir(run_dir: Path) -> None:
     """Remove the run dir Hydra made for a run that never started (.hydra/ and an empty log, which Hydra holds
     open: closed first), and the experiment dirs above it that this leaves empty."""
-    named, run_dir = Path(os.path.abspath(run_dir)), run_dir.resolve()  # as named; where links lead
-    root = logging.getLogger()
+    root, where = logging.getLogger(), run_dir.resolve()
     for handler in list(root.handlers):
-        if isinstance(handler, logging.FileHandler) and run_dir in Path(handler.baseFilename).resolve().parents:
+        if isinstance(handler, logging.FileHandler) and where in Path(handler.baseFilename).resolve().parents:
             root.removeHandler(handler)
             handler.close()
-    if not run_dir.is_dir() or not all(p.name == ".hydra" or (p.suffix == ".log" and p.is_file() and
-                                           p.stat().st_size == 0) for p in run_dir.iterdir()):
-        return  # a dir holding anything more stays
-    shutil.rmtree(run_dir)
-    above = named.parents[:3]  # experiments/<exp_name>/runs/ (not where a link of them leads), unless elsewhere
-    if len(above) == 3 and (above[0].name, above[2].name) == ("runs", "experiments"):
-        with contextlib.suppress(OSError):  # each only when empty: the first that is not stops it
-            for parent in above:
-                parent.rmdir()
+    sweep.discard(run_dir, (), ("runs", "experiments"))
 
 
 def make_job(parsed, cfg: DictConfig, hydra_cfg: DictConfig, indexes: dict | None = None):

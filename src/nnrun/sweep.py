@@ -3,6 +3,8 @@ from), a Hydra callback that prepares a sweep and sums it up when it ends, and t
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shutil
 import sys
 from pathlib import Path
@@ -57,6 +59,31 @@ def resumable_tpe_sampler(seed: int | None = None, **options: Any) -> Any:
                 self.tpe.reseed_rng()
 
     return ResumableTPESampler()
+
+
+def discard(path: Path, left: tuple[str, ...], layout: tuple[str, str]) -> bool:
+    """Remove the dir `path` where it holds no more than set-up left behind (.hydra/, an empty log, the names in
+    `left`), then the dirs above it that this leaves empty, where they are nnrun's layout: `layout` names the
+    first and third dir above (runs/experiments for a run, multirun/experiments for a sweep); a link's own path
+    is followed, not where it leads. Whether `path` went."""
+    if not path.is_dir() or not all(p.name in (".hydra", *left) or (p.suffix == ".log" and p.is_file() and
+                                                                   p.stat().st_size == 0) for p in path.iterdir()):
+        return False
+    shutil.rmtree(path)
+    above = Path(os.path.abspath(path)).parents[:3]
+    if len(above) == 3 and (above[0].name, above[2].name) == layout:
+        with contextlib.suppress(OSError):  # each only when empty: the first that is not stops it
+            for parent in above:
+                parent.rmdir()
+    return True
+
+
+def discard_sweep(sweep_dir: Path, run_dirs: list[Path]) -> None:
+    """A sweep refused after its jobs were set up (sbatch refused them): the job dirs of `run_dirs` that hold only
+    what set-up left, then the sweep dir if nothing but its multirun.yaml and submitit's folder is left."""
+    for run_dir in run_dirs:
+        discard(run_dir, (), ("", ""))
+    discard(sweep_dir, ("multirun.yaml", ".submitit"), ("multirun", "experiments"))
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:

@@ -22,7 +22,7 @@ from omegaconf import DictConfig, open_dict
 from hydra_plugins.nnrun.sweep_configs import SweepConfigs, young_garbage_only
 from nnrun.config import ConfigError
 from nnrun.console import Phase, fail
-from nnrun.sweep import objective
+from nnrun.sweep import discard_sweep, objective
 
 log = logging.getLogger(__name__)
 
@@ -100,7 +100,9 @@ class VectorizedLauncher(Launcher):
             return
         try:
             results = self.results(runs)
-        except ConfigError as exc:  # bad input found while the stacks are set up: before any training
+        except ConfigError as exc:  # bad input found while the stacks are set up, or sbatch refused them
+            discard_sweep(Path(str(self.config.hydra.sweep.dir)),  # nothing trained: nothing left behind
+                          [Path(ret.hydra_cfg.hydra.runtime.output_dir) for ret, _ in runs])
             fail(str(exc))
         for (ret, _), result in zip(runs, results):
             ret.return_value = objective(result, ret.hydra_cfg.hydra)

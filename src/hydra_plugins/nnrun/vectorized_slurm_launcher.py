@@ -20,6 +20,7 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 
 from hydra_plugins.nnrun.vectorized_launcher import VectorizedLauncher, VectorizedLauncherConf
+from nnrun.config import UsageError
 from nnrun.console import counted, fail, plural
 from nnrun.metrics import read_metrics
 
@@ -113,7 +114,7 @@ class VectorizedSlurmLauncher(VectorizedLauncher):
             with redirect_stderr(said):
                 jobs = self.executor.map_array(train, stacks)
         except FailedJobError as exc:
-            fail(f"sbatch refused the sweep's jobs: {first_line(str(exc) or said.getvalue())}")
+            raise UsageError(f"sbatch refused the sweep's jobs: {first_line(str(exc) or said.getvalue())}") from None
         print(f"nnrun: {plural(len(stacks), 'stack')} submitted to SLURM as {ids(jobs)} "
               f"({sum(map(len, stacks))} jobs)", flush=True)
         number = {id(job): ret.hydra_cfg.hydra.job.num for ret, job in runs}
