@@ -41,6 +41,8 @@ def test_junk_overrides_never_trace_back(capsys, overrides):
     (["optimizer=adamm"], "optimizer='adamm' is not allowed: one of adadelta, adagrad, adam, momentum, rmsprop, "
                           "sgd; did you mean 'adam'?"),
     (["train.epoch=5"], "did you mean 'epochs'?"),
+    (["activation=Relu"], "did you mean 'relu'?"),  # not 'elu': a choice typed in capitals is still that choice
+    (["loss=BCE"], "did you mean 'bce'?"),
     (["optimizer.lr=fast"], "optimizer.lr='fast' is not allowed: a number"),
     (["optimizer.lr=0"], "a number > 0"),
     (["model.dropout=1"], "a number in [0, 1)"),

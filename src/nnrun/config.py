@@ -92,8 +92,9 @@ def _did_you_mean(names: list[str]) -> str:
 
 
 def closest(word: str, choices: tuple[str, ...] | list[str]) -> str:
-    """'; did you mean X?' for the nearest choice, or '' when nothing is near."""
-    return _did_you_mean(difflib.get_close_matches(str(word), list(choices), n=1))
+    """'; did you mean X?' for the nearest choice, or '' when nothing is near; case aside (RELU: relu)."""
+    by_lower = {choice.lower(): choice for choice in reversed(list(choices))}  # the first of choices alike in case
+    return _did_you_mean([by_lower[m] for m in difflib.get_close_matches(str(word).lower(), list(by_lower), n=1)])
 
 
 def one_of(key: str, value: Any, choices: tuple[str, ...]) -> str:
