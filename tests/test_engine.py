@@ -71,6 +71,14 @@ def test_tensorboard_has_the_contract_tags(tmp_path):
     assert "custom_scalars__config__" in tags["tensors"]
     hparams = acc.PluginTagToContent("hparams")
     assert {"_hparams_/session_start_info", "_hparams_/session_end_info"} <= set(hparams)
+    # The HParams columns are the keys as they are typed (optimizer.betas), and only those of this dataset.
+    from tensorboard.plugins.hparams import metadata
+
+    columns = set(metadata.parse_session_start_info_plugin_data(hparams[metadata.SESSION_START_INFO_TAG]).hparams)
+    assert {"optimizer.name", "optimizer.lr", "optimizer.betas", "optimizer.eps", "optimizer.weight_decay",
+            "dataset.name", "dataset.n_samples", "dataset.noise", "train.batch_size", "model.init_std"} <= columns
+    assert not {c for c in columns if c.startswith("optimizer.params")} | columns & {
+        "dataset.classes", "dataset.path", "dataset.target"}
     # Everything lives in the run's own dir: no timestamped sub-runs.
     assert [p for p in tmp_path.iterdir() if p.is_dir()] == []
 

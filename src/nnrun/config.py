@@ -210,6 +210,15 @@ class TrainConfig:
             object.__setattr__(self, "_tree", asdict(self))  # frozen: kept beside the fields (not one of them)
         return copy.deepcopy(self.__dict__["_tree"])
 
+    def hparams(self) -> dict[str, Any]:
+        """The config flat, its keys as a user sets them (optimizer.betas, not optimizer.params.betas), for the
+        HParams table; a key this dataset does not have (None in DatasetConfig) left out."""
+        tree = self.to_dict()
+        params = tree["optimizer"].pop("params")
+        tree["optimizer"].update(params)
+        tree["dataset"] = {key: value for key, value in tree["dataset"].items() if value is not None}
+        return flatten(tree)
+
 
 def _optional(check: Check) -> Check:
     return lambda key, value: None if value is None else check(key, value)

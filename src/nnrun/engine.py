@@ -22,7 +22,7 @@ from typing import Any, Iterator, Sequence
 import torch
 
 from nnrun import checkpoint, landscape, losses, metrics, models, optim, stacking
-from nnrun.config import ConfigError, EarlyStoppingConfig, TrainConfig, UsageError, check_loss_fits, flatten
+from nnrun.config import ConfigError, EarlyStoppingConfig, TrainConfig, UsageError, check_loss_fits
 from nnrun.console import ProgressBar, counted, plural, print_job_line
 from nnrun.data import Dataset, load
 from nnrun.pictures import Pictures
@@ -465,7 +465,7 @@ def finish(m: Member, state: dict[str, Any], status: str, data: Dataset, loss: l
     if cfg.train.landscape and status not in ("diverged", "failed"):
         landscape.log(m.logger, m.module, loss, data.train, epochs_run)
     # The final values, accuracy/test among them, go with the HParams (as `result/...`): one point each, not curves.
-    m.logger.hparams(flatten(cfg.to_dict()), final)
+    m.logger.hparams(cfg.hparams(), final)
     m.logger.close()
     return RunResult(m.job.run_dir, status, epochs_run, stopper.best_epoch, monitor,
                      metrics.finite_or_none(stopper.best_value), result_metrics["final"], result_metrics)
