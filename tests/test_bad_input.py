@@ -44,6 +44,8 @@ def test_junk_overrides_never_trace_back(capsys, overrides):
     (["activation=Relu"], "did you mean 'relu'?"),  # not 'elu': a choice typed in capitals is still that choice
     (["loss=BCE"], "did you mean 'bce'?"),
     (["optimizer.lr=fast"], "optimizer.lr='fast' is not allowed: a number"),
+    (["seed=null"], "seed=null is not allowed: an integer"),  # as typed: not Python's None
+    (["train.epochs=true"], "train.epochs=true is not allowed: an integer"),
     (["optimizer.lr=0"], "a number > 0"),
     (["model.dropout=1"], "a number in [0, 1)"),
     (["model.hidden=[4,0]"], "model.hidden[1]=0"),

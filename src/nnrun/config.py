@@ -81,8 +81,11 @@ def sampled_range(line: str) -> UsageError:
 
 
 def _show(value: Any) -> str:
+    """A value as it is typed on the command line: 'adam', [4,4], null, true."""
     if isinstance(value, (list, tuple)):
         return "[" + ",".join(map(_show, value)) + "]"
+    if value is None or isinstance(value, bool):
+        return {None: "null", True: "true", False: "false"}[value]
     return repr(value) if isinstance(value, str) else str(value)
 
 
