@@ -74,6 +74,20 @@ def test_an_experiment_dir_with_only_a_sweep_means_its_newest_job(trained, tmp_p
     assert capsys.readouterr().out.strip().endswith("-> late1")
 
 
+@pytest.mark.parametrize("args,said", [
+    (["predict"], "predict: the following arguments are required: run_dir (see nnrun predict --help)"),
+    (["predict", "x", "--csv"], "predict: argument --csv: expected one argument (see nnrun predict --help)"),
+    (["report"], "report: the following arguments are required: DIR (see nnrun report --help)"),
+    (["report", ".", "--bogus"], "report: unrecognized arguments: --bogus (see nnrun report --help)")])
+def test_a_command_line_argparse_refuses_is_one_line_and_exit_2(args, said, capsys):
+    from nnrun.cli import main
+
+    with pytest.raises(SystemExit) as exited:
+        main(args)
+    out, err = capsys.readouterr()
+    assert (exited.value.code, out, err) == (2, "", f"nnrun: error: {said}\n")
+
+
 def test_a_dir_without_runs_is_one_line_and_exit_2(tmp_path, capsys):
     (tmp_path / "experiments" / "empty" / "runs" / "2026-01-01_00-00-00").mkdir(parents=True)
     assert predict_main([str(tmp_path / "experiments" / "empty"), "1", "0"]) == 2

@@ -6,13 +6,15 @@ values are written once, in conf/: its files are the defaults and the choices, a
 
 from __future__ import annotations
 
+import argparse
 import copy
 import difflib
 import math
+import sys
 from dataclasses import asdict, dataclass
 from functools import cache, partial
 from pathlib import Path
-from typing import Any, Callable, Collection, Iterator, Mapping
+from typing import Any, Callable, Collection, Iterator, Mapping, NoReturn
 
 DEVICES = ("auto", "cpu", "cuda")
 MONITORS = ("loss/val", "loss/train", "accuracy/val", "accuracy/train")
@@ -72,6 +74,16 @@ class UsageError(ConfigError):
     def __init__(self, message: str):
         self.key, self.value, self.allowed = "", None, message
         ValueError.__init__(self, message)
+
+
+class ArgumentParser(argparse.ArgumentParser):
+    """argparse's parser of `nnrun predict` and `nnrun report`, its bad input one line and exit 2, as `nnrun
+    train`'s: 'nnrun: error: predict: the following arguments are required: ...'."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"nnrun: error: {self.prog.removeprefix('nnrun ')}: {message} (see {self.prog} --help)",
+              file=sys.stderr)
+        sys.exit(2)
 
 
 def sampled_range(line: str) -> UsageError:

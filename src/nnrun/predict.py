@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
-from nnrun.config import ConfigError, UsageError
+from nnrun.config import ArgumentParser, ConfigError, UsageError
 
 
-def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def _parser() -> ArgumentParser:
+    parser = ArgumentParser(
         prog="nnrun predict",
         description="Predict with a trained run: raw feature values in, class probabilities out.")
     parser.add_argument("run_dir", type=Path,
                         help="a run dir (holding checkpoint.pt), the checkpoint file, a sweep dir (its best job by "
                              "the monitored metric), or an experiment dir (experiments/<exp>: its newest run)")
-    parser.add_argument("features", nargs="*", help="one point's feature values, in the training data's order")
+    parser.add_argument("features", nargs="*", default=[],  # none with --csv
+                        help="one point's feature values, in the training data's order")
     parser.add_argument("--csv", type=Path, help="a CSV file of points, header row of feature names")
     parser.add_argument("--best", action="store_true",
                         help="on an experiment dir (or any dir above runs): its best run by the monitored metric "

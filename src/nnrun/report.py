@@ -9,7 +9,6 @@ that differ only by `seed` are grouped as mean ± std. Writes report.csv and rep
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import csv
 import math
@@ -25,7 +24,7 @@ from rich.cells import cell_len
 from rich.table import Table
 from rich.text import Text
 
-from nnrun.config import ConfigError, UsageError, maximized, parse
+from nnrun.config import ArgumentParser, ConfigError, UsageError, maximized, parse
 from nnrun.console import STATUS_STYLE, PipeConsole, plural
 from nnrun.metrics import FINAL_KEYS, atomic_write, finite_or_none, read_metrics, read_yaml
 
@@ -458,8 +457,8 @@ def _log_scale_if_spread(ax, values: list[float], reference: list[float]) -> Non
         ax.set_ylim(bottom=floor)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+def build_parser() -> ArgumentParser:
+    parser = ArgumentParser(
         prog="nnrun report",
         description="A table (and plot) of every run under DIR: the overrides that vary, status, best epoch, "
                     "final and best metrics, sorted by the monitored metric; seeds grouped as mean ± std.")
