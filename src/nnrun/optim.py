@@ -98,10 +98,8 @@ class StackedOptimizer:
             for name, values in block.items():
                 h[name] = values[t - self._block_first]
 
+    @torch.no_grad()
     def step(self) -> None:
-        if torch.is_grad_enabled():  # the trainer steps under no_grad already: no context per step
-            with torch.no_grad():
-                return self.step()
         self.steps += 1
         self.advance()
         for p, state, h in zip(self.params, self.state, self.views):
