@@ -77,3 +77,15 @@ def test_output_width_follows_the_loss(loss, classes, outputs):
 def test_mse_is_on_the_sigmoid_output():
     logits = torch.tensor([[0.0], [0.0]])
     assert losses.LOSSES["mse"].fn(logits, torch.tensor([1, 0])).item() == pytest.approx(0.25)
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_evaluating_turns_dropout_off_and_puts_the_mode_back_even_after_an_error(training):
+    model = torch.nn.Dropout(0.5).train(training)
+    x = torch.ones(1000)
+    with models.evaluating(model) as same:
+        assert same is model and not model.training and torch.equal(model(x), x)  # dropout off
+    assert model.training is training
+    with pytest.raises(RuntimeError), models.evaluating(model):
+        raise RuntimeError("a picture failed")
+    assert model.training is training

@@ -116,15 +116,13 @@ class EarlyStopping:
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, loss: losses.Loss, *splits) -> list[tuple[Any, Any]]:
     """(mean loss, accuracy) on each whole split, dropout off: floats for an MLP, lists of K for a stack."""
-    was_training = model.training
-    model.eval()
     done: dict[int, tuple[Any, Any]] = {}
-    for split in splits:
-        if id(split) not in done:  # a split of fraction 0 *is* the training split: evaluate it once
-            logits = model(split.x)
-            pair = torch.stack([loss.fn(logits, split.y), (loss.predict(logits) == split.y).float().mean(-1)])
-            done[id(split)] = tuple(pair.tolist())  # one device sync for all the numbers
-    model.train(was_training)
+    with models.evaluating(model):
+        for split in splits:
+            if id(split) not in done:  # a split of fraction 0 *is* the training split: evaluate it once
+                logits = model(split.x)
+                pair = torch.stack([loss.fn(logits, split.y), (loss.predict(logits) == split.y).float().mean(-1)])
+                done[id(split)] = tuple(pair.tolist())  # one device sync for all the numbers
     return [done[id(split)] for split in splits]
 
 

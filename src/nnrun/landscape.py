@@ -11,6 +11,7 @@ from torch.func import functional_call, vmap
 
 from nnrun.data import Split
 from nnrun.losses import Loss
+from nnrun.models import evaluating
 from nnrun.pictures import SIZE, to_uint8  # the same size as the run's other pictures
 from nnrun.tensorboard_events import PICTURES
 
@@ -43,8 +44,6 @@ def filter_normalised_direction(params: dict[str, torch.Tensor], generator: torc
 @torch.no_grad()
 def surface(model: torch.nn.Module, loss: Loss, split: Split, steps: int = STEPS) -> torch.Tensor:
     """(steps, steps) loss values; row i is b = +SPAN .. -SPAN (top to bottom), column j is a = -SPAN .. +SPAN."""
-    was_training = model.training
-    model.eval()
     generator = torch.Generator().manual_seed(SEED)
     trained = {name: p.detach() for name, p in model.named_parameters()}
     d1, d2 = (filter_normalised_direction(trained, generator) for _ in range(2))
@@ -55,10 +54,10 @@ def surface(model: torch.nn.Module, loss: Loss, split: Split, steps: int = STEPS
         return loss.fn(functional_call(model, params, (split.x,)), split.y)
 
     rows = []
-    for b in torch.linspace(SPAN, -SPAN, steps, device=device):  # a row at a time: its weights in one batched pass
-        rows.append(vmap(loss_at)({name: p + alphas.view(-1, *[1] * p.dim()) * d1[name] + b * d2[name]
-                                   for name, p in trained.items()}))
-    model.train(was_training)
+    with evaluating(model):
+        for b in torch.linspace(SPAN, -SPAN, steps, device=device):  # a row at a time: its weights in one pass
+            rows.append(vmap(loss_at)({name: p + alphas.view(-1, *[1] * p.dim()) * d1[name] + b * d2[name]
+                                       for name, p in trained.items()}))
     return torch.stack(rows).float().cpu()
 
 

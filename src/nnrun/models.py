@@ -8,8 +8,9 @@ for all K. Weights come from a generator of the model's own, so they depend on i
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Sequence
+from typing import Iterator, Sequence
 
 import torch
 from torch import nn
@@ -128,3 +129,14 @@ class StackedMLP(nn.Module):
         self.with_dropout = any(p > 0 for p in self.dropout)
         if self.generators is not None:
             self.generators = [self.generators[r] for r in rows.tolist()]
+
+
+@contextlib.contextmanager
+def evaluating(model: nn.Module) -> Iterator[nn.Module]:
+    """`model` in eval mode (dropout off) for the block, then back in the mode it was in."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)

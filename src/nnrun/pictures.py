@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from nnrun.data import Split
 from nnrun.losses import Loss
+from nnrun.models import evaluating
 from nnrun.tensorboard_events import PICTURES
 
 # Class colours (RGB 0-1): orange and blue as in the Playground, then more for multi-class data.
@@ -112,10 +113,8 @@ def point_marks(points: torch.Tensor, labels: torch.Tensor, lo: torch.Tensor, hi
 @torch.no_grad()
 def hidden_activations(model: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     """(N, H): what the last hidden layer makes of the inputs (eval mode: dropout off)."""
-    was_training = model.training
-    h = model.eval().hidden(x)
-    model.train(was_training)
-    return h
+    with evaluating(model):
+        return model.hidden(x)
 
 
 def hidden_plane(weight: torch.Tensor, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -185,11 +184,9 @@ class Pictures:
     @torch.no_grad()
     def decision_boundary(self, model: torch.nn.Module, loss: Loss) -> torch.Tensor:
         """The model's class probabilities over the input plane, the points on top."""
-        was_training = model.training
-        model.eval()
         grid, marks = self.input_plane
-        proba = loss.proba(model(grid.to(next(model.parameters()).device))).float().cpu()
-        model.train(was_training)
+        with evaluating(model):
+            proba = loss.proba(model(grid.to(next(model.parameters()).device))).float().cpu()
         return marks.draw(heatmap(proba))
 
     def log_epoch(self, logger, model: torch.nn.Module, loss: Loss, epoch: int) -> None:
