@@ -76,6 +76,11 @@ class UsageError(ConfigError):
         ValueError.__init__(self, message)
 
 
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message that says something (else its type's name): one line of it."""
+    return next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+
+
 class ArgumentParser(argparse.ArgumentParser):
     """argparse's parser of `nnrun predict` and `nnrun report`, its bad input one line and exit 2, as `nnrun
     train`'s: 'nnrun: error: predict: the following arguments are required: ...'."""
@@ -480,7 +485,7 @@ def parse(cfg: Mapping[str, Any]) -> TrainConfig:
         except OmegaConfBaseException as exc:  # e.g. seed=${oops}: an interpolation that resolves to nothing
             key = getattr(exc, "full_key", None) or "config"
             raise ConfigError(key, getattr(exc, "value", None) or "${...}",
-                              f"a value that resolves ({str(exc).splitlines()[0]})") from None
+                              f"a value that resolves ({first_line(exc)})") from None
     top = _read(cfg, "")
     data, optimizer, train = DatasetConfig(**top["dataset"]), top["optimizer"], top["train"]
     if data.val_fraction + data.test_fraction >= 1:

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 
 from nnrun.app import register_resolvers
 from nnrun.config import (ConfigError, UsageError, closest, config_dir, config_groups, default_groups, defaults_list,
-                          explain_composition, flatten, parse, sampled_range, unknown_key)
+                          explain_composition, first_line, flatten, parse, sampled_range, unknown_key)
 
 # Hydra's own flags that take a value, and those that stand alone (see `nnrun train --hydra-help`).
 FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--shell-completion", "-sc", "--config-path", "-cp",
@@ -117,7 +117,7 @@ def _composition_error(exc: Exception) -> ConfigError:
         plugin = _sweep_extra(group, choice)
         hint = f" ({choice} is {plugin[1]}: {INSTALL_SWEEP_EXTRA})" if plugin else closest(choice, options)
         return ConfigError(group, choice, f"one of {', '.join(options)}{hint}")
-    return UsageError(next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__))
+    return UsageError(first_line(exc))
 
 
 def _sweep_extra(group: str, choice: str) -> tuple[str, str] | None:
@@ -280,8 +280,8 @@ def _check_package(package: str, part: str, cfg) -> None:
     try:
         value = OmegaConf.select(printed, package, default=absent, throw_on_missing=True)
     except Exception as exc:  # ??? until a job starts (hydra.job.num), or it reads what this part leaves out
-        reason = next((line for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-        raise UsageError(f"--cfg {part} cannot print {package} ({reason}); {whole} shows it as set") from None
+        why = first_line(exc)
+        raise UsageError(f"--cfg {part} cannot print {package} ({why}); {whole} shows it as set") from None
     if value is absent:
         paths = [p for path in flatten(OmegaConf.to_container(printed)) for p in _prefixes(path)]
         other = " (Hydra's settings: --cfg hydra)" if part == "job" and package.startswith("hydra.") else ""

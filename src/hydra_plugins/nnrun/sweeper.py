@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 from hydra_plugins.nnrun.sweep_configs import SweepConfigs, young_garbage_only
-from nnrun.config import ConfigError, explain_composition, sampled_range
+from nnrun.config import ConfigError, explain_composition, first_line, sampled_range
 from nnrun.console import Phase, fail, plural
 from nnrun.metrics import read_metrics
 from nnrun.sweep import job_dirs
@@ -144,8 +144,7 @@ class NnrunSweeper(Sweeper):
             explained = explain_composition(OverridesParser.create().parse_overrides(overrides), compose)
         except (HydraException, OmegaConfBaseException):
             explained = None
-        first = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-        return first if explained is None else str(explained)
+        return first_line(exc) if explained is None else str(explained)
 
     def all_ended(self, n_jobs: int) -> bool:
         """Whether all `n_jobs` have ended: each has a metrics.json, none interrupted (a later stop changes nothing)."""
