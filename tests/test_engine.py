@@ -2,6 +2,7 @@
 
 import json
 import math
+import re
 import signal
 
 import pytest
@@ -81,6 +82,16 @@ def test_tensorboard_has_the_contract_tags(tmp_path):
         "dataset.classes", "dataset.path", "dataset.target"}
     # Everything lives in the run's own dir: no timestamped sub-runs.
     assert [p for p in tmp_path.iterdir() if p.is_dir()] == []
+
+
+def test_the_runs_log_ends_with_its_result_as_metrics_json_has_it(tmp_path):
+    train(["train.epochs=5"], tmp_path)
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    (line,) = (tmp_path / "train.log").read_text().splitlines()
+    final = ", ".join(f"{key} {value:.4g}" for key, value in m["final"].items())
+    assert re.fullmatch(r"\[\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3}\]\[nnrun\]\[INFO\] - (.*)", line).group(1) == (
+        f"completed after 5 epochs ({m['wall_time_s']} s on cpu): best loss/val {m['best']['loss/val']:.4g} at "
+        f"epoch {m['best']['epoch']}; final {final}")
 
 
 def test_early_stopping_stops_and_restores_the_best_weights(tmp_path):

@@ -81,6 +81,12 @@ def test_one_failing_job_does_not_stop_the_others_and_the_sweep_exits_1(tmp_path
     assert "job 1 failed: dataset.path=" in err and "/missing.csv: no such file" in err
     assert "job 2 failed: RuntimeError: simulated fault mid-run" in err
     assert summary_count(out, "completed") == 1 and summary_count(out, "failed") == 2
+    # Each job's log ends with its result, and a failed job's with why.
+    logs = [[line.split("] - ", 1)[1] for line in (job / "train.log").read_text().splitlines()] for job in jobs]
+    assert logs[0][-1].startswith("completed after 5 epochs (") and "accuracy/test 1" in logs[0][-1]
+    said = next(line for line in err.splitlines() if "job 1 failed: " in line).split("job 1 failed: ", 1)[1]
+    assert logs[1] == [f"failed: {said}"]
+    assert logs[2][-2].startswith("failed after ") and logs[2][-1] == "failed: RuntimeError: simulated fault mid-run"
 
 
 # Two jobs of one stack: lr 0.01 trains, lr 1e30 diverges.

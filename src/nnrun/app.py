@@ -20,7 +20,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nnrun import console, sweep
 from nnrun.config import ConfigError, check_loss_fits, config_dir, config_groups, default_groups, parse
-from nnrun.metrics import FINISHED, build_metrics, read_metrics, write_metrics
+from nnrun.metrics import FINISHED, build_metrics, log_line, read_metrics, write_metrics
 
 EXPERIMENTS = Path("experiments")  # where nnrun was started: runs and sweeps go under experiments/<exp_name>/
 
@@ -195,6 +195,7 @@ class TrainTask:
             console.fail(str(exc))
         print(f"nnrun: job {hydra_cfg.job.num} failed: {exc}", file=sys.stderr)
         seed = OmegaConf.select(cfg, "seed", default=0)
+        log_line(Path(hydra_cfg.runtime.output_dir), f"failed: {exc}")
         write_metrics(Path(hydra_cfg.runtime.output_dir), build_metrics(
             status="failed", epochs_run=0, best_epoch=0, best_value=None,
             monitor=str(OmegaConf.select(cfg, "train.early_stopping.monitor", default="loss/val")), final={},

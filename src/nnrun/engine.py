@@ -200,6 +200,8 @@ def train_jobs(jobs: Sequence[Job], *, max_models: int = 256, memory_budget_mb: 
                 train_stack(chunk, data, loss, received, show_progress=show_progress, console=console)
             except Exception as exc:  # each of its models is `failed` in its metrics.json already
                 faults.append(exc)
+                for m in chunk:  # and in its log, with why
+                    metrics.log_line(m.job.run_dir, f"failed: {type(exc).__name__}: {exc}")
                 if not raise_faults:
                     print(f"nnrun: a stack of {len(chunk)} runs failed: {type(exc).__name__}: {exc}", file=sys.stderr)
             if announce:
@@ -457,6 +459,7 @@ def finish(m: Member, state: dict[str, Any], status: str, data: Dataset, loss: l
         monitor=monitor, final=final, wall_time_s=time.perf_counter() - m.started, device=str(data.train.x.device),
         seed=cfg.seed, overrides=list(m.job.overrides))
     metrics.write_metrics(m.job.run_dir, result_metrics)
+    metrics.log_line(m.job.run_dir, metrics.result_line(result_metrics))
     if status == "stopped_early" and images_due(cfg, data, cfg.train.epochs):
         # The slider's last picture: where training ended (with the restored weights), not epoch `epochs`.
         drawing.log_epoch(m.logger, m.module, loss, epochs_run)

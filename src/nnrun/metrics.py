@@ -1,10 +1,11 @@
-"""metrics.json: the one-object summary of a run; the atomic file writes every output relies on; reading the
-YAML files beside it."""
+"""metrics.json: the one-object summary of a run, and its line in the run's log; the atomic file writes every
+output relies on; reading the YAML files beside it."""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import math
 import os
 import secrets
@@ -18,6 +19,7 @@ STATUSES = ("completed", "stopped_early", "diverged", "interrupted", "failed")
 FINISHED = ("completed", "stopped_early", "diverged")
 FINAL_KEYS = ("loss/train", "loss/val", "accuracy/train", "accuracy/val", "accuracy/test")
 METRICS_FILE = "metrics.json"
+LOG_FILE = "train.log"  # Hydra's job log (conf/train.yaml: hydra.job.name is train), which a run's lines join
 
 
 def finite_or_none(value: float | None) -> float | None:
@@ -52,6 +54,28 @@ def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> Path:
     path = Path(run_dir) / METRICS_FILE
     atomic_write(path, lambda f: json.dump(metrics, f, indent=2, allow_nan=False))
     return path
+
+
+def log_line(run_dir: Path, message: str) -> None:
+    """`message` appended to the run's train.log in Hydra's format ([time][nnrun][INFO] - ...): under every launcher,
+    and for each run of a stack, which trains while the launcher's own logging is set (no run's file)."""
+    handler = logging.FileHandler(Path(run_dir) / LOG_FILE, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+    handler.handle(logging.LogRecord("nnrun", logging.INFO, __file__, 0, message, None, None))
+    handler.close()
+
+
+def result_line(metrics: dict[str, Any]) -> str:
+    """A run's metrics.json in one line of its log: 'completed after 200 epochs (1.52 s on cpu): best loss/val
+    0.0123 at epoch 180; final loss/train 0.01, ...'."""
+    monitor, value = next((k, v) for k, v in metrics["best"].items() if k != "epoch")
+    final = ", ".join(f"{key} {_shown(value)}" for key, value in metrics["final"].items())
+    return (f"{metrics['status'].replace('_', ' ')} after {metrics['epochs_run']} epochs ({metrics['wall_time_s']} s "
+            f"on {metrics['device']}): best {monitor} {_shown(value)} at epoch {metrics['best']['epoch']}; final {final}")
+
+
+def _shown(value: float | None) -> str:
+    return "none" if value is None else f"{value:.4g}"
 
 
 def read_metrics(run_dir: Path) -> dict[str, Any] | None:
