@@ -30,10 +30,11 @@ def test_train_help_of_a_sweep_shows_the_config_its_values_are_set_on(tmp_path, 
 
 @pytest.mark.parametrize("args,flags,overrides", [
     (["--info", "defaults"], {"--info": "defaults"}, []),
-    (["-i", "searchpath", "seed=1"], {"-i": "searchpath"}, ["seed=1"]),
+    (["-i", "searchpath", "seed=1"], {"--info": "searchpath"}, ["seed=1"]),
     (["--info=config", "seed=1"], {"--info": "config"}, ["seed=1"]),
     (["--info", "seed=1"], {"--info": None}, ["seed=1"]),
-    (["--cfg", "hydra", "-p", "hydra.run", "seed=1"], {"--cfg": "hydra", "-p": "hydra.run"}, ["seed=1"])])
+    (["--cfg", "hydra", "-p", "hydra.run", "seed=1"], {"--cfg": "hydra", "--package": "hydra.run"}, ["seed=1"]),
+    (["-c", "job", "-p", "seed", "--cfg=job", "--package", "seed"], {"--cfg": "job", "--package": "seed"}, [])])
 def test_hydras_flags_take_their_values(args, flags, overrides):
     from nnrun.preflight import split_args
 
@@ -148,6 +149,7 @@ def test_cfg_job_prints_the_composed_config(tmp_path, nnrun_here):
 
 @pytest.mark.parametrize("args,comp_line,printed", [
     (["train", "--cfg", "all", "--package", "hydra.run.dir"], "", "experiments/default/runs/"),
+    (["train", "--cfg", "all", "-p", "hydra.run.dir", "--config-name", "train"], "", "experiments/default/runs/"),
     (["-sc", "query=bash"], "nnrun train hydra.run.dir=", "hydra.run.dir=experiments/default/runs/")])
 def test_a_command_that_runs_nothing_names_a_run_dir_without_making_it(args, comp_line, printed, tmp_path,
                                                                        capsys, monkeypatch):
@@ -170,7 +172,10 @@ def test_a_command_that_runs_nothing_names_a_run_dir_without_making_it(args, com
     (["--cfg", "hydra", "-p", "hydra.run.dir"], "--cfg hydra cannot print hydra.run.dir (Interpolation key "
                                                 "'exp_name' not found); --cfg hydra --package hydra.run shows it as set"),
     (["--cfg", "all", "-p", "hydra.job.num"], "--cfg all cannot print hydra.job.num (Missing mandatory value: "
-                                              "hydra.job.num); --cfg all --package hydra.job shows it as set")])
+                                              "hydra.job.num); --cfg all --package hydra.job shows it as set"),
+    (["--cfg", "job", "-c", "all", "--resolve"], "--cfg is given twice, as job and all: give it once"),
+    (["--cfg", "job", "--package", "seed", "-p", "trian"], "--package is given twice, as seed and trian: give it "
+                                                           "once")])
 def test_a_package_that_cfg_cannot_print_is_one_line_and_exit_2(args, said, tmp_path, capsys, monkeypatch):
     """Hydra's --package says 'not found' (exit 1) for a null or ??? value, and traces back for a dir's name that
     reads what the printed part leaves out."""
@@ -183,12 +188,16 @@ def test_a_package_that_cfg_cannot_print_is_one_line_and_exit_2(args, said, tmp_
 @pytest.mark.parametrize("args,printed", [(["--cfg", "job", "-p", "seed"], "0\n"),
                                           (["--cfg", "hydra", "-p", "hydra.run"],
                                            "# @package hydra.run\ndir: ${nnrun_run_dir:${exp_name}}\n"),
-                                          (["--cfg", "all", "-p", "_global_", "seed=3"], None)])
+                                          (["--cfg", "all", "-p", "_global_", "seed=3"], None),
+                                          (["--help", "--cfg", "job", "-p", "trian"], "help")])
 def test_a_package_cfg_can_print_is_printed(args, printed, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     code, out, err = run_main(["train", *args], capsys)
     assert code == 0, err
-    assert out == printed if printed is not None else (out.startswith("hydra:\n") and "\nseed: 3\n" in out)
+    if printed == "help":  # Hydra's --help goes before --cfg
+        assert out.startswith("nnrun train: train one network")
+    else:
+        assert out == printed if printed is not None else (out.startswith("hydra:\n") and "\nseed: 3\n" in out)
 
 
 def test_bad_value_is_one_line_and_exit_2(tmp_path, nnrun_here):

@@ -35,7 +35,7 @@ Runs land in experiments/<exp_name>/; see them with: tensorboard --logdir experi
 
 COMMANDS = ("train", "report", "predict")
 # Hydra's flags of `nnrun train` that run no job: no pre-flight check of the overrides, and no torch.
-INFO_FLAGS = {"-sc", "--shell-completion", "--hydra-help", "--info", "-i", "--version"}
+INFO_FLAGS = {"--shell-completion", "--hydra-help", "--info", "--version"}
 
 
 def _run_train(args: list[str]) -> int:
@@ -56,10 +56,10 @@ def _run_train(args: list[str]) -> int:
             raise
         print(f"nnrun: error: {exc}", file=sys.stderr)
         return 2
-    if {"--help", "-h"} & flags.keys():  # the config a sweep's values are set on
+    if "--help" in flags:  # the config a sweep's values are set on
         print(train_help([o.input_line for o in read_overrides(None, overrides) if not o.is_sweep_override()]), end="")
         return 0
-    if not (INFO_FLAGS | {"--cfg", "-c"}) & flags.keys():  # --cfg is checked (what it prints must be valid): no job
+    if not (INFO_FLAGS | {"--cfg"}) & flags.keys():  # --cfg is checked (what it prints must be valid): no job
         import_torch()
     # Hydra reads sys.argv; keep argv[0] (the program name, used by its completion script).
     sys.argv = [sys.argv[0], *args]

@@ -26,10 +26,13 @@ from nnrun.config import (ConfigError, UsageError, closest, config_dir, config_g
 FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--shell-completion", "-sc", "--config-path", "-cp",
                     "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun", "--info", "-i"}
 FLAGS = {"--multirun", "-m", "--resolve", "--run", "-r", "--hydra-help", "--version", "--help", "-h"}
+# Each short flag's long name, the one split_args gives it.
+LONG = {"-c": "--cfg", "-p": "--package", "-sc": "--shell-completion", "-cp": "--config-path", "-cn": "--config-name",
+        "-cd": "--config-dir", "-i": "--info", "-m": "--multirun", "-r": "--run", "-h": "--help"}
 # What `--info` (Hydra's) prints, when a choice follows it: all without one.
 INFO_CHOICES = ("all", "config", "defaults", "defaults-tree", "plugins", "searchpath")
 # Hydra runs one of these per call.
-MODES = (("--run", "-r"), ("--multirun", "-m"), ("--cfg", "-c"), ("--info", "-i"), ("--shell-completion", "-sc"))
+MODES = ("--run", "--multirun", "--cfg", "--info", "--shell-completion")
 
 # Hydra's plugins that nnrun's `sweep` extra installs: (group, choice) -> (the plugin's module, its name);
 # choice None = every choice of that group.
@@ -49,16 +52,23 @@ STACKING_LAUNCHERS = {"vectorized": "trains the jobs of a sweep together",
 
 
 def split_args(args: list[str]) -> tuple[dict[str, str | None], list[str]]:
-    """(Hydra's flags present, each with its value or None; overrides); an unknown option or a flag without its
-    value is a UsageError."""
+    """(Hydra's flags present by their long names, each with its value or None; overrides); an unknown option, a flag
+    without its value or one given twice with two values is a UsageError."""
     flags: dict[str, str | None] = {}
     overrides: list[str] = []
     rest = list(args)
     while rest:
         arg = rest.pop(0)
         name = arg.split("=", 1)[0] if arg.startswith("--") else arg
+        if name not in FLAGS | FLAGS_WITH_VALUE:
+            if arg.startswith("-"):
+                raise UsageError(f"unknown option {arg!r}: nnrun train takes key=value overrides and Hydra's flags"
+                                 " (see nnrun train --hydra-help)")
+            overrides.append(arg)
+            continue
+        value = None
         if name in ("--info", "-i"):
-            flags[name] = arg.split("=", 1)[1] if "=" in arg else (
+            value = arg.split("=", 1)[1] if "=" in arg else (
                 rest.pop(0) if rest and rest[0] in INFO_CHOICES else None)
         elif name in FLAGS_WITH_VALUE:
             value = arg.split("=", 1)[1] if "=" in arg else (rest.pop(0) if rest else None)
@@ -66,27 +76,18 @@ def split_args(args: list[str]) -> tuple[dict[str, str | None], list[str]]:
                 raise UsageError(f"{arg} needs a value (see nnrun train --hydra-help)")
             if name in ("--cfg", "-c") and value not in ("job", "hydra", "all"):
                 raise ConfigError(name, value, "one of job, hydra, all")
-            flags[name] = value
-        elif arg in FLAGS:
-            flags[arg] = None
-        elif arg.startswith("-"):
-            raise UsageError(f"unknown option {arg!r}: nnrun train takes key=value overrides and Hydra's flags"
-                             " (see nnrun train --hydra-help)")
-        else:
-            overrides.append(arg)
-    modes = [long for long, short in MODES if {long, short} & flags.keys()]
+        long = LONG.get(name, name)
+        if flags.get(long, value) != value:  # Hydra would take the last: one of them is a mistake
+            raise UsageError(f"{long} is given twice, as {flags[long]} and {value}: give it once")
+        flags[long] = value
+    modes = [mode for mode in MODES if mode in flags]
     if len(modes) > 1:
         raise UsageError(f"{' and '.join(modes)} cannot be used together: pick one")
-    if "--resolve" in flags and shown(flags) != "job" and not flags.keys() & {"--help", "-h", "--version"}:
+    if "--resolve" in flags and flags.get("--cfg") != "job" and not flags.keys() & {"--help", "--version"}:
         # A run's dir is made as its name resolves, and the dirs' names read the job's exp_name.
         raise UsageError("--resolve goes with --cfg job (nnrun train --cfg job --resolve: the config with its "
                          "interpolations resolved); Hydra's run and sweep dirs are named when a run starts")
     return flags, overrides
-
-
-def shown(flags: dict[str, str | None]) -> str | None:
-    """The part of the config --cfg prints (job, hydra or all), or None without --cfg."""
-    return flags.get("--cfg", flags.get("-c"))
 
 
 def read_overrides(parser, lines: list[str]) -> list:
@@ -162,9 +163,9 @@ def _check_hydra_choices(choices: list[tuple[str, str, str | None]], flags: dict
             raise UsageError(f"{origin} needs {plugin[1]} ({group}={choice}), which is not installed; "
                              f"{INSTALL_SWEEP_EXTRA}")
     for group, choice, _ in choices:
-        if group != "hydra/launcher" or choice not in STACKING_LAUNCHERS or shown(flags):
+        if group != "hydra/launcher" or choice not in STACKING_LAUNCHERS or "--cfg" in flags:
             continue
-        if not flags.keys() & {"-m", "--multirun"}:
+        if "--multirun" not in flags:
             raise UsageError(f"hydra/launcher={choice} {STACKING_LAUNCHERS[choice]}; add -m "
                              f"(nnrun train -m {' '.join(raw)})")
         if choice == "vectorized_slurm" and shutil.which("sbatch") is None:
@@ -175,9 +176,10 @@ def _check_hydra_choices(choices: list[tuple[str, str, str | None]], flags: dict
 def check(args: list[str]) -> None:
     """Validate `nnrun train <args>`; raise ConfigError (one line) on the first problem found."""
     flags, raw = split_args(args)
-    if flags.keys() & {"--config-path", "-cp", "--config-name", "-cn", "--config-dir", "-cd", "--experimental-rerun"}:
+    register_resolvers(make_run_dir="--cfg" not in flags)  # --cfg prints a run dir's name: nothing is made
+    if flags.keys() & {"--config-path", "--config-name", "--config-dir", "--experimental-rerun"}:
         return  # another config tree: Hydra's own checks apply
-    multirun = bool(flags.keys() & {"-m", "--multirun"})
+    multirun = "--multirun" in flags
     overrides = read_overrides(None, raw)
     sweeps = [o for o in overrides if o.is_sweep_override()]
     if sweeps and not multirun:
@@ -202,7 +204,6 @@ def check(args: list[str]) -> None:
     if multirun and sampled and sweeper in ("nnrun", "basic"):  # Hydra's basic sweeper would trace back
         raise sampled_range(sampled[0].input_line)
 
-    register_resolvers(make_run_dir=shown(flags) is None)  # --cfg prints a run dir's name: nothing is made
     with initialize_config_dir(version_base="1.3", config_dir=str(config_dir()), job_name="train"):
         loader = GlobalHydra.instance().config_loader()
         overrides = read_overrides(OverridesParser.create(config_loader=loader), raw)  # glob() lists a group
@@ -225,9 +226,9 @@ def check(args: list[str]) -> None:
                 raise explained from None
             raise
     _check_hydra_keys(settings, cfg)
-    package = flags.get("--package", flags.get("-p"))
-    if shown(flags) and package not in (None, "_global_"):
-        _check_package(package, shown(flags), cfg)
+    package = flags.get("--package")
+    if "--cfg" in flags and package not in (None, "_global_") and "--help" not in flags:  # Hydra's help goes first
+        _check_package(package, flags["--cfg"], cfg)
     if not multirun:  # a sweep's jobs are checked by nnrun's sweeper, all before the first starts
         parse(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
 
