@@ -348,3 +348,10 @@ def test_a_refused_run_removes_only_its_own_dir(tmp_path, nnrun_here):
     code, _, err = nnrun_here(["train", *bad_csv, f"hydra.run.dir={mine}"])
     assert code == 2, err
     assert (mine / "notes.txt").read_text() == "keep me" and (mine / ".hydra").is_dir()
+
+    # A run dir named by a link: what the run left in it goes; the link and the dir it leads to stay.
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    code, _, err = nnrun_here(["train", *bad_csv, "hydra.run.dir=link"])
+    assert (code, len(err.strip().splitlines())) == (2, 1), err
+    assert (tmp_path / "link").is_symlink() and list((tmp_path / "real").iterdir()) == []

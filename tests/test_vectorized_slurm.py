@@ -206,6 +206,45 @@ def test_a_sweep_that_sbatch_refuses_leaves_nothing_behind(tmp_path, nnrun_here,
     assert nnrun_here(["train", "-m", "hydra/launcher=vectorized_slurm", "seed=0,1", "train.epochs=2"])[0] == 2
     assert not (tmp_path / "experiments").exists()
 
+    # A sweep dir given again (one whose stacks were killed, say): what was there stays, the new job dir goes.
+    reused = tmp_path / "reused"
+    old_log = reused / ".submitit" / "123_0" / "123_0_0_log.err"
+    old_job = reused / "0_exp_name=p,seed=0,train.epochs=2" / ".hydra"
+    for made in (old_log.parent, old_job):
+        made.mkdir(parents=True)
+    old_log.write_text("the killed stack's traceback")
+    (reused / "multirun.yaml").write_text("{}")
+    assert nnrun_here(["train", "-m", "hydra/launcher=vectorized_slurm", "seed=0,1", "train.epochs=2", "exp_name=p",
+                       f"hydra.sweep.dir={reused}"])[0] == 2
+    assert old_log.read_text() == "the killed stack's traceback" and old_job.is_dir()
+    assert sorted(p.name for p in reused.iterdir()) == [".submitit", "0_exp_name=p,seed=0,train.epochs=2",
+                                                       "multirun.yaml"]
+
+    # A sweep dir named by a link: the link and the dir it leads to stay, emptied of what the sweep made.
+    (tmp_path / "real").mkdir()
+    (tmp_path / "link").symlink_to(tmp_path / "real")
+    assert nnrun_here(["train", "-m", "hydra/launcher=vectorized_slurm", "seed=0,1", "hydra.sweep.dir=link"])[0] == 2
+    assert (tmp_path / "link").is_symlink() and list((tmp_path / "real").iterdir()) == []
+
+
+def test_a_resumed_sweep_that_sbatch_refuses_leaves_the_sweep_it_resumes_as_latest(tmp_path, nnrun_here, monkeypatch):
+    """Its finished jobs were carried over (copied) into a new sweep dir before sbatch said no: that dir goes, so
+    train.resume=latest still names the sweep that holds the checkpoints."""
+    needs_extra("submitit", "hydra_plugins.hydra_submitit_launcher")
+    sweep = ["-m", "seed=0,1", "train.epochs=3", "exp_name=r", "hydra/job_logging=none"]
+    assert nnrun_here(["train", *sweep, "hydra/launcher=vectorized"])[0] == 0
+    (first,) = (tmp_path / "experiments" / "r" / "multirun").iterdir()
+    (run_dirs(first)[1] / "metrics.json").unlink()  # job 1 "never finished": it goes on, job 0 is carried over
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "sbatch").write_text("#!/bin/sh\necho 'sbatch: error: invalid partition specified: x' >&2\nexit 1\n")
+    (fake / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    code, _, err = nnrun_here(["train", *sweep, "hydra/launcher=vectorized_slurm", "train.resume=latest"])
+    assert (code, err.strip().splitlines()[-1]) == (
+        2, "nnrun: error: sbatch refused the sweep's jobs: sbatch: error: invalid partition specified: x"), err
+    assert list((tmp_path / "experiments" / "r" / "multirun").iterdir()) == [first]
+
 
 def test_vectorized_slurm_without_m_is_one_line_and_exit_2(tmp_path, nnrun_here, monkeypatch):
     needs_extra("submitit", "hydra_plugins.hydra_submitit_launcher")

@@ -61,29 +61,34 @@ def resumable_tpe_sampler(seed: int | None = None, **options: Any) -> Any:
     return ResumableTPESampler()
 
 
-def discard(path: Path, left: tuple[str, ...], layout: tuple[str, str]) -> bool:
+def discard(path: Path, left: tuple[str, ...], layout: tuple[str, str]) -> None:
     """Remove the dir `path` where it holds no more than set-up left behind (.hydra/, an empty log, the names in
     `left`), then the dirs above it that this leaves empty, where they are nnrun's layout: `layout` names the
-    first and third dir above (runs/experiments for a run, multirun/experiments for a sweep); a link's own path
-    is followed, not where it leads. Whether `path` went."""
+    first and third dir above (runs/experiments for a run, multirun/experiments for a sweep). A link is the user's
+    (hydra.run.dir=<link>): what set-up left in it goes, the link and the dir it leads to stay."""
     if not path.is_dir() or not all(p.name in (".hydra", *left) or (p.suffix == ".log" and p.is_file() and
                                                                    p.stat().st_size == 0) for p in path.iterdir()):
-        return False
+        return
+    if path.is_symlink():
+        for entry in path.iterdir():
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        return
     shutil.rmtree(path)
-    above = Path(os.path.abspath(path)).parents[:3]
+    above = Path(os.path.abspath(path)).parents[:3]  # the path as named, not where links above it lead
     if len(above) == 3 and (above[0].name, above[2].name) == layout:
         with contextlib.suppress(OSError):  # each only when empty: the first that is not stops it
             for parent in above:
                 parent.rmdir()
-    return True
 
 
-def discard_sweep(sweep_dir: Path, run_dirs: list[Path]) -> None:
-    """A sweep refused after its jobs were set up (sbatch refused them): the job dirs of `run_dirs` that hold only
-    what set-up left, then the sweep dir if nothing but its multirun.yaml and submitit's folder is left."""
-    for run_dir in run_dirs:
-        discard(run_dir, (), ("", ""))
-    discard(sweep_dir, ("multirun.yaml", ".submitit"), ("multirun", "experiments"))
+def discard_launch(sweep_dir: Path, before: set[Path]) -> None:
+    """What a sweep refused before any training (sbatch refused it) leaves: each dir in `sweep_dir` that was not
+    there before the launch (`before`) goes (job dirs set up, copies of finished jobs carried over from a resumed
+    sweep, which keeps them, submitit's folder), then the sweep dir if only its multirun.yaml is left."""
+    for entry in sweep_dir.iterdir():
+        if entry not in before and entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry)
+    discard(sweep_dir, ("multirun.yaml",), ("multirun", "experiments"))
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:

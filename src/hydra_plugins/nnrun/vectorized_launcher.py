@@ -22,7 +22,7 @@ from omegaconf import DictConfig, open_dict
 from hydra_plugins.nnrun.sweep_configs import SweepConfigs, young_garbage_only
 from nnrun.config import ConfigError
 from nnrun.console import Phase, fail
-from nnrun.sweep import discard_sweep, objective
+from nnrun.sweep import discard_launch, objective
 
 log = logging.getLogger(__name__)
 
@@ -57,7 +57,9 @@ class VectorizedLauncher(Launcher):
     def launch(self, job_overrides: Sequence[Sequence[str]], initial_job_idx: int) -> Sequence[JobReturn]:
         setup_globals()
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        Path(str(self.config.hydra.sweep.dir)).mkdir(parents=True, exist_ok=True)
+        sweep_dir = Path(str(self.config.hydra.sweep.dir)).absolute()
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        before = set(sweep_dir.iterdir())  # what a sweep refused before training leaves is what it made
         set_up = getattr(self.task_function, "set_up", None)
         configs = SweepConfigs(self.hydra_context.config_loader, self.config)
         runs: List[JobReturn] = []
@@ -86,8 +88,12 @@ class VectorizedLauncher(Launcher):
                 phase.advance()
         # As Hydra's basic launcher: the launcher's own logging again, not the last job's log file.
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
-        self.train([(ret, ret.return_value) for ret in runs
-                    if ret.status == JobStatus.COMPLETED and isinstance(ret.return_value, engine.Job)])
+        try:
+            self.train([(ret, ret.return_value) for ret in runs
+                        if ret.status == JobStatus.COMPLETED and isinstance(ret.return_value, engine.Job)])
+        except ConfigError as exc:  # bad input found while the stacks are set up, or sbatch refused them
+            discard_launch(sweep_dir, before)  # nothing trained: nothing left behind
+            fail(str(exc))
         return runs
 
     def run(self, cfg: DictConfig, task: Any) -> JobReturn:
@@ -98,12 +104,7 @@ class VectorizedLauncher(Launcher):
         """Train `runs` (JobReturn, engine.Job); each one's return value becomes what its task would have returned."""
         if not runs:
             return
-        try:
-            results = self.results(runs)
-        except ConfigError as exc:  # bad input found while the stacks are set up, or sbatch refused them
-            discard_sweep(Path(str(self.config.hydra.sweep.dir)),  # nothing trained: nothing left behind
-                          [Path(ret.hydra_cfg.hydra.runtime.output_dir) for ret, _ in runs])
-            fail(str(exc))
+        results = self.results(runs)  # ConfigError: before any training
         for (ret, _), result in zip(runs, results):
             ret.return_value = objective(result, ret.hydra_cfg.hydra)
 
