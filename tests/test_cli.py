@@ -242,6 +242,17 @@ def test_a_sweep_over_experiments_names_each_jobs_experiment(tmp_path, capsys, m
     assert code == 0, err
     assert [(d.parts[-4], d.name) for d in run_dirs(tmp_path / "experiments")] == [
         ("default", "0_exp=xor_relu,train.epochs=2"), ("default", "1_exp=xor_perceptron,train.epochs=2")]
+    # Under an exp_name of their own, or in a sweep dir given on the command line, the jobs still say which.
+    code, out, err = run_main(["train", "-m", "+exp=xor_relu,xor_perceptron", "train.epochs=2", "exp_name=both",
+                               "hydra/job_logging=none"], capsys)
+    assert code == 0, err
+    assert [d.name for d in run_dirs(tmp_path / "experiments" / "both")] == [
+        "0_exp=xor_relu,exp_name=both,train.epochs=2", "1_exp=xor_perceptron,exp_name=both,train.epochs=2"]
+    code, out, err = run_main(["train", "-m", "+exp=xor_relu", "seed=0,1", "train.epochs=2", "hydra/job_logging=none",
+                               f"hydra.sweep.dir={tmp_path / 'mine'}"], capsys)
+    assert code == 0, err
+    assert [d.name for d in run_dirs(tmp_path / "mine")] == ["0_exp=xor_relu,seed=0,train.epochs=2",
+                                                              "1_exp=xor_relu,seed=1,train.epochs=2"]
 
 
 def test_runs_and_sweeps_started_in_the_same_second_get_a_dir_each(tmp_path, monkeypatch, capsys):

@@ -135,3 +135,13 @@ def test_a_dataset_reads_the_keys_its_file_sets(name):
     assert {key for key, value in cfg.__dict__.items() if value is not None} <= keys
     assert {key: getattr(cfg, key) for key in keys if key != "path"} == \
         {key: value for key, value in _conf("dataset", name).items() if key != "path"}
+
+
+def test_hparams_are_the_keys_as_typed_and_only_the_datasets_own():
+    xor = parsed([]).hparams()
+    assert xor["optimizer.betas"] == "[0.9, 0.999]" and not any(k.startswith("optimizer.params") for k in xor)
+    assert {k for k in xor if k.startswith("dataset.")} == {"dataset.name", "dataset.n_samples", "dataset.noise",
+                                                           "dataset.val_fraction", "dataset.test_fraction",
+                                                           "dataset.seed"}
+    csv = parsed(["dataset=csv", "dataset.path=points.csv"]).hparams()
+    assert csv["dataset.path"] == "points.csv" and csv["dataset.target"] is None and "dataset.noise" not in csv

@@ -44,10 +44,9 @@ def dated_dir(parent: Path, make: bool) -> str:
     raise RuntimeError(f"no free dir under {parent} for {stamp}")
 
 
-def job_dir_name(num: int, override_dirname: str, exp: str | None = None) -> str:
-    """A sweep job's dir: '<num>_<overrides>' (e.g. 3_optimizer.lr=0.1,seed=0), safe as one path part; with `exp`,
-    '<num>_exp=<exp>,<overrides>'."""
-    name = re.sub(r"[^\w.,=+\-\[\]]", "_", ",".join(filter(None, [exp and f"exp={exp}", override_dirname])))
+def job_dir_name(num: int, override_dirname: str) -> str:
+    """A sweep job's dir: '<num>_<overrides>' (e.g. 3_optimizer.lr=0.1,seed=0), safe as one path part."""
+    name = re.sub(r"[^\w.,=+\-\[\]]", "_", override_dirname)
     if len(name) > 200:  # file names stop at 255 bytes; keep it unique with a hash of the whole
         name = name[:180] + "_" + hashlib.sha1(name.encode()).hexdigest()[:8]
     return f"{num}_{name}" if name else str(num)
@@ -63,17 +62,19 @@ def register_resolvers(make_run_dir: bool = True) -> None:
     OmegaConf.register_new_resolver("nnrun_sweep_dir", lambda exp: dated_dir(EXPERIMENTS / str(exp) / "multirun",
                                                                              False), use_cache=True, replace=True)
     OmegaConf.register_new_resolver("nnrun_job_dir", lambda *, _root_: job_dir_name(
-        _root_.hydra.job.num, _root_.hydra.job.override_dirname, swept_exp(_root_)), replace=True)
+        _root_.hydra.job.num, named_overrides(_root_)), replace=True)
 
 
-def swept_exp(cfg: DictConfig) -> str | None:
-    """The job's experiment (+exp=<name>) where its sweep's dir is not that experiment's, as in a sweep over
-    +exp=a,b: its job dirs' names say which is which. (conf/train.yaml leaves exp out of the names: a sweep of
-    one experiment is under experiments/<its exp_name>/ already.)"""
-    exp = cfg.hydra.runtime.choices.get("exp")
-    if exp is None or EXPERIMENTS / str(cfg.exp_name) in Path(str(cfg.hydra.sweep.dir)).parents:
-        return None
-    return exp
+def named_overrides(cfg: DictConfig) -> str:
+    """What a sweep job's dir name says of it: Hydra's override_dirname, led by its experiment (exp=<name>) where
+    that leaves exp out (conf/train.yaml: a sweep of one experiment is under experiments/<name>/ already) and the
+    sweep's dir is not that experiment's: a sweep over +exp=a,b (under experiments/default/) or one elsewhere."""
+    exp, naming = cfg.hydra.runtime.choices.get("exp"), cfg.hydra.job.config.override_dirname
+    cwd = Path(cfg.hydra.runtime.cwd)  # the sweep's, not a job's own under hydra.job.chdir
+    in_its_home = cwd / EXPERIMENTS / str(exp) in (cwd / str(cfg.hydra.sweep.dir)).parents
+    if exp is None or "exp" not in naming.exclude_keys or in_its_home:
+        return cfg.hydra.job.override_dirname
+    return naming.item_sep.join(filter(None, [f"exp{naming.kv_sep}{exp}", cfg.hydra.job.override_dirname]))
 
 
 TRAIN_HELP = """\

@@ -232,11 +232,13 @@ class TrainConfig:
 
     def hparams(self) -> dict[str, Any]:
         """The config flat, its keys as a user sets them (optimizer.betas, not optimizer.params.betas), for the
-        HParams table; a key this dataset does not have (None in DatasetConfig) left out."""
+        HParams table; a dataset's keys only where its file under conf/dataset/ sets them (csv's target: null is
+        its last column; xor has no target)."""
         tree = self.to_dict()
         params = tree["optimizer"].pop("params")
         tree["optimizer"].update(params)
-        tree["dataset"] = {key: value for key, value in tree["dataset"].items() if value is not None}
+        own = choice_keys("dataset").get(self.dataset.name, frozenset(tree["dataset"]))
+        tree["dataset"] = {key: value for key, value in tree["dataset"].items() if key in own or key == "name"}
         return flatten(tree)
 
 
