@@ -95,7 +95,7 @@ class VectorizedSlurmLauncher(VectorizedLauncher):
             self.executor = submitit.AutoExecutor(folder=folder, cluster="slurm", slurm_max_num_timeout=max_num_timeout)
             self.executor.update_parameters(**{k if k in generic else f"slurm_{k}": v for k, v in params.items()})
         except (ValueError, TypeError, NameError, AssertionError, RuntimeError) as exc:
-            fail(f"hydra/launcher=vectorized_slurm: {first_line(str(exc))}")
+            fail(f"hydra/launcher=vectorized_slurm: {sbatch_error(str(exc))}")
 
     def results(self, runs: List[Any]) -> List[Any]:
         """Plan the stacks here (bad input comes before any submission), submit them as one SLURM job array and wait.
@@ -114,7 +114,7 @@ class VectorizedSlurmLauncher(VectorizedLauncher):
             with redirect_stderr(said):
                 jobs = self.executor.map_array(train, stacks)
         except FailedJobError as exc:
-            raise UsageError(f"sbatch refused the sweep's jobs: {first_line(str(exc) or said.getvalue())}") from None
+            raise UsageError(f"sbatch refused the sweep's jobs: {sbatch_error(str(exc) or said.getvalue())}") from None
         print(f"nnrun: {plural(len(stacks), 'stack')} submitted to SLURM as {ids(jobs)} "
               f"({sum(map(len, stacks))} jobs)", flush=True)
         number = {id(job): ret.hydra_cfg.hydra.job.num for ret, job in runs}
@@ -163,8 +163,8 @@ def wait(waiting: Dict[Any, Any], results: Dict[int, Any], began: float) -> None
         del waiting[job]
 
 
-def first_line(message: str) -> str:
-    """The first line that says something: sbatch's 'sbatch: error: ...' line."""
+def sbatch_error(message: str) -> str:
+    """sbatch's 'sbatch: error: ...' line of a message, else its first line that says something."""
     lines = [line.strip() for line in message.splitlines() if line.strip()]
     return next((line for line in lines if "error" in line.lower()), lines[0] if lines else "no message")
 
