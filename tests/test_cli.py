@@ -169,8 +169,8 @@ def test_a_command_that_runs_nothing_names_a_run_dir_without_making_it(args, com
                                              "hydra prints; did you mean 'hydra.sweep'?"),
     (["--cfg", "job", "--package=train.batch_size"], "train.batch_size is null, which Hydra's --package prints as "
                                                      "not found; --cfg job --package train shows it"),
-    (["--cfg", "hydra", "-p", "hydra.run.dir"], "--cfg hydra cannot print hydra.run.dir (Interpolation key "
-                                                "'exp_name' not found); --cfg hydra --package hydra.run shows it as set"),
+    (["--cfg", "hydra", "-p", "hydra.run.dir"], "--cfg hydra cannot print hydra.run.dir (Interpolation key 'exp_name'"
+                                                " not found); --cfg hydra --package hydra.run shows it as set"),
     (["--cfg", "all", "-p", "hydra.job.num"], "--cfg all cannot print hydra.job.num (Missing mandatory value: "
                                               "hydra.job.num); --cfg all --package hydra.job shows it as set"),
     (["--cfg", "job", "-c", "all", "--resolve"], "--cfg is given twice, as job and all: give it once"),
@@ -253,6 +253,11 @@ def test_a_sweep_over_experiments_names_each_jobs_experiment(tmp_path, capsys, m
     assert code == 0, err
     assert [d.name for d in run_dirs(tmp_path / "mine")] == ["0_exp=xor_relu,seed=0,train.epochs=2",
                                                               "1_exp=xor_relu,seed=1,train.epochs=2"]
+    code, out, err = run_main(["train", "-m", "+exp=xor_relu,xor_sigmoid", "train.epochs=2", "hydra/job_logging=none",
+                               "hydra.sweep.dir=experiments/xor_relu/../pair"], capsys)  # not xor_relu's: both say
+    assert code == 0, err
+    assert [d.name for d in run_dirs(tmp_path / "experiments" / "pair")] == [
+        "0_exp=xor_relu,train.epochs=2", "1_exp=xor_sigmoid,train.epochs=2"]
 
 
 def test_runs_and_sweeps_started_in_the_same_second_get_a_dir_each(tmp_path, monkeypatch, capsys):

@@ -94,6 +94,13 @@ def test_the_runs_log_ends_with_its_result_as_metrics_json_has_it(tmp_path):
         f"epoch {m['best']['epoch']}; final {final}")
 
 
+def test_a_log_line_for_a_run_dir_that_is_gone_is_left_out(tmp_path):
+    from nnrun.metrics import log_line
+
+    log_line(tmp_path / "gone", "completed")  # the fault being reported must not turn into another
+    assert list(tmp_path.iterdir()) == []
+
+
 def test_early_stopping_stops_and_restores_the_best_weights(tmp_path):
     # Few noisy points and a wide net: val loss turns up while train loss goes on down.
     result = train(["dataset=gaussians", "dataset.n_samples=60", "dataset.noise=1.2", "model.hidden=[128,128]",

@@ -189,8 +189,10 @@ def test_a_sweep_that_sbatch_refuses_leaves_nothing_behind(tmp_path, nnrun_here,
     needs_extra("submitit", "hydra_plugins.hydra_submitit_launcher")
     fake = tmp_path / "bin"
     fake.mkdir()
-    (fake / "sbatch").write_text("#!/bin/sh\necho 'sbatch: error: Invalid generic resource (gres) specification' >&2"
-                                 "\nexit 1\n")
+    # While it submits, another sweep in the same dir may finish a job ($OTHER_JOB): that one is not this sweep's.
+    (fake / "sbatch").write_text("#!/bin/sh\n"
+                                 "[ -n \"$OTHER_JOB\" ] && mkdir -p \"$OTHER_JOB\" && touch \"$OTHER_JOB/x.json\"\n"
+                                 "echo 'sbatch: error: Invalid generic resource (gres) specification' >&2\nexit 1\n")
     (fake / "sbatch").chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
     other = tmp_path / "experiments" / "p" / "multirun" / "2026-01-01_00-00-00"
@@ -214,11 +216,13 @@ def test_a_sweep_that_sbatch_refuses_leaves_nothing_behind(tmp_path, nnrun_here,
         made.mkdir(parents=True)
     old_log.write_text("the killed stack's traceback")
     (reused / "multirun.yaml").write_text("{}")
+    monkeypatch.setenv("OTHER_JOB", str(reused / "9_lr=0.1"))
     assert nnrun_here(["train", "-m", "hydra/launcher=vectorized_slurm", "seed=0,1", "train.epochs=2", "exp_name=p",
                        f"hydra.sweep.dir={reused}"])[0] == 2
     assert old_log.read_text() == "the killed stack's traceback" and old_job.is_dir()
     assert sorted(p.name for p in reused.iterdir()) == [".submitit", "0_exp_name=p,seed=0,train.epochs=2",
-                                                       "multirun.yaml"]
+                                                       "9_lr=0.1", "multirun.yaml"]
+    monkeypatch.delenv("OTHER_JOB")
 
     # A sweep dir named by a link: the link and the dir it leads to stay, emptied of what the sweep made.
     (tmp_path / "real").mkdir()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import os
 import re
 import sys
 from dataclasses import replace
@@ -71,7 +72,8 @@ def named_overrides(cfg: DictConfig) -> str:
     sweep's dir is not that experiment's: a sweep over +exp=a,b (under experiments/default/) or one elsewhere."""
     exp, naming = cfg.hydra.runtime.choices.get("exp"), cfg.hydra.job.config.override_dirname
     cwd = Path(cfg.hydra.runtime.cwd)  # the sweep's, not a job's own under hydra.job.chdir
-    in_its_home = cwd / EXPERIMENTS / str(exp) in (cwd / str(cfg.hydra.sweep.dir)).parents
+    in_its_home = Path(os.path.normpath(cwd / EXPERIMENTS / str(exp))) in Path(
+        os.path.normpath(cwd / str(cfg.hydra.sweep.dir))).parents
     if exp is None or "exp" not in naming.exclude_keys or in_its_home:
         return cfg.hydra.job.override_dirname
     return naming.item_sep.join(filter(None, [f"exp{naming.kv_sep}{exp}", cfg.hydra.job.override_dirname]))
@@ -196,12 +198,12 @@ class TrainTask:
             console.fail(str(exc))
         print(f"nnrun: job {hydra_cfg.job.num} failed: {exc}", file=sys.stderr)
         seed = OmegaConf.select(cfg, "seed", default=0)
-        log_line(Path(hydra_cfg.runtime.output_dir), f"failed: {exc}")
         write_metrics(Path(hydra_cfg.runtime.output_dir), build_metrics(
             status="failed", epochs_run=0, best_epoch=0, best_value=None,
             monitor=str(OmegaConf.select(cfg, "train.early_stopping.monitor", default="loss/val")), final={},
             wall_time_s=0.0, device="cpu", seed=seed if isinstance(seed, int) else 0,
             overrides=list(hydra_cfg.overrides.task)))
+        log_line(Path(hydra_cfg.runtime.output_dir), f"failed: {exc}")
         return sweep.objective(None, hydra_cfg)
 
 

@@ -59,7 +59,10 @@ def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> Path:
 def log_line(run_dir: Path, message: str) -> None:
     """`message` appended to the run's train.log in Hydra's format ([time][nnrun][INFO] - ...): under every launcher,
     and for each run of a stack, which trains while the launcher's own logging is set (no run's file)."""
-    handler = logging.FileHandler(Path(run_dir) / LOG_FILE, encoding="utf-8")
+    try:
+        handler = logging.FileHandler(Path(run_dir) / LOG_FILE, encoding="utf-8")
+    except OSError:  # the run dir is gone (removed while the run was going): its result is told elsewhere
+        return
     handler.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
     handler.handle(logging.LogRecord("nnrun", logging.INFO, __file__, 0, message, None, None))
     handler.close()
@@ -70,8 +73,11 @@ def result_line(metrics: dict[str, Any]) -> str:
     0.0123 at epoch 180; final loss/train 0.01, ...'."""
     monitor, value = next((k, v) for k, v in metrics["best"].items() if k != "epoch")
     final = ", ".join(f"{key} {_shown(value)}" for key, value in metrics["final"].items())
-    return (f"{metrics['status'].replace('_', ' ')} after {metrics['epochs_run']} epochs ({metrics['wall_time_s']} s "
-            f"on {metrics['device']}): best {monitor} {_shown(value)} at epoch {metrics['best']['epoch']}; final {final}")
+    status = {"diverged": "diverged (its loss became inf or NaN)"}.get(metrics["status"], metrics["status"])
+    epochs = metrics["epochs_run"]
+    return (f"{status.replace('_', ' ')} after {epochs} epoch{'' if epochs == 1 else 's'} "
+            f"({metrics['wall_time_s']} s on {metrics['device']}): best {monitor} {_shown(value)} at epoch "
+            f"{metrics['best']['epoch']}; final {final}")
 
 
 def _shown(value: float | None) -> str:

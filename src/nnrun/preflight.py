@@ -77,9 +77,9 @@ def split_args(args: list[str]) -> tuple[dict[str, str | None], list[str]]:
             if name in ("--cfg", "-c") and value not in ("job", "hydra", "all"):
                 raise ConfigError(name, value, "one of job, hydra, all")
         long = LONG.get(name, name)
-        if flags.get(long, value) != value:  # Hydra would take the last: one of them is a mistake
+        if None not in (flags.get(long), value) and flags[long] != value:  # Hydra takes the last: one is a mistake
             raise UsageError(f"{long} is given twice, as {flags[long]} and {value}: give it once")
-        flags[long] = value
+        flags[long] = flags.get(long) if value is None else value
     modes = [mode for mode in MODES if mode in flags]
     if len(modes) > 1:
         raise UsageError(f"{' and '.join(modes)} cannot be used together: pick one")

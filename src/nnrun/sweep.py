@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from nnrun.checkpoint import CHECKPOINT_FILE
 from nnrun.config import ConfigError, UsageError
 from nnrun.console import fail, plural, print_sweep_summary
-from nnrun.metrics import FINISHED, read_metrics, read_yaml
+from nnrun.metrics import FINISHED, LOG_FILE, read_metrics, read_yaml
 
 RESUME_KEY = "train.resume"
 
@@ -81,13 +81,13 @@ def discard(path: Path, left: tuple[str, ...], layout: tuple[str, str]) -> None:
                 parent.rmdir()
 
 
-def discard_launch(sweep_dir: Path, before: set[Path]) -> None:
-    """What a sweep refused before any training (sbatch refused it) leaves: each dir in `sweep_dir` that was not
-    there before the launch (`before`) goes (job dirs set up, copies of finished jobs carried over from a resumed
-    sweep, which keeps them, submitit's folder), then the sweep dir if only its multirun.yaml is left."""
-    for entry in sweep_dir.iterdir():
-        if entry not in before and entry.is_dir() and not entry.is_symlink():
-            shutil.rmtree(entry)
+def discard_launch(sweep_dir: Path, made: list[Path]) -> None:
+    """What a sweep refused before any training (sbatch refused it) leaves: the dirs its launch `made` (its job
+    dirs, copies of finished jobs carried over from a resumed sweep, which keeps them, submitit's folder), then the
+    sweep dir if only its multirun.yaml is left."""
+    for path in made:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
     discard(sweep_dir, ("multirun.yaml",), ("multirun", "experiments"))
 
 
@@ -178,9 +178,12 @@ def resumed_job(exp_name: str, resume: str, hydra_cfg: DictConfig, known: dict |
 
 
 def carry_over(source: Path, run_dir: Path) -> None:
-    """A finished job of the resumed sweep copied into this job's dir, but for what it holds (.hydra/, log)."""
+    """A finished job of the resumed sweep copied into this job's dir, but for what it holds (.hydra/, a log with
+    lines in it: the one Hydra has just made for the job is empty, and the source's holds the job's result)."""
     def held(folder: str, names: list[str]) -> list[str]:
-        return [name for name in names if (run_dir / Path(folder).relative_to(source) / name).exists()]
+        here = run_dir / Path(folder).relative_to(source)
+        empty_log = here / LOG_FILE if (here / LOG_FILE).is_file() and (here / LOG_FILE).stat().st_size == 0 else None
+        return [name for name in names if (here / name).exists() and here / name != empty_log]
 
     shutil.copytree(source, run_dir, ignore=held, dirs_exist_ok=True)
 

@@ -59,7 +59,7 @@ class VectorizedLauncher(Launcher):
         configure_log(self.config.hydra.hydra_logging, self.config.hydra.verbose)
         sweep_dir = Path(str(self.config.hydra.sweep.dir)).absolute()
         sweep_dir.mkdir(parents=True, exist_ok=True)
-        before = set(sweep_dir.iterdir())  # what a sweep refused before training leaves is what it made
+        made = [] if (sweep_dir / ".submitit").exists() else [sweep_dir / ".submitit"]  # what a refusal removes
         set_up = getattr(self.task_function, "set_up", None)
         configs = SweepConfigs(self.hydra_context.config_loader, self.config)
         runs: List[JobReturn] = []
@@ -77,6 +77,8 @@ class VectorizedLauncher(Launcher):
             for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
                 cfg, checked = self.checked.pop(tuple(overrides), (None, None))
                 cfg = numbered(configs.load(list(overrides)) if cfg is None else cfg, idx)
+                job_dir = Path(cfg.hydra.runtime.cwd) / str(cfg.hydra.sweep.dir) / str(cfg.hydra.sweep.subdir)
+                made += [] if job_dir.exists() else [job_dir]
                 carried = None if carry is None else carry(cfg, cfg.hydra)
                 if carried is None:
                     runs.append(self.run(cfg, functools.partial(set_up, checked=checked)))
@@ -92,7 +94,7 @@ class VectorizedLauncher(Launcher):
             self.train([(ret, ret.return_value) for ret in runs
                         if ret.status == JobStatus.COMPLETED and isinstance(ret.return_value, engine.Job)])
         except ConfigError as exc:  # bad input found while the stacks are set up, or sbatch refused them
-            discard_launch(sweep_dir, before)  # nothing trained: nothing left behind
+            discard_launch(sweep_dir, made)  # nothing trained: nothing left behind
             fail(str(exc))
         return runs
 
