@@ -347,7 +347,7 @@ def test_a_run_refused_at_start_leaves_no_run_dir_behind(name, tmp_path, nnrun_h
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.csv", "three.csv"]
 
 
-def test_a_refused_run_removes_only_its_own_dir(tmp_path, nnrun_here):
+def test_a_refused_run_removes_only_its_own_dir(tmp_path, nnrun_here, monkeypatch):
     """An earlier run and the experiment's runs/ stay; a dir the refused run did not leave empty stays too."""
     earlier = tmp_path / "experiments" / "default" / "runs" / "2026-01-01_00-00-00"
     earlier.mkdir(parents=True)
@@ -371,3 +371,10 @@ def test_a_refused_run_removes_only_its_own_dir(tmp_path, nnrun_here):
     code, _, err = nnrun_here(["train", *bad_csv, "hydra.run.dir=link"])
     assert (code, len(err.strip().splitlines())) == (2, 1), err
     assert (tmp_path / "link").is_symlink() and list((tmp_path / "real").iterdir()) == []
+
+    # The working dir named as the run dir stays, emptied of what the run left.
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    code, _, err = nnrun_here(["train", *bad_csv, "hydra.run.dir=."])
+    assert (code, len(err.strip().splitlines())) == (2, 1), err
+    assert Path.cwd() == tmp_path / "here" and list(Path.cwd().iterdir()) == []

@@ -165,6 +165,21 @@ def test_a_resumed_sweep_carries_its_finished_jobs_over_without_setting_them_up(
     assert logs[1] == logs[0] and all("] - completed after 3 epochs (" in log for log in logs[0])
 
 
+def test_a_sweep_resumed_into_its_own_dir_keeps_its_jobs(tmp_path, capsys, monkeypatch):
+    """train.resume names the sweep dir the sweep writes to: each finished job is its own namesake, left as it is
+    (a copy onto itself was shutil's 'are the same file' error)."""
+    monkeypatch.chdir(tmp_path)
+    args = ["train", "-m", "seed=0,1", "train.epochs=2", "hydra/job_logging=none", "hydra.sweep.dir=same"]
+    assert run_main(args, capsys)[0] == 0
+    jobs = run_dirs(tmp_path / "same")
+    before = [read_metrics(job) for job in jobs]
+    for job in jobs:
+        (job / "train.log").write_text("")
+    code, out, err = run_main([*args, f"train.resume={tmp_path / 'same'}"], capsys)
+    assert code == 0, err
+    assert "2 finished jobs carried over" in out and [read_metrics(job) for job in jobs] == before
+
+
 def test_a_job_goes_on_from_its_namesake_only_where_it_saved_a_checkpoint(tmp_path):
     from nnrun import sweep
 

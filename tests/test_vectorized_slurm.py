@@ -230,6 +230,13 @@ def test_a_sweep_that_sbatch_refuses_leaves_nothing_behind(tmp_path, nnrun_here,
     assert nnrun_here(["train", "-m", "hydra/launcher=vectorized_slurm", "seed=0,1", "hydra.sweep.dir=link"])[0] == 2
     assert (tmp_path / "link").is_symlink() and list((tmp_path / "real").iterdir()) == []
 
+    # The working dir named as the sweep dir stays (emptied); a job dir two levels down leaves neither level.
+    (tmp_path / "here").mkdir()
+    monkeypatch.chdir(tmp_path / "here")
+    assert nnrun_here(["train", "-m", "hydra/launcher=vectorized_slurm", "seed=0,1", "hydra.sweep.dir=.",
+                       "hydra.sweep.subdir=a/${hydra.job.num}"])[0] == 2
+    assert Path.cwd() == tmp_path / "here" and list(Path.cwd().iterdir()) == []
+
 
 def test_a_resumed_sweep_that_sbatch_refuses_leaves_the_sweep_it_resumes_as_latest(tmp_path, nnrun_here, monkeypatch):
     """Its finished jobs were carried over (copied) into a new sweep dir before sbatch said no: that dir goes, so

@@ -64,12 +64,13 @@ def resumable_tpe_sampler(seed: int | None = None, **options: Any) -> Any:
 def discard(path: Path, left: tuple[str, ...], layout: tuple[str, str]) -> None:
     """Remove the dir `path` where it holds no more than set-up left behind (.hydra/, an empty log, the names in
     `left`), then the dirs above it that this leaves empty, where they are nnrun's layout: `layout` names the
-    first and third dir above (runs/experiments for a run, multirun/experiments for a sweep). A link is the user's
-    (hydra.run.dir=<link>): what set-up left in it goes, the link and the dir it leads to stay."""
+    first and third dir above (runs/experiments for a run, multirun/experiments for a sweep). A link the user named
+    (hydra.run.dir=<link>), the working dir (hydra.run.dir=.) or one holding it stays, emptied of what set-up left."""
     if not path.is_dir() or not all(p.name in (".hydra", *left) or (p.suffix == ".log" and p.is_file() and
                                                                    p.stat().st_size == 0) for p in path.iterdir()):
         return
-    if path.is_symlink():
+    here = Path.cwd().resolve()
+    if path.is_symlink() or path.resolve() == here or path.resolve() in here.parents:
         for entry in path.iterdir():
             shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
         return
@@ -179,7 +180,10 @@ def resumed_job(exp_name: str, resume: str, hydra_cfg: DictConfig, known: dict |
 
 def carry_over(source: Path, run_dir: Path) -> None:
     """A finished job of the resumed sweep copied into this job's dir, but for what it holds (.hydra/, a log with
-    lines in it: the one Hydra has just made for the job is empty, and the source's holds the job's result)."""
+    lines in it: the one Hydra has just made for the job is empty, and the source's holds the job's result). A
+    sweep resumed into its own dir has the job there already."""
+    if Path(source).resolve() == Path(run_dir).resolve():
+        return
     def held(folder: str, names: list[str]) -> list[str]:
         here = run_dir / Path(folder).relative_to(source)
         empty_log = here / LOG_FILE if (here / LOG_FILE).is_file() and (here / LOG_FILE).stat().st_size == 0 else None

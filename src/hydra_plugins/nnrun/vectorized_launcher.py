@@ -77,8 +77,7 @@ class VectorizedLauncher(Launcher):
             for idx, overrides in enumerate(job_overrides, start=initial_job_idx):
                 cfg, checked = self.checked.pop(tuple(overrides), (None, None))
                 cfg = numbered(configs.load(list(overrides)) if cfg is None else cfg, idx)
-                job_dir = Path(cfg.hydra.runtime.cwd) / str(cfg.hydra.sweep.dir) / str(cfg.hydra.sweep.subdir)
-                made += [] if job_dir.exists() else [job_dir]
+                made += new_dir(sweep_dir, Path(str(cfg.hydra.sweep.subdir)))
                 carried = None if carry is None else carry(cfg, cfg.hydra)
                 if carried is None:
                     runs.append(self.run(cfg, functools.partial(set_up, checked=checked)))
@@ -123,3 +122,11 @@ def numbered(cfg: DictConfig, idx: int) -> DictConfig:
     with open_dict(cfg):
         cfg.hydra.job.id = cfg.hydra.job.num = idx
     return cfg
+
+
+def new_dir(parent: Path, sub: Path) -> List[Path]:
+    """[the outermost dir of `parent / sub` below `parent` that is not there yet], or [] when it all is."""
+    for depth in range(1, len(sub.parts) + 1):
+        if not (parent / Path(*sub.parts[:depth])).exists():
+            return [parent / Path(*sub.parts[:depth])]
+    return []
