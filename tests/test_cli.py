@@ -372,7 +372,11 @@ def test_a_refused_run_removes_only_its_own_dir(tmp_path, nnrun_here, monkeypatc
     assert (code, len(err.strip().splitlines())) == (2, 1), err
     assert (tmp_path / "link").is_symlink() and list((tmp_path / "real").iterdir()) == []
 
-    # The working dir named as the run dir stays, emptied of what the run left.
+    # A dir the user named stays, emptied of what the run left: one made for it, or the working dir.
+    (tmp_path / "out").mkdir()
+    code, _, err = nnrun_here(["train", *bad_csv, "hydra.run.dir=out"])
+    assert (code, len(err.strip().splitlines())) == (2, 1), err
+    assert list((tmp_path / "out").iterdir()) == []
     (tmp_path / "here").mkdir()
     monkeypatch.chdir(tmp_path / "here")
     code, _, err = nnrun_here(["train", *bad_csv, "hydra.run.dir=."])

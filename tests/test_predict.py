@@ -170,6 +170,14 @@ def test_a_sweep_dir_means_its_best_job_and_says_which(lr_sweep, capsys):
                    "loss/val: 0.0500, completed)\n")
 
 
+def test_a_sweep_dir_without_multirun_yaml_is_a_sweep_dir_too(lr_sweep, capsys):
+    """Optuna's sweeper writes no multirun.yaml: a dir of experiments/<exp>/multirun/ is a sweep all the same."""
+    (lr_sweep / "multirun.yaml").unlink()
+    assert predict_main([str(lr_sweep), "1", "0"]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip().endswith("-> good1") and "(the best of 4 jobs by best loss/val: 0.0500, completed)" in err
+
+
 def test_best_on_an_experiment_dir_takes_its_best_run_not_its_newest(lr_sweep, trained, capsys):
     exp = lr_sweep.parents[1]
     lay_out_job(trained, exp / "runs" / "2026-01-04_00-00-00", "single", "stopped_early", 0.02, 3_000_000_000)

@@ -231,6 +231,11 @@ def test_a_resumed_optuna_study_explores_new_points_and_stays_reproducible(tmp_p
     assert not any(p in first for p in second)
     assert len({p["optimizer.lr"] for p in first + second}) == 6
     assert ask_and_tell(study(copy, resumable_tpe_sampler(seed=0)), 3) == second
+    # A trial asked but never told (a sweep that sbatch refused, or one killed) does not move the stream: the
+    # study goes on as if it had not been asked.
+    abandoned = tmp_path / "abandoned.db"
+    study(abandoned, resumable_tpe_sampler(seed=0)).ask()
+    assert ask_and_tell(study(abandoned, resumable_tpe_sampler(seed=0)), 3) == first
 
 
 def test_sweep_over_an_unknown_key_fails_before_any_job_with_one_line(tmp_path, nnrun_here):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -41,7 +42,8 @@ def locate(path: Path, best: bool = False) -> tuple[Path, str | None]:
     path = Path(path).expanduser()
     if path.is_file() or (path / CHECKPOINT_FILE).is_file():
         return find(path), None
-    sweep = (path / "multirun.yaml").is_file()
+    # A sweep dir holds multirun.yaml, or (Optuna's sweeper writes none) is one of experiments/<exp>/multirun/.
+    sweep = (path / "multirun.yaml").is_file() or Path(os.path.abspath(path)).parent.name == "multirun"
     if path.is_dir() and (best or sweep):
         return best_checkpoint(path, "jobs" if sweep else "runs")
     found = find(path)
