@@ -377,8 +377,9 @@ def test_a_refused_run_removes_only_its_own_dir(tmp_path, nnrun_here, monkeypatc
     code, _, err = nnrun_here(["train", *bad_csv, "hydra.run.dir=out"])
     assert (code, len(err.strip().splitlines())) == (2, 1), err
     assert list((tmp_path / "out").iterdir()) == []
-    (tmp_path / "here").mkdir()
-    monkeypatch.chdir(tmp_path / "here")
-    code, _, err = nnrun_here(["train", *bad_csv, "hydra.run.dir=."])
-    assert (code, len(err.strip().splitlines())) == (2, 1), err
-    assert Path.cwd() == tmp_path / "here" and list(Path.cwd().iterdir()) == []
+    for here in (tmp_path / "here", tmp_path / "experiments" / "xor" / "runs" / "mine"):  # in nnrun's layout too
+        here.mkdir(parents=True)
+        monkeypatch.chdir(here)
+        code, _, err = nnrun_here(["train", *bad_csv, f"dataset.path={tmp_path / 'missing.csv'}", "hydra.run.dir=."])
+        assert (code, len(err.strip().splitlines())) == (2, 1), err
+        assert Path.cwd() == here and list(here.iterdir()) == []

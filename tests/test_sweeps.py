@@ -191,14 +191,15 @@ def test_optuna_search_maximises_val_accuracy_and_resumes_from_sqlite_with_new_p
     assert all("hparams_search" not in j.name for j in jobs)
 
 
-def ask_and_tell(study, n: int) -> list[dict]:
-    """n trials of a toy objective over nnrun's search space; their params."""
+def ask_and_tell(study, n: int, tell: bool = True) -> list[dict]:
+    """n trials of a toy objective over nnrun's search space (not `tell`: left running); their params."""
     for _ in range(n):
         trial = study.ask()
         lr = trial.suggest_float("optimizer.lr", 1e-4, 1e-1, log=True)
         dropout = trial.suggest_float("model.dropout", 0.0, 0.5)
         trial.suggest_categorical("activation", ["relu", "tanh"])
-        study.tell(trial, lr + dropout)
+        if tell:
+            study.tell(trial, lr + dropout)
     return [t.params for t in study.get_trials()[-n:]]
 
 
@@ -231,11 +232,10 @@ def test_a_resumed_optuna_study_explores_new_points_and_stays_reproducible(tmp_p
     assert not any(p in first for p in second)
     assert len({p["optimizer.lr"] for p in first + second}) == 6
     assert ask_and_tell(study(copy, resumable_tpe_sampler(seed=0)), 3) == second
-    # A trial asked but never told (a sweep that sbatch refused, or one killed) does not move the stream: the
-    # study goes on as if it had not been asked.
-    abandoned = tmp_path / "abandoned.db"
-    study(abandoned, resumable_tpe_sampler(seed=0)).ask()
-    assert ask_and_tell(study(abandoned, resumable_tpe_sampler(seed=0)), 3) == first
+    # Two sweeps on one study at once: the second starts while the first's trial runs, and draws other points.
+    together = tmp_path / "together.db"
+    running = ask_and_tell(study(together, resumable_tpe_sampler(seed=0)), 1, tell=False)
+    assert running == first[:1] and ask_and_tell(study(together, resumable_tpe_sampler(seed=0)), 1) != running
 
 
 def test_sweep_over_an_unknown_key_fails_before_any_job_with_one_line(tmp_path, nnrun_here):

@@ -43,7 +43,9 @@ def locate(path: Path, best: bool = False) -> tuple[Path, str | None]:
     if path.is_file() or (path / CHECKPOINT_FILE).is_file():
         return find(path), None
     # A sweep dir holds multirun.yaml, or (Optuna's sweeper writes none) is one of experiments/<exp>/multirun/.
-    sweep = (path / "multirun.yaml").is_file() or Path(os.path.abspath(path)).parent.name == "multirun"
+    above = Path(os.path.abspath(path)).parents
+    sweep = (path / "multirun.yaml").is_file() or (len(above) > 2 and (above[0].name, above[2].name) == (
+        "multirun", "experiments"))
     if path.is_dir() and (best or sweep):
         return best_checkpoint(path, "jobs" if sweep else "runs")
     found = find(path)

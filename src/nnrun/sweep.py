@@ -30,33 +30,30 @@ def sqlite_path(storage: Any) -> Path | None:
 
 
 def resumable_tpe_sampler(seed: int | None = None, **options: Any) -> Any:
-    """Optuna's TPE sampler (`options`: its other arguments) seeded with `seed` plus the trials of the study that had
-    ended when this process first samples: a resumed study's first (random) proposals would repeat the first run's."""
+    """Optuna's TPE sampler (`options`: its other arguments) seeded with `seed` plus the trials the study holds when
+    this process first samples: a resumed study's first (random) proposals would repeat the first run's."""
     from optuna.samplers import BaseSampler, TPESampler
-    from optuna.trial import TrialState
 
     class ResumableTPESampler(BaseSampler):  # defined here: optuna is an extra, and heavy to import
         tpe: TPESampler | None = None
 
-        def sampler(self, study: Any) -> TPESampler:
-            if self.tpe is None:  # the first trial this process asks for: offset by the trials that ended before
-                # (not one a refused or killed sweep left running: the study goes on as if it had not been asked)
-                ended = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
-                                                                  TrialState.FAIL))
-                self.tpe = TPESampler(seed=None if seed is None else seed + len(ended), **options)
+        def sampler(self, trial: Any) -> TPESampler:
+            if self.tpe is None:  # the first trial this process asks for: its number = trials stored before it
+                # (running ones too: two sweeps on one study at once draw apart)
+                self.tpe = TPESampler(seed=None if seed is None else seed + trial.number, **options)
             return self.tpe
 
         def infer_relative_search_space(self, study, trial):
-            return self.sampler(study).infer_relative_search_space(study, trial)
+            return self.sampler(trial).infer_relative_search_space(study, trial)
 
         def sample_relative(self, study, trial, search_space):
-            return self.sampler(study).sample_relative(study, trial, search_space)
+            return self.sampler(trial).sample_relative(study, trial, search_space)
 
         def sample_independent(self, study, trial, param_name, param_distribution):
-            return self.sampler(study).sample_independent(study, trial, param_name, param_distribution)
+            return self.sampler(trial).sample_independent(study, trial, param_name, param_distribution)
 
         def after_trial(self, study, trial, state, values):
-            self.sampler(study).after_trial(study, trial, state, values)
+            self.sampler(trial).after_trial(study, trial, state, values)
 
         def reseed_rng(self) -> None:
             if self.tpe is not None:
@@ -68,13 +65,15 @@ def resumable_tpe_sampler(seed: int | None = None, **options: Any) -> Any:
 def discard(path: Path, left: tuple[str, ...], layout: tuple[str, str]) -> None:
     """Remove what set-up left in the dir `path` where it holds no more than that (.hydra/, an empty log, the names
     in `left`). A dir in nnrun's layout goes too, with the dirs above it that this leaves empty: `layout` names the
-    first and third dir above one (runs/experiments for a run, multirun/experiments for a sweep). A dir the user
-    named (hydra.run.dir=out, =., a link) stays, emptied."""
+    first and third dir above one (runs/experiments for a run, multirun/experiments for a sweep). Any other dir, a
+    link, the working dir or one holding it stays, emptied."""
     if not path.is_dir() or not all(p.name in (".hydra", *left) or (p.suffix == ".log" and p.is_file() and
                                                                    p.stat().st_size == 0) for p in path.iterdir()):
         return
     above = Path(os.path.abspath(path)).parents[:3]  # the path as named, not where links above it lead
-    if path.is_symlink() or len(above) < 3 or (above[0].name, above[2].name) != layout:
+    here = Path.cwd().resolve()
+    if (path.is_symlink() or len(above) < 3 or (above[0].name, above[2].name) != layout
+            or path.resolve() == here or path.resolve() in here.parents):
         for entry in path.iterdir():
             shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
         return
