@@ -383,3 +383,14 @@ def test_a_refused_run_removes_only_its_own_dir(tmp_path, nnrun_here, monkeypatc
         code, _, err = nnrun_here(["train", *bad_csv, f"dataset.path={tmp_path / 'missing.csv'}", "hydra.run.dir=."])
         assert (code, len(err.strip().splitlines())) == (2, 1), err
         assert Path.cwd() == here and list(here.iterdir()) == []
+    # Nor is a dir above the run dir, where that is the working dir.
+    runs = tmp_path / "other" / "experiments" / "xor" / "runs"
+    runs.mkdir(parents=True)
+    monkeypatch.chdir(runs)
+    code, _, err = nnrun_here(["train", *bad_csv, f"dataset.path={tmp_path / 'missing.csv'}", "hydra.run.dir=foo"])
+    assert code == 2 and Path.cwd() == runs and list(runs.iterdir()) == []
+    # A run that moves into its run dir (hydra.job.chdir) still leaves nothing behind.
+    (tmp_path / "fresh").mkdir()
+    monkeypatch.chdir(tmp_path / "fresh")
+    code, _, err = nnrun_here(["train", *bad_csv, f"dataset.path={tmp_path / 'missing.csv'}", "hydra.job.chdir=true"])
+    assert code == 2 and list((tmp_path / "fresh").iterdir()) == [], err

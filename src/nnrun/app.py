@@ -194,7 +194,7 @@ class TrainTask:
         """A run that cannot start is refused: nothing left behind, one line, exit 2. A sweep's job fails alone: a
         line, and a metrics.json that says so (nnrun report lists it as failed, not unfinished)."""
         if hydra_cfg.mode != RunMode.MULTIRUN:
-            discard_run_dir(Path(hydra_cfg.runtime.output_dir))
+            discard_run_dir(Path(hydra_cfg.runtime.output_dir), Path(hydra_cfg.runtime.cwd))
             console.fail(str(exc))
         print(f"nnrun: job {hydra_cfg.job.num} failed: {exc}", file=sys.stderr)
         seed = OmegaConf.select(cfg, "seed", default=0)
@@ -207,15 +207,16 @@ class TrainTask:
         return sweep.objective(None, hydra_cfg)
 
 
-def discard_run_dir(run_dir: Path) -> None:
+def discard_run_dir(run_dir: Path, home: Path) -> None:
     """Remove the run dir Hydra made for a run that never started (.hydra/ and an empty log, which Hydra holds
-    open: closed first), and the experiment dirs above it that this leaves empty."""
+    open: closed first), and the experiment dirs above it that this leaves empty, never `home`, where nnrun was
+    started (sweep.discard)."""
     root, where = logging.getLogger(), run_dir.resolve()
     for handler in list(root.handlers):
         if isinstance(handler, logging.FileHandler) and where in Path(handler.baseFilename).resolve().parents:
             root.removeHandler(handler)
             handler.close()
-    sweep.discard(run_dir, (), ("runs", "experiments"))
+    sweep.discard(run_dir, (), ("runs", "experiments"), home)
 
 
 def make_job(parsed, cfg: DictConfig, hydra_cfg: DictConfig, indexes: dict | None = None):

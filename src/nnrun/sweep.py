@@ -62,35 +62,40 @@ def resumable_tpe_sampler(seed: int | None = None, **options: Any) -> Any:
     return ResumableTPESampler()
 
 
-def discard(path: Path, left: tuple[str, ...], layout: tuple[str, str]) -> None:
+def discard(path: Path, left: tuple[str, ...], layout: tuple[str, str], home: Path) -> None:
     """Remove what set-up left in the dir `path` where it holds no more than that (.hydra/, an empty log, the names
     in `left`). A dir in nnrun's layout goes too, with the dirs above it that this leaves empty: `layout` names the
     first and third dir above one (runs/experiments for a run, multirun/experiments for a sweep). Any other dir, a
-    link, the working dir or one holding it stays, emptied."""
+    link, and `home` (the user's working dir: Hydra's runtime.cwd) or a dir holding it stay, emptied."""
     if not path.is_dir() or not all(p.name in (".hydra", *left) or (p.suffix == ".log" and p.is_file() and
                                                                    p.stat().st_size == 0) for p in path.iterdir()):
         return
+    home = home.resolve()
+
+    def kept(folder: Path) -> bool:
+        return folder.resolve() == home or folder.resolve() in home.parents
+
     above = Path(os.path.abspath(path)).parents[:3]  # the path as named, not where links above it lead
-    here = Path.cwd().resolve()
-    if (path.is_symlink() or len(above) < 3 or (above[0].name, above[2].name) != layout
-            or path.resolve() == here or path.resolve() in here.parents):
+    if path.is_symlink() or len(above) < 3 or (above[0].name, above[2].name) != layout or kept(path):
         for entry in path.iterdir():
             shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
         return
     shutil.rmtree(path)
     with contextlib.suppress(OSError):  # each only when empty: the first that is not stops it
         for parent in above:
+            if kept(parent):
+                break
             parent.rmdir()
 
 
-def discard_launch(sweep_dir: Path, made: list[Path]) -> None:
+def discard_launch(sweep_dir: Path, made: list[Path], home: Path) -> None:
     """What a sweep refused before any training (sbatch refused it) leaves: the dirs its launch `made` (its job
     dirs, copies of finished jobs carried over from a resumed sweep, which keeps them, submitit's folder), then the
-    sweep dir if only its multirun.yaml is left (emptied where the user named it)."""
+    sweep dir if only its multirun.yaml is left (emptied where the user named it). `home`: as for `discard`."""
     for path in made:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
-    discard(sweep_dir, ("multirun.yaml",), ("multirun", "experiments"))
+    discard(sweep_dir, ("multirun.yaml",), ("multirun", "experiments"), home)
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:

@@ -93,7 +93,7 @@ class VectorizedLauncher(Launcher):
             self.train([(ret, ret.return_value) for ret in runs
                         if ret.status == JobStatus.COMPLETED and isinstance(ret.return_value, engine.Job)])
         except ConfigError as exc:  # bad input found while the stacks are set up, or sbatch refused them
-            discard_launch(sweep_dir, made)  # nothing trained: nothing left behind
+            discard_launch(sweep_dir, made, Path(str(self.config.hydra.runtime.cwd)))  # nothing trained: none left
             fail(str(exc))
         return runs
 
