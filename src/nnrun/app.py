@@ -216,7 +216,7 @@ def discard_run_dir(run_dir: Path, home: Path) -> None:
         if isinstance(handler, logging.FileHandler) and where in Path(handler.baseFilename).resolve().parents:
             root.removeHandler(handler)
             handler.close()
-    sweep.discard(run_dir, (), ("runs", "experiments"), home)
+    sweep.discard(run_dir, (), "runs", home)
 
 
 def make_job(parsed, cfg: DictConfig, hydra_cfg: DictConfig, indexes: dict | None = None):

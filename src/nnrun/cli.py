@@ -40,15 +40,17 @@ INFO_FLAGS = {"--shell-completion", "--hydra-help", "--info", "--version"}
 
 def _run_train(args: list[str]) -> int:
     # Here, not at the top: the schema's dataclasses cost `nnrun --help` more than the rest of it together.
-    from nnrun.app import register_resolvers, train_help, train_task  # preflight imports it anyway
+    from nnrun.app import register_resolvers, train_help, train_task
     from nnrun.config import ConfigError
     from nnrun.preflight import check, read_overrides, split_args
 
     try:
         flags, overrides = split_args(args)
+        runs_a_job = not (INFO_FLAGS | {"--cfg"}) & flags.keys()  # --cfg is checked (what it prints must be valid)
+        # --cfg, a completion of hydra.run.dir= and the like name a run dir as they print it: nothing is made.
+        register_resolvers(make_run_dir=runs_a_job)
         if INFO_FLAGS & flags.keys():
             read_overrides(None, overrides)  # nothing runs, but Hydra would still trip over an unreadable line
-            register_resolvers(make_run_dir=False)  # a completion of hydra.run.dir= names one: nothing is made
         else:
             check(args)
     except ConfigError as exc:
@@ -59,7 +61,7 @@ def _run_train(args: list[str]) -> int:
     if "--help" in flags:  # the config a sweep's values are set on
         print(train_help([o.input_line for o in read_overrides(None, overrides) if not o.is_sweep_override()]), end="")
         return 0
-    if not (INFO_FLAGS | {"--cfg"}) & flags.keys():  # --cfg is checked (what it prints must be valid): no job
+    if runs_a_job:
         import_torch()
     # Hydra reads sys.argv; keep argv[0] (the program name, used by its completion script).
     sys.argv = [sys.argv[0], *args]

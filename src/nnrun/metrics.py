@@ -56,6 +56,13 @@ def write_metrics(run_dir: Path, metrics: dict[str, Any]) -> Path:
     return path
 
 
+def in_layout(path: Path, kind: str) -> bool:
+    """Whether `path`, as named (not where links lead), is one of nnrun's own dirs, experiments/<exp>/<kind>/<name>:
+    a run's (`kind` runs) or a sweep's (multirun)."""
+    above = Path(os.path.abspath(path)).parents
+    return len(above) > 2 and (above[0].name, above[2].name) == (kind, "experiments")
+
+
 def log_line(run_dir: Path, message: str) -> None:
     """`message` appended to the run's train.log in Hydra's format ([time][nnrun][INFO] - ...): under every launcher,
     and for each run of a stack, which trains while the launcher's own logging is set (no run's file)."""

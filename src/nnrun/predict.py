@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -38,14 +37,13 @@ def locate(path: Path, best: bool = False) -> tuple[Path, str | None]:
     """The checkpoint `path` means (a sweep dir's, or with `best` any dir's, best run; an experiment dir's newest),
     and when it picked one run among several, a line saying which."""
     from nnrun.checkpoint import CHECKPOINT_FILE, find
+    from nnrun.metrics import in_layout
 
     path = Path(path).expanduser()
     if path.is_file() or (path / CHECKPOINT_FILE).is_file():
         return find(path), None
     # A sweep dir holds multirun.yaml, or (Optuna's sweeper writes none) is one of experiments/<exp>/multirun/.
-    above = Path(os.path.abspath(path)).parents
-    sweep = (path / "multirun.yaml").is_file() or (len(above) > 2 and (above[0].name, above[2].name) == (
-        "multirun", "experiments"))
+    sweep = (path / "multirun.yaml").is_file() or in_layout(path, "multirun")
     if path.is_dir() and (best or sweep):
         return best_checkpoint(path, "jobs" if sweep else "runs")
     found = find(path)

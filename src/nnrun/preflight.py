@@ -18,7 +18,6 @@ from hydra.errors import MissingConfigException, OverrideParseException
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from nnrun.app import register_resolvers
 from nnrun.config import (ConfigError, UsageError, closest, config_dir, config_groups, default_groups, defaults_list,
                           explain_composition, first_line, flatten, parse, sampled_range, unknown_key)
 
@@ -174,9 +173,9 @@ def _check_hydra_choices(choices: list[tuple[str, str, str | None]], flags: dict
 
 
 def check(args: list[str]) -> None:
-    """Validate `nnrun train <args>`; raise ConfigError (one line) on the first problem found."""
+    """Validate `nnrun train <args>`; raise ConfigError (one line) on the first problem found. (The run-dir resolver
+    is the command line's to register: cli, which knows whether a job runs.)"""
     flags, raw = split_args(args)
-    register_resolvers(make_run_dir="--cfg" not in flags)  # --cfg prints a run dir's name: nothing is made
     if flags.keys() & {"--config-path", "--config-name", "--config-dir", "--experimental-rerun"}:
         return  # another config tree: Hydra's own checks apply
     multirun = "--multirun" in flags

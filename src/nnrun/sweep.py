@@ -16,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from nnrun.checkpoint import CHECKPOINT_FILE
 from nnrun.config import ConfigError, UsageError
 from nnrun.console import fail, plural, print_sweep_summary
-from nnrun.metrics import FINISHED, LOG_FILE, read_metrics, read_yaml
+from nnrun.metrics import FINISHED, LOG_FILE, in_layout, read_metrics, read_yaml
 
 RESUME_KEY = "train.resume"
 
@@ -62,11 +62,11 @@ def resumable_tpe_sampler(seed: int | None = None, **options: Any) -> Any:
     return ResumableTPESampler()
 
 
-def discard(path: Path, left: tuple[str, ...], layout: tuple[str, str], home: Path) -> None:
+def discard(path: Path, left: tuple[str, ...], kind: str, home: Path) -> None:
     """Remove what set-up left in the dir `path` where it holds no more than that (.hydra/, an empty log, the names
-    in `left`). A dir in nnrun's layout goes too, with the dirs above it that this leaves empty: `layout` names the
-    first and third dir above one (runs/experiments for a run, multirun/experiments for a sweep). Any other dir, a
-    link, and `home` (the user's working dir: Hydra's runtime.cwd) or a dir holding it stay, emptied."""
+    in `left`). A dir of nnrun's own goes too (`in_layout(path, kind)`: kind runs or multirun), with the dirs above
+    it that this leaves empty. Any other dir, a link, and `home` (the user's working dir: Hydra's runtime.cwd) or a
+    dir holding it stay, emptied."""
     if not path.is_dir() or not all(p.name in (".hydra", *left) or (p.suffix == ".log" and p.is_file() and
                                                                    p.stat().st_size == 0) for p in path.iterdir()):
         return
@@ -75,14 +75,13 @@ def discard(path: Path, left: tuple[str, ...], layout: tuple[str, str], home: Pa
     def kept(folder: Path) -> bool:
         return folder.resolve() == home or folder.resolve() in home.parents
 
-    above = Path(os.path.abspath(path)).parents[:3]  # the path as named, not where links above it lead
-    if path.is_symlink() or len(above) < 3 or (above[0].name, above[2].name) != layout or kept(path):
+    if path.is_symlink() or not in_layout(path, kind) or kept(path):
         for entry in path.iterdir():
             shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
         return
     shutil.rmtree(path)
     with contextlib.suppress(OSError):  # each only when empty: the first that is not stops it
-        for parent in above:
+        for parent in Path(os.path.abspath(path)).parents[:3]:  # as named, not where links above it lead
             if kept(parent):
                 break
             parent.rmdir()
@@ -95,7 +94,7 @@ def discard_launch(sweep_dir: Path, made: list[Path], home: Path) -> None:
     for path in made:
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
-    discard(sweep_dir, ("multirun.yaml",), ("multirun", "experiments"), home)
+    discard(sweep_dir, ("multirun.yaml",), "multirun", home)
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
@@ -124,8 +123,7 @@ def resume_sweep_dir(exp_name: str, resume: str, current: Path, root: Path = Pat
     it: a job of a sweep over exp_name is in its sweep's experiment, not its own."""
     if resume == "latest":
         current = root / current
-        nnruns = current.parent.name == "multirun" and current.parent.parent.parent.name == "experiments"
-        sweeps = current.parent if nnruns else root / "experiments" / exp_name / "multirun"
+        sweeps = current.parent if in_layout(current, "multirun") else root / "experiments" / exp_name / "multirun"
         candidates = sorted((p for p in sweeps.glob("*/multirun.yaml") if p.parent.resolve() != current.resolve()),
                             key=started)
         if not candidates:
@@ -190,6 +188,7 @@ def carry_over(source: Path, run_dir: Path) -> None:
     sweep resumed into its own dir has the job there already."""
     if Path(source).resolve() == Path(run_dir).resolve():
         return
+
     def held(folder: str, names: list[str]) -> list[str]:
         here = run_dir / Path(folder).relative_to(source)
         empty_log = here / LOG_FILE if (here / LOG_FILE).is_file() and (here / LOG_FILE).stat().st_size == 0 else None
