@@ -41,6 +41,15 @@ def slurm_jobs(sweep_dir: Path) -> list[str]:
     return sorted(names, key=lambda name: int(name.split("_")[-1]))
 
 
+def fake_sbatch(tmp_path: Path, monkeypatch, script: str) -> None:
+    """An `sbatch` first on PATH that runs the shell lines `script` (and submits nothing)."""
+    fake = tmp_path / "bin"
+    fake.mkdir()
+    (fake / "sbatch").write_text(f"#!/bin/sh\n{script}\n")
+    (fake / "sbatch").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+
+
 def stack_processes(sweep_dir: Path) -> list[int]:
     """The pids of the Python processes running this sweep's stacks here: submitit's `_submit` on its folder."""
     pids = []
@@ -187,14 +196,10 @@ def test_a_sweep_that_sbatch_refuses_leaves_nothing_behind(tmp_path, nnrun_here,
     """Its jobs were set up (their dirs made) before sbatch said no: they go, and the sweep dir with them; another
     sweep of the experiment stays."""
     needs_extra("submitit", "hydra_plugins.hydra_submitit_launcher")
-    fake = tmp_path / "bin"
-    fake.mkdir()
     # While it submits, another sweep in the same dir may finish a job ($OTHER_JOB): that one is not this sweep's.
-    (fake / "sbatch").write_text("#!/bin/sh\n"
-                                 "[ -n \"$OTHER_JOB\" ] && mkdir -p \"$OTHER_JOB\" && touch \"$OTHER_JOB/x.json\"\n"
-                                 "echo 'sbatch: error: Invalid generic resource (gres) specification' >&2\nexit 1\n")
-    (fake / "sbatch").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    fake_sbatch(tmp_path, monkeypatch,
+                "[ -n \"$OTHER_JOB\" ] && mkdir -p \"$OTHER_JOB\" && touch \"$OTHER_JOB/x.json\"\n"
+                "echo 'sbatch: error: Invalid generic resource (gres) specification' >&2\nexit 1")
     other = tmp_path / "experiments" / "p" / "multirun" / "2026-01-01_00-00-00"
     other.mkdir(parents=True)
     code, _, err = nnrun_here(["train", "-m", "hydra/launcher=vectorized_slurm", "hydra.launcher.gpus_per_node=1",
@@ -246,11 +251,7 @@ def test_a_resumed_sweep_that_sbatch_refuses_leaves_the_sweep_it_resumes_as_late
     assert nnrun_here(["train", *sweep, "hydra/launcher=vectorized"])[0] == 0
     (first,) = (tmp_path / "experiments" / "r" / "multirun").iterdir()
     (run_dirs(first)[1] / "metrics.json").unlink()  # job 1 "never finished": it goes on, job 0 is carried over
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    (fake / "sbatch").write_text("#!/bin/sh\necho 'sbatch: error: invalid partition specified: x' >&2\nexit 1\n")
-    (fake / "sbatch").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    fake_sbatch(tmp_path, monkeypatch, "echo 'sbatch: error: invalid partition specified: x' >&2\nexit 1")
     code, _, err = nnrun_here(["train", *sweep, "hydra/launcher=vectorized_slurm", "train.resume=latest"])
     assert (code, err.strip().splitlines()[-1]) == (
         2, "nnrun: error: sbatch refused the sweep's jobs: sbatch: error: invalid partition specified: x"), err
@@ -317,11 +318,7 @@ def test_the_stacks_planned_for_slurm_are_the_engines_chunks_of_one_kind_and_sta
 def test_slurm_settings_that_make_no_sense_are_one_line_and_exit_2_before_any_job(settings, said, tmp_path,
                                                                                   nnrun_here, monkeypatch):
     needs_extra("submitit", "hydra_plugins.hydra_submitit_launcher")
-    fake = tmp_path / "bin"
-    fake.mkdir()
-    (fake / "sbatch").write_text("#!/bin/sh\nexit 1\n")  # pre-flight asks only that there is one
-    (fake / "sbatch").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{fake}{os.pathsep}{os.environ['PATH']}")
+    fake_sbatch(tmp_path, monkeypatch, "exit 1")  # pre-flight asks only that there is one
     code, _, err = nnrun_here(["train", "-m", "hydra/launcher=vectorized_slurm", *settings, "seed=0,1"])
     assert code == 2
     (line,) = err.strip().splitlines()
