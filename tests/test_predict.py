@@ -74,6 +74,19 @@ def test_an_experiment_dir_with_only_a_sweep_means_its_newest_job(trained, tmp_p
     assert capsys.readouterr().out.strip().endswith("-> late1")
 
 
+def test_an_experiments_runs_or_multirun_folder_means_its_newest_run_there(trained, tmp_path, capsys):
+    exp = tmp_path / "experiments" / "xor_relu"
+    lay_out(trained, exp / "runs" / "2026-01-02_00-00-00", ["run0", "run1"], 3_000_000_000)
+    lay_out(trained, exp / "multirun" / "2026-01-03_00-00-00" / "0_seed=0", ["early0", "early1"], 1_000_000_000)
+    lay_out(trained, exp / "multirun" / "2026-01-03_00-00-00" / "1_seed=1", ["late0", "late1"], 2_000_000_000)
+    assert predict_main([str(exp / "multirun"), "1", "0"]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip().endswith("-> late1")
+    assert f"using {exp / 'multirun' / '2026-01-03_00-00-00' / '1_seed=1'}" in err
+    assert predict_main([str(exp / "runs"), "1", "0"]) == 0
+    assert capsys.readouterr().out.strip().endswith("-> run1")
+
+
 @pytest.mark.parametrize("args,said", [
     (["predict"], "predict: the following arguments are required: run_dir (see nnrun predict --help)"),
     (["predict", "x", "--csv"], "predict: argument --csv: expected one argument (see nnrun predict --help)"),

@@ -26,13 +26,15 @@ def save(run_dir: Path, payload: dict[str, Any]) -> Path:
 
 def find(path: Path) -> Path:
     """The checkpoint file `path` means: the file itself, a run dir's checkpoint.pt, or for an experiment dir
-    (experiments/<exp>) its newest run's: the newest under runs/, else the newest sweep job under multirun/."""
+    (experiments/<exp>) its newest run's: the newest under runs/, else the newest sweep job under multirun/. Its
+    runs/ or multirun/ alone: the newest run there."""
     path = Path(path).expanduser()
     if path.is_file():
         return path
     if not path.is_dir():
         raise CheckpointError(f"{path}: no such run dir")
-    for pattern in ("", "runs/*/", "multirun/*/*/"):
+    below = {"runs": "*/", "multirun": "*/*/"}.get(path.name) if path.parent.parent.name == "experiments" else None
+    for pattern in ("", "runs/*/", "multirun/*/*/") if below is None else ("", below):
         found = sorted(path.glob(pattern + CHECKPOINT_FILE), key=lambda p: (p.stat().st_mtime, str(p)))
         if found:
             return found[-1]

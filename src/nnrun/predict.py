@@ -14,7 +14,8 @@ def _parser() -> ArgumentParser:
         description="Predict with a trained run: raw feature values in, class probabilities out.")
     parser.add_argument("run_dir", type=Path,
                         help="a run dir (holding checkpoint.pt), the checkpoint file, a sweep dir (its best job by "
-                             "the monitored metric), or an experiment dir (experiments/<exp>: its newest run)")
+                             "the monitored metric), or an experiment dir (experiments/<exp>, or its runs/ or "
+                             "multirun/: its newest run)")
     parser.add_argument("features", nargs="*", default=[],  # none with --csv
                         help="one point's feature values, in the training data's order")
     parser.add_argument("--csv", type=Path, help="a CSV file of points, header row of feature names")
