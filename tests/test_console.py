@@ -37,7 +37,7 @@ def test_diverged_run_says_so_and_suggests_a_tenth_of_the_lr():
     diverged = result("diverged", best=299283936.0, final_loss=None, final_accuracy=None, epochs=11)
     console.print_run(diverged, cfg(lr=3.0), console=out)
     text = out.file.getvalue()
-    assert "diverged: the loss became inf/NaN by epoch 12" in text
+    assert "diverged: the loss became inf/NaN in epoch 11" in text
     assert "a smaller learning rate (optimizer.lr=0.3, a tenth of 3) is the usual cure" in text
 
 

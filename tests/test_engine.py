@@ -147,6 +147,45 @@ def test_divergence_is_a_result_with_null_losses_and_finite_checkpoint(tmp_path)
     assert all(torch.isfinite(w).all() for w in weights.values())
 
 
+BLOWS_UP = ["optimizer=sgd", "optimizer.lr=1e3", "loss=bce", "dataset=gaussians", "dataset.n_samples=50",
+            "model.hidden=[8,8]", "train.epochs=40"]  # finite for 3 epochs, then inf logits
+
+
+def test_a_run_diverges_where_its_loss_blows_up_not_at_the_next_logged_epoch(tmp_path, monkeypatch):
+    """Whatever log_every is, the epoch after a step's loss or the weights stop being finite ends the run, and its
+    checkpoint holds the weights of the epoch before it, saying which."""
+    every = train([*BLOWS_UP, "train.log_every=1"], tmp_path / "every")
+    rarely = train([*BLOWS_UP, "train.log_every=30"], tmp_path / "rarely")
+    assert every.status == rarely.status == "diverged"
+    assert every.epochs_run == 4 and rarely.epochs_run in (4, 5)  # an evaluation sees inf logits an epoch sooner
+    saved = checkpoint.load(tmp_path / "rarely")
+    assert saved["epoch"] == rarely.epochs_run - 1
+    logged = [e.step for e in events(tmp_path / "rarely").Scalars("loss/train")]
+    assert logged == [1, rarely.epochs_run]  # the first epoch, and the one it ended at
+    # The same run stopped by a signal right after epoch epochs_run - 1 holds those weights.
+    _fake_signals(monkeypatch, 2 * (rarely.epochs_run - 1))  # full batch: a look before and after each epoch's step
+    from nnrun import engine
+
+    with pytest.raises(engine.RunInterrupted):
+        train([*BLOWS_UP, "train.log_every=30"], tmp_path / "stopped")
+    stopped = checkpoint.load(tmp_path / "stopped")
+    assert stopped["epoch"] == rarely.epochs_run - 1
+    for key, weights in saved["model"].items():
+        assert torch.isfinite(weights).all() and torch.equal(weights, stopped["model"][key]), key
+
+
+def test_a_run_that_blows_up_in_its_first_step_keeps_its_initial_weights_as_epoch_0(tmp_path):
+    result = train(["optimizer=sgd", "optimizer.lr=1e30", "train.epochs=50", "train.log_every=25"], tmp_path)
+    saved, fresh = checkpoint.load(tmp_path), parsed(["optimizer=sgd", "optimizer.lr=1e30"])
+    from nnrun.data import load
+    from nnrun.engine import network
+    from nnrun.losses import LOSSES
+
+    initial = network(fresh, load(fresh.dataset), LOSSES[fresh.loss]).state_dict()
+    assert (result.status, result.epochs_run, saved["epoch"]) == ("diverged", 1, 0)
+    assert all(torch.equal(initial[key], saved["model"][key]) for key in initial)
+
+
 @pytest.mark.parametrize("batch_size", [1, 7, 1000])
 def test_mini_batches_and_single_points_train(tmp_path, batch_size):
     result = train([*SEPARABLE[:-2], "train.epochs=10", f"train.batch_size={batch_size}"], tmp_path)
@@ -328,6 +367,50 @@ def test_resuming_a_run_that_restored_its_best_weights_continues_from_its_last_s
     a, b = checkpoint.load(tmp_path / "resumed"), checkpoint.load(tmp_path / "whole")
     for key in a["resume"]["model"]:
         assert torch.equal(a["resume"]["model"][key], b["resume"]["model"][key]), key
+
+
+def test_resuming_a_run_that_stopped_early_ends_where_it_stopped(tmp_path):
+    overrides = ["dataset=gaussians", "dataset.n_samples=60", "dataset.noise=1.2", "model.hidden=[64,64]",
+                 "train.epochs=200", "train.early_stopping.patience=5"]
+    first = train(overrides, tmp_path / "first")
+    assert first.status == "stopped_early" and first.epochs_run < 200
+    again = train([*overrides, f"train.resume={tmp_path / 'first'}"], tmp_path / "again")
+    assert (again.status, again.epochs_run, again.best_epoch, again.final) == \
+        (first.status, first.epochs_run, first.best_epoch, first.final)
+    a, b = checkpoint.load(tmp_path / "first"), checkpoint.load(tmp_path / "again")
+    assert all(torch.equal(a["resume"]["model"][k], b["resume"]["model"][k]) for k in a["resume"]["model"])
+    # With more patience it goes on from where it stopped.
+    longer = train([*overrides[:-1], "train.early_stopping.patience=50", f"train.resume={tmp_path / 'first'}"],
+                   tmp_path / "longer")
+    assert longer.epochs_run > first.epochs_run
+
+
+def test_an_interrupted_run_logs_its_last_epoch_and_its_resumption_its_first(tmp_path, monkeypatch):
+    """The first and the last epoch a run trains are on its curves, also when a signal ends it or it resumes."""
+    from nnrun import engine
+
+    overrides = ["dataset=gaussians", "dataset.n_samples=60", "train.epochs=40", "train.log_every=10"]
+    _fake_signals(monkeypatch, 2 * 15)  # full batch: stopped before epoch 16's step
+    with pytest.raises(engine.RunInterrupted):
+        train(overrides, tmp_path / "first")
+    monkeypatch.undo()
+    stopped = read_metrics(tmp_path / "first")
+    assert (stopped["status"], stopped["epochs_run"]) == ("interrupted", 15)
+    last = events(tmp_path / "first").Scalars("loss/train")
+    assert [e.step for e in last] == [1, 10, 15]
+    assert last[-1].value == pytest.approx(stopped["final"]["loss/train"])
+    train([*overrides, f"train.resume={tmp_path / 'first'}"], tmp_path / "second")
+    assert [e.step for e in events(tmp_path / "second").Scalars("loss/train")] == [16, 20, 30, 40]
+
+
+def test_each_run_of_a_sweep_times_its_own_training(tmp_path):
+    """A stack's wall time is its runs': a job of 1 epoch trained after a long stack is not charged for it."""
+    from conftest import train_stacked
+
+    long, short = train_stacked([(["dataset=spirals", "model.hidden=[64,64]", "train.epochs=300"], tmp_path / "a"),
+                                 (["dataset=spirals", "model.hidden=[64,64]", "train.epochs=1"], tmp_path / "b")])
+    assert long.epochs_run == 300 and short.epochs_run == 1
+    assert short.metrics["wall_time_s"] < long.metrics["wall_time_s"] / 4
 
 
 def _signals_from(monkeypatch, received):

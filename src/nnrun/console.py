@@ -50,9 +50,9 @@ def print_run(result, cfg, console: Console | None = None) -> None:
     console.print(table)
     console.print(f"epochs run {result.epochs_run}, best {result.monitor} {_fmt(result.best_value)} at epoch "
                   f"{result.best_epoch}, {result.metrics['wall_time_s']:.2f} s on {result.metrics['device']}")
-    if result.status == "diverged":  # found at the evaluation after the last epoch run, maybe epochs after the blow-up
+    if result.status == "diverged":  # found at the end of the epoch it happened in: the last epoch run
         lr = cfg.optimizer.lr
-        hint = (f"diverged: the loss became inf/NaN by epoch {result.epochs_run + 1}; a smaller learning rate "
+        hint = (f"diverged: the loss became inf/NaN in epoch {result.epochs_run}; a smaller learning rate "
                 f"(optimizer.lr={lr / 10:g}, a tenth of {lr:g}) is the usual cure")
         console.print(Text(hint, style=STATUS_STYLE["diverged"]), soft_wrap=True)
     _print_line(console, "run dir:", str(result.run_dir))

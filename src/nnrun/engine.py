@@ -166,8 +166,8 @@ class Member:
     rng: torch.Generator
     group: dict
     stopper: EarlyStopping
-    started: float
     saved: dict[str, Any]  # START, or a resumed run's state as its checkpoint holds it
+    started: float = 0.0  # when its stack began to train: its wall time is its own, not that of stacks before it
     logger: Any = None
     result: RunResult | None = None
 
@@ -248,12 +248,12 @@ def network(cfg: TrainConfig, data: Dataset, loss: losses.Loss) -> models.MLP:
 def start(job: Job, data: Dataset, loss: losses.Loss, device: torch.device) -> Member:
     """A job's model, generator and optimizer numbers as its seed makes them, or as its checkpoint left them. A
     single run says where it resumes; a sweep says it once for all its jobs (nnrun.sweep.resume_line)."""
-    cfg, started, source = job.cfg, time.perf_counter(), job.resume_from
+    cfg, source = job.cfg, job.resume_from
     check_writable(job.run_dir)
     module = network(cfg, data, loss).to(device)
     # One generator drives batch order and dropout masks: the run depends on its seed alone.
     m = Member(job, module, torch.Generator(device=device).manual_seed(cfg.seed), optim.param_group(cfg.optimizer),
-               EarlyStopping(cfg.train.early_stopping), started, START)
+               EarlyStopping(cfg.train.early_stopping), START)
     if source is None:
         return m
     try:
@@ -278,8 +278,9 @@ def start(job: Job, data: Dataset, loss: losses.Loss, device: torch.device) -> M
 
 class Stack:
     """The runs that train together, a row each: `model` (a StackedMLP) holds their weights, row r being run r's,
-    and `optimizer` their optimizer states; per row, `members[r]`, its newest finite weights `last_good[r]` and,
-    where `has_best[r]`, its best epoch's `best[r]`. All rows stand at one position; ended rows leave (`end`)."""
+    and `optimizer` their optimizer states; per row, `members[r]`, its weights after its last finite epoch
+    `last_good[r]` and, where `has_best[r]`, its best epoch's `best[r]`. All rows stand at one position; ended rows
+    leave (`end`)."""
 
     def __init__(self, members: Sequence[Member]):
         self.members = list(members)
@@ -292,10 +293,11 @@ class Stack:
             orders = torch.stack([s["partial"]["order"] for s in saved])
             self.partial = {**self.partial, "order": orders.to(weights.device)}
         self.optimizer.steps = self.step
+        began = time.perf_counter()
         for row, m in enumerate(members):
             if m.saved["optimizer"] is not None:
                 self.optimizer.load_row(row, m.saved["optimizer"], self.model.split_row)
-            m.logger = RunLogger(m.job.run_dir, m.job.config_yaml)
+            m.logger, m.started = RunLogger(m.job.run_dir, m.job.config_yaml), began
 
         def rows(key: str) -> torch.Tensor:  # a resumed run's snapshots as it saved them; else its weights now
             return torch.stack([w if s[key] is None else self.model.row_of(s[key]).to(w.device)
@@ -360,14 +362,19 @@ def train_stack(members: list[Member], data: Dataset, loss: losses.Loss, receive
     model = stack.model
     bar = ProgressBar(f"[bold]{cfg.exp_name}", rules.epochs, console, done=stack.epochs_done,
                       enabled=show_progress and len(members) == 1)
+    first_epoch = stack.epochs_done + 1  # logged, as the last is: a resumed run's curve starts where it goes on
     try:
         with bar:
             model.train()
-            for epoch in range(stack.epochs_done + 1, rules.epochs + 1):
+            # A resumed run that had stopped early, and still would by its patience, ends where it stopped.
+            stack.end({r: "stopped_early" for r, m in enumerate(stack.members) if m.stopper.should_stop},
+                      data, loss, drawing)
+            for epoch in range(first_epoch, rules.epochs + 1):
                 # --- train an epoch (or the rest of the one a run stopped inside) ---------------------------
-                if received:
+                if received or not stack.members:
                     break
                 order, first = stack.batch_order(n, batch_size)
+                epoch_loss = torch.zeros(len(stack.members), device=x.device)  # each run's, to see it stay finite
                 for begin in range(first, n, batch_size):
                     idx = slice(None) if order is None else order[:, begin:begin + batch_size]
                     model.flat.grad = None
@@ -375,6 +382,7 @@ def train_stack(members: list[Member], data: Dataset, loss: losses.Loss, receive
                     per_model.sum().backward()
                     stack.optimizer.step()
                     stack.step += 1
+                    epoch_loss += per_model.detach()
                     if rules.log_steps:
                         for m, value in zip(stack.members, per_model.tolist()):
                             m.logger.scalars(stack.step, {"loss/step": value})
@@ -386,16 +394,18 @@ def train_stack(members: list[Member], data: Dataset, loss: losses.Loss, receive
                 stack.epochs_done = epoch
 
                 # --- evaluate if due, log, decide each run's fate ----------------------------------------
-                due = epoch % rules.log_every == 0 or epoch in (1, rules.epochs)  # the regular epochs to log
+                # Every epoch, whatever log_every says: a run whose loss or weights stopped being finite diverged.
+                finite = torch.isfinite(epoch_loss) & torch.isfinite(model.flat.detach()).all(1)
+                ended: dict[int, str] = dict.fromkeys((~finite).nonzero().flatten().tolist(), "diverged")
+                due = epoch % rules.log_every == 0 or epoch in (first_epoch, rules.epochs)  # the regular epochs
                 images = images_due(cfg, data, epoch)
-                ended: dict[int, str] = {}
-                if due or every_epoch:
+                improved = []
+                if due or every_epoch or ended:
                     (train_loss, train_acc), (val_loss, val_acc) = evaluate(model, loss, data.train, data.val)
-                    improved = []
                     for r, m in enumerate(stack.members):
                         values = {"loss/train": train_loss[r], "loss/val": val_loss[r],
                                   "accuracy/train": train_acc[r], "accuracy/val": val_acc[r]}
-                        if not (math.isfinite(train_loss[r]) and math.isfinite(val_loss[r])):
+                        if r in ended or not (math.isfinite(train_loss[r]) and math.isfinite(val_loss[r])):
                             ended[r] = "diverged"
                         else:
                             if m.stopper.update(epoch, values[stopping.monitor]) and every_epoch:
@@ -407,12 +417,13 @@ def train_stack(members: list[Member], data: Dataset, loss: losses.Loss, receive
                         if due or r in ended or r in improved:
                             m.logger.scalars(epoch, {**values, "lr": m.job.cfg.optimizer.lr})
                             bar.update(epoch, f"loss/train {train_loss[r]:.4f}  loss/val {val_loss[r]:.4f}")
-                    # A diverged run keeps the weights it had before: its snapshots do not move.
-                    weights = model.flat.detach()
-                    finite = [r for r in range(len(stack.members)) if ended.get(r) != "diverged"]
-                    stack.last_good[finite] = weights[finite]
-                    if restore_best:
-                        stack.best[improved], stack.has_best[improved] = weights[improved], True
+                # A diverged run keeps the weights of the epoch before: its snapshots do not move.
+                weights = model.flat.detach()
+                if ended:
+                    finite[[r for r, status in ended.items() if status == "diverged"]] = False
+                stack.last_good = torch.where(finite[:, None], weights, stack.last_good)
+                if restore_best:
+                    stack.best[improved], stack.has_best[improved] = weights[improved], True
 
                 # --- pictures and checkpoints when due; ended runs leave the stack ------------------------
                 save_now = rules.checkpoint_every is not None and epoch % rules.checkpoint_every == 0
@@ -441,8 +452,8 @@ def finish(m: Member, state: dict[str, Any], status: str, data: Dataset, loss: l
     pictures and HParams, and close the run's event file. `state`: the run's last step (`Stack.state`)."""
     cfg, stopper, epochs_run = m.job.cfg, m.stopper, state["epochs_done"]
     weights, weights_epoch = None, None
-    if status == "diverged":
-        weights, weights_epoch = state["last_good"], epochs_run
+    if status == "diverged":  # the weights after the epoch before the one it diverged in
+        weights, weights_epoch = state["last_good"], epochs_run - 1
     elif state["best_weights"] is not None and status in ("completed", "stopped_early"):
         weights, weights_epoch = state["best_weights"], stopper.best_epoch
     # Saved before the kept weights are loaded: the resume state holds the last step's weights.
@@ -453,6 +464,9 @@ def finish(m: Member, state: dict[str, Any], status: str, data: Dataset, loss: l
     if status not in ("diverged", "failed"):
         (final["loss/train"], final["accuracy/train"]), (final["loss/val"], final["accuracy/val"]), \
             (_, final["accuracy/test"]) = evaluate(m.module, loss, data.train, data.val, data.test)
+    if status == "interrupted" and epochs_run > m.logger.last_epoch:  # the last epoch trained is on the curve
+        m.logger.scalars(epochs_run, {**{k: v for k, v in final.items() if k != "accuracy/test"},
+                                      "lr": cfg.optimizer.lr})
     monitor = cfg.train.early_stopping.monitor
     result_metrics = metrics.build_metrics(
         status=status, epochs_run=epochs_run, best_epoch=stopper.best_epoch, best_value=stopper.best_value,

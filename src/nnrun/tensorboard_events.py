@@ -97,7 +97,7 @@ class RunLogger:
 
         self.summary, self.run_dir, self.flush_seconds = summary, Path(run_dir), flush_seconds
         self.file = EventFile(run_dir)
-        self._last_epoch = 0  # where the final metrics go on the step axis
+        self.last_epoch = 0  # the newest epoch logged: where the final metrics go on the step axis
         self._pending: list[Any] = []  # events not yet written
         self._flushed_at = time.monotonic()
         self.file.write([self.file.event(summary.custom_scalars(custom_scalars_layout())),
@@ -108,7 +108,7 @@ class RunLogger:
         from tensorboard.compat.proto.summary_pb2 import Summary
 
         if "loss/step" not in values:  # per-step losses count optimisation steps, not epochs
-            self._last_epoch = max(self._last_epoch, step)
+            self.last_epoch = max(self.last_epoch, step)
         summary = Summary()
         for tag, value in values.items():
             summary.MergeFrom(self.summary.scalar(tag, value))  # appends the builder's one value
@@ -137,7 +137,7 @@ class RunLogger:
         session, so runs of a sweep that vary different keys still share one table."""
         final = {f"{RESULT}/{k}": float(v) for k, v in metrics.items() if v is not None}
         if final:
-            self.scalars(self._last_epoch, final)
+            self.scalars(self.last_epoch, final)
         _experiment, start, end = self.summary.hparams({k: hparam_value(v) for k, v in hparams.items()}, final)
         self._pending += [self.file.event(start), self.file.event(end)]
 
