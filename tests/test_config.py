@@ -30,13 +30,18 @@ def test_experiment_file_sets_groups_and_name():
     ("dataset.val_fraction=0.6", None, None),
     ("device=gpu", "device", "one of auto, cpu, cuda"),
     ("train.early_stopping.monitor=loss", "train.early_stopping.monitor", "loss/val"),
+    ("dataset=gaussians dataset.classes=5 dataset.n_samples=4 loss=cross_entropy", "dataset.n_samples",
+     ">= dataset.classes=5 (a point per class)"),
+    ("optimizer=momentum optimizer.momentum=0 optimizer.nesterov=true", "optimizer.nesterov",
+     "false while optimizer.momentum is 0"),
+    ("optimizer=momentum optimizer.momentum=0.5 optimizer.nesterov=true", None, None),
 ])
 def test_out_of_range_values_name_key_and_what_is_allowed(override, key, allowed):
     if key is None:
-        parsed([override])  # valid on its own
+        parsed(override.split())  # valid on its own
         return
     with pytest.raises(ConfigError) as err:
-        parsed([override])
+        parsed(override.split())
     assert err.value.key == key
     assert allowed in str(err.value)
     assert "\n" not in str(err.value)

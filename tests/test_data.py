@@ -125,6 +125,19 @@ def test_missing_csv_is_a_data_error(tmp_path):
         data.load(dataset("csv", path=str(tmp_path / "nope.csv")))
 
 
+@pytest.mark.parametrize("n_samples,sizes", [(100, [34, 33, 33]), (101, [34, 34, 33]), (99, [33, 33, 33])])
+def test_spirals_have_every_point_asked_for_the_first_arms_taking_the_remainder(n_samples, sizes):
+    d = data.load(dataset("spirals", n_samples=n_samples, noise=0.0, classes=3, val_fraction=0.0,
+                          test_fraction=0.0))
+    assert torch.bincount(d.train.y).tolist() == sizes
+
+
+def test_a_split_asked_for_has_a_point_even_where_its_fraction_rounds_to_none():
+    d = data.load(dataset("circles", n_samples=10, noise=0.05, val_fraction=0.04, test_fraction=0.04))
+    assert (len(d.train), len(d.val), len(d.test)) == (8, 1, 1)
+    assert d.val is not d.train and d.test is not d.train
+
+
 def test_fractions_that_leave_no_training_data_are_refused():
     with pytest.raises(ConfigError, match="leave training data"):
         data.load(dataset("gaussians", n_samples=4, val_fraction=0.5, test_fraction=0.4))

@@ -497,6 +497,12 @@ def parse(cfg: Mapping[str, Any]) -> TrainConfig:
         raise ConfigError("dataset.n_samples", data.n_samples, "an integer >= 4 (a point per corner)")
     if data.classes is not None:
         check_loss_fits(top["loss"]["name"], data.classes)
+        if data.n_samples is not None and data.n_samples < data.classes:
+            raise ConfigError("dataset.n_samples", data.n_samples,
+                              f"an integer >= dataset.classes={data.classes} (a point per class)")
+    if optimizer.get("nesterov") and not optimizer.get("momentum"):
+        raise ConfigError("optimizer.nesterov", True, "false while optimizer.momentum is 0 (a Nesterov step is a "
+                                                      "momentum step, as torch.optim.SGD requires)")
     return TrainConfig(**{
         **top, "dataset": data, "model": ModelConfig(**top["model"]), "activation": top["activation"]["name"],
         "loss": top["loss"]["name"],

@@ -83,12 +83,15 @@ def pass_fail(cfg: DatasetConfig, g: torch.Generator) -> Generated:
 
 
 def spirals(cfg: DatasetConfig, g: torch.Generator) -> Generated:
-    k, per_class = cfg.classes, cfg.n_samples // cfg.classes
-    t = torch.linspace(0.0, 1.0, per_class + 1)[1:]  # skip the centre, where all arms meet
-    # Each arm turns once around the centre as its radius t grows, rotated by 2 pi c / K from the previous one.
-    arms = [polar(t, 2 * math.pi * (t + c / k)) + cfg.noise * torch.randn(per_class, 2, generator=g)
-            for c in range(k)]
-    return torch.cat(arms), torch.arange(k).repeat_interleave(per_class), ["x1", "x2"], [str(c) for c in range(k)]
+    k = cfg.classes
+    sizes = [cfg.n_samples // k + (c < cfg.n_samples % k) for c in range(k)]  # the first arms take the remainder
+    arms = []
+    for c, size in enumerate(sizes):
+        t = torch.linspace(0.0, 1.0, size + 1)[1:]  # skip the centre, where all arms meet
+        # Each arm turns once around the centre as its radius t grows, rotated by 2 pi c / K from the previous one.
+        arms.append(polar(t, 2 * math.pi * (t + c / k)) + cfg.noise * torch.randn(size, 2, generator=g))
+    return torch.cat(arms), torch.arange(k).repeat_interleave(torch.tensor(sizes)), ["x1", "x2"], \
+        [str(c) for c in range(k)]
 
 
 def circles(cfg: DatasetConfig, g: torch.Generator) -> Generated:
@@ -224,7 +227,8 @@ def load(cfg: DatasetConfig) -> Dataset:
     x, y, feature_names, class_names = GENERATORS[cfg.name](cfg, g)
     x, n = x.float(), len(x)
     order = torch.randperm(n, generator=g)
-    n_test, n_val = round(n * cfg.test_fraction), round(n * cfg.val_fraction)
+    # A split asked for has a point at least; a fraction of 0 has none (see below).
+    n_test, n_val = (max(1, round(n * f)) if f > 0 else 0 for f in (cfg.test_fraction, cfg.val_fraction))
     if n - n_val - n_test < 1:
         raise ConfigError("dataset.val_fraction", cfg.val_fraction,
                           f"fractions that leave training data (n={n}, test_fraction={cfg.test_fraction:g})")
