@@ -123,6 +123,8 @@ def test_csv_errors_name_file_row_and_column(tmp_path, content, fragment):
 def test_missing_csv_is_a_data_error(tmp_path):
     with pytest.raises(data.DataError, match="no such file"):
         data.load(dataset("csv", path=str(tmp_path / "nope.csv")))
+    with pytest.raises(data.DataError, match="a directory, not a CSV file"):
+        data.load(dataset("csv", path=str(tmp_path)))
 
 
 @pytest.mark.parametrize("n_samples,sizes", [(100, [34, 33, 33]), (101, [34, 34, 33]), (99, [33, 33, 33])])

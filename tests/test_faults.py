@@ -83,3 +83,24 @@ def test_a_target_in_yaml_is_never_imported(nnrun_here):
     code, _, err = nnrun_here(["train", "--cfg", "job", "+model._target_=os.system"])
     assert code == 2
     assert "model._target_" in err
+
+
+@pytest.mark.parametrize("content", [b"hello\n", b'{"status": "completed"}', b"PK\x03\x04 cut short"])
+def test_a_file_that_is_no_checkpoint_is_one_line_and_exit_2_and_leaves_no_run(tmp_path, nnrun_here, content):
+    """A text file, a metrics.json, a cut-short archive: predict and resume each say so in one line."""
+    (tmp_path / "old").mkdir()
+    (tmp_path / "old" / "checkpoint.pt").write_bytes(content)
+    code, _, err = nnrun_here(["predict", "old", "1", "0"])
+    assert (code, err.count("\n")) == (2, 1), err
+    assert "old/checkpoint.pt: not a checkpoint (torch.save's zip archive)" in err
+    code, _, err = nnrun_here(["train", "train.epochs=2", "train.resume=old"])
+    assert (code, err.count("\n")) == (2, 1), err
+    assert "not a checkpoint" in err
+    assert not (tmp_path / "experiments").exists()  # the refused run's dir is gone
+
+
+def test_a_metrics_json_of_something_else_is_no_result(tmp_path):
+    from nnrun.metrics import read_metrics
+
+    (tmp_path / "metrics.json").write_text("[]")
+    assert read_metrics(tmp_path) is None

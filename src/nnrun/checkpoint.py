@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
+from nnrun.config import first_line
 from nnrun.metrics import atomic_write
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -49,13 +51,15 @@ def load(path: Path) -> dict[str, Any]:
     path = path / CHECKPOINT_FILE if path.is_dir() else path
     if not path.is_file():
         raise CheckpointError(f"{path}: no checkpoint (is this a run dir of nnrun?)")
+    if not zipfile.is_zipfile(path):  # what torch.save writes; a text or cut-short file would trace back in torch
+        raise CheckpointError(f"{path}: not a checkpoint (torch.save's zip archive), nor a run dir holding one")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         first = (str(exc).strip() or "unsafe content").splitlines()[0]
         raise CheckpointError(f"{path}: refused to load, it holds more than weights ({first})") from None
-    except (OSError, RuntimeError, EOFError) as exc:
-        raise CheckpointError(f"{path}: not a readable checkpoint ({exc})") from None
+    except Exception as exc:  # a damaged archive fails in torch in many ways; each means the same to the user
+        raise CheckpointError(f"{path}: not a readable checkpoint ({first_line(exc)})") from None
     if not isinstance(payload, dict) or "model" not in payload or "spec" not in payload:
         raise CheckpointError(f"{path}: not an nnrun checkpoint")
     return payload

@@ -129,7 +129,7 @@ def read_table(path: Path, named_as: str) -> Table:
     `named_as` is how the user gave the path (e.g. 'dataset.path=x.csv'), for the error when it is missing."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise DataError(f"{named_as}: no such file")
+        raise DataError(f"{named_as}: {'a directory, not a CSV file' if path.is_dir() else 'no such file'}")
     try:
         text = path.read_bytes().decode("utf-8-sig")
     except UnicodeDecodeError as exc:

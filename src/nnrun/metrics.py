@@ -92,11 +92,13 @@ def _shown(value: float | None) -> str:
 
 
 def read_metrics(run_dir: Path) -> dict[str, Any] | None:
-    """The run's metrics.json, or None when it is absent or unreadable (a run still going, or killed)."""
+    """The run's metrics.json, or None when it is absent, unreadable or not one object (a run still going, or
+    killed; a file of something else)."""
     try:
-        return json.loads((Path(run_dir) / METRICS_FILE).read_text(encoding="utf-8"))
+        saved = json.loads((Path(run_dir) / METRICS_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
+    return saved if isinstance(saved, dict) else None
 
 
 def build_metrics(*, status: str, epochs_run: int, best_epoch: int, best_value: float | None,
