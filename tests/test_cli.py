@@ -394,3 +394,20 @@ def test_a_refused_run_removes_only_its_own_dir(tmp_path, nnrun_here, monkeypatc
     monkeypatch.chdir(tmp_path / "fresh")
     code, _, err = nnrun_here(["train", *bad_csv, f"dataset.path={tmp_path / 'missing.csv'}", "hydra.job.chdir=true"])
     assert code == 2 and list((tmp_path / "fresh").iterdir()) == [], err
+
+
+@pytest.mark.parametrize("command,where", [(["train", "+exp=xor_relu"], "nnrun.preflight.check"),
+                                           (["predict", "run", "1", "0"], "nnrun.predict.main"),
+                                           (["report", "."], "nnrun.report.main")])
+def test_ctrl_c_before_a_run_handles_it_is_one_line_and_exit_130(command, where, monkeypatch, capsys):
+    """While nnrun starts and checks a command line, or reports, or predicts: no traceback."""
+    from nnrun import cli
+
+    def pressed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(where, pressed)
+    monkeypatch.setattr("sys.argv", ["nnrun", *command])
+    with pytest.raises(SystemExit) as exited:
+        cli.run()
+    assert (exited.value.code, capsys.readouterr().err) == (130, "nnrun: interrupted\n")

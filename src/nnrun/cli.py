@@ -148,10 +148,14 @@ def main(argv: list[str] | None = None) -> int:
 
 def run() -> None:
     """The `nnrun` program. Output into a pipe that closed (`nnrun report DIR | head -1`) ends it quietly, as
-    Unix tools end: no traceback, exit 141 (128 + SIGPIPE), what a shell reports for them."""
+    Unix tools end: no traceback, exit 141 (128 + SIGPIPE), what a shell reports for them. So does Ctrl-C where
+    no run handles it (while nnrun starts, checks a command line, reports or predicts): exit 130."""
     try:
         code = main()
         sys.stdout.flush()  # here, not at exit: a closed pipe found there would print a traceback after all
+    except KeyboardInterrupt:
+        print("nnrun: interrupted", file=sys.stderr)
+        code = 130  # 128 + SIGINT
     except BrokenPipeError:
         # Python flushes stdout once more when it exits; what is left in its buffer has nowhere to go.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
