@@ -149,15 +149,18 @@ def test_excel_csv_with_a_bom_trains_and_a_semicolon_points_file_predicts(tmp_pa
     assert out[0].endswith("-> pass") and out[1].endswith("-> fail")
 
 
-def lay_out_job(payload, job_dir, name: str, status: str, best: float | None, mtime: float = 1_000_000_000):
+def lay_out_job(payload, job_dir, name: str, status: str, best: float | None, mtime: float = 1_000_000_000,
+                final: float | None = None, monitor: str = "loss/val"):
     """A sweep job as the engine leaves it: checkpoint.pt (its class names say which job answered) and
-    metrics.json with its best loss/val."""
+    metrics.json with its best `monitor` and the final one, that of the weights checkpoint.pt holds (the best,
+    as restore_best leaves them, unless `final` says otherwise)."""
     from nnrun.metrics import build_metrics, write_metrics
 
     lay_out(payload, job_dir, [f"{name}0", f"{name}1"], mtime)
+    final = best if final is None and status != "diverged" else final
     write_metrics(job_dir, build_metrics(status=status, epochs_run=200, best_epoch=100, best_value=best,
-                                         monitor="loss/val", final={}, wall_time_s=1.0, device="cpu", seed=0,
-                                         overrides=[f"optimizer.lr={name}"]))
+                                         monitor=monitor, final={monitor: final}, wall_time_s=1.0, device="cpu",
+                                         seed=0, overrides=[f"optimizer.lr={name}"]))
 
 
 @pytest.fixture
@@ -179,7 +182,7 @@ def test_a_sweep_dir_means_its_best_job_and_says_which(lr_sweep, capsys):
     assert predict_main([str(lr_sweep), "1", "0"]) == 0
     out, err = capsys.readouterr()
     assert out.strip().endswith("-> good1")
-    assert err == (f"nnrun: predict: using {lr_sweep / '1_optimizer.lr=0.1'} (the best of 4 jobs by best "
+    assert err == (f"nnrun: predict: using {lr_sweep / '1_optimizer.lr=0.1'} (the best of 4 jobs by final "
                    "loss/val: 0.0500, completed)\n")
 
 
@@ -188,7 +191,7 @@ def test_a_sweep_dir_without_multirun_yaml_is_a_sweep_dir_too(lr_sweep, capsys):
     (lr_sweep / "multirun.yaml").unlink()
     assert predict_main([str(lr_sweep), "1", "0"]) == 0
     out, err = capsys.readouterr()
-    assert out.strip().endswith("-> good1") and "(the best of 4 jobs by best loss/val: 0.0500, completed)" in err
+    assert out.strip().endswith("-> good1") and "(the best of 4 jobs by final loss/val: 0.0500, completed)" in err
 
 
 def test_best_on_an_experiment_dir_takes_its_best_run_not_its_newest(lr_sweep, trained, capsys):
@@ -198,10 +201,39 @@ def test_best_on_an_experiment_dir_takes_its_best_run_not_its_newest(lr_sweep, t
     assert capsys.readouterr().out.strip().endswith("-> single1")  # the newest
     assert predict_main([str(exp), "--best", "1", "0"]) == 0
     out, err = capsys.readouterr()
-    assert out.strip().endswith("-> single1") and "the best of 5 runs by best loss/val: 0.0200" in err
+    assert out.strip().endswith("-> single1") and "the best of 5 runs by final loss/val: 0.0200" in err
     lay_out_job(trained, exp / "runs" / "2026-01-05_00-00-00", "late", "completed", 0.9, 4_000_000_000)
     assert predict_main([str(exp), "--best", "1", "0"]) == 0
     assert capsys.readouterr().out.strip().endswith("-> single1")
+
+
+def test_a_sweep_dir_means_the_job_whose_saved_weights_are_best_not_the_best_it_once_saw(trained, tmp_path, capsys):
+    """Without restore_best a checkpoint holds the last epoch's weights: lr=10 once reached val loss 0.6006, but
+    the weights it saved score 1.04, worse than lr=0.01's 0.65. predict hands out the better saved weights."""
+    sweep = tmp_path / "experiments" / "lr2" / "multirun" / "2026-01-03_00-00-00"
+    sweep.mkdir(parents=True)
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    lay_out_job(trained, sweep / "0_optimizer.lr=10", "wild", "completed", 0.6006, final=1.04)
+    lay_out_job(trained, sweep / "1_optimizer.lr=0.01", "steady", "completed", 0.6006 + 0.04, final=0.65)
+    assert predict_main([str(sweep), "1", "0"]) == 0
+    out, err = capsys.readouterr()
+    assert out.strip().endswith("-> steady1")
+    assert err == (f"nnrun: predict: using {sweep / '1_optimizer.lr=0.01'} (the best of 2 jobs by final "
+                   "loss/val: 0.6500, completed)\n")
+
+
+def test_a_sweep_dir_monitoring_accuracy_means_the_highest_final_accuracy(trained, tmp_path, capsys):
+    sweep = tmp_path / "sweep"
+    sweep.mkdir()
+    (sweep / "multirun.yaml").write_text("hydra: {}\n")
+    lay_out_job(trained, sweep / "0_optimizer.lr=10", "peaked", "completed", 0.99, final=0.60,
+                monitor="accuracy/val")
+    lay_out_job(trained, sweep / "1_optimizer.lr=1", "kept", "stopped_early", 0.90, final=0.90,
+                monitor="accuracy/val")
+    lay_out_job(trained, sweep / "2_optimizer.lr=0.1", "low", "completed", 0.70, final=0.70, monitor="accuracy/val")
+    lay_out_job(trained, sweep / "3_optimizer.lr=99", "broke", "diverged", 0.95, final=0.95, monitor="accuracy/val")
+    assert predict_main([str(sweep), "0", "0"]) == 0
+    assert capsys.readouterr().err.endswith(" (the best of 4 jobs by final accuracy/val: 0.9000, stopped_early)\n")
 
 
 def test_a_diverged_run_says_so_before_its_probabilities(lr_sweep, capsys):

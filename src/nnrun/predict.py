@@ -14,14 +14,14 @@ def _parser() -> ArgumentParser:
         description="Predict with a trained run: raw feature values in, class probabilities out.")
     parser.add_argument("run_dir", type=Path,
                         help="a run dir (holding checkpoint.pt), the checkpoint file, a sweep dir (its best job by "
-                             "the monitored metric), or an experiment dir (experiments/<exp>, or its runs/ or "
-                             "multirun/: its newest run)")
+                             "the final value of the monitored metric: that of the weights it saved), or an "
+                             "experiment dir (experiments/<exp>, or its runs/ or multirun/: its newest run)")
     parser.add_argument("features", nargs="*", default=[],  # none with --csv
                         help="one point's feature values, in the training data's order")
     parser.add_argument("--csv", type=Path, help="a CSV file of points, header row of feature names")
     parser.add_argument("--best", action="store_true",
-                        help="on an experiment dir (or any dir above runs): its best run by the monitored metric "
-                             "(train.early_stopping.monitor), not its newest")
+                        help="on an experiment dir (or any dir above runs): its best run by the final value of "
+                             "the monitored metric (train.early_stopping.monitor), not its newest")
     return parser
 
 
@@ -59,10 +59,12 @@ def best_checkpoint(root: Path, runs_are: str) -> tuple[Path, str]:
     runs = [report.read_run(d) for d in report.find_run_dirs(root) if (d / CHECKPOINT_FILE).is_file()]
     if not runs:
         raise CheckpointError(f"{root}: no run with a {CHECKPOINT_FILE} under it")
-    run = report.best_run(runs)
-    value = "no value" if run.best is None or run.monitor != report.common_monitor(runs) else f"{run.best:.4f}"
-    return run.path / CHECKPOINT_FILE, (f"using {run.path} (the best of {len(runs)} {runs_are} by best "
-                                        f"{report.common_monitor(runs)}: {value}, {run.status})")
+    run, monitor = report.best_run(runs), report.common_monitor(runs)
+    value = run.final.get(monitor)
+    value = "no value" if value is None else f"{value:.4f}"
+    return run.path / CHECKPOINT_FILE, (f"using {run.path} (the best of {len(runs)} {runs_are} by final "
+                                        f"{monitor}: {value}, {run.status})")
+
 
 
 def _read_points(path: Path, names: list[str]) -> list[list[float]]:

@@ -198,11 +198,12 @@ USABLE = ("completed", "stopped_early", "interrupted")
 
 
 def best_run(runs: list[Run]) -> Run:
-    """The best of `runs` by the monitored metric (the one most of them monitor): among the runs that ended with
+    """The run whose saved weights are best: by the final value of the monitored metric (the one most of them
+    monitor), which was evaluated on the weights its checkpoint holds (the best ones when restore_best restored
+    them, else the last epoch's; its best value may belong to weights long gone). Among the runs that ended with
     usable weights when there are any, else among all; a run without a value last."""
     monitor = common_monitor(runs)
-    return min(runs, key=lambda run: (run.status not in USABLE,
-                                      *_best_first(run.best if run.monitor == monitor else None, monitor)))
+    return min(runs, key=lambda run: (run.status not in USABLE, *_best_first(run.final.get(monitor), monitor)))
 
 
 def _mean_text(values: list[float], spread: bool, whole: bool = False) -> str:
