@@ -263,7 +263,15 @@ def start(job: Job, data: Dataset, loss: losses.Loss, device: torch.device) -> M
     if payload["spec"] != module.spec or payload["config"]["optimizer"]["name"] != cfg.optimizer.name:
         raise UsageError(f"train.resume={source} is a run of another model or optimizer ({payload['spec']} with "
                          f"{payload['config']['optimizer']['name']}); resume it with the config it was trained with")
+    there, here = payload["config"]["dataset"], cfg.to_dict()["dataset"]
+    if there != here:
+        changed = ", ".join(f"{'dataset' if k == 'name' else 'dataset.' + k}={_yaml(v)} (here {_yaml(here.get(k))})"
+                            for k, v in there.items() if v != here.get(k))
+        raise UsageError(f"train.resume={source} was trained on other data: {changed}; resume it with its data")
     saved = payload["resume"]
+    if saved is not None and saved["epochs_done"] > cfg.train.epochs:
+        raise UsageError(f"train.epochs={cfg.train.epochs} is below the {saved['epochs_done']} epochs that "
+                         f"train.resume={source} has trained; give more to go on")
     if saved is None:
         raise UsageError(f"train.resume={source} cannot go on: that run is {payload['status'].replace('_', ' ')}, "
                          "with nothing left to train; leave out train.resume to train a new run")
@@ -274,6 +282,10 @@ def start(job: Job, data: Dataset, loss: losses.Loss, device: torch.device) -> M
         print(f"nnrun: resuming {source} after epoch {saved['epochs_done']}"
               + (f" (inside epoch {saved['partial']['epoch']})" if saved["partial"] else ""))
     return m
+
+
+def _yaml(value: Any) -> str:
+    return "null" if value is None else str(value)
 
 
 class Stack:
