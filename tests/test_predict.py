@@ -236,6 +236,37 @@ def test_a_sweep_dir_monitoring_accuracy_means_the_highest_final_accuracy(traine
     assert capsys.readouterr().err.endswith(" (the best of 4 jobs by final accuracy/val: 0.9000, stopped_early)\n")
 
 
+@pytest.mark.parametrize("values,said", [
+    (["nan", "0"], "x1=nan"), (["inf", "0"], "x1=inf"), (["1", "-inf"], "x2=-inf"), (["1e400", "0"], "x1=1e400"),
+    (["0", "1e39"], "x2=1e39")])  # finite as a double, inf in the float32 the network computes in
+def test_a_non_finite_feature_value_is_one_line_and_exit_2(trained, tmp_path, capsys, values, said):
+    lay_out(trained, tmp_path / "run", ["0", "1"], 1_000_000_000)
+    assert predict_main([str(tmp_path / "run"), "--", *values]) == 2  # --: argparse reads -inf as an option
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert err.startswith(f"nnrun: error: cannot predict from {' '.join(values)!r}: {said} is not a finite number")
+
+
+@pytest.mark.parametrize("cell", ["nan", "inf", "-1e400", "3.5e38"])
+def test_a_non_finite_cell_in_a_points_csv_names_row_and_column(trained, tmp_path, capsys, cell):
+    lay_out(trained, tmp_path / "run", ["0", "1"], 1_000_000_000)
+    points = tmp_path / "points.csv"
+    points.write_text(f"x1,x2\n1,0\n0,{cell}\n")
+    assert predict_main([str(tmp_path / "run"), "--csv", str(points)]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and err.count("\n") == 1
+    assert err.startswith(f"nnrun: error: {points}: row 3, column 'x2': {cell} is not a finite number")
+
+
+def test_a_point_and_a_csv_together_is_one_line_and_exit_2(trained, tmp_path, capsys):
+    lay_out(trained, tmp_path / "run", ["0", "1"], 1_000_000_000)
+    points = tmp_path / "points.csv"
+    points.write_text("x1,x2\n1,0\n")
+    for argv in (["--csv", str(points), "1", "2"], ["1", "--csv", str(points)]):
+        assert predict_main([str(tmp_path / "run"), *argv]) == 2
+        assert capsys.readouterr() == ("", "nnrun: error: give one point's values or --csv FILE, not both\n")
+
+
 def test_a_diverged_run_says_so_before_its_probabilities(lr_sweep, capsys):
     wild = lr_sweep / "2_optimizer.lr=10"
     payload = checkpoint.load(wild)

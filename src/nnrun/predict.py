@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from pathlib import Path
 
@@ -66,6 +67,16 @@ def best_checkpoint(root: Path, runs_are: str) -> tuple[Path, str]:
                                         f"{monitor}: {value}, {run.status})")
 
 
+# The network computes in float32: a value a double holds but float32 does not (1e39) is inf there, and its
+# probabilities NaN.
+FLOAT32_MAX = 3.4028234663852886e38
+IN_FLOAT32 = "(the network computes in float32: at most ±3.4e38)"
+
+
+def _finite(value: float) -> bool:
+    """Whether `value` is a number the network can take: finite in float32, not nan or ±inf."""
+    return math.isfinite(value) and abs(value) <= FLOAT32_MAX
+
 
 def _read_points(path: Path, names: list[str]) -> list[list[float]]:
     from nnrun.data import DataError, feature_value, read_table
@@ -81,20 +92,31 @@ def _read_points(path: Path, names: list[str]) -> list[list[float]]:
     for line, row in table.rows:
         if len(row) != len(table.header):
             raise DataError(f"{path}: row {line} has {len(row)} cells, the header has {len(table.header)}")
-        points.append([feature_value(path, line, name, row[c], table.separator) for name, c in zip(names, cols)])
+        point = [feature_value(path, line, name, row[c], table.separator) for name, c in zip(names, cols)]
+        for name, c, value in zip(names, cols, point):
+            if not _finite(value):
+                raise DataError(f"{path}: row {line}, column {name!r}: {row[c].strip()} is not a finite number "
+                                f"{IN_FLOAT32}")
+        points.append(point)
     return points
 
 
 def _point(values: list[str], names: list[str]) -> list[float]:
-    """The point typed on the command line, one number per feature of the run, or UsageError saying what to type."""
-    try:
-        if len(values) == len(names):
-            return [float(v) for v in values]
-    except ValueError:
-        pass
+    """The point typed on the command line, one finite number per feature of the run, or UsageError saying what to
+    type."""
     given = f"cannot predict from {' '.join(values)!r}" if values else "no point to predict"
-    raise UsageError(f"{given}: the run takes {len(names)} numbers, one per feature ({', '.join(names)}), "
-                     "or --csv FILE")
+    try:
+        point = [float(v) for v in values] if len(values) == len(names) else None
+    except ValueError:
+        point = None
+    if point is None:
+        raise UsageError(f"{given}: the run takes {len(names)} numbers, one per feature ({', '.join(names)}), "
+                         "or --csv FILE")
+    for name, text, value in zip(names, values, point):
+        if not _finite(value):
+            raise UsageError(f"{given}: {name}={text} is not a finite number"
+                             f"{' ' + IN_FLOAT32 if math.isfinite(value) else ''}")
+    return point
 
 
 def main(argv: list[str]) -> int:
@@ -102,6 +124,8 @@ def main(argv: list[str]) -> int:
     from nnrun.checkpoint import CheckpointError, load
 
     try:
+        if args.csv is not None and args.features:
+            raise UsageError("give one point's values or --csv FILE, not both")
         path, chosen = locate(args.run_dir, args.best)
         payload = load(path)
         names = list(payload["feature_names"])
