@@ -352,6 +352,63 @@ def test_report_shows_the_untrained_test_accuracy_next_to_the_trained_one(tmp_pa
     assert float(line["untrained accuracy/test"]) == pytest.approx(before)
 
 
+def write_run(run_dir: Path, overrides: list[str], status: str, best: float, mtime: float) -> Path:
+    """A run dir as the engine leaves it, metrics.json alone, written at `mtime`."""
+    import os
+
+    from nnrun.metrics import build_metrics, write_metrics
+
+    run_dir.mkdir(parents=True)
+    path = write_metrics(run_dir, build_metrics(
+        status=status, epochs_run=20, best_epoch=20, best_value=best, monitor="loss/val", final={"loss/val": best},
+        wall_time_s=1.0, device="cpu", seed=0, overrides=overrides))
+    os.utime(path, (mtime, mtime))
+    return run_dir
+
+
+def test_report_counts_a_resumed_sweep_job_and_its_interrupted_original_as_one_run(tmp_path, capsys, monkeypatch):
+    """Seeds 0 and 1, interrupted while seed 1 trained, then resumed into a second sweep dir (train.resume is no
+    setting): seed 0 carried over as it was, seed 1 trained to the end. Two seeds, not four."""
+    multirun = tmp_path / "multirun"
+    first, second = multirun / "2026-01-01_00-00-00", multirun / "2026-01-02_00-00-00"
+    write_run(first / "0_seed=0", ["optimizer.lr=0.1", "seed=0"], "completed", 0.10, 1_000)
+    write_run(first / "1_seed=1", ["optimizer.lr=0.1", "seed=1"], "interrupted", 0.90, 2_000)
+    resume = f"train.resume={first}"
+    write_run(second / "0_seed=0", ["optimizer.lr=0.1", "seed=0", resume], "completed", 0.10, 1_000)  # carried over
+    write_run(second / "1_seed=1", ["optimizer.lr=0.1", "seed=1", resume], "completed", 0.30, 3_000)
+    code, out, _ = run_report([multirun, "--no-plot"], capsys, monkeypatch)
+    assert code == 0
+    assert "2 runs in 1 group of seeds (mean±std), sorted by best loss/val" in out
+    (row,) = [line for line in out.splitlines() if "completed" in line]
+    cells = [cell.strip() for cell in row.strip("│ ").split("│")]
+    assert cells[:2] == ["2", "completed×2"] and "interrupted" not in out
+    assert f"{statistics.fmean([0.1, 0.3]):.4f}±{statistics.stdev([0.1, 0.3]):.4f}" in row
+    assert "(2 older runs of the same settings left out; report.csv lists every run)" in out
+    rows = list(csv.DictReader((multirun / "report.csv").open()))
+    assert sorted(Path(r["run_dir"]).relative_to(multirun).as_posix() for r in rows) == [
+        "2026-01-01_00-00-00/0_seed=0", "2026-01-01_00-00-00/1_seed=1",
+        "2026-01-02_00-00-00/0_seed=0", "2026-01-02_00-00-00/1_seed=1"]
+
+
+def test_report_shows_the_newest_of_five_reruns_of_one_command_as_one_run(tmp_path, capsys, monkeypatch):
+    runs = tmp_path / "runs"
+    for n, best in enumerate([0.5, 0.4, 0.3, 0.2, 0.25]):  # the last written, not the best, is the newest
+        write_run(runs / f"2026-01-0{n + 1}_00-00-00", ["optimizer.lr=0.1", "seed=0"], "completed", best,
+                  1_000 * (n + 1))
+    code, out, _ = run_report([runs, "--no-plot"], capsys, monkeypatch)
+    assert code == 0
+    assert "1 run, sorted by best loss/val" in out and "seeds" not in out and "±" not in out
+    (row,) = [line for line in out.splitlines() if "completed" in line]
+    assert "0.2500" in row and "completed×" not in row
+    assert "(4 older runs of the same settings left out; report.csv lists every run)" in out
+    assert len(list(csv.DictReader((runs / "report.csv").open()))) == 5
+
+
+def test_report_without_repeats_says_nothing_of_them(sweep, capsys, monkeypatch):
+    code, out, _ = run_report([sweep, "--no-plot"], capsys, monkeypatch)
+    assert code == 0 and "older run" not in out
+
+
 @pytest.mark.slow
 def test_report_into_a_closed_pipe_ends_quietly(sweep, tmp_path):
     done = into_closed_pipe(["report", str(sweep), "--no-plot", "--out", str(tmp_path)], cwd=tmp_path)

@@ -3,8 +3,9 @@
 A run is a dir holding `.hydra/` or `metrics.json`. A finished run is read from its metrics.json alone (status,
 overrides, best and final metrics); its TensorBoard event file only when a curve of it is drawn. A run still
 going has no metrics.json: its latest values come from its event file, read with tensorboard's own reader. Runs
-that differ only by `seed` are grouped as mean ± std. Writes report.csv and report.png next to the runs (or under
---out).
+that differ only by `seed` are grouped as mean ± std; runs of the same settings, seed included (a rerun, a sweep
+job and its resumed copy), are one run in the table, the newest. Writes report.csv (every run) and report.png next
+to the runs (or under --out).
 """
 
 from __future__ import annotations
@@ -74,9 +75,13 @@ class Run:
 
 @dataclass
 class Group:
-    """Runs with the same overrides but for `seed` (a group of one when there is nothing to group)."""
+    """Runs with the same overrides but for `seed` (a group of one when there is nothing to group): the newest run
+    of each setting in `runs`, the older runs of the same settings, seed included, in `older` (a rerun of the same
+    command; a sweep's interrupted job beside its resumed or carried-over copy: train.resume is no setting). The
+    table counts and averages `runs` alone, so a seed counts once."""
 
     runs: list[Run]
+    older: list[Run] = field(default_factory=list)
 
     def values(self, get) -> list[float]:
         return [v for v in map(get, self.runs) if v is not None and math.isfinite(v)]
@@ -165,10 +170,26 @@ def varying_keys(runs: list[Run]) -> list[str]:
 
 
 def group_by_seed(runs: list[Run], keys: list[str]) -> list[Group]:
-    groups: dict[tuple, list[Run]] = {}
+    groups: dict[tuple, dict[tuple, list[Run]]] = {}
     for run in runs:
-        groups.setdefault(tuple((k, run.overrides.get(k, "")) for k in keys if k != "seed"), []).append(run)
-    return [Group(members) for members in groups.values()]
+        group = groups.setdefault(tuple((k, run.overrides.get(k, "")) for k in keys if k != "seed"), {})
+        settings = tuple(sorted((k, v) for k, v in run.overrides.items() if k not in IGNORED_KEYS))
+        group.setdefault(settings, []).append(run)
+    found = []
+    for repeats in groups.values():
+        newest = [max(same, key=_written) for same in repeats.values()]
+        found.append(Group(newest, [run for same, new in zip(repeats.values(), newest) for run in same
+                                    if run is not new]))
+    return found
+
+
+def _written(run: Run) -> tuple[float, str]:
+    """When the run last wrote its result (metrics.json, else its dir), then its path: the later of two repeats
+    (a sweep dir carried over keeps its jobs' times, and its name is later)."""
+    for path in (run.path / "metrics.json", run.path):
+        with contextlib.suppress(OSError):
+            return path.stat().st_mtime, str(run.path)
+    return 0.0, str(run.path)
 
 
 def mean_std(values: list[float]) -> tuple[float | None, float | None]:
@@ -462,7 +483,8 @@ def build_parser() -> ArgumentParser:
     parser = ArgumentParser(
         prog="nnrun report",
         description="A table (and plot) of every run under DIR: the overrides that vary, status, best epoch, "
-                    "final and best metrics, sorted by the monitored metric; seeds grouped as mean ± std.")
+                    "final and best metrics, sorted by the monitored metric; seeds grouped as mean ± std; of runs "
+                    "with the same settings (seed included), the newest.")
     parser.add_argument("dir", metavar="DIR", type=Path, help="a sweep dir, an experiment dir, or experiments/")
     parser.add_argument("--metric", action="append", default=None, metavar="NAME",
                         help="a metric to show (repeat, or NAME,NAME): a final value of metrics.json "
@@ -490,7 +512,7 @@ def picked_metrics(args: list[str] | None) -> tuple[str, ...] | None:
 
 
 def title(runs: list[Run], groups: list[Group], monitor: str) -> str:
-    """'18 runs in 6 groups of seeds (mean±std), sorted by best loss/val'."""
+    """'18 runs in 6 groups of seeds (mean±std), sorted by best loss/val': `runs` are those the table shows."""
     grouped = f" in {plural(len(groups), 'group')} of seeds (mean±std)" if len(groups) < len(runs) else ""
     return f"{plural(len(runs), 'run')}{grouped}, sorted by best {monitor}"
 
@@ -513,13 +535,19 @@ def main(argv: list[str] | None = None) -> int:
     monitor = common_monitor(runs)
     groups = sort_groups(group_by_seed(runs, keys), monitor)
     ordered = [run for group in groups for run in group.runs]
+    older = [run for group in groups for run in group.older]
     out = args.out or root
     out.mkdir(parents=True, exist_ok=True)
     # report.csv first: output cut short (`| head`) still leaves it written.
-    write_csv(out / "report.csv", ordered, keys, monitor, picked or ())
+    write_csv(out / "report.csv", [run for group in groups for run in (*group.runs, *group.older)], keys, monitor,
+              picked or ())
     written = [out / "report.csv"]
-    print_table(groups, keys, monitor, title(runs, groups, monitor), wide=args.wide,
+    console = PipeConsole()
+    print_table(groups, keys, monitor, title(ordered, groups, monitor), console=console, wide=args.wide,
                 metrics=picked or TABLE_METRICS, optional=DROP_ORDER if picked is None else DROP_ORDER[:2])
+    if older:
+        console.print(f"({plural(len(older), 'older run')} of the same settings left out; report.csv lists every "
+                      "run)", style="dim")
     if not args.no_plot:
         fig = plot(ordered, keys, monitor)
         import matplotlib.pyplot as plt  # after plot(), which picks the file-only backend
