@@ -386,7 +386,7 @@ def train_stack(members: list[Member], data: Dataset, loss: losses.Loss, receive
                 if received or not stack.members:
                     break
                 order, first = stack.batch_order(n, batch_size)
-                epoch_loss = torch.zeros(len(stack.members), device=x.device)  # each run's, to see it stay finite
+                epoch_loss = None  # each run's sum of step losses, to see it stay finite
                 for begin in range(first, n, batch_size):
                     idx = slice(None) if order is None else order[:, begin:begin + batch_size]
                     model.flat.grad = None
@@ -394,7 +394,7 @@ def train_stack(members: list[Member], data: Dataset, loss: losses.Loss, receive
                     per_model.sum().backward()
                     stack.optimizer.step()
                     stack.step += 1
-                    epoch_loss += per_model.detach()
+                    epoch_loss = per_model.detach() if epoch_loss is None else epoch_loss + per_model.detach()
                     if rules.log_steps:
                         for m, value in zip(stack.members, per_model.tolist()):
                             m.logger.scalars(stack.step, {"loss/step": value})
@@ -406,9 +406,12 @@ def train_stack(members: list[Member], data: Dataset, loss: losses.Loss, receive
                 stack.epochs_done = epoch
 
                 # --- evaluate if due, log, decide each run's fate ----------------------------------------
-                # Every epoch, whatever log_every says: a run whose loss or weights stopped being finite diverged.
-                finite = torch.isfinite(epoch_loss) & torch.isfinite(model.flat.detach()).all(1)
-                ended: dict[int, str] = dict.fromkeys((~finite).nonzero().flatten().tolist(), "diverged")
+                # Every epoch, whatever log_every says: a run whose loss or weights stopped being finite diverged
+                # (an inf or NaN weight makes its row's sum one).
+                weights = model.flat.detach()
+                finite = torch.isfinite(weights.sum(1) if epoch_loss is None else epoch_loss + weights.sum(1))
+                ended: dict[int, str] = {} if finite.all() else \
+                    dict.fromkeys((~finite).nonzero().flatten().tolist(), "diverged")
                 due = epoch % rules.log_every == 0 or epoch in (first_epoch, rules.epochs)  # the regular epochs
                 images = images_due(cfg, data, epoch)
                 improved = []
@@ -430,10 +433,11 @@ def train_stack(members: list[Member], data: Dataset, loss: losses.Loss, receive
                             m.logger.scalars(epoch, {**values, "lr": m.job.cfg.optimizer.lr})
                             bar.update(epoch, f"loss/train {train_loss[r]:.4f}  loss/val {val_loss[r]:.4f}")
                 # A diverged run keeps the weights of the epoch before: its snapshots do not move.
-                weights = model.flat.detach()
                 if ended:
                     finite[[r for r, status in ended.items() if status == "diverged"]] = False
-                stack.last_good = torch.where(finite[:, None], weights, stack.last_good)
+                    stack.last_good = torch.where(finite[:, None], weights, stack.last_good)
+                else:
+                    stack.last_good.copy_(weights)
                 if restore_best:
                     stack.best[improved], stack.has_best[improved] = weights[improved], True
 
