@@ -125,6 +125,20 @@ def test_a_diverging_model_is_frozen_and_the_others_go_on_unaffected(curves, tmp
     assert all(torch.isfinite(t).all() for t in saved["model"].values())  # a diverged run saves no NaNs
 
 
+def test_a_model_diverging_between_logged_epochs_changes_nothing_of_the_others(curves, tmp_path):
+    """Its divergence is seen at once; the others are not evaluated for it, so their best epochs stay their own."""
+    base = ["optimizer=sgd", "loss=bce", "dataset=gaussians", "dataset.n_samples=50", "dataset.noise=1.2",
+            "model.hidden=[64,64]", "train.epochs=40", "train.log_every=39"]
+    # The first one's val loss at epoch 5, where the second diverges, is below its values at epochs 1, 39 and 40.
+    variants = [["optimizer.lr=0.5", "seed=1"], ["optimizer.lr=1e3", "seed=0"]]
+    stacked, separate = stack_and_separate(base, variants, tmp_path)
+    assert (stacked[1].status, stacked[1].epochs_run) == ("diverged", 5) and separate[0].best_epoch >= 39
+    for got, alone in zip(stacked, separate):
+        assert (got.status, got.epochs_run, got.best_epoch) == (alone.status, alone.epochs_run, alone.best_epoch)
+        assert got.best_value == pytest.approx(alone.best_value, rel=1e-5, nan_ok=True)
+    assert_same_curves(curves, tmp_path, len(variants))
+
+
 def test_models_stop_early_each_at_its_own_epoch_with_their_best_weights(tmp_path):
     base = ["optimizer=adam", "dataset=spirals", "dataset.n_samples=120", "model.hidden=[8]", "train.epochs=60",
             "train.batch_size=16", "train.early_stopping.patience=3"]

@@ -418,6 +418,8 @@ def train_stack(members: list[Member], data: Dataset, loss: losses.Loss, receive
                 if due or every_epoch or ended:
                     (train_loss, train_acc), (val_loss, val_acc) = evaluate(model, loss, data.train, data.val)
                     for r, m in enumerate(stack.members):
+                        if not (due or every_epoch or r in ended):
+                            continue  # evaluated for another run's end: this one goes on as it would alone
                         values = {"loss/train": train_loss[r], "loss/val": val_loss[r],
                                   "accuracy/train": train_acc[r], "accuracy/val": val_acc[r]}
                         if r in ended or not (math.isfinite(train_loss[r]) and math.isfinite(val_loss[r])):
