@@ -89,6 +89,23 @@ def test_one_failing_job_does_not_stop_the_others_and_the_sweep_exits_1(tmp_path
     assert logs[2][-2].startswith("failed after ") and logs[2][-1] == "failed: RuntimeError: simulated fault mid-run"
 
 
+@pytest.mark.parametrize("launcher,subdir", [("vectorized", []), ("basic", ["hydra.sweep.subdir=job/${hydra.job.num}"])])
+def test_a_job_whose_data_is_missing_in_its_own_dir_fails_alone(launcher, subdir, tmp_path, nnrun_here):
+    """Under hydra.job.chdir a relative data path is the job's to read: one job fails, the other trains, and the
+    summary (job dirs at any depth) counts both, then the sweep exits 1."""
+    rows = "x1,x2,y\n" + "".join(f"{a},{b},{a ^ b}\n" for a in (0, 1) for b in (0, 1)) * 3
+    (tmp_path / "good.csv").write_text(rows)
+    code, out, err = nnrun_here(["train", "-m", *QUIET, f"hydra/launcher={launcher}", *subdir, "dataset=csv",
+                                 "train.epochs=5", "exp_name=alone", "hydra.job.chdir=true",
+                                 f"dataset.path={tmp_path / 'good.csv'},missing.csv"])
+    assert code == 1, err
+    jobs = run_dirs(only_sweep_dir(tmp_path, "alone"))
+    assert [read_metrics(job)["status"] for job in jobs] == ["completed", "failed"]
+    assert "/missing.csv: no such file" in err
+    assert summary_count(out, "completed") == 1 and summary_count(out, "failed") == 1
+    assert (jobs[1] / "train.log").read_text().rstrip().endswith("/missing.csv: no such file")
+
+
 # Two jobs of one stack: lr 0.01 trains, lr 1e30 diverges.
 DIVERGING = ["optimizer=sgd", "loss=mse", "dataset=gaussians", "dataset.n_samples=50", "train.epochs=20",
              "optimizer.lr=0.01,1e30"]

@@ -324,3 +324,20 @@ def test_slurm_settings_that_make_no_sense_are_one_line_and_exit_2_before_any_jo
     (line,) = err.strip().splitlines()
     assert line.startswith(f"nnrun: error: {said}"), line
     assert run_dirs(tmp_path) == []
+
+
+def test_a_job_whose_data_cannot_be_read_where_stacks_are_planned_fails_alone(tmp_path, capsys):
+    """plan_stacks, in the launching process: the job is failed (metrics.json, its log) and in no stack."""
+    from conftest import parsed
+    from hydra_plugins.nnrun.vectorized_slurm_launcher import plan_stacks
+    from nnrun import engine
+
+    rows = "x1,x2,y\n" + "".join(f"{a},{b},{a ^ b}\n" for a in (0, 1) for b in (0, 1)) * 3
+    (tmp_path / "good.csv").write_text(rows)
+    jobs = [engine.Job(parsed(["dataset=csv", f"dataset.path={tmp_path / name}", "train.epochs=2"]), tmp_path / name[:4])
+            for name in ("good.csv", "gone.csv")]
+    for job in jobs:
+        job.run_dir.mkdir()
+    assert plan_stacks(jobs, 256, 1024) == [[jobs[0]]]
+    assert read_metrics(jobs[1].run_dir)["status"] == "failed" and not (jobs[0].run_dir / "metrics.json").exists()
+    assert f"gone failed: dataset.path={tmp_path / 'gone.csv'}: no such file" in capsys.readouterr().err

@@ -21,7 +21,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nnrun import console, sweep
 from nnrun.config import ConfigError, check_loss_fits, config_dir, config_groups, default_groups, parse
-from nnrun.metrics import FINISHED, build_metrics, log_line, read_metrics, write_metrics
+from nnrun.metrics import FINISHED, read_metrics, write_failed
 
 EXPERIMENTS = Path("experiments")  # where nnrun was started: runs and sweeps go under experiments/<exp_name>/
 
@@ -198,12 +198,9 @@ class TrainTask:
             console.fail(str(exc))
         print(f"nnrun: job {hydra_cfg.job.num} failed: {exc}", file=sys.stderr)
         seed = OmegaConf.select(cfg, "seed", default=0)
-        write_metrics(Path(hydra_cfg.runtime.output_dir), build_metrics(
-            status="failed", epochs_run=0, best_epoch=0, best_value=None,
-            monitor=str(OmegaConf.select(cfg, "train.early_stopping.monitor", default="loss/val")), final={},
-            wall_time_s=0.0, device="cpu", seed=seed if isinstance(seed, int) else 0,
-            overrides=list(hydra_cfg.overrides.task)))
-        log_line(Path(hydra_cfg.runtime.output_dir), f"failed: {exc}")
+        write_failed(Path(hydra_cfg.runtime.output_dir), str(exc), seed=seed if isinstance(seed, int) else 0,
+                     monitor=str(OmegaConf.select(cfg, "train.early_stopping.monitor", default="loss/val")),
+                     overrides=list(hydra_cfg.overrides.task))
         return sweep.objective(None, hydra_cfg)
 
 

@@ -17,7 +17,7 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import torch
 
@@ -186,9 +186,11 @@ def train_jobs(jobs: Sequence[Job], *, max_models: int = 256, memory_budget_mb: 
                show_progress: bool = False, console=None, raise_faults: bool = True,
                raise_interrupt: bool = True, announce: bool = False) -> list[RunResult]:
     """Train `jobs` in as few stacks as they allow (`plan`); results in the jobs' order. A fault in a stack ends its
-    runs `failed`, raised (`raise_faults`) once every stack has run. A stop signal: every run not finished is saved
-    `interrupted`, then RunInterrupted (`raise_interrupt`). `announce`: a line per finished job and per stack."""
-    members, stacks = plan(jobs, max_models=max_models, memory_budget_mb=memory_budget_mb)
+    runs `failed`, raised (`raise_faults`) once every stack has run; else (a sweep) a job whose data or checkpoint
+    cannot be read fails alone, its result None. A stop signal: every run not finished is saved `interrupted`, then
+    RunInterrupted (`raise_interrupt`). `announce`: a line per finished job and per stack."""
+    members, stacks = plan(jobs, max_models=max_models, memory_budget_mb=memory_budget_mb,
+                           refused=None if raise_faults else fail_alone)
     if announce:
         print(f"nnrun: training {len(jobs)} jobs in {plural(len(stacks), 'stack')}", flush=True)
     faults: list[Exception] = []
@@ -212,26 +214,49 @@ def train_jobs(jobs: Sequence[Job], *, max_models: int = 256, memory_budget_mb: 
     if faults and raise_faults:
         raise faults[0]
     results = {id(m.job): m.result for m in members}
-    if raise_interrupt and any(r.status == "interrupted" for r in results.values()):
+    if raise_interrupt and any(r is not None and r.status == "interrupted" for r in results.values()):
         raise RunInterrupted(jobs[0].run_dir if len(jobs) == 1 else jobs[0].run_dir.parent, received[0])
     if announce:
         print(f"nnrun: trained {len(jobs)} jobs in {plural(len(stacks), 'stack')} "
-              f"({counted(r.status for r in results.values())})")
-    return [results[id(job)] for job in jobs]
+              f"({counted('failed' if r is None else r.status for r in map(results.get, map(id, jobs)))})")
+    return [results.get(id(job)) for job in jobs]
+
+
+def fail_alone(job: Job, exc: ConfigError) -> None:
+    """A sweep's job that cannot start (its data or its checkpoint unreadable where it runs): failed, and why, in
+    its run dir and on stderr; the other jobs go on."""
+    metrics.write_failed(job.run_dir, str(exc), monitor=job.cfg.train.early_stopping.monitor, seed=job.cfg.seed,
+                         overrides=job.overrides)
+    print(f"nnrun: {job.run_dir.name} failed: {exc}", file=sys.stderr, flush=True)
 
 
 def plan(jobs: Sequence[Job], *, max_models: int = 256, memory_budget_mb: int = 1024,
-         device: torch.device | None = None) -> tuple[list[Member], list[tuple]]:
+         device: torch.device | None = None,
+         refused: Callable[[Job, ConfigError], None] | None = None) -> tuple[list[Member], list[tuple]]:
     """Every job's Member (`start`) and the stacks, each (config, data, loss, members): jobs of one kind that start at
-    one point, in chunks of what a stack may hold. Bad input raises ConfigError here, before anything trains."""
+    one point, in chunks of what a stack may hold. Bad input raises ConfigError here, before anything trains; with
+    `refused`, a job's is its own: `refused(job, error)`, and the others are planned."""
     members, stacks = [], []
     for kind in stacking.group(jobs, lambda job: stacking.batch_key(job.cfg)):
         cfg = kind[0].cfg
         where = resolve_device(cfg.device) if device is None else device
-        data = load(cfg.dataset)
-        check_loss_fits(cfg.loss, data.n_classes)
-        data, loss = data.to(where), losses.LOSSES[cfg.loss]
-        started = [start(job, data, loss, where) for job in kind]
+        try:
+            data = load(cfg.dataset)
+            check_loss_fits(cfg.loss, data.n_classes)
+        except ConfigError as exc:  # the kind's data: each of its jobs fails with it
+            if refused is None:
+                raise
+            for job in kind:
+                refused(job, exc)
+            continue
+        data, loss, started = data.to(where), losses.LOSSES[cfg.loss], []
+        for job in kind:
+            try:
+                started.append(start(job, data, loss, where))
+            except ConfigError as exc:  # its checkpoint to resume from, its run dir
+                if refused is None:
+                    raise
+                refused(job, exc)
         members += started
         size = stacking.models_per_stack(stacking.bytes_per_model(cfg, data), memory_budget_mb << 20, max_models)
         for same_start in stacking.group(started, lambda m: position(m.saved)):

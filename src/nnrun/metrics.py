@@ -112,6 +112,14 @@ def build_metrics(*, status: str, epochs_run: int, best_epoch: int, best_value: 
             "overrides": list(overrides)}
 
 
+def write_failed(run_dir: Path, reason: str, *, monitor: str, seed: int, overrides: list[str]) -> None:
+    """A run that failed before it trained: its metrics.json says so (nnrun report lists it failed, not unfinished),
+    its log says why."""
+    write_metrics(run_dir, build_metrics(status="failed", epochs_run=0, best_epoch=0, best_value=None, monitor=monitor,
+                                         final={}, wall_time_s=0.0, device="cpu", seed=seed, overrides=overrides))
+    log_line(run_dir, f"failed: {reason}")
+
+
 def read_yaml(path: Path) -> Any:
     """A YAML file of a run or sweep (Hydra's .hydra/*.yaml, Optuna's results), None when it cannot be read.
     libyaml's safe loader where PyYAML has it: a run's config.yaml in a millisecond, not ten."""

@@ -98,8 +98,9 @@ def discard_launch(sweep_dir: Path, made: list[Path], home: Path) -> None:
 
 
 def job_dirs(sweep_dir: Path) -> list[Path]:
-    """The job dirs of a sweep (each holds Hydra's .hydra/overrides.yaml), in order."""
-    return sorted(p.parent.parent for p in Path(sweep_dir).glob("*/.hydra/overrides.yaml"))
+    """The job dirs of a sweep (each holds Hydra's .hydra/overrides.yaml), in order; at any depth, as a
+    hydra.sweep.subdir of several parts (job/${hydra.job.num}) puts them."""
+    return sorted(p.parent.parent for p in Path(sweep_dir).glob("**/.hydra/overrides.yaml"))
 
 
 def objective(result, hydra_cfg: DictConfig) -> float:

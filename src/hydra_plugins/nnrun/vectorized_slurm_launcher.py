@@ -51,14 +51,15 @@ ONLY = {"nodes": (1, "a stack trains in one process"), "tasks_per_node": (1, "a 
 
 
 def plan_stacks(jobs: List[Any], max_models: int, memory_budget_mb: int) -> List[List[Any]]:
-    """The stacks (lists of jobs) `engine.train_jobs` trains (`engine.plan`), planned where the sweep is launched:
-    bad input (data, a run that cannot be resumed) raises ConfigError."""
+    """The stacks (lists of jobs) `engine.train_jobs` trains (`engine.plan`), planned where the sweep is launched: a
+    job whose data or checkpoint cannot be read there fails alone (`engine.fail_alone`), in no stack."""
     import torch
 
     from nnrun import engine
 
     # Only where each run starts is read here; the node trains on its own device.
-    _, stacks = engine.plan(jobs, max_models=max_models, memory_budget_mb=memory_budget_mb, device=torch.device("cpu"))
+    _, stacks = engine.plan(jobs, max_models=max_models, memory_budget_mb=memory_budget_mb, device=torch.device("cpu"),
+                            refused=engine.fail_alone)
     return [[m.job for m in chunk] for *_, chunk in stacks]
 
 
@@ -106,6 +107,8 @@ class VectorizedSlurmLauncher(VectorizedLauncher):
         from nnrun import engine  # torch
 
         stacks = plan_stacks([job for _, job in runs], self.max_models, self.memory_budget_mb)
+        if not stacks:  # every job failed as it was planned
+            return [None] * len(runs)
         # Each stack's SLURM job: SIGTERM or SIGUSR2 saves its unfinished runs `interrupted` and returns.
         train = functools.partial(engine.train_jobs, max_models=self.max_models, announce=True,
                                   memory_budget_mb=self.memory_budget_mb, raise_faults=False, raise_interrupt=False)
