@@ -88,3 +88,21 @@ def test_a_sweep_over_exp_name_is_one_sweep_and_goes_on_from_latest(tmp_path, nn
     assert f"nnrun: resuming the sweep {sweep}: 2 finished jobs carried over" in out
     resumed = max((tmp_path / "experiments" / "default" / "multirun").iterdir())
     assert resumed != sweep and results(resumed) == results(sweep)
+
+
+def test_a_relative_train_resume_is_read_where_nnrun_was_started_also_under_hydra_job_chdir(tmp_path, nnrun_here):
+    """The `to go on` line names the sweep or run dir relative to the working dir; a job in its own dir reads it
+    from there too."""
+    quiet = ["hydra/job_logging=none", "hydra/hydra_logging=none", "train.epochs=2"]
+    assert nnrun_here(["train", "-m", *quiet, "seed=0,1", "exp_name=sw"])[0] == 0
+    (sweep,) = (tmp_path / "experiments" / "sw" / "multirun").iterdir()
+    code, out, err = nnrun_here(["train", "-m", *quiet, "seed=0,1", "exp_name=sw", "hydra.job.chdir=true",
+                                 f"train.resume={sweep.relative_to(tmp_path)}"])
+    assert code == 0, err
+    assert out.startswith(f"nnrun: resuming the sweep {sweep.relative_to(tmp_path)}: 2 finished jobs carried over")
+    assert nnrun_here(["train", *quiet, "exp_name=one"])[0] == 0
+    (run,) = (tmp_path / "experiments" / "one" / "runs").iterdir()
+    code, out, err = nnrun_here(["train", *quiet[:2], "train.epochs=3", "exp_name=one", "hydra.job.chdir=true",
+                                 f"train.resume={run.relative_to(tmp_path)}"])
+    assert code == 0, err
+    assert out.startswith(f"nnrun: resuming {run} after epoch 2")  # from inside its own run dir: shown whole

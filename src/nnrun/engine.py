@@ -23,7 +23,7 @@ import torch
 
 from nnrun import checkpoint, landscape, losses, metrics, models, optim, stacking
 from nnrun.config import ConfigError, EarlyStoppingConfig, TrainConfig, UsageError, check_loss_fits
-from nnrun.console import ProgressBar, counted, plural, print_job_line
+from nnrun.console import ProgressBar, counted, plural, print_job_line, shown_path
 from nnrun.data import Dataset, load
 from nnrun.pictures import Pictures
 from nnrun.tensorboard_events import RunLogger
@@ -304,7 +304,7 @@ def start(job: Job, data: Dataset, loss: losses.Loss, device: torch.device) -> M
     m.rng.set_state(saved["rng"]["train"])
     m.stopper, m.saved = EarlyStopping(cfg.train.early_stopping, **saved["early_stopping"]), saved
     if not job.in_sweep:
-        print(f"nnrun: resuming {source} after epoch {saved['epochs_done']}"
+        print(f"nnrun: resuming {shown_path(source)} after epoch {saved['epochs_done']}"
               + (f" (inside epoch {saved['partial']['epoch']})" if saved["partial"] else ""))
     return m
 
@@ -559,7 +559,7 @@ def check_writable(run_dir: Path) -> None:
 def find_resume_dir(cfg: TrainConfig, run_dir: Path, *, root: Path = Path(".")) -> Path:
     """The run dir `train.resume` names (or its checkpoint.pt's), or for `latest` this exp_name's newest other run."""
     if cfg.train.resume != "latest":
-        path = Path(cfg.train.resume).expanduser()
+        path = root / Path(cfg.train.resume).expanduser()  # where nnrun was started, also under hydra.job.chdir
         return path.parent if path.name == checkpoint.CHECKPOINT_FILE else path
     runs = root / "experiments" / cfg.exp_name / "runs"
     candidates = sorted((p for p in runs.glob("*/" + checkpoint.CHECKPOINT_FILE)

@@ -15,7 +15,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from nnrun.checkpoint import CHECKPOINT_FILE
 from nnrun.config import ConfigError, UsageError
-from nnrun.console import fail, plural, print_sweep_summary
+from nnrun.console import fail, plural, print_sweep_summary, shown_path
 from nnrun.metrics import FINISHED, LOG_FILE, in_layout, read_metrics, read_yaml
 
 RESUME_KEY = "train.resume"
@@ -131,7 +131,7 @@ def resume_sweep_dir(exp_name: str, resume: str, current: Path, root: Path = Pat
             raise UsageError(f"{RESUME_KEY}=latest finds no sweep to resume: there is no other sweep under {sweeps}; "
                              f"give a sweep dir, or leave out {RESUME_KEY} to start this sweep")
         return candidates[-1].parent
-    path = Path(resume).expanduser()
+    path = root / Path(resume).expanduser()  # where nnrun was started, also for a job in its own dir (chdir)
     if not (path / "multirun.yaml").is_file():
         raise UsageError(f"{RESUME_KEY}={resume} is not a sweep dir (it holds no multirun.yaml); a sweep (-m) goes on "
                          "from a sweep dir, or from latest")
@@ -231,7 +231,7 @@ def resume_line(source: Path) -> str:
             finished += 1
         elif (job_dir / CHECKPOINT_FILE).is_file():
             going_on += 1
-    return (f"nnrun: resuming the sweep {source}: {plural(finished, 'finished job')} carried over, {going_on} going "
+    return (f"nnrun: resuming the sweep {shown_path(source)}: {plural(finished, 'finished job')} carried over, {going_on} going "
             f"on from {'its checkpoint' if going_on == 1 else 'their checkpoints'}, the others from the start")
 
 
