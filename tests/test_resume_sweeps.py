@@ -85,7 +85,7 @@ def test_a_sweep_over_exp_name_is_one_sweep_and_goes_on_from_latest(tmp_path, nn
     assert sorted(p.name for p in (tmp_path / "experiments").iterdir()) == ["default"]
     code, out, err = nnrun_here([*args, "train.resume=latest"])
     assert code == 0 and summary_count(out, "completed") == 2, err
-    assert f"nnrun: resuming the sweep {sweep}: 2 finished jobs carried over" in out
+    assert f"nnrun: resuming the sweep {sweep.relative_to(tmp_path)}: 2 finished jobs carried over" in out
     resumed = max((tmp_path / "experiments" / "default" / "multirun").iterdir())
     assert resumed != sweep and results(resumed) == results(sweep)
 

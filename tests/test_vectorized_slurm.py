@@ -132,7 +132,8 @@ def test_a_cancelled_stack_leaves_its_runs_interrupted_and_resume_finishes_them_
 
     resumed = run_nnrun([*args, "train.resume=latest"], tmp_path, timeout=600)
     assert resumed.returncode == 0, resumed.stderr
-    assert f"nnrun: resuming the sweep {cut_dir}: 8 finished jobs carried over, 8 going on" in resumed.stdout
+    assert f"nnrun: resuming the sweep {cut_dir.relative_to(tmp_path)}: 8 finished jobs carried over, 8 going on" \
+        in resumed.stdout
     assert "nnrun: 1 stack submitted to SLURM" in resumed.stdout
     assert summary_count(resumed.stdout, "completed") == 16
     new_dir = max(experiment.iterdir())
