@@ -106,3 +106,11 @@ def test_a_relative_train_resume_is_read_where_nnrun_was_started_also_under_hydr
                                  f"train.resume={run.relative_to(tmp_path)}"])
     assert code == 0, err
     assert out.startswith(f"nnrun: resuming {run} after epoch 2")  # from inside its own run dir: shown whole
+
+
+@pytest.mark.parametrize("swept", ["train.resume=foo,bar", "train.resume=choice(latest,x)"])
+def test_a_swept_train_resume_is_one_line_and_exit_2_before_any_job(swept, tmp_path, nnrun_here):
+    code, out, err = nnrun_here(["train", "-m", swept, "train.epochs=2"])
+    assert (code, err) == (2, f"nnrun: error: {swept} sweeps train.resume: a sweep goes on as a whole, from one "
+                              "sweep dir or from latest (each job from its namesake there)\n")
+    assert not (tmp_path / "experiments").exists()

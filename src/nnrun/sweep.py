@@ -201,6 +201,13 @@ def carry_over(source: Path, run_dir: Path) -> None:
 def check_same_sweep(config: DictConfig) -> Path | None:
     """The sweep that train.resume names (None without it). It must be the same sweep: the same command line
     (train.resume aside) and swept values, else UsageError naming the first difference."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    lines = [line for line in config.hydra.overrides.task if line.split("=", 1)[0].lstrip("+~") == RESUME_KEY]
+    for override in OverridesParser.create().parse_overrides(lines):
+        if override.is_sweep_override():
+            raise UsageError(f"{override.input_line} sweeps {RESUME_KEY}: a sweep goes on as a whole, from one sweep "
+                             f"dir or from latest (each job from its namesake there)")
     resume = OmegaConf.select(config, RESUME_KEY, default=None)
     if resume is None:
         return None
