@@ -404,6 +404,17 @@ def test_report_shows_the_newest_of_five_reruns_of_one_command_as_one_run(tmp_pa
     assert len(list(csv.DictReader((runs / "report.csv").open()))) == 5
 
 
+def test_report_keeps_runs_on_two_data_files_apart(tmp_path, capsys, monkeypatch):
+    runs = tmp_path / "runs"
+    write_run(runs / "0_good", ["dataset=csv", "dataset.path=/data/good.csv"], "completed", 0.1, 1_000)
+    write_run(runs / "1_other", ["dataset=csv", "dataset.path=/data/other.csv"], "completed", 0.3, 2_000)
+    code, out, _ = run_report([runs, "--no-plot", "--wide"], capsys, monkeypatch)
+    assert code == 0 and "2 runs, sorted by best loss/val" in out and "older run" not in out
+    assert "/data/good.csv" in out and "/data/other.csv" in out
+    assert [row["dataset.path"] for row in csv.DictReader((runs / "report.csv").open())] == [
+        "/data/good.csv", "/data/other.csv"]
+
+
 def test_report_without_repeats_says_nothing_of_them(sweep, capsys, monkeypatch):
     code, out, _ = run_report([sweep, "--no-plot"], capsys, monkeypatch)
     assert code == 0 and "older run" not in out

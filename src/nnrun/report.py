@@ -32,8 +32,8 @@ from nnrun.metrics import FINAL_KEYS, atomic_write, finite_or_none, read_metrics
 UNTRAINED = "untrained/"  # `--metric untrained/accuracy/test`: the run's network before its first step
 METRICS = (*FINAL_KEYS, *(UNTRAINED + key for key in FINAL_KEYS))
 TABLE_METRICS = ("loss/val", "accuracy/val", "accuracy/test")  # the table's final columns unless --metric says
-# What the report never lists as a varying override: they say nothing about the result.
-IGNORED_KEYS = {"hydra/launcher", "hydra/sweeper", "device", "threads", "dataset.path", "train.resume"}
+# What the report never lists as a varying override: they say nothing about the result (another data file does).
+IGNORED_KEYS = {"hydra/launcher", "hydra/sweeper", "device", "threads", "train.resume"}
 UNFINISHED = "unfinished"  # no metrics.json yet: still running, or killed before it could write one
 MAX_CURVES = 12  # loss/val curves drawn in report.png: every run's up to this many, else the best ones'
 
