@@ -4,6 +4,8 @@ job ends as it would have without the interruption. Resuming another sweep is ba
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from conftest import assert_same_results, interrupt_when, read_metrics, results, run_dirs, start, summary_count
@@ -114,3 +116,38 @@ def test_a_swept_train_resume_is_one_line_and_exit_2_before_any_job(swept, tmp_p
     assert (code, err) == (2, f"nnrun: error: {swept} sweeps train.resume: a sweep goes on as a whole, from one "
                               "sweep dir or from latest (each job from its namesake there)\n")
     assert not (tmp_path / "experiments").exists()
+
+
+def test_a_resumed_sweep_stopped_while_setting_up_goes_on_from_the_sweep_it_resumed(tmp_path, nnrun_here):
+    """Sweep A: job 0 finished, job 1 stopped with its checkpoint. Sweep B resumed A and was stopped while it set
+    its jobs up: job 0 carried over, job 1 set up but never trained. Going on from B, as its Ctrl-C line says,
+    job 1 goes on from its checkpoint in A, not from the start."""
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    from conftest import events
+
+    args = ["train", "-m", "hydra/job_logging=none", "hydra/hydra_logging=none", "seed=0,1", "train.epochs=4"]
+    assert nnrun_here(args)[0] == 0
+    multirun = tmp_path / "experiments" / "default" / "multirun"
+    (a,) = multirun.iterdir()
+    jobs = run_dirs(a)
+    stopped = read_metrics(jobs[1])
+    (jobs[1] / "metrics.json").write_text(json.dumps({**stopped, "status": "interrupted"}))
+    b = multirun / f"{a.name}_1"  # after A, before the sweep that goes on
+    saved = OmegaConf.load(a / "multirun.yaml")
+    saved.hydra.overrides.task.append("train.resume=latest")
+    b.mkdir()
+    OmegaConf.save(saved, b / "multirun.yaml")
+    shutil.copytree(jobs[0], b / jobs[0].name)
+    (b / jobs[1].name / ".hydra").mkdir(parents=True)
+    shutil.copy(jobs[1] / ".hydra" / "overrides.yaml", b / jobs[1].name / ".hydra")
+    code, out, err = nnrun_here([*args, f"train.resume={b.relative_to(tmp_path)}"])
+    assert code == 0, err
+    assert out.startswith(f"nnrun: resuming the sweep {b.relative_to(tmp_path)}: 1 finished job carried over, 1 "
+                          "going on from its checkpoint")
+    (c,) = set(multirun.iterdir()) - {a, b}
+    resumed = run_dirs(c)[1]
+    assert read_metrics(resumed)["status"] == "completed" and read_metrics(resumed)["epochs_run"] == 4
+    assert "loss/train" not in events(resumed).Tags()["scalars"]  # all 4 epochs were done in A

@@ -118,6 +118,11 @@ def without_resume(overrides) -> list[str]:
     return [line for line in overrides if line.split("=", 1)[0].lstrip("+~") != RESUME_KEY]
 
 
+def resume_lines(overrides) -> list[str]:
+    """The train.resume lines of a command line's overrides (what `without_resume` leaves out)."""
+    return [line for line in overrides if line.split("=", 1)[0].lstrip("+~") == RESUME_KEY]
+
+
 def resume_sweep_dir(exp_name: str, resume: str, current: Path, root: Path = Path(".")) -> Path:
     """The sweep `train.resume` names: a sweep dir (it holds multirun.yaml), or `latest`: exp_name's newest other
     than `current`, this sweep's dir. Where nnrun names that (experiments/<exp>/multirun/<time>), the newest beside
@@ -167,13 +172,39 @@ def index(sweep_dir: Path, known: dict) -> dict[tuple[str, ...], Path]:
 
 def namesake(sweep_dir: Path, name: str, overrides, known: dict | None = None) -> Path | None:
     """The job dir of `sweep_dir` that ran with these overrides (train.resume aside) and saved a checkpoint: the one
-    of this job's own `name` (the same sweep), else, where it ran others (hydra.sweep.subdir), found by `index`."""
-    found = Path(sweep_dir) / name
-    wanted = job_key(overrides)
-    ran = job_overrides(found)
-    if ran is None or job_key(ran) != wanted:
-        found = index(sweep_dir, {} if known is None else known).get(wanted)
-    return found if found is not None and (found / CHECKPOINT_FILE).is_file() else None
+    of this job's own `name` (the same sweep), else, where it ran others (hydra.sweep.subdir), found by `index`.
+    Where that sweep resumed another and was stopped before the job trained there (while it set its jobs up), the
+    job's namesake in the sweep before."""
+    known, wanted, seen = {} if known is None else known, job_key(overrides), set()
+    while sweep_dir is not None and Path(sweep_dir).resolve() not in seen:
+        seen.add(Path(sweep_dir).resolve())
+        found = Path(sweep_dir) / name
+        ran = job_overrides(found)
+        if ran is None or job_key(ran) != wanted:
+            found = index(sweep_dir, known).get(wanted)
+        if found is not None and (found / CHECKPOINT_FILE).is_file():
+            return found
+        sweep_dir = resumed_by(Path(sweep_dir), known)
+    return None
+
+
+def resumed_by(sweep_dir: Path, known: dict) -> Path | None:
+    """The sweep that `sweep_dir` resumed, as its multirun.yaml says (`latest` as it was then: the newest beside it
+    that started before it), or None; kept in `known`."""
+    key = ("resumed", sweep_dir.resolve())
+    if key not in known:
+        saved = read_yaml(sweep_dir / "multirun.yaml")
+        hydra = (saved.get("hydra") if isinstance(saved, dict) else None) or {}
+        lines = resume_lines((hydra.get("overrides") or {}).get("task") or [])
+        resume, earlier = lines[-1].split("=", 1)[1] if lines else None, None
+        if resume == "latest":
+            before = [p.parent for p in sweep_dir.parent.glob("*/multirun.yaml")
+                      if started(p) < started(sweep_dir / "multirun.yaml")]
+            earlier = max(before, key=lambda d: started(d / "multirun.yaml"), default=None)
+        elif resume is not None and "cwd" in (hydra.get("runtime") or {}):
+            earlier = Path(str(hydra["runtime"]["cwd"])) / Path(resume).expanduser()
+        known[key] = earlier if earlier is not None and (earlier / "multirun.yaml").is_file() else None
+    return known[key]
 
 
 def resumed_job(exp_name: str, resume: str, hydra_cfg: DictConfig, known: dict | None = None) -> Path | None:
@@ -203,8 +234,7 @@ def check_same_sweep(config: DictConfig) -> Path | None:
     (train.resume aside) and swept values, else UsageError naming the first difference."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    lines = [line for line in config.hydra.overrides.task if line.split("=", 1)[0].lstrip("+~") == RESUME_KEY]
-    for override in OverridesParser.create().parse_overrides(lines):
+    for override in OverridesParser.create().parse_overrides(resume_lines(config.hydra.overrides.task)):
         if override.is_sweep_override():
             raise UsageError(f"{override.input_line} sweeps {RESUME_KEY}: a sweep goes on as a whole, from one sweep "
                              f"dir or from latest (each job from its namesake there)")
@@ -233,10 +263,12 @@ def check_same_sweep(config: DictConfig) -> Path | None:
 def resume_line(source: Path) -> str:
     """What a resumed sweep takes from the sweep `source`: its finished jobs, and its checkpoints."""
     finished = going_on = 0
+    earlier, known = resumed_by(source, {}), {}  # where a job it set up but never trained goes on from
     for job_dir in job_dirs(source):
         if (read_metrics(job_dir) or {}).get("status") in FINISHED:
             finished += 1
-        elif (job_dir / CHECKPOINT_FILE).is_file():
+        elif (job_dir / CHECKPOINT_FILE).is_file() or (earlier is not None and namesake(
+                earlier, str(job_dir.relative_to(source)), job_overrides(job_dir) or [], known) is not None):
             going_on += 1
     return (f"nnrun: resuming the sweep {shown_path(source)}: {plural(finished, 'finished job')} carried over, {going_on} going "
             f"on from {'its checkpoint' if going_on == 1 else 'their checkpoints'}, the others from the start")
