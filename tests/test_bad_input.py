@@ -6,7 +6,7 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from conftest import run_main, run_nnrun
+from conftest import needs_extra, run_main, run_nnrun
 
 KEYS = ["seed", "device", "threads", "exp_name", "optimizer.lr", "optimizer.betas", "optimizer.momentum",
         "model.hidden", "model.dropout", "model.init_std", "dataset.n_samples", "dataset.noise",
@@ -190,6 +190,77 @@ def test_a_hydra_key_added_with_a_plus_trains_nothing(tmp_path, capsys, monkeypa
     code, _, err = run_main(["train", "-m", "+hydra.foo=1", "seed=0,1", "train.epochs=1"], capsys)
     assert "Hydra has no setting hydra.foo" in _one_line(code, err)
     assert not (tmp_path / "experiments").exists()
+
+
+# -- a sweep that another sweeper runs (Optuna's): checked before its study or sweep dir exists ----------------------
+
+# Small, so that a search let through ends soon; a test's own n_trials comes after (the last one is taken).
+OPTUNA = ["+hparams_search=spirals_optuna", "train.epochs=1", "hydra.sweeper.n_trials=2"]
+TRIES = "(hydra/sweeper=optuna may try"
+
+
+@pytest.mark.parametrize("args,line", [
+    (["model.hidden=[0]"], "model.hidden[0]=0 is not allowed: an integer >= 1"),
+    (["optimizer.lr=-1"], "optimizer.lr=-1.0 is not allowed: a number > 0"),
+    (["optimizer.lr=interval(-1,-0.5)"],
+     f"optimizer.lr=-1.0 is not allowed: a number > 0 {TRIES} it, from optimizer.lr=interval(-1,-0.5))"),
+    (["model.dropout=interval(0.2,1)"],  # Optuna's interval includes its high bound
+     f"model.dropout=1.0 is not allowed: a number in [0, 1) {TRIES} it, from model.dropout=interval(0.2,1))"),
+    (["train.epochs=interval(10,100)"],  # an interval draws any number between its bounds
+     f"train.epochs=32.5 is not allowed: an integer {TRIES} it, from train.epochs=interval(10,100))"),
+    (["model.dropout=range(0,1,0.25)"],  # Optuna's range includes its stop, where Hydra's ends before it
+     f"model.dropout=1.0 is not allowed: a number in [0, 1) {TRIES} it, from model.dropout=range(0,1,0.25))"),
+    (["dataset.classes=choice(2,3)", "loss=bce"], "loss='bce' is not allowed: bce and mse need 2 classes, the data "
+     f"has 3; use loss=cross_entropy {TRIES} dataset.classes=3, from dataset.classes=choice(2,3))"),
+    (["optimizer.lrr=interval(0.1,1)"], "optimizer.lrr=0.1 is not allowed: no such key in optimizer (known: betas, "
+     f"eps, lr, name, weight_decay); did you mean 'lr'? {TRIES} it, from optimizer.lrr=interval(0.1,1))"),
+    (['+hydra.sweeper.params.seed="range(-1,2)"'],
+     f"seed=-1 is not allowed: an integer >= 0 {TRIES} it, from seed=range(-1,2) in hydra.sweeper.params)"),
+    (["hydra.sweeper.params.activation='choice(relu,tanhh)'"], "activation='tanhh' is not allowed: one of elu, gelu, "
+     "leaky_relu, linear, relu, sigmoid, softplus, tanh; did you mean 'tanh'?"),
+    (["optimizer.lr=interval(0.1,0.01)"],
+     "optimizer.lr=interval(0.1,0.01) holds no value for hydra/sweeper=optuna to try"),
+    (["hydra.sweeper.n_trials=0"], "hydra.sweeper.n_trials=0 is not allowed: an integer >= 1"),
+    (["hydra.sweeper.n_trials=-1"], "hydra.sweeper.n_trials=-1 is not allowed: an integer >= 1"),
+    (["hydra.sweeper.n_jobs=0"], "hydra.sweeper.n_jobs=0 is not allowed: an integer >= 1"),  # would never end
+])
+def test_an_optuna_search_with_a_trial_that_would_fail_is_refused_leaving_nothing(nnrun_here, tmp_path, args, line):
+    """nnrun's sweeper checks every job; Optuna's draws its trials as it goes: each value its search space can give
+    a key is checked with the command line's fixed values, before the study (optuna.db) or a sweep dir is made."""
+    needs_extra("optuna", "hydra_plugins.hydra_optuna_sweeper")
+    assert _one_line(*nnrun_here(["train", "-m", *OPTUNA, *args])[::2]) == line
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("sweep", [["seed=0,1"], OPTUNA], ids=["nnrun", "optuna"])
+def test_joblib_with_no_process_at_a_time_is_refused_leaving_nothing(nnrun_here, tmp_path, sweep):
+    needs_extra("hydra_plugins.hydra_joblib_launcher", "hydra_plugins.hydra_optuna_sweeper")
+    code, _, err = nnrun_here(["train", "-m", "hydra/launcher=joblib", "hydra.launcher.n_jobs=0", *sweep])
+    assert _one_line(code, err) == ("hydra.launcher.n_jobs=0 is not allowed: an integer >= 1, or -1 for every core "
+                                    "(-2 for all but one, ...)")
+    assert not any(tmp_path.iterdir())
+
+
+def test_hydras_basic_sweeper_gets_its_values_checked_too(nnrun_here, tmp_path):
+    code, _, err = nnrun_here(["train", "-m", "hydra/sweeper=basic", "optimizer.lr=0.1,-1", "train.epochs=1"])
+    assert _one_line(code, err) == ("optimizer.lr=-1.0 is not allowed: a number > 0 (hydra/sweeper=basic may try it, "
+                                    "from optimizer.lr=0.1,-1)")
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("args", [
+    [],  # the search of conf/hparams_search/spirals_optuna.yaml as it is
+    ["model.dropout=interval(0,0.9)", "train.epochs=range(1,10)", "model.hidden=choice([4],[8,8])"],
+    ["optimizer=choice(sgd,momentum)", "optimizer.lr=tag(log,interval(0.01,1))", "hydra.sweeper.n_trials=1"],
+    ["dataset.classes=choice(3,4)", "hydra/launcher=joblib", "hydra.launcher.n_jobs=-1", "hydra.sweeper.n_jobs=2"],
+])
+def test_an_optuna_search_whose_every_trial_can_run_is_taken(tmp_path, monkeypatch, args):
+    needs_extra("optuna", "hydra_plugins.hydra_optuna_sweeper", "hydra_plugins.hydra_joblib_launcher")
+    from nnrun.preflight import check
+
+    monkeypatch.chdir(tmp_path)
+    check(["-m", "+hparams_search=spirals_optuna", *args])
+    assert not any(tmp_path.iterdir())
 
 
 # -- every message a sentence a user can act on: none of Hydra's own --------------------------------------------------

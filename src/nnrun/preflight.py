@@ -1,25 +1,30 @@
 """Pre-flight checks of `nnrun train`'s command line, before Hydra runs: flags, overrides, group choices, plugins.
 
 Hydra reports an unknown key or choice in many lines with exit 1; here the config is composed as Hydra will (a
-run's whole config, read through the schema; a sweep's fixed part), so bad input is one line and exit 2, up front.
+run's whole config, read through the schema; a sweep's fixed part, and under a sweeper other than nnrun's, such as
+Optuna's, the configs its search space can give a job), so bad input is one line and exit 2, up front.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib.util
+import math
 import shutil
+from functools import partial
 
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import ValueType
-from hydra.errors import MissingConfigException, OverrideParseException
+from hydra.errors import HydraException, MissingConfigException, OverrideParseException
 from hydra.types import RunMode
 from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
 
+from hydra_plugins.nnrun.sweep_configs import SweepConfigs
 from nnrun.config import (ConfigError, UsageError, closest, config_dir, config_groups, default_groups, defaults_list,
-                          explain_composition, first_line, flatten, parse, sampled_range, unknown_key)
+                          explain_composition, first_line, flatten, integer, parse, sampled_range, unknown_key)
 
 # Hydra's own flags that take a value, and those that stand alone (see `nnrun train --hydra-help`).
 FLAGS_WITH_VALUE = {"--cfg", "-c", "--package", "-p", "--shell-completion", "-sc", "--config-path", "-cp",
@@ -48,6 +53,22 @@ INSTALL_SWEEP_EXTRA = 'it comes with nnrun\'s sweep extra: pip install -e ".[swe
 # nnrun's launchers that train a sweep's jobs together: they need -m.
 STACKING_LAUNCHERS = {"vectorized": "trains the jobs of a sweep together",
                       "vectorized_slurm": "submits the stacks of a sweep as SLURM jobs"}
+
+
+def _cores(key: str, value) -> int:
+    """joblib's n_jobs: processes at once, -1 every core, -2 all but one, ...; 0 is none (joblib raises)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value == 0:
+        raise ConfigError(key, value, "an integer >= 1, or -1 for every core (-2 for all but one, ...)")
+    return value
+
+
+# The counts of Hydra's sweepers and launchers that they take unchecked, then hang on or trace back with, after
+# the sweep dir (and an Optuna study) is made: (group, choice) -> {key of that node: its check}.
+PLUGIN_COUNTS = {
+    # No trial leaves no best one to report (a traceback); no trial at a time, or fewer, never ends.
+    ("hydra/sweeper", "optuna"): {"n_trials": partial(integer, minimum=1), "n_jobs": partial(integer, minimum=1)},
+    ("hydra/launcher", "joblib"): {"n_jobs": _cores},
+}
 
 
 def split_args(args: list[str]) -> tuple[dict[str, str | None], list[str]]:
@@ -224,12 +245,91 @@ def check(args: list[str]) -> None:
             if explained is not None:
                 raise explained from None
             raise
-    _check_hydra_keys(settings, cfg)
+        _check_hydra_keys(settings, cfg)
+        if multirun:
+            _check_counts(cfg)
+            if cfg.hydra.runtime.choices.get("hydra/sweeper") != "nnrun":  # nnrun's checks every job itself
+                _check_search(loader, cfg, groups)
     package = flags.get("--package")
     if "--cfg" in flags and package not in (None, "_global_") and "--help" not in flags:  # Hydra's help goes first
         _check_package(package, flags["--cfg"], cfg)
-    if not multirun:  # a sweep's jobs are checked by nnrun's sweeper, all before the first starts
+    if not multirun:  # a sweep's jobs: above, or by nnrun's sweeper, all before the first starts
         parse(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]))
+
+
+def _check_counts(cfg) -> None:
+    """The chosen sweeper's and launcher's counts (PLUGIN_COUNTS)."""
+    for (group, choice), checks in PLUGIN_COUNTS.items():
+        if cfg.hydra.runtime.choices.get(group) == choice:
+            node = group.replace("/", ".")
+            for key, check_count in checks.items():
+                check_count(f"{node}.{key}", OmegaConf.select(cfg, f"{node}.{key}"))
+
+
+def _check_search(loader, cfg, groups: dict[str, tuple[str, ...]]) -> None:
+    """The jobs of a sweeper other than nnrun's (Optuna's, Hydra's basic), checked before Hydra starts as nnrun's
+    sweeper checks each of its own: built by `SweepConfigs`, read through the task's `check`. Optuna draws its trials
+    as it goes, so there is no list of jobs to check: each key the sweep varies is tried at each value it can take
+    (`_tries`), every other varied key at its first; the keys it does not vary are in each of those configs."""
+    from nnrun.app import TrainTask  # the task's check, as nnrun's sweeper calls it (a CSV file's classes too)
+
+    sweeper = cfg.hydra.runtime.choices["hydra/sweeper"]
+    parser = OverridesParser.create(config_loader=loader)
+    params = [(f"{key}={value}", " in hydra.sweeper.params")
+              for key, value in (cfg.hydra.sweeper.get("params") or {}).items()]
+    given = {}  # each key's override, as the sweeper reads them: hydra.sweeper.params, then the command line's
+    for line, where in [*params, *((line, "") for line in cfg.hydra.overrides.task)]:
+        (o,) = read_overrides(parser, [line])
+        _check_choice(o, groups.get(o.key_or_group, ()))
+        given[o.get_key_element()] = (o, f"{line}{where}")
+    fixed = [o.input_line for o, _ in given.values() if not o.is_sweep_override()]
+    tries = {key: _tries(o, where, sweeper) for key, (o, where) in given.items() if o.is_sweep_override()}
+    first = {key: values[0] for key, values in tries.items()}
+    configs, check = SweepConfigs(loader, cfg), TrainTask().check
+    for key, value in [(None, None), *((key, value) for key, values in tries.items() for value in values[1:])]:
+        lines = [f"{k}={value if k == key else v}" for k, v in first.items()] + fixed  # as Optuna orders a trial's
+        try:
+            check(configs.load(lines))
+        except (ConfigError, HydraException, OmegaConfBaseException) as exc:
+            why = exc if isinstance(exc, ConfigError) else explain_composition(
+                read_overrides(None, lines), lambda ls: OmegaConf.to_container(compose(loader, ls, RunMode.RUN)))
+            why = why or UsageError(first_line(exc))
+            if key is None:  # each varied key at its first value: the one that the refusal names, if one
+                named = [k for k in first if why.key == k or why.key.startswith((f"{k}[", f"{k}."))]
+                key = max(named, key=len, default=None)  # optimizer.momentum, not optimizer
+                value = first.get(key)
+            if key is None:
+                raise why from None
+            tried = "it" if why.key == key else f"{key}={value}"
+            raise ConfigError(why.key, why.value, f"{why.allowed} (hydra/sweeper={sweeper} may try {tried}, from "
+                                                  f"{given[key][1]})") from None
+
+
+def _tries(o, where: str, sweeper: str) -> list[str]:
+    """The values of a swept key to check a job with, as override values. Each value a choice lists; a range's first,
+    second and last (those between, one step apart, nnrun's checks of a number take or refuse alike: they check
+    bounds and whether it is whole), Optuna's up to its stop, which its distributions include; an interval's bounds
+    and a value between them that is not whole (Optuna draws any number there, its bounds included)."""
+    value = o.value()
+    if o.is_interval_sweep():
+        low, high = value.start, value.end
+        if "log" in value.tags and low <= 0:
+            raise UsageError(f"{where}: a log scale needs a low bound above 0")
+        step = (high - low) / 2
+        while step > 0 and float(low + step).is_integer():  # interval(10,100): 32.5, not 55.0
+            step /= 2
+        tries = [low, *([low + step] if step > 0 else []), high] if low <= high else []
+    elif o.is_range_sweep():
+        start, stop, step = value.start, value.stop, value.step
+        inclusive = sweeper == "optuna" and not value.shuffle
+        steps = (stop - start) / step if step and (step > 0 or not inclusive) else -1
+        last = math.floor(steps) if inclusive else math.ceil(steps) - 1
+        tries = [start + n * step for n in sorted({0, min(1, last), last})] if last >= 0 else []
+    else:
+        return list(o.sweep_string_iterator())
+    if not tries:
+        raise UsageError(f"{where} holds no value for hydra/sweeper={sweeper} to try")
+    return [str(v) for v in tries]
 
 
 def _check_choice(o, choices: tuple[str, ...]) -> None:
