@@ -256,10 +256,11 @@ def test_hydras_basic_sweeper_gets_its_values_checked_too(nnrun_here, tmp_path):
 ])
 def test_an_optuna_search_whose_every_trial_can_run_is_taken(tmp_path, monkeypatch, args):
     needs_extra("optuna", "hydra_plugins.hydra_optuna_sweeper", "hydra_plugins.hydra_joblib_launcher")
+    from nnrun.app import TrainTask
     from nnrun.preflight import check
 
     monkeypatch.chdir(tmp_path)
-    check(["-m", "+hparams_search=spirals_optuna", *args])
+    check(["-m", "+hparams_search=spirals_optuna", *args], TrainTask().check)
     assert not any(tmp_path.iterdir())
 
 

@@ -40,7 +40,7 @@ INFO_FLAGS = {"--shell-completion", "--hydra-help", "--info", "--version"}
 
 def _run_train(args: list[str]) -> int:
     # Here, not at the top: the schema's dataclasses cost `nnrun --help` more than the rest of it together.
-    from nnrun.app import register_resolvers, train_help, train_task
+    from nnrun.app import TrainTask, register_resolvers, train_help, train_task
     from nnrun.config import ConfigError
     from nnrun.preflight import check, read_overrides, split_args
 
@@ -52,7 +52,7 @@ def _run_train(args: list[str]) -> int:
         if INFO_FLAGS & flags.keys():
             read_overrides(None, overrides)  # nothing runs, but Hydra would still trip over an unreadable line
         else:
-            check(args)
+            check(args, TrainTask().check)  # a job's config read as the task reads it (a CSV file's classes too)
     except ConfigError as exc:
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise

@@ -12,6 +12,7 @@ import importlib.util
 import math
 import shutil
 from functools import partial
+from typing import Any, Callable
 
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
@@ -193,9 +194,10 @@ def _check_hydra_choices(choices: list[tuple[str, str, str | None]], flags: dict
                               "login node, or train the stacks on this machine with hydra/launcher=vectorized")
 
 
-def check(args: list[str]) -> None:
-    """Validate `nnrun train <args>`; raise ConfigError (one line) on the first problem found. (The run-dir resolver
-    is the command line's to register: cli, which knows whether a job runs.)"""
+def check(args: list[str], job_check: Callable[[Any], Any] = parse) -> None:
+    """Validate `nnrun train <args>`; raise ConfigError (one line) on the first problem found. `job_check` reads a
+    job's config as the task will (the task's own check: cli passes it). (The run-dir resolver is the command
+    line's to register: cli, which knows whether a job runs.)"""
     flags, raw = split_args(args)
     if flags.keys() & {"--config-path", "--config-name", "--config-dir", "--experimental-rerun"}:
         return  # another config tree: Hydra's own checks apply
@@ -249,7 +251,7 @@ def check(args: list[str]) -> None:
         if multirun:
             _check_counts(cfg)
             if cfg.hydra.runtime.choices.get("hydra/sweeper") != "nnrun":  # nnrun's checks every job itself
-                _check_search(loader, cfg, groups)
+                _check_search(loader, cfg, groups, job_check)
     package = flags.get("--package")
     if "--cfg" in flags and package not in (None, "_global_") and "--help" not in flags:  # Hydra's help goes first
         _check_package(package, flags["--cfg"], cfg)
@@ -266,13 +268,11 @@ def _check_counts(cfg) -> None:
                 check_count(f"{node}.{key}", OmegaConf.select(cfg, f"{node}.{key}"))
 
 
-def _check_search(loader, cfg, groups: dict[str, tuple[str, ...]]) -> None:
+def _check_search(loader, cfg, groups: dict[str, tuple[str, ...]], check: Callable[[Any], Any]) -> None:
     """The jobs of a sweeper other than nnrun's (Optuna's, Hydra's basic), checked before Hydra starts as nnrun's
     sweeper checks each of its own: built by `SweepConfigs`, read through the task's `check`. Optuna draws its trials
     as it goes, so there is no list of jobs to check: each key the sweep varies is tried at each value it can take
     (`_tries`), every other varied key at its first; the keys it does not vary are in each of those configs."""
-    from nnrun.app import TrainTask  # the task's check, as nnrun's sweeper calls it (a CSV file's classes too)
-
     sweeper = cfg.hydra.runtime.choices["hydra/sweeper"]
     parser = OverridesParser.create(config_loader=loader)
     params = [(f"{key}={value}", " in hydra.sweeper.params")
@@ -285,7 +285,7 @@ def _check_search(loader, cfg, groups: dict[str, tuple[str, ...]]) -> None:
     fixed = [o.input_line for o, _ in given.values() if not o.is_sweep_override()]
     tries = {key: _tries(o, where, sweeper) for key, (o, where) in given.items() if o.is_sweep_override()}
     first = {key: values[0] for key, values in tries.items()}
-    configs, check = SweepConfigs(loader, cfg), TrainTask().check
+    configs = SweepConfigs(loader, cfg)
     for key, value in [(None, None), *((key, value) for key, values in tries.items() for value in values[1:])]:
         lines = [f"{k}={value if k == key else v}" for k, v in first.items()] + fixed  # as Optuna orders a trial's
         try:
