@@ -274,14 +274,15 @@ def test_resume_refuses_other_data_and_fewer_epochs_than_were_trained(tmp_path):
     from nnrun.config import UsageError
 
     train(["dataset=spirals", "train.epochs=5"], tmp_path / "a")
-    for changed, said in ((["dataset=circles"], "data: dataset=spirals (here circles), dataset.n_samples=600 (here 400), "
-                                                   "dataset.classes=2 (here null); resume it with its data"),
+    circles = "data: dataset=spirals (here circles), dataset.n_samples=600 (here 400), dataset.classes=2 (here null); "
+    for changed, said in ((["dataset=circles"], circles + "resume it with its data"),
                           (["dataset=spirals", "dataset.noise=0.2"], "other data: dataset.noise=0.05 (here 0.2); ")):
         with pytest.raises(UsageError, match=re.escape(said)):
             train([*changed, "train.epochs=10", f"train.resume={tmp_path / 'a'}"], tmp_path / "b")
     with pytest.raises(UsageError, match="train.epochs=3 is below the 5 epochs that train.resume="):
         train(["dataset=spirals", "train.epochs=3", f"train.resume={tmp_path / 'a'}"], tmp_path / "c")
-    assert train(["dataset=spirals", "train.epochs=7", f"train.resume={tmp_path / 'a'}"], tmp_path / "d").epochs_run == 7
+    going_on = train(["dataset=spirals", "train.epochs=7", f"train.resume={tmp_path / 'a'}"], tmp_path / "d")
+    assert going_on.epochs_run == 7
 
 
 def test_periodic_checkpoints_during_training(tmp_path, monkeypatch):

@@ -158,8 +158,8 @@ def test_a_resumed_sweep_carries_its_finished_jobs_over_without_setting_them_up(
     assert len(read) == 3  # one per job: no job reads the others'
     sweeps = sorted((tmp_path / "experiments" / "default" / "multirun").iterdir())
     said = [line for line in out.splitlines() if "resuming" in line or "carried over" in line]
-    assert said == [f"nnrun: resuming the sweep {sweeps[0].relative_to(tmp_path)}: 3 finished jobs carried over, 0 going "
-                    "on from their checkpoints, the others from the start"]
+    assert said == [f"nnrun: resuming the sweep {sweeps[0].relative_to(tmp_path)}: 3 finished jobs carried over, "
+                    "0 going on from their checkpoints, the others from the start"]
     assert [read_metrics(d) for d in run_dirs(sweeps[1])] == [read_metrics(d) for d in run_dirs(sweeps[0])]
     logs = [[(d / "train.log").read_text() for d in run_dirs(sweep_dir)] for sweep_dir in sweeps]
     assert logs[1] == logs[0] and all("] - completed after 3 epochs (" in log for log in logs[0])

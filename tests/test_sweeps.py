@@ -89,7 +89,8 @@ def test_one_failing_job_does_not_stop_the_others_and_the_sweep_exits_1(tmp_path
     assert logs[2][-2].startswith("failed after ") and logs[2][-1] == "failed: RuntimeError: simulated fault mid-run"
 
 
-@pytest.mark.parametrize("launcher,subdir", [("vectorized", []), ("basic", ["hydra.sweep.subdir=job/${hydra.job.num}"])])
+@pytest.mark.parametrize("launcher,subdir", [("vectorized", []),
+                                             ("basic", ["hydra.sweep.subdir=job/${hydra.job.num}"])])
 def test_a_job_whose_data_is_missing_in_its_own_dir_fails_alone(launcher, subdir, tmp_path, nnrun_here):
     """Under hydra.job.chdir a relative data path is the job's to read: one job fails, the other trains, and the
     summary (job dirs at any depth) counts both, then the sweep exits 1."""

@@ -335,8 +335,8 @@ def test_a_job_whose_data_cannot_be_read_where_stacks_are_planned_fails_alone(tm
 
     rows = "x1,x2,y\n" + "".join(f"{a},{b},{a ^ b}\n" for a in (0, 1) for b in (0, 1)) * 3
     (tmp_path / "good.csv").write_text(rows)
-    jobs = [engine.Job(parsed(["dataset=csv", f"dataset.path={tmp_path / name}", "train.epochs=2"]), tmp_path / name[:4])
-            for name in ("good.csv", "gone.csv")]
+    jobs = [engine.Job(parsed(["dataset=csv", f"dataset.path={tmp_path / name}", "train.epochs=2"]),
+                       tmp_path / name[:4]) for name in ("good.csv", "gone.csv")]
     for job in jobs:
         job.run_dir.mkdir()
     assert plan_stacks(jobs, 256, 1024) == [[jobs[0]]]

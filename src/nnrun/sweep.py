@@ -270,8 +270,9 @@ def resume_line(source: Path) -> str:
         elif (job_dir / CHECKPOINT_FILE).is_file() or (earlier is not None and namesake(
                 earlier, str(job_dir.relative_to(source)), job_overrides(job_dir) or [], known) is not None):
             going_on += 1
-    return (f"nnrun: resuming the sweep {shown_path(source)}: {plural(finished, 'finished job')} carried over, {going_on} going "
-            f"on from {'its checkpoint' if going_on == 1 else 'their checkpoints'}, the others from the start")
+    return (f"nnrun: resuming the sweep {shown_path(source)}: {plural(finished, 'finished job')} carried over, "
+            f"{going_on} going on from {'its checkpoint' if going_on == 1 else 'their checkpoints'}, the others from "
+            "the start")
 
 
 class SweepSummary(Callback):
