@@ -40,7 +40,8 @@ def test_signal_saves_checkpoint_and_metrics_and_exits_130(tmp_path, signum, nnr
         code, out, err = nnrun_here([*LONG_RUN[:-2], f"train.epochs={more}", "train.resume=latest"])
         assert code == 0, err
         # `latest` is the interrupted run, and it goes on from where it was saved.
-        assert out.startswith(f"nnrun: resuming {run_dir} after epoch {metrics['epochs_run']}"), out
+        shown = run_dir.relative_to(tmp_path)  # as the user would type it, from the working dir
+        assert out.startswith(f"nnrun: resuming {shown} after epoch {metrics['epochs_run']}"), out
         newest = [d for d in run_dirs(tmp_path / "experiments") if d != run_dir]
         assert json.loads((newest[0] / "metrics.json").read_text())["epochs_run"] == more
 
