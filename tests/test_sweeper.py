@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from conftest import assert_same_results, interrupt_when, read_metrics, results, run_dirs, run_main, start
+from conftest import (assert_same_results, interrupt_when, needs_extra, read_metrics, results, run_dirs, run_main,
+                      start)
 
 # Command lines whose jobs both sweepers expand: sweeps, ranges, a key given twice, glob, lists, group choices,
 # params from an experiment file, batches.
@@ -60,6 +61,59 @@ def test_a_sweep_with_one_bad_combination_is_refused_before_any_job_naming_it(tm
                                     "use loss=cross_entropy"]
         assert out.startswith("nnrun: a sweep of 4 jobs: loss x 2, dataset.classes x 2\nnnrun: checking 4 jobs\n")
         assert not (tmp_path / "experiments").exists()
+
+
+# Sweeps whose hydra.sweep.subdir gives two jobs one dir, and the line that refuses each.
+SHARED_DIRS = {
+    "the experiment left out of override_dirname": (
+        ["+exp=xor_relu,xor_sigmoid", "hydra.sweep.subdir=${hydra.job.override_dirname}"],
+        "job #0 (+exp=xor_relu train.epochs=2) and job #1 (+exp=xor_sigmoid train.epochs=2) would write into one "
+        "job dir, 'train.epochs=2' (hydra.sweep.subdir=${hydra.job.override_dirname})"),
+    "one name for all": (["seed=0,1", "hydra.sweep.subdir=same"],
+                         "job #0 (seed=0 train.epochs=2) and job #1 (seed=1 train.epochs=2) would write into one job "
+                         "dir, 'same' (hydra.sweep.subdir=same)"),
+    "the sweep dir itself": (["seed=0,1", "hydra.sweep.subdir=./"],
+                             "job #0 (seed=0 train.epochs=2) and job #1 (seed=1 train.epochs=2) would write into one "
+                             "job dir, the sweep dir itself (hydra.sweep.subdir=./)"),
+    "a key of the job's config, not all it varies": (
+        ["optimizer.lr=0.1,0.01", "seed=0,1", "hydra.sweep.subdir=seed_${seed}/"],
+        "job #0 (optimizer.lr=0.1 seed=0 train.epochs=2) and job #2 (optimizer.lr=0.01 seed=0 train.epochs=2) would "
+        "write into one job dir, 'seed_0/' (hydra.sweep.subdir=seed_${seed}/)"),
+}
+
+
+@pytest.mark.parametrize("launcher", ["basic", "vectorized", "joblib"])
+@pytest.mark.parametrize("line,said", SHARED_DIRS.values(), ids=SHARED_DIRS.keys())
+def test_a_sweep_whose_subdir_gives_two_jobs_one_dir_is_refused_before_any_job_naming_both(launcher, line, said,
+                                                                                           tmp_path, nnrun_here):
+    """Each job would write over the other's files (and the summary count one job): the sweep is bad input."""
+    if launcher == "joblib":
+        needs_extra("hydra_plugins.hydra_joblib_launcher")
+    code, out, err = nnrun_here(["train", "-m", f"hydra/launcher={launcher}", *line, "train.epochs=2",
+                                 "hydra/job_logging=none"])
+    assert code == 2, out + err
+    assert err.splitlines() == [f"nnrun: error: {said}: make hydra.sweep.subdir differ per job, e.g. include "
+                                "${hydra.job.num}"]
+    assert not (tmp_path / "experiments").exists()
+
+
+@pytest.mark.parametrize("launcher,subdir", [
+    *((launcher, subdir) for launcher in ("basic", "vectorized")
+      for subdir in (None, "job/${hydra.job.id}", "${hydra.job.num}_${seed}")),
+    ("basic", "${hydra:job.num}"),
+])
+def test_a_sweep_whose_subdir_differs_per_job_runs_and_resumes(launcher, subdir, tmp_path, nnrun_here):
+    """nnrun's own subdir (conf/train.yaml), Hydra's `${hydra:...}` read in each job's config (as run_job reads
+    it), a job's id or a key beside its number: every job its own dir, also when the sweep resumes another."""
+    args = ["train", "-m", f"hydra/launcher={launcher}", "seed=0,1", "train.epochs=2", "hydra/job_logging=none",
+            *([] if subdir is None else [f"hydra.sweep.subdir={subdir}"])]
+    code, out, err = nnrun_here(args)
+    assert code == 0, err
+    code, out, err = nnrun_here([*args, "train.resume=latest"])
+    assert code == 0, err
+    assert "2 finished jobs carried over" in out
+    for sweep_dir in (tmp_path / "experiments" / "default" / "multirun").iterdir():
+        assert [read_metrics(d)["status"] for d in run_dirs(sweep_dir)] == ["completed"] * 2
 
 
 @pytest.mark.parametrize("args,said", [

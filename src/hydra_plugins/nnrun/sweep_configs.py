@@ -1,5 +1,6 @@
-"""A sweep's job configs from one composition per set of config-group choices, with Hydra's public APIs; and
-the garbage collector's rule while many of them are made and kept.
+"""A sweep's job configs from one composition per set of config-group choices, with Hydra's public APIs; each
+job's subdir as Hydra names it from its config; and the garbage collector's rule while many of them are made and
+kept.
 
 Hydra composes every job from scratch (about a tenth of a second a job). Jobs that pick the same group choices and
 set the same keys differ only in those keys' values: the first is composed by Hydra, each other one is a copy of it
@@ -15,6 +16,7 @@ import re
 from contextlib import contextmanager
 from typing import Any, Dict, Iterator, List, Tuple
 
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import DictConfig, OmegaConf, open_dict
 
@@ -67,6 +69,19 @@ class SweepConfigs:
             cfg.hydra.job.override_dirname = re.sub("=", naming.kv_sep, naming.item_sep.join(named))
         OmegaConf.copy_cache(from_config=self.master, to_config=cfg)
         return cfg
+
+
+def job_subdir(cfg: DictConfig) -> str:
+    """A numbered job's hydra.sweep.subdir, its dir below the sweep dir, as Hydra's `run_job` names it: resolved in
+    the job's config while HydraConfig holds that config (what `${hydra:...}` reads), then put back. Held as
+    `run_job` puts it back, not through `set_config`, which would make the config's hydra node read-only before a
+    launcher numbers it again."""
+    hydra_config = HydraConfig.instance()
+    before, hydra_config.cfg = hydra_config.cfg, cfg
+    try:
+        return str(OmegaConf.select(cfg, "hydra.sweep.subdir"))
+    finally:
+        hydra_config.cfg = before
 
 
 def copied(cfg: DictConfig) -> DictConfig:

@@ -1,14 +1,16 @@
 """nnrun's sweeper for Hydra (`hydra/sweeper=nnrun`, nnrun's default): a sweep's jobs expanded as Hydra's basic
 sweeper expands them (`hydra.sweeper.params` then the command line, `itertools.product`'s order, numbered from 0,
 in batches of `max_batch_size`), every job's config built once (`SweepConfigs`) and read through the task's own
-`check` before any job starts. nnrun's vectorized launchers then launch the very configs checked. A task without
-a check (a Hydra app that is not nnrun's) gets what Hydra's basic sweeper gives it."""
+`check`, and every job's dir named (no two jobs may share one), before any job starts. nnrun's vectorized
+launchers then launch the very configs checked. A task without a check (a Hydra app that is not nnrun's) gets what
+Hydra's basic sweeper gives it."""
 
 import itertools
+import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
 
 from hydra.core.config_store import ConfigStore
 from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -19,7 +21,8 @@ from hydra.types import HydraContext, TaskFunction
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from hydra_plugins.nnrun.sweep_configs import SweepConfigs, young_garbage_only
+from hydra_plugins.nnrun.sweep_configs import SweepConfigs, job_subdir, young_garbage_only
+from hydra_plugins.nnrun.vectorized_launcher import numbered
 from nnrun.config import ConfigError, explain_composition, first_line, sampled_range
 from nnrun.console import Phase, fail, plural
 from nnrun.metrics import read_metrics
@@ -51,6 +54,16 @@ def expand(overrides: Sequence[Any], max_batch_size: Optional[int]) -> List[List
     if size < 1:
         raise ConfigError("hydra.sweeper.max_batch_size", max_batch_size, "an integer >= 1 or null")
     return [jobs[i:i + size] for i in range(0, len(jobs), size)]
+
+
+def shared_dir(first: Tuple[int, List[str]], then: Tuple[int, List[str]], subdir: str, cfg: DictConfig) -> str:
+    """Why two jobs cannot run: hydra.sweep.subdir (as `cfg`, the second's config, sets it) names them one dir."""
+    (a, a_overrides), (b, b_overrides) = first, then
+    given = OmegaConf.to_container(cfg.hydra.sweep, resolve=False)["subdir"]
+    shown = "the sweep dir itself" if os.path.normpath(subdir) == "." else repr(subdir)
+    return (f"job #{a} ({' '.join(a_overrides)}) and job #{b} ({' '.join(b_overrides)}) would write into one job dir, "
+            f"{shown} (hydra.sweep.subdir={given}): make hydra.sweep.subdir differ per job, e.g. include "
+            "${hydra.job.num}")
 
 
 class NnrunSweeper(Sweeper):
@@ -111,18 +124,24 @@ class NnrunSweeper(Sweeper):
         return returns
 
     def check(self, check: Callable[[DictConfig], Any], jobs: List[List[str]]) -> None:
-        """Each job's config read through the task's `check`: the first refused is one line, exit 2, before the
-        sweep dir exists. A launcher that takes the checked configs (`use_checked`) gets them, and what `check` made."""
+        """Each job's config read through the task's `check`, and its dir named: the first job refused, or named as
+        one before it (each would overwrite the other's files), is one line, exit 2, before the sweep dir exists.
+        A launcher that takes the checked configs (`use_checked`) gets them, numbered, and what `check` made."""
         configs = SweepConfigs(self.hydra_context.config_loader, self.config)
         keep = getattr(self.launcher, "use_checked", None)
         checked = {}
+        named: Dict[str, int] = {}  # each job's dir (the sweep's, joined as run_job joins them): the job that has it
         with Phase("checking", "checked", len(jobs)) as phase, young_garbage_only() as collect:
             for num, overrides in enumerate(jobs):
                 try:
-                    cfg = configs.load(overrides)
+                    cfg = numbered(configs.load(overrides), num)
                     made = check(cfg)
+                    subdir = job_subdir(cfg)
                 except (ConfigError, HydraException, OmegaConfBaseException) as exc:
                     fail(f"job #{num} ({' '.join(overrides)}): {self.why(exc, overrides)}")
+                first = named.setdefault(os.path.normpath(self.sweep_dir / subdir), num)
+                if first != num:
+                    fail(shared_dir((first, jobs[first]), (num, overrides), subdir, cfg))
                 if keep is not None:
                     checked[tuple(overrides)] = (cfg, made)
                 collect()
