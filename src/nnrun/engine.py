@@ -237,6 +237,13 @@ def plan(jobs: Sequence[Job], *, max_models: int = 256, memory_budget_mb: int = 
     one point, in chunks of what a stack may hold. Bad input raises ConfigError here, before anything trains; with
     `refused`, a job's is its own: `refused(job, error)`, and the others are planned."""
     members, stacks = [], []
+
+    def refuse(these: Sequence[Job], exc: ConfigError) -> None:
+        if refused is None:
+            raise exc
+        for job in these:
+            refused(job, exc)
+
     for kind in stacking.group(jobs, lambda job: stacking.batch_key(job.cfg)):
         cfg = kind[0].cfg
         where = resolve_device(cfg.device) if device is None else device
@@ -244,19 +251,14 @@ def plan(jobs: Sequence[Job], *, max_models: int = 256, memory_budget_mb: int = 
             data = load(cfg.dataset)
             check_loss_fits(cfg.loss, data.n_classes)
         except ConfigError as exc:  # the kind's data: each of its jobs fails with it
-            if refused is None:
-                raise
-            for job in kind:
-                refused(job, exc)
+            refuse(kind, exc)
             continue
         data, loss, started = data.to(where), losses.LOSSES[cfg.loss], []
         for job in kind:
             try:
                 started.append(start(job, data, loss, where))
             except ConfigError as exc:  # its checkpoint to resume from, its run dir
-                if refused is None:
-                    raise
-                refused(job, exc)
+                refuse([job], exc)
         members += started
         size = stacking.models_per_stack(stacking.bytes_per_model(cfg, data), memory_budget_mb << 20, max_models)
         for same_start in stacking.group(started, lambda m: position(m.saved)):

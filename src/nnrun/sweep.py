@@ -263,7 +263,8 @@ def check_same_sweep(config: DictConfig) -> Path | None:
 def resume_line(source: Path) -> str:
     """What a resumed sweep takes from the sweep `source`: its finished jobs, and its checkpoints."""
     finished = going_on = 0
-    earlier, known = resumed_by(source, {}), {}  # where a job it set up but never trained goes on from
+    known: dict = {}
+    earlier = resumed_by(source, known)  # where a job it set up but never trained goes on from
     for job_dir in job_dirs(source):
         if (read_metrics(job_dir) or {}).get("status") in FINISHED:
             finished += 1
